@@ -1,0 +1,82 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Result of a storage operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Errors of the storage layer. Each names the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system (or the fault backend imitating it) failed an operation.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation, e.g. "write", "fdatasync".
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error (its raw errno is kept: EIO, ENOSPC, ...).
+        #[source]
+        source: io::Error,
+    },
+    /// `read_exact_at` reached the end of the file.
+    #[error("{}: short read at offset {offset}: wanted {wanted} bytes, got {got}", path.display())]
+    ShortRead {
+        /// The file.
+        path: PathBuf,
+        /// Where the read started.
+        offset: u64,
+        /// Bytes requested.
+        wanted: usize,
+        /// Bytes available.
+        got: usize,
+    },
+    /// A write to an `O_DIRECT` file was not aligned.
+    #[error("{}: direct I/O write not aligned to {align}: offset {offset}, length {len}", path.display())]
+    Misaligned {
+        /// The file.
+        path: PathBuf,
+        /// Required alignment.
+        align: usize,
+        /// Offset of the write.
+        offset: u64,
+        /// Length of the write.
+        len: usize,
+    },
+    /// The fault backend simulated a crash; handles opened before it are dead.
+    #[error("{}: handle from before a simulated crash", path.display())]
+    Crashed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A caller passed something unusable.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The raw OS error number, if this is an OS error.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// True for "no space left on device".
+    pub fn is_no_space(&self) -> bool {
+        self.raw_os_error() == Some(libc::ENOSPC)
+    }
+
+    /// True when the path does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}

@@ -1,0 +1,273 @@
+//! # strata-io: the one storage I/O layer
+//!
+//! Every Strata crate reaches the disk through [`Storage`] (a directory namespace:
+//! open, create, remove, rename, list, directory fsync) and [`File`] (positional
+//! read and write, append, `sync_data`, `sync_all`, preallocate, length,
+//! truncate). Upper layers never call `std::fs` themselves, so the same engine
+//! code runs on three backends chosen at open time ([`Backend`]):
+//!
+//! * **std**: `pread`/`pwrite`/`fdatasync` through the standard library.
+//! * **uring**: positional reads and writes submitted through io_uring; a batch
+//!   of writes and the fsync that makes them durable are linked in one
+//!   submission ([`File::write_batch`]). Where io_uring is unavailable (old
+//!   kernel, seccomp, `io_uring_disabled`), opening it falls back to std and
+//!   says so once through `tracing`.
+//! * **fault** ([`fault::FaultStorage`]): an in-memory file system for tests
+//!   that tracks, per file and per directory entry, what is durable and what
+//!   is only in the page cache. [`fault::FaultStorage::crash`] simulates power
+//!   loss (keeps synced data, and none, all or a seeded subset of the unsynced
+//!   writes, optionally torn at 512-byte sectors); it can also fail the Nth
+//!   operation with EIO or ENOSPC and flip bits on read.
+//!
+//! ## Guarantees and rules
+//! * A write is durable only after `sync_data`/`sync_all` on that file returns
+//!   `Ok`; a newly created, renamed or removed name only after
+//!   [`Storage::sync_dir`] on its parent returns `Ok`.
+//! * A failed sync is reported as an error and must be treated as fatal for
+//!   that file by the caller (never retried): after a failed fsync the kernel
+//!   may already have dropped the dirty pages. The fault backend models exactly
+//!   that, so a caller that retries is caught by the tests.
+//! * Files opened with [`OpenOptions::direct`] report their alignment through
+//!   [`File::alignment`]; writes to them must use aligned offsets, lengths and
+//!   memory ([`AlignedBuf`]). If the file system refuses `O_DIRECT` the file is
+//!   opened buffered instead and `alignment()` returns `None`.
+//!
+//! `unsafe` in Strata lives here only (io_uring submissions, `fallocate`,
+//! aligned allocation), each block with a `// SAFETY:` comment.
+
+#![deny(clippy::unwrap_used)]
+
+mod aligned;
+mod error;
+pub mod fault;
+pub mod rng;
+mod std_backend;
+mod uring;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use aligned::AlignedBuf;
+pub use error::{Error, Result};
+pub use std_backend::StdStorage;
+pub use uring::UringStorage;
+
+/// A shared handle to a storage backend.
+pub type StorageRef = Arc<dyn Storage>;
+/// A shared handle to an open file.
+pub type FileRef = Arc<dyn File>;
+
+/// Which backend [`open_storage`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// pread/pwrite through the standard library.
+    #[default]
+    Std,
+    /// io_uring, falling back to std when the kernel refuses it.
+    Uring,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "std" => Ok(Backend::Std),
+            "uring" | "io_uring" => Ok(Backend::Uring),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown I/O backend {other:?}: expected \"std\" or \"uring\""
+            ))),
+        }
+    }
+}
+
+/// Builds the chosen backend. `Uring` falls back to std (logging once) when
+/// io_uring cannot be set up on this machine.
+pub fn open_storage(backend: Backend) -> StorageRef {
+    match backend {
+        Backend::Std => Arc::new(StdStorage::new()),
+        Backend::Uring => UringStorage::open_or_fallback(),
+    }
+}
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Create the file if it does not exist.
+    pub create: bool,
+    /// Cut an existing file to length zero.
+    pub truncate: bool,
+    /// Fail if the file already exists.
+    pub create_new: bool,
+    /// Bypass the page cache (`O_DIRECT`): writes must be aligned.
+    pub direct: bool,
+}
+
+impl OpenOptions {
+    /// Open an existing file for reading and writing.
+    pub fn existing() -> Self {
+        Self::default()
+    }
+    /// Create the file if missing, keep its contents otherwise.
+    pub fn create() -> Self {
+        Self {
+            create: true,
+            ..Self::default()
+        }
+    }
+    /// Create a file that must not exist yet.
+    pub fn create_new() -> Self {
+        Self {
+            create: true,
+            create_new: true,
+            ..Self::default()
+        }
+    }
+    /// Request `O_DIRECT`.
+    pub fn direct(mut self, on: bool) -> Self {
+        self.direct = on;
+        self
+    }
+}
+
+/// Which sync a write batch ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `fdatasync`: data and the metadata needed to read it back.
+    Data,
+    /// `fsync`: data and all metadata.
+    All,
+}
+
+/// A directory namespace of files. Paths are absolute or relative to the
+/// process's working directory, as with `std::fs`.
+pub trait Storage: Send + Sync + 'static {
+    /// Short backend name: "std", "uring" or "fault".
+    fn name(&self) -> &'static str;
+    /// Opens (and with `opts.create` creates) a file for reading and writing.
+    fn open(&self, path: &Path, opts: OpenOptions) -> Result<FileRef>;
+    /// Removes a file. Durable after `sync_dir` of its parent.
+    fn remove_file(&self, path: &Path) -> Result<()>;
+    /// Renames a file within one directory, replacing any target. Durable
+    /// after `sync_dir` of the parent.
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Names of the entries of a directory, sorted.
+    fn list_dir(&self, dir: &Path) -> Result<Vec<String>>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> Result<()>;
+    /// Makes creations, removals and renames in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> Result<()>;
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> Result<bool>;
+}
+
+/// An open file. All I/O is positional, so a file may be shared by threads.
+pub trait File: Send + Sync {
+    /// The path the file was opened under.
+    fn path(&self) -> &Path;
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at end of file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+    /// `fdatasync`.
+    fn sync_data(&self) -> Result<()>;
+    /// `fsync`.
+    fn sync_all(&self) -> Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> Result<u64>;
+    /// Cuts or extends (with zeros) the file to `len`.
+    fn set_len(&self, len: u64) -> Result<()>;
+    /// Allocates disk blocks so the file is at least `len` bytes long without
+    /// writing data (`fallocate`); never shrinks.
+    fn preallocate(&self, len: u64) -> Result<()>;
+    /// `Some(n)` when the file was opened with `O_DIRECT`: offsets, lengths
+    /// and buffer addresses of writes must be multiples of `n`.
+    fn alignment(&self) -> Option<usize> {
+        None
+    }
+
+    /// Writes each `(offset, bytes)` in order and, with `sync`, makes them
+    /// durable before returning. The io_uring backend submits the writes and
+    /// the sync as one linked submission; others write then sync.
+    fn write_batch(&self, writes: &[(u64, &[u8])], sync: Option<SyncMode>) -> Result<()> {
+        for (offset, buf) in writes {
+            self.write_at(buf, *offset)?;
+        }
+        match sync {
+            Some(SyncMode::Data) => self.sync_data(),
+            Some(SyncMode::All) => self.sync_all(),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `buf` at the current end and returns the offset it landed at.
+    /// Append-only files have one writer; concurrent appenders must serialise.
+    fn append(&self, buf: &[u8]) -> Result<u64> {
+        let offset = self.len()?;
+        self.write_at(buf, offset)?;
+        Ok(offset)
+    }
+
+    /// Fills `buf` from `offset`, failing with [`Error::ShortRead`] at end of file.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                return Err(Error::ShortRead {
+                    path: self.path().to_path_buf(),
+                    offset,
+                    wanted: buf.len(),
+                    got: done,
+                });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads the whole file.
+    fn read_all(&self) -> Result<Vec<u8>> {
+        let len = usize::try_from(self.len()?)
+            .map_err(|_| Error::InvalidArgument(format!("{}: too large", self.path().display())))?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self.read_at(&mut buf[done..], done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+}
+
+/// The parent directory of `path` ("." for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Replaces `path` with `contents` atomically and durably: write a temporary
+/// file, fsync it, rename it over `path`, fsync the directory.
+pub fn write_file_atomic(storage: &dyn Storage, path: &Path, contents: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let file = storage.open(
+        &tmp,
+        OpenOptions {
+            create: true,
+            truncate: true,
+            ..OpenOptions::default()
+        },
+    )?;
+    file.write_at(contents, 0)?;
+    file.sync_all()?;
+    drop(file);
+    storage.rename(&tmp, path)?;
+    storage.sync_dir(&parent_dir(path))
+}

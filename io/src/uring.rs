@@ -1,0 +1,346 @@
+//! The io_uring backend. Namespace operations (open, rename, list, directory
+//! fsync) go through std, since they are rare; positional reads, writes and
+//! syncs go through a small pool of rings. A batch of writes and the fsync
+//! that makes it durable are submitted as one linked chain, so one
+//! `io_uring_enter` makes a WAL group commit durable.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use io_uring::{opcode, squeue, types, IoUring};
+use parking_lot::Mutex;
+
+use crate::std_backend::{check_aligned, open_std_file, StdFile};
+use crate::{Error, File, FileRef, OpenOptions, Result, Storage, StdStorage, StorageRef, SyncMode};
+
+const RING_ENTRIES: u32 = 64;
+const POOL_SIZE: usize = 4;
+/// Largest single read or write handed to one SQE (the length field is u32).
+const MAX_IO: usize = 1 << 30;
+
+static FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Environment variable that makes [`UringStorage::open_or_fallback`] use std,
+/// e.g. to compare backends or to work around a broken kernel.
+pub const DISABLE_ENV: &str = "STRATA_DISABLE_IO_URING";
+
+struct RingPool {
+    rings: Vec<Mutex<IoUring>>,
+    next: AtomicUsize,
+}
+
+impl RingPool {
+    fn new() -> io::Result<Self> {
+        let mut rings = Vec::with_capacity(POOL_SIZE);
+        for _ in 0..POOL_SIZE {
+            let mut ring = IoUring::new(RING_ENTRIES)?;
+            // Setup can succeed where submission is forbidden (seccomp filters
+            // io_uring_enter): prove a round trip before trusting the ring.
+            let nop = opcode::Nop::new().build().user_data(0);
+            run_chain(&mut ring, &[nop])?;
+            rings.push(Mutex::new(ring));
+        }
+        Ok(RingPool {
+            rings,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `entries` on a free ring and returns each entry's result (a byte
+    /// count or `-errno`), in order.
+    fn run(&self, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.rings.len() {
+            if let Some(mut ring) = self.rings[(start + i) % self.rings.len()].try_lock() {
+                return run_chain(&mut ring, entries);
+            }
+        }
+        let mut ring = self.rings[start % self.rings.len()].lock();
+        run_chain(&mut ring, entries)
+    }
+}
+
+/// Submits `entries` (at most the ring size) and waits for all completions.
+/// Buffers referenced by the entries must stay alive until this returns;
+/// it never returns while any of them is still in flight.
+fn run_chain(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+    debug_assert!(entries.len() <= RING_ENTRIES as usize);
+    {
+        let mut sq = ring.submission();
+        for (i, e) in entries.iter().enumerate() {
+            let e = e.clone().user_data(i as u64);
+            // SAFETY: the buffers the entry points to are borrowed by the
+            // caller for the whole call, and we wait below for every
+            // completion before returning, so the kernel never touches them
+            // after they are released. The ring is used exclusively (&mut).
+            if unsafe { sq.push(&e) }.is_err() {
+                return Err(io::Error::other("io_uring submission queue full"));
+            }
+        }
+    }
+    let mut results = vec![0i32; entries.len()];
+    let mut done = 0;
+    while done < entries.len() {
+        match ring.submit_and_wait(entries.len() - done) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                // Entries may be queued or in flight with our buffers and we
+                // cannot wait for them: returning would let the kernel (or a
+                // later submit) touch freed memory, so the only memory-safe
+                // way out is to stop. Only a broken setup gets here, and the
+                // probe in RingPool::new rules that out.
+                tracing::error!(error = %e, "io_uring_enter failed with I/O in flight; aborting");
+                std::process::abort();
+            }
+        }
+        for cqe in ring.completion() {
+            let idx = cqe.user_data() as usize;
+            if let Some(slot) = results.get_mut(idx) {
+                *slot = cqe.result();
+                done += 1;
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// Storage whose file I/O goes through io_uring.
+pub struct UringStorage {
+    std: StdStorage,
+    pool: Arc<RingPool>,
+}
+
+impl std::fmt::Debug for UringStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringStorage").finish_non_exhaustive()
+    }
+}
+
+impl UringStorage {
+    /// Sets up the rings; fails where io_uring is unavailable.
+    pub fn try_new() -> io::Result<Self> {
+        if std::env::var_os(DISABLE_ENV).is_some_and(|v| v != "0") {
+            return Err(io::Error::other(format!("disabled by {DISABLE_ENV}")));
+        }
+        Ok(UringStorage {
+            std: StdStorage::new(),
+            pool: Arc::new(RingPool::new()?),
+        })
+    }
+
+    /// io_uring if it works here, std otherwise (logged once per process).
+    pub fn open_or_fallback() -> StorageRef {
+        Self::or_fallback(Self::try_new())
+    }
+
+    /// The storage for the outcome of an io_uring setup attempt: the ring on
+    /// success, std with a one-time warning on failure.
+    pub fn or_fallback(attempt: io::Result<UringStorage>) -> StorageRef {
+        match attempt {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                if !FALLBACK_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "io_uring unavailable; falling back to the std backend");
+                }
+                Arc::new(StdStorage::new())
+            }
+        }
+    }
+}
+
+impl Storage for UringStorage {
+    fn name(&self) -> &'static str {
+        "uring"
+    }
+
+    fn open(&self, path: &Path, opts: OpenOptions) -> Result<FileRef> {
+        let inner = open_std_file(path, opts)?;
+        Ok(Arc::new(UringFile {
+            inner,
+            pool: self.pool.clone(),
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<()> {
+        self.std.remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.std.rename(from, to)
+    }
+
+    fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        self.std.list_dir(dir)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        self.std.create_dir_all(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.std.sync_dir(dir)
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool> {
+        self.std.exists(path)
+    }
+}
+
+/// A file whose reads, writes and syncs go through io_uring.
+pub struct UringFile {
+    inner: StdFile,
+    pool: Arc<RingPool>,
+}
+
+impl UringFile {
+    fn fd(&self) -> types::Fd {
+        use std::os::unix::io::AsRawFd;
+        types::Fd(self.inner.file.as_raw_fd())
+    }
+
+    fn err(&self, op: &'static str, e: io::Error) -> Error {
+        Error::io(op, &self.inner.path, e)
+    }
+
+    fn sync_entry(&self, mode: SyncMode) -> squeue::Entry {
+        let mut fsync = opcode::Fsync::new(self.fd());
+        if mode == SyncMode::Data {
+            fsync = fsync.flags(types::FsyncFlags::DATASYNC);
+        }
+        fsync.build()
+    }
+
+    fn sync(&self, mode: SyncMode, op: &'static str) -> Result<()> {
+        let res = self
+            .pool
+            .run(&[self.sync_entry(mode)])
+            .map_err(|e| self.err(op, e))?;
+        match res.first() {
+            Some(&r) if r < 0 => Err(self.err(op, io::Error::from_raw_os_error(-r))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl File for UringFile {
+    fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let len = buf.len().min(MAX_IO);
+        let entry = opcode::Read::new(self.fd(), buf.as_mut_ptr(), len as u32)
+            .offset(offset)
+            .build();
+        loop {
+            let res = self.pool.run(&[entry.clone()]).map_err(|e| self.err("read", e))?;
+            match res.first().copied().unwrap_or(0) {
+                r if r >= 0 => return Ok(r as usize),
+                r if -r == libc::EINTR || -r == libc::EAGAIN => continue,
+                r => return Err(self.err("read", io::Error::from_raw_os_error(-r))),
+            }
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.write_batch(&[(offset, buf)], None)
+    }
+
+    fn write_batch(&self, writes: &[(u64, &[u8])], sync: Option<SyncMode>) -> Result<()> {
+        // Split into SQE-sized pieces; each chain fills at most one ring.
+        let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len() + 1);
+        for &(offset, buf) in writes {
+            check_aligned(self.inner.align, &self.inner.path, buf, offset)?;
+            let mut off = offset;
+            for chunk in buf.chunks(MAX_IO) {
+                pieces.push((off, chunk));
+                off += chunk.len() as u64;
+            }
+        }
+        let per_chain = RING_ENTRIES as usize - 1;
+        let chains: Vec<&[(u64, &[u8])]> = if pieces.is_empty() {
+            vec![&[]]
+        } else {
+            pieces.chunks(per_chain).collect()
+        };
+        let last = chains.len() - 1;
+        for (ci, chain) in chains.iter().enumerate() {
+            let mut entries: Vec<squeue::Entry> = chain
+                .iter()
+                .map(|(off, buf)| {
+                    opcode::Write::new(self.fd(), buf.as_ptr(), buf.len() as u32)
+                        .offset(*off)
+                        .build()
+                        .flags(squeue::Flags::IO_LINK)
+                })
+                .collect();
+            let with_sync = if ci == last { sync } else { None };
+            if let Some(mode) = with_sync {
+                entries.push(self.sync_entry(mode));
+            }
+            if let Some(e) = entries.last_mut() {
+                // The last entry ends the chain.
+                *e = e.clone().flags(squeue::Flags::empty());
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            let res = self.pool.run(&entries).map_err(|e| self.err("write", e))?;
+            // A short write or an error breaks the link: finish the rest of
+            // this chain synchronously, reporting real errors.
+            for (i, (off, buf)) in chain.iter().enumerate() {
+                let r = res.get(i).copied().unwrap_or(-libc::ECANCELED);
+                if r >= 0 && r as usize == buf.len() {
+                    continue;
+                }
+                if r < 0 && -r != libc::ECANCELED && -r != libc::EINTR && -r != libc::EAGAIN {
+                    return Err(self.err("write", io::Error::from_raw_os_error(-r)));
+                }
+                let done = if r > 0 { r as usize } else { 0 };
+                self.inner.write_at(&buf[done..], off + done as u64)?;
+            }
+            if let Some(mode) = with_sync {
+                let r = res.get(chain.len()).copied().unwrap_or(-libc::ECANCELED);
+                let op = if mode == SyncMode::Data { "fdatasync" } else { "fsync" };
+                if r == -libc::ECANCELED {
+                    // Cancelled by a short write we completed above.
+                    self.sync(mode, op)?;
+                } else if r < 0 {
+                    return Err(self.err(op, io::Error::from_raw_os_error(-r)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<()> {
+        self.sync(SyncMode::Data, "fdatasync")
+    }
+
+    fn sync_all(&self) -> Result<()> {
+        self.sync(SyncMode::All, "fsync")
+    }
+
+    fn len(&self) -> Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.inner.set_len(len)
+    }
+
+    fn preallocate(&self, len: u64) -> Result<()> {
+        self.inner.preallocate(len)
+    }
+
+    fn alignment(&self) -> Option<usize> {
+        self.inner.align
+    }
+}
