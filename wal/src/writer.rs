@@ -1,0 +1,705 @@
+//! The WAL writer: group commit over segment files.
+//!
+//! Appenders encode their record into a shared pending buffer under a
+//! mutex and take the next LSN. If no thread is writing, the appender
+//! becomes the leader: it takes everything pending as one entry, writes it
+//! (and, per the sync policy, syncs it in the same submission), then wakes
+//! the others. While it does I/O, new appenders gather the next batch, so
+//! under load one write and one fsync serve many records.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use strata_io::{AlignedBuf, FileRef, OpenOptions, StorageRef, SyncMode};
+
+use crate::format::{
+    encode_fragments, encoded_len, put_varint, segment_tag, EntryHeader, SegmentHeader,
+    ENTRY_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::reader::{recover, Recovery, RecoveryMode};
+use crate::segment::{recycle_path, segment_path, SegmentFile};
+use crate::{Error, Lsn, Result};
+
+/// When appended records are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `append` returns after the record is fsynced (group commit shares
+    /// the fsync among concurrent appenders).
+    Always,
+    /// `append` returns after the record is written to the OS; a sync runs
+    /// when `every` has passed since the last one (a background thread sees
+    /// to it when idle) or `bytes` have been written since.
+    Interval {
+        /// Longest time written records stay unsynced.
+        every: Duration,
+        /// Most bytes written between syncs.
+        bytes: u64,
+    },
+    /// `append` returns after the record is written to the OS; syncs only
+    /// on [`Wal::sync`], segment rotation and close.
+    Never,
+}
+
+/// How new segment files get their space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preallocate {
+    /// Let the file grow with each write.
+    None,
+    /// `fallocate` the whole segment at creation (fewer extent updates).
+    Allocate,
+    /// Write zeros over the whole segment at creation, so every later
+    /// fdatasync only overwrites allocated, written blocks: about half the
+    /// cost of one that grows the file, paid once per segment.
+    ZeroFill,
+}
+
+/// WAL settings.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// When records become durable. Default: `Always`.
+    pub sync: SyncPolicy,
+    /// A segment is closed and a new one started once a write would take it
+    /// past this size. Default 64 MiB.
+    pub segment_size: u64,
+    /// How new segments are preallocated. Default: `Allocate`.
+    pub preallocate: Preallocate,
+    /// How many segments released by [`Wal::purge_before`] are kept for
+    /// reuse instead of deleted (reused files are already allocated and
+    /// written). Default 4.
+    pub recycle_segments: usize,
+    /// Open segments with `O_DIRECT` (writes are padded to the file system's
+    /// alignment). Default off.
+    pub direct_io: bool,
+    /// How damage found at open is handled. Default: tolerate a torn tail.
+    pub recovery: RecoveryMode,
+    /// With `Never` or `Interval`, appends return as soon as their record is
+    /// buffered while fewer than this many bytes are pending; a background
+    /// thread hands them to the OS every `buffer_flush_every`. 0 (default):
+    /// every append is written to the OS before it returns.
+    pub write_buffer: usize,
+    /// Longest time a buffered record waits before it is written to the OS.
+    pub buffer_flush_every: Duration,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            sync: SyncPolicy::Always,
+            segment_size: 64 << 20,
+            preallocate: Preallocate::Allocate,
+            recycle_segments: 4,
+            direct_io: false,
+            recovery: RecoveryMode::TolerateCorruptedTail,
+            write_buffer: 0,
+            buffer_flush_every: Duration::from_millis(5),
+        }
+    }
+}
+
+impl WalOptions {
+    fn validate(&self) -> Result<()> {
+        if self.segment_size < (SEGMENT_HEADER_LEN as u64) * 2 {
+            return Err(Error::InvalidOption(format!(
+                "segment_size {} is too small",
+                self.segment_size
+            )));
+        }
+        if self.write_buffer > 1 << 30 {
+            return Err(Error::InvalidOption("write_buffer over 1 GiB".into()));
+        }
+        if let SyncPolicy::Interval { every, .. } = self.sync {
+            if every.is_zero() {
+                return Err(Error::InvalidOption("sync interval of zero".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn buffered(&self) -> bool {
+        self.write_buffer > 0 && self.sync != SyncPolicy::Always
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Written,
+    Durable,
+}
+
+struct State {
+    next_lsn: Lsn,
+    pending: Vec<u8>,
+    spare: Vec<u8>,
+    pending_first: Lsn,
+    pending_count: u32,
+    written: Lsn,
+    durable: Lsn,
+    leader: bool,
+    failed: Option<Arc<strata_io::Error>>,
+    closed: bool,
+    sync_wanted: Lsn,
+    unsynced_bytes: u64,
+    last_sync: Instant,
+}
+
+struct Active {
+    segno: u64,
+    file: FileRef,
+    offset: u64,
+    /// With O_DIRECT: the bytes of the current partial page, rewritten
+    /// with the next write since writes must cover whole pages.
+    tail: Vec<u8>,
+}
+
+struct Io {
+    active: Option<Active>,
+    segments: VecDeque<SegmentFile>,
+    recycled: Vec<PathBuf>,
+    enc: Vec<u8>,
+    direct_buf: Option<AlignedBuf>,
+}
+
+struct Inner {
+    storage: StorageRef,
+    dir: PathBuf,
+    opts: WalOptions,
+    state: Mutex<State>,
+    cv: Condvar,
+    io: Mutex<Io>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A write-ahead log. Cheap to clone; clones share the log.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir`: recovers it under
+    /// `opts.recovery`, passing every record to `replay` in LSN order, then
+    /// starts a new segment for appends. Records replayed are durable when
+    /// this returns.
+    pub fn open(
+        storage: StorageRef,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+        replay: impl FnMut(Lsn, &[u8]) -> Result<()>,
+    ) -> Result<(Wal, Recovery)> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        storage.create_dir_all(&dir)?;
+        let rec = recover(&*storage, &dir, opts.recovery, replay)?;
+
+        let mut changed = false;
+        for p in rec.discarded.iter().rev() {
+            storage.remove_file(p)?;
+            changed = true;
+        }
+        let mut segments: VecDeque<SegmentFile> = rec.segments.iter().cloned().collect();
+        let mut recycled = rec.recycled.clone();
+        let mut next_segno = segments.back().map_or(1, |s| s.segno + 1);
+        if let Some(last) = segments.back() {
+            // Records recovered from the page cache after a process crash
+            // may not be on disk yet: make them durable before anything new.
+            let f = storage.open(&last.path, OpenOptions::existing())?;
+            f.sync_data()?;
+            // A last segment holding no record is reused rather than kept.
+            if last.first_lsn >= rec.next_lsn && rec.truncated.is_none() {
+                let last = segments.pop_back().ok_or_else(|| {
+                    Error::InvalidOption("segment list changed during open".into())
+                })?;
+                if recycled.len() < opts.recycle_segments {
+                    let to = recycle_path(&dir, last.segno);
+                    storage.rename(&last.path, &to)?;
+                    recycled.push(to);
+                } else {
+                    storage.remove_file(&last.path)?;
+                }
+                changed = true;
+            }
+        }
+        if let Some(last) = segments.back() {
+            next_segno = next_segno.max(last.segno + 1);
+        }
+        if changed {
+            storage.sync_dir(&dir)?;
+        }
+        let last_lsn = rec.next_lsn - 1;
+        let io = Io {
+            active: None,
+            segments,
+            recycled,
+            enc: Vec::new(),
+            direct_buf: None,
+        };
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            opts,
+            state: Mutex::new(State {
+                next_lsn: rec.next_lsn,
+                pending: Vec::new(),
+                spare: Vec::new(),
+                pending_first: rec.next_lsn,
+                pending_count: 0,
+                written: last_lsn,
+                durable: last_lsn,
+                leader: false,
+                failed: None,
+                closed: false,
+                sync_wanted: 0,
+                unsynced_bytes: 0,
+                last_sync: Instant::now(),
+            }),
+            cv: Condvar::new(),
+            io: Mutex::new(io),
+            flusher: Mutex::new(None),
+        });
+        {
+            let mut io = inner.io.lock();
+            inner.rotate(&mut io, rec.next_lsn, next_segno)?;
+        }
+        let tick = match inner.opts.sync {
+            SyncPolicy::Interval { every, .. } if inner.opts.buffered() => {
+                Some(every.min(inner.opts.buffer_flush_every))
+            }
+            SyncPolicy::Interval { every, .. } => Some(every),
+            _ if inner.opts.buffered() => Some(inner.opts.buffer_flush_every),
+            _ => None,
+        };
+        if let Some(tick) = tick {
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("strata-wal-flush".into())
+                .spawn(move || flusher(weak, tick))
+                .map_err(|e| Error::InvalidOption(format!("cannot start WAL flusher thread: {e}")))?;
+            *inner.flusher.lock() = Some(handle);
+        }
+        Ok((Wal { inner }, rec))
+    }
+
+    /// Appends a record and returns its LSN once the sync policy is met:
+    /// durable for `Always`, written to the OS (or, with a write buffer,
+    /// buffered) otherwise. On an I/O error the WAL stops accepting writes;
+    /// every appender whose record was not yet acknowledged gets
+    /// [`Error::Failed`], and a reopen recovers what reached the disk.
+    pub fn append(&self, record: &[u8]) -> Result<Lsn> {
+        if record.len() > MAX_RECORD_LEN {
+            return Err(Error::RecordTooLarge {
+                len: record.len(),
+                max: MAX_RECORD_LEN,
+            });
+        }
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(e) = &st.failed {
+            return Err(Error::Failed(e.clone()));
+        }
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
+        if st.pending_count == 0 {
+            st.pending_first = lsn;
+        }
+        st.pending_count += 1;
+        put_varint(&mut st.pending, record.len() as u64);
+        st.pending.extend_from_slice(record);
+        if inner.opts.buffered() && st.pending.len() < inner.opts.write_buffer {
+            return Ok(lsn);
+        }
+        let need = if inner.opts.sync == SyncPolicy::Always {
+            Need::Durable
+        } else {
+            Need::Written
+        };
+        inner.wait_for(st, lsn, need)?;
+        Ok(lsn)
+    }
+
+    /// Writes and fsyncs everything appended so far; returns the durable LSN.
+    pub fn sync(&self) -> Result<Lsn> {
+        let st = self.inner.state.lock();
+        let target = st.next_lsn - 1;
+        self.wait_durable_locked(st, target)?;
+        Ok(target)
+    }
+
+    /// Hands every buffered record to the OS (no fsync).
+    pub fn flush(&self) -> Result<()> {
+        let st = self.inner.state.lock();
+        let target = st.next_lsn - 1;
+        self.inner.wait_for(st, target, Need::Written)
+    }
+
+    /// Returns once the record `lsn` (and all before it) is durable,
+    /// syncing if no one else will.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let st = self.inner.state.lock();
+        if lsn >= st.next_lsn {
+            return Err(Error::InvalidOption(format!(
+                "LSN {lsn} has not been appended (next is {})",
+                st.next_lsn
+            )));
+        }
+        self.wait_durable_locked(st, lsn)
+    }
+
+    fn wait_durable_locked(&self, mut st: MutexGuard<'_, State>, lsn: Lsn) -> Result<()> {
+        if st.durable >= lsn {
+            return Ok(());
+        }
+        st.sync_wanted = st.sync_wanted.max(lsn);
+        self.inner.wait_for(st, lsn, Need::Durable)
+    }
+
+    /// Highest LSN known durable: it and every record before it survive a
+    /// crash.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.state.lock().durable
+    }
+
+    /// Highest LSN handed to the OS.
+    pub fn written_lsn(&self) -> Lsn {
+        self.inner.state.lock().written
+    }
+
+    /// Highest LSN assigned so far (0 if none).
+    pub fn last_lsn(&self) -> Lsn {
+        self.inner.state.lock().next_lsn - 1
+    }
+
+    /// The live segment files, oldest first.
+    pub fn segments(&self) -> Vec<SegmentFile> {
+        self.inner.io.lock().segments.iter().cloned().collect()
+    }
+
+    /// Releases every segment whose records all have LSNs below `lsn` (a
+    /// checkpoint: the caller no longer needs them for recovery). Released
+    /// segments are kept for reuse up to `recycle_segments`, else deleted.
+    /// The current segment is never released. Returns how many were.
+    pub fn purge_before(&self, lsn: Lsn) -> Result<usize> {
+        let inner = &*self.inner;
+        inner.with_leadership(|io| {
+            let mut released = 0;
+            while io.segments.len() > 1 && io.segments.get(1).is_some_and(|s| s.first_lsn <= lsn) {
+                let Some(old) = io.segments.pop_front() else { break };
+                if io.recycled.len() < inner.opts.recycle_segments {
+                    let to = recycle_path(&inner.dir, old.segno);
+                    inner.storage.rename(&old.path, &to)?;
+                    io.recycled.push(to);
+                } else {
+                    inner.storage.remove_file(&old.path)?;
+                }
+                // One directory sync per segment keeps the surviving set a
+                // contiguous run of segments whatever a crash keeps.
+                inner.storage.sync_dir(&inner.dir)?;
+                released += 1;
+            }
+            Ok(released)
+        })
+    }
+
+    /// Writes and syncs everything, then stops accepting appends.
+    pub fn close(&self) -> Result<()> {
+        let res = self.sync().map(|_| ());
+        self.inner.state.lock().closed = true;
+        self.inner.cv.notify_all();
+        if let Some(h) = self.inner.flusher.lock().take() {
+            let _ = h.join();
+        }
+        res
+    }
+}
+
+impl Inner {
+    /// Waits until record `lsn` is written or durable, leading a round of
+    /// I/O whenever no other thread is.
+    fn wait_for<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: Lsn, need: Need) -> Result<()> {
+        loop {
+            let done = match need {
+                Need::Written => st.written >= lsn,
+                Need::Durable => st.durable >= lsn,
+            };
+            if done {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(Error::Failed(e.clone()));
+            }
+            if !st.leader {
+                st.leader = true;
+                st = self.lead(st);
+                continue;
+            }
+            self.cv.wait(&mut st);
+        }
+    }
+
+    /// One round of leadership: write what is pending, sync if due.
+    fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let spare = std::mem::take(&mut st.spare);
+        let batch = std::mem::replace(&mut st.pending, spare);
+        let first = st.pending_first;
+        let count = st.pending_count;
+        st.pending_count = 0;
+        st.pending_first = st.next_lsn;
+        let last = if count > 0 {
+            first + u64::from(count) - 1
+        } else {
+            st.written
+        };
+        let synced_lsn = st.durable;
+        let batch_bytes = batch.len() as u64;
+        let sync = last > st.durable
+            && (st.sync_wanted > st.durable
+                || match self.opts.sync {
+                    SyncPolicy::Always => true,
+                    SyncPolicy::Interval { every, bytes } => {
+                        st.unsynced_bytes + batch_bytes >= bytes || st.last_sync.elapsed() >= every
+                    }
+                    SyncPolicy::Never => false,
+                });
+        let res = MutexGuard::unlocked(&mut st, || {
+            let mut io = self.io.lock();
+            if count > 0 {
+                let header = EntryHeader {
+                    first_lsn: first,
+                    count,
+                    synced_lsn,
+                };
+                self.write_entry(&mut io, &header, &batch, sync)
+            } else if sync {
+                match &io.active {
+                    Some(a) => a.file.sync_data(),
+                    None => Ok(()),
+                }
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => {
+                st.written = last;
+                st.unsynced_bytes += batch_bytes;
+                if sync {
+                    st.durable = last;
+                    st.unsynced_bytes = 0;
+                    st.last_sync = Instant::now();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, dir = %self.dir.display(), "WAL write failed; the log stops accepting writes");
+                st.failed = Some(Arc::new(e));
+            }
+        }
+        let mut batch = batch;
+        batch.clear();
+        st.spare = batch;
+        st.leader = false;
+        self.cv.notify_all();
+        st
+    }
+
+    /// Runs `f` on the segment state as the leader, so no write or rotation
+    /// runs at the same time.
+    fn with_leadership<T>(&self, f: impl FnOnce(&mut Io) -> Result<T>) -> Result<T> {
+        let mut st = self.state.lock();
+        while st.leader {
+            self.cv.wait(&mut st);
+        }
+        st.leader = true;
+        let res = MutexGuard::unlocked(&mut st, || f(&mut self.io.lock()));
+        st.leader = false;
+        self.cv.notify_all();
+        res
+    }
+
+    fn write_entry(
+        &self,
+        io: &mut Io,
+        header: &EntryHeader,
+        records: &[u8],
+        sync: bool,
+    ) -> strata_io::Result<()> {
+        let payload_len = ENTRY_HEADER_LEN + records.len();
+        let (offset, segno) = match &io.active {
+            Some(a) => (a.offset, a.segno),
+            None => return Err(strata_io::Error::InvalidArgument("WAL has no open segment".into())),
+        };
+        if offset > SEGMENT_HEADER_LEN as u64
+            && offset + encoded_len(offset, payload_len) as u64 > self.opts.segment_size
+        {
+            self.rotate(io, header.first_lsn, segno + 1)?;
+        }
+        let Some(active) = io.active.as_mut() else {
+            return Err(strata_io::Error::InvalidArgument("WAL has no open segment".into()));
+        };
+        io.enc.clear();
+        let hdr = header.encode();
+        encode_fragments(&mut io.enc, active.offset, segment_tag(active.segno), &[&hdr, records]);
+        let mode = sync.then_some(SyncMode::Data);
+        match active.file.alignment() {
+            None => active.file.write_batch(&[(active.offset, &io.enc)], mode)?,
+            Some(align) => {
+                write_direct(active, &mut io.direct_buf, align, &io.enc, mode)?;
+            }
+        }
+        active.offset += io.enc.len() as u64;
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync) and starts segment `segno` whose
+    /// first record will be `first_lsn`, reusing a recycled file if any.
+    fn rotate(&self, io: &mut Io, first_lsn: Lsn, segno: u64) -> strata_io::Result<()> {
+        if let Some(old) = io.active.take() {
+            old.file.sync_data()?;
+        }
+        let path = segment_path(&self.dir, segno);
+        let opts = OpenOptions::existing().direct(self.opts.direct_io);
+        let file = match io.recycled.pop() {
+            Some(from) => {
+                self.storage.rename(&from, &path)?;
+                self.storage.open(&path, opts)?
+            }
+            None => {
+                let f = self.storage.open(
+                    &path,
+                    OpenOptions {
+                        create: true,
+                        create_new: true,
+                        ..opts
+                    },
+                )?;
+                match self.opts.preallocate {
+                    Preallocate::None => {}
+                    Preallocate::Allocate => f.preallocate(self.opts.segment_size)?,
+                    Preallocate::ZeroFill => zero_fill(&f, self.opts.segment_size)?,
+                }
+                f
+            }
+        };
+        let header = SegmentHeader { segno, first_lsn }.encode();
+        let mut active = Active {
+            segno,
+            file,
+            offset: 0,
+            tail: Vec::new(),
+        };
+        match active.file.alignment() {
+            None => active.file.write_at(&header, 0)?,
+            Some(align) => write_direct(&mut active, &mut io.direct_buf, align, &header, None)?,
+        }
+        active.offset = SEGMENT_HEADER_LEN as u64;
+        // The header (and for a new file its length) must be durable before
+        // any record, so a segment with records always has a valid header.
+        active.file.sync_all()?;
+        self.storage.sync_dir(&self.dir)?;
+        io.segments.push_back(SegmentFile {
+            segno,
+            path,
+            first_lsn,
+        });
+        io.active = Some(active);
+        Ok(())
+    }
+}
+
+/// Writes `bytes` at the active offset of an O_DIRECT file: the write starts
+/// at the page holding the offset (re-sending that page's earlier bytes)
+/// and is zero-padded to whole pages.
+fn write_direct(
+    active: &mut Active,
+    buf: &mut Option<AlignedBuf>,
+    align: usize,
+    bytes: &[u8],
+    sync: Option<SyncMode>,
+) -> strata_io::Result<()> {
+    let page_start = active.offset - active.offset % align as u64;
+    let lead = (active.offset - page_start) as usize;
+    let total = lead + bytes.len();
+    let padded = total.div_ceil(align) * align;
+    if buf.as_ref().is_none_or(|b| b.capacity() < padded) {
+        *buf = Some(AlignedBuf::zeroed(padded.max(1 << 20), align));
+    }
+    let Some(b) = buf.as_mut() else {
+        return Err(strata_io::Error::InvalidArgument("no direct I/O buffer".into()));
+    };
+    b.set_len(padded);
+    b[..lead].copy_from_slice(&active.tail[..lead.min(active.tail.len())]);
+    b[lead..total].copy_from_slice(bytes);
+    b[total..padded].fill(0);
+    active.file.write_batch(&[(page_start, &b[..padded])], sync)?;
+    let last_page = total - total % align;
+    active.tail.clear();
+    active.tail.extend_from_slice(&b[last_page..total]);
+    Ok(())
+}
+
+fn zero_fill(file: &FileRef, len: u64) -> strata_io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let align = file.alignment().unwrap_or(1).max(1);
+    let zeros = AlignedBuf::zeroed(CHUNK, align.max(8));
+    let mut off = 0u64;
+    let len = len.div_ceil(align as u64) * align as u64;
+    while off < len {
+        let n = ((len - off) as usize).min(CHUNK);
+        file.write_at(&zeros[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+fn flusher(weak: Weak<Inner>, tick: Duration) {
+    loop {
+        std::thread::sleep(tick);
+        let Some(inner) = weak.upgrade() else { return };
+        let mut st = inner.state.lock();
+        if st.closed || st.failed.is_some() {
+            return;
+        }
+        let interval_due = match inner.opts.sync {
+            SyncPolicy::Interval { every, .. } => {
+                st.written > st.durable && st.last_sync.elapsed() >= every
+            }
+            _ => false,
+        };
+        if interval_due {
+            st.sync_wanted = st.sync_wanted.max(st.written);
+        }
+        if (st.pending_count > 0 || interval_due) && !st.leader {
+            st.leader = true;
+            drop(inner.lead(st));
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        if st.closed || st.failed.is_some() {
+            return;
+        }
+        // Best effort on drop: make what was appended durable. `close`
+        // reports errors; drop can only log them.
+        let st = self.state.lock();
+        let target = st.next_lsn - 1;
+        let mut st = st;
+        st.sync_wanted = target;
+        if let Err(e) = self.wait_for(st, target, Need::Durable) {
+            tracing::warn!(error = %e, "WAL sync on drop failed");
+        }
+    }
+}
