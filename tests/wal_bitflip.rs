@@ -20,7 +20,13 @@ struct Fixture {
     files: Vec<(PathBuf, u64, u64)>,
 }
 
-fn build(policy: SyncPolicy, prealloc: Preallocate, n: u64, seg: u64, rec_len: impl Fn(u64) -> usize) -> Fixture {
+fn build(
+    policy: SyncPolicy,
+    prealloc: Preallocate,
+    n: u64,
+    seg: u64,
+    rec_len: impl Fn(u64) -> usize,
+) -> Fixture {
     let storage = FaultStorage::new(1);
     let sref: StorageRef = Arc::new(storage.clone());
     let opts = WalOptions {
@@ -45,10 +51,14 @@ fn build(policy: SyncPolicy, prealloc: Preallocate, n: u64, seg: u64, rec_len: i
         let len = storage.contents(&p).expect("contents").len() as u64;
         files.push((p, 0, len));
     }
-    Fixture { storage, records, files }
+    Fixture {
+        storage,
+        records,
+        files,
+    }
 }
 
-fn recover(storage: &FaultStorage, mode: RecoveryMode) -> Result<(Vec<(Lsn, Vec<u8>)>, bool), Error> {
+fn recover(storage: &FaultStorage, mode: RecoveryMode) -> Result<Recovered, Error> {
     let mut got = Vec::new();
     let rec = strata::wal::recover(storage, Path::new(DIR), mode, |lsn, r| {
         got.push((lsn, r.to_vec()));
@@ -89,7 +99,8 @@ fn sweep(
                     match recover(&fx.storage, mode) {
                         Ok((got, cut)) => {
                             for (lsn, r) in &got {
-                                let want = lsn.checked_sub(1).and_then(|i| fx.records.get(i as usize));
+                                let want =
+                                    lsn.checked_sub(1).and_then(|i| fx.records.get(i as usize));
                                 assert!(
                                     want == Some(r),
                                     "{mode:?}: flip {}:{off} bit {bit} returned a wrong record at LSN {lsn}",
@@ -119,7 +130,8 @@ fn sweep(
                         }
                         Err(Error::Corruption { path: p, .. }) => {
                             assert!(
-                                mode == RecoveryMode::TolerateCorruptedTail || mode == RecoveryMode::AbsoluteConsistency,
+                                mode == RecoveryMode::TolerateCorruptedTail
+                                    || mode == RecoveryMode::AbsoluteConsistency,
                                 "{mode:?} must not fail on damage"
                             );
                             assert!(p.starts_with(DIR), "error names the file: {}", p.display());
@@ -138,13 +150,20 @@ fn sweep(
 #[test]
 fn every_bit_flip_in_synced_segments_is_detected() {
     // Every bit of three segments: two sealed, one last.
-    let fx = build(SyncPolicy::Always, Preallocate::None, 45, 1200, |i| 20 + (i as usize * 7) % 60);
+    let fx = build(SyncPolicy::Always, Preallocate::None, 45, 1200, |i| {
+        20 + (i as usize * 7) % 60
+    });
     assert!(fx.files.len() >= 3, "{:?}", fx.files);
     let last_path = fx.files.last().expect("file").0.clone();
     // Damage to the last entry of the last segment is indistinguishable
     // from a torn write and may be cut off; anywhere else it is an error.
     let last_entry_start = last_entry_offset(&fx.storage, &last_path);
-    let flips = sweep(&fx, |_| true, |_, _| true, |p, off| p != last_path || off < last_entry_start);
+    let flips = sweep(
+        &fx,
+        |_| true,
+        |_, _| true,
+        |p, off| p != last_path || off < last_entry_start,
+    );
     eprintln!("checked {flips} flips x 4 modes");
 }
 
@@ -153,11 +172,17 @@ fn bit_flips_in_records_spanning_blocks_are_detected() {
     // Records larger than a 32 KiB block (FIRST/MIDDLE/LAST fragments) and
     // block trailers. Every bit near block boundaries and fragment headers,
     // every 61st byte of long payloads.
-    let fx = build(SyncPolicy::Always, Preallocate::None, 6, 200 << 10, |i| match i {
-        1 => 70_000,
-        3 => 40_000,
-        _ => 100 + i as usize,
-    });
+    let fx = build(
+        SyncPolicy::Always,
+        Preallocate::None,
+        6,
+        200 << 10,
+        |i| match i {
+            1 => 70_000,
+            3 => 40_000,
+            _ => 100 + i as usize,
+        },
+    );
     let last_path = fx.files.last().expect("file").0.clone();
     let last_entry_start = last_entry_offset(&fx.storage, &last_path);
     let block = strata::wal::format::BLOCK_SIZE as u64;
@@ -183,14 +208,21 @@ fn log_end_offset(storage: &FaultStorage, path: &Path) -> u64 {
 fn scan(storage: &FaultStorage, path: &Path) -> (u64, u64) {
     let bytes = storage.contents(path).expect("contents");
     let tag = strata::wal::format::segment_tag(
-        path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).expect("segno"),
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .expect("segno"),
     );
     let mut pos = strata::wal::format::SEGMENT_HEADER_LEN;
     let mut last = pos;
     loop {
         match strata::wal::format::read_fragment(&bytes, pos, tag) {
             strata::wal::format::FragmentRead::Fragment { kind, next, .. } => {
-                if matches!(kind, strata::wal::format::FragmentType::Full | strata::wal::format::FragmentType::First) {
+                if matches!(
+                    kind,
+                    strata::wal::format::FragmentType::Full
+                        | strata::wal::format::FragmentType::First
+                ) {
                     last = pos;
                 }
                 pos = next;
@@ -205,7 +237,9 @@ fn scan(storage: &FaultStorage, path: &Path) -> (u64, u64) {
 fn bit_flips_in_preallocated_and_unsynced_logs_never_return_wrong_records() {
     // Never-synced batches (no durability promise) and a zero-filled
     // segment: every flip must still be caught or cut, never misread.
-    let fx = build(SyncPolicy::Never, Preallocate::ZeroFill, 20, 8 << 10, |i| 10 + (i as usize * 17) % 300);
+    let fx = build(SyncPolicy::Never, Preallocate::ZeroFill, 20, 8 << 10, |i| {
+        10 + (i as usize * 17) % 300
+    });
     let path = fx.files[0].0.clone();
     let log_end = log_end_offset(&fx.storage, &path);
     let flips = sweep(

@@ -23,16 +23,25 @@ use strata::io::rng::Rng;
 use strata::wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
 }
 
 #[derive(Clone, Debug)]
 enum Op {
     /// `threads` threads each append `per_thread` records of about `len` bytes.
-    Appends { threads: usize, per_thread: usize, len: usize },
+    Appends {
+        threads: usize,
+        per_thread: usize,
+        len: usize,
+    },
     Sync,
     /// Purge below the durable LSN minus `back`.
-    Purge { back: u64 },
+    Purge {
+        back: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,7 +62,12 @@ enum Policy {
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    prop_oneof![Just(Policy::Always), Just(Policy::Never), Just(Policy::NeverBuffered), Just(Policy::Interval)]
+    prop_oneof![
+        Just(Policy::Always),
+        Just(Policy::Never),
+        Just(Policy::NeverBuffered),
+        Just(Policy::Interval)
+    ]
 }
 
 #[derive(Clone, Debug)]
@@ -73,7 +87,13 @@ fn case() -> impl Strategy<Value = Case> {
         policy(),
         prop::collection::vec((prop::collection::vec(op(), 1..12), 1u64..150), 2..=2),
     )
-        .prop_map(|(seed, torn, direct, policy, lives)| Case { seed, torn, direct, policy, lives })
+        .prop_map(|(seed, torn, direct, policy, lives)| Case {
+            seed,
+            torn,
+            direct,
+            policy,
+            lives,
+        })
 }
 
 fn options(c: &Case) -> WalOptions {
@@ -117,12 +137,20 @@ struct Life {
     purged_to: Lsn,
 }
 
-fn recover(storage: &FaultStorage, opts: &WalOptions) -> Result<(Wal, Vec<(Lsn, Vec<u8>)>), String> {
+fn recover(
+    storage: &FaultStorage,
+    opts: &WalOptions,
+) -> Result<(Wal, Vec<(Lsn, Vec<u8>)>), String> {
     let mut got = Vec::new();
-    let (wal, _) = Wal::open(Arc::new(storage.clone()), Path::new("/db/wal"), opts.clone(), |lsn, r| {
-        got.push((lsn, r.to_vec()));
-        Ok(())
-    })
+    let (wal, _) = Wal::open(
+        Arc::new(storage.clone()),
+        Path::new("/db/wal"),
+        opts.clone(),
+        |lsn, r| {
+            got.push((lsn, r.to_vec()));
+            Ok(())
+        },
+    )
     .map_err(|e| format!("recovery failed: {e}"))?;
     Ok((wal, got))
 }
@@ -132,7 +160,11 @@ fn run_life(wal: &Wal, ops: &[Op], life_no: u64, rng: &mut Rng) -> Life {
     let mut next_id = 0u64;
     for op in ops {
         match op {
-            Op::Appends { threads, per_thread, len } => {
+            Op::Appends {
+                threads,
+                per_thread,
+                len,
+            } => {
                 let jobs: Vec<Vec<Vec<u8>>> = (0..*threads)
                     .map(|_| {
                         (0..*per_thread)
@@ -159,7 +191,9 @@ fn run_life(wal: &Wal, ops: &[Op], life_no: u64, rng: &mut Rng) -> Life {
                             })
                         })
                         .collect();
-                    hs.into_iter().map(|h| h.join().expect("appender")).collect()
+                    hs.into_iter()
+                        .map(|h| h.join().expect("appender"))
+                        .collect()
                 });
                 for (r, res) in results.into_iter().flatten() {
                     match res {
@@ -199,13 +233,18 @@ fn check(base: &[(Lsn, Vec<u8>)], life: &Life, got: &[(Lsn, Vec<u8>)]) -> Result
     if let Some(s) = start {
         let allowed = base_start.max(life.purged_to).max(1);
         if s > allowed {
-            return Err(format!("recovery starts at LSN {s}, but nothing was purged past {allowed}"));
+            return Err(format!(
+                "recovery starts at LSN {s}, but nothing was purged past {allowed}"
+            ));
         }
     }
     for (i, (lsn, rec)) in got.iter().enumerate() {
         if let Some(s) = start {
             if *lsn != s + i as u64 {
-                return Err(format!("LSN gap: position {i} has LSN {lsn}, expected {}", s + i as u64));
+                return Err(format!(
+                    "LSN gap: position {i} has LSN {lsn}, expected {}",
+                    s + i as u64
+                ));
             }
         }
         if let Some(b) = base_map.get(lsn) {
@@ -214,7 +253,9 @@ fn check(base: &[(Lsn, Vec<u8>)], life: &Life, got: &[(Lsn, Vec<u8>)]) -> Result
             }
         } else if let Some(a) = life.acked.get(lsn) {
             if a != rec {
-                return Err(format!("LSN {lsn} holds another record than was appended under it"));
+                return Err(format!(
+                    "LSN {lsn} holds another record than was appended under it"
+                ));
             }
         } else {
             match unacked.get_mut(rec.as_slice()) {
@@ -226,7 +267,9 @@ fn check(base: &[(Lsn, Vec<u8>)], life: &Life, got: &[(Lsn, Vec<u8>)]) -> Result
     let last = got.last().map(|g| g.0).unwrap_or(0);
     let must = life.durable.max(base.last().map(|b| b.0).unwrap_or(0));
     if last < must {
-        return Err(format!("lost durable records: recovered up to LSN {last}, durable up to {must}"));
+        return Err(format!(
+            "lost durable records: recovered up to LSN {last}, durable up to {must}"
+        ));
     }
     Ok(())
 }
@@ -243,7 +286,9 @@ fn run_case(c: &Case) -> Result<(), String> {
     for (life_no, (ops, crash_at)) in c.lives.iter().enumerate() {
         let (wal, got) = recover(&storage, &opts)?;
         if got != base {
-            return Err(format!("life {life_no}: reopen without a crash changed the log"));
+            return Err(format!(
+                "life {life_no}: reopen without a crash changed the log"
+            ));
         }
         storage.fail(OpClass::Mutating, *crash_at, Errno::Eio, true);
         let life = run_life(&wal, ops, life_no as u64 + 1, &mut rng);
@@ -294,15 +339,34 @@ fn crash_at_each_early_operation() {
                 lives: vec![
                     (
                         vec![
-                            Op::Appends { threads: 3, per_thread: 6, len: 3000 },
+                            Op::Appends {
+                                threads: 3,
+                                per_thread: 6,
+                                len: 3000,
+                            },
                             Op::Sync,
-                            Op::Appends { threads: 1, per_thread: 4, len: 40_000 },
+                            Op::Appends {
+                                threads: 1,
+                                per_thread: 4,
+                                len: 40_000,
+                            },
                             Op::Purge { back: 2 },
-                            Op::Appends { threads: 2, per_thread: 5, len: 100 },
+                            Op::Appends {
+                                threads: 2,
+                                per_thread: 5,
+                                len: 100,
+                            },
                         ],
                         crash_at,
                     ),
-                    (vec![Op::Appends { threads: 2, per_thread: 5, len: 500 }], crash_at / 2 + 1),
+                    (
+                        vec![Op::Appends {
+                            threads: 2,
+                            per_thread: 5,
+                            len: 500,
+                        }],
+                        crash_at / 2 + 1,
+                    ),
                 ],
             };
             if let Err(e) = run_case(&c) {

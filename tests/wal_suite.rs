@@ -105,7 +105,8 @@ fn for_each_env(f: impl Fn(&str, &Env)) {
 #[test]
 fn append_close_reopen_returns_every_record_in_order() {
     for_each_env(|name, env| {
-        let (wal, rec) = Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
+        let (wal, rec) =
+            Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
         assert_eq!(rec.records, 0);
         let mut expect = Vec::new();
         for i in 0..500u64 {
@@ -117,7 +118,10 @@ fn append_close_reopen_returns_every_record_in_order() {
         }
         assert_eq!(wal.durable_lsn(), 500);
         wal.close().expect("close");
-        assert!(wal.append(b"x").is_err(), "{name}: closed WAL refuses appends");
+        assert!(
+            wal.append(b"x").is_err(),
+            "{name}: closed WAL refuses appends"
+        );
         let got = read_all(env, opts(env));
         assert_eq!(got.len(), expect.len(), "{name}");
         assert!(got == expect, "{name}: records differ after reopen");
@@ -142,7 +146,8 @@ fn appends_after_reopen_continue_the_lsn_sequence() {
     for_each_env(|name, env| {
         let mut all = Vec::new();
         for round in 0..4u64 {
-            let (wal, rec) = Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
+            let (wal, rec) =
+                Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
             assert_eq!(rec.records, round * 10, "{name}");
             for i in 0..10 {
                 let r = record(round * 100 + i, 50);
@@ -159,7 +164,8 @@ fn appends_after_reopen_continue_the_lsn_sequence() {
 #[test]
 fn concurrent_appenders_get_unique_lsns_and_all_records_survive() {
     for_each_env(|name, env| {
-        let (wal, _) = Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
+        let (wal, _) =
+            Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
         let threads = 8;
         let per = 200u64;
         let results: Vec<Vec<(u64, Vec<u8>)>> = std::thread::scope(|s| {
@@ -196,7 +202,8 @@ fn purge_recycles_segments_and_recovery_ignores_their_old_records() {
             recycle_segments: 2,
             ..opts(env)
         };
-        let (wal, _) = Wal::open(env.storage.clone(), &env.dir, o.clone(), |_, _| Ok(())).expect("open");
+        let (wal, _) =
+            Wal::open(env.storage.clone(), &env.dir, o.clone(), |_, _| Ok(())).expect("open");
         let mut expect = Vec::new();
         for i in 0..400u64 {
             let r = record(i, 1000);
@@ -208,7 +215,11 @@ fn purge_recycles_segments_and_recovery_ignores_their_old_records() {
         let released = wal.purge_before(checkpoint).expect("purge");
         assert_eq!(released, 3, "{name}");
         let names = env.storage.list_dir(&env.dir).expect("list");
-        assert_eq!(names.iter().filter(|n| n.ends_with(".recycle")).count(), 2, "{name}: {names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.ends_with(".recycle")).count(),
+            2,
+            "{name}: {names:?}"
+        );
         // New segments reuse the recycled files, whose old records must not
         // come back.
         for i in 400..700u64 {
@@ -217,9 +228,17 @@ fn purge_recycles_segments_and_recovery_ignores_their_old_records() {
         }
         wal.close().expect("close");
         let got = read_all(env, o);
-        let want: Vec<_> = expect.into_iter().filter(|(lsn, _)| *lsn >= checkpoint).collect();
+        let want: Vec<_> = expect
+            .into_iter()
+            .filter(|(lsn, _)| *lsn >= checkpoint)
+            .collect();
         assert_eq!(got.first().map(|g| g.0), Some(checkpoint), "{name}");
-        assert!(got == want, "{name}: recovered {} records, wanted {}", got.len(), want.len());
+        assert!(
+            got == want,
+            "{name}: recovered {} records, wanted {}",
+            got.len(),
+            want.len()
+        );
     });
 }
 
@@ -246,7 +265,14 @@ fn every_sync_policy_and_preallocation_round_trips() {
     ];
     for_each_env(|name, env| {
         for (pi, (policy, buffer)) in policies.iter().enumerate() {
-            for (ai, pre) in [Preallocate::None, Preallocate::Allocate, Preallocate::ZeroFill].iter().enumerate() {
+            for (ai, pre) in [
+                Preallocate::None,
+                Preallocate::Allocate,
+                Preallocate::ZeroFill,
+            ]
+            .iter()
+            .enumerate()
+            {
                 let dir = env.dir.join(format!("p{pi}-{ai}"));
                 let o = WalOptions {
                     sync: *policy,
@@ -255,7 +281,8 @@ fn every_sync_policy_and_preallocation_round_trips() {
                     segment_size: 64 << 10,
                     ..opts(env)
                 };
-                let (wal, _) = Wal::open(env.storage.clone(), &dir, o.clone(), |_, _| Ok(())).expect("open");
+                let (wal, _) =
+                    Wal::open(env.storage.clone(), &dir, o.clone(), |_, _| Ok(())).expect("open");
                 let mut expect = Vec::new();
                 for i in 0..300u64 {
                     let r = record(i, 400);
@@ -266,7 +293,11 @@ fn every_sync_policy_and_preallocation_round_trips() {
                 }
                 let d = wal.sync().expect("sync");
                 assert_eq!(d, 300);
-                assert_eq!(wal.durable_lsn(), 300, "{name}: sync makes everything durable");
+                assert_eq!(
+                    wal.durable_lsn(),
+                    300,
+                    "{name}: sync makes everything durable"
+                );
                 wal.close().expect("close");
                 let mut got = Vec::new();
                 let (w2, _) = Wal::open(env.storage.clone(), &dir, o, |lsn, r| {
@@ -275,7 +306,10 @@ fn every_sync_policy_and_preallocation_round_trips() {
                 })
                 .expect("reopen");
                 w2.close().expect("close");
-                assert!(got == expect, "{name} policy {policy:?} buffer {buffer} prealloc {pre:?}");
+                assert!(
+                    got == expect,
+                    "{name} policy {policy:?} buffer {buffer} prealloc {pre:?}"
+                );
             }
         }
     });
@@ -309,10 +343,14 @@ fn garbage_files_in_the_directory_are_ignored() {
     for_each_env(|name, env| {
         env.storage.create_dir_all(&env.dir).expect("mkdir");
         let other = env.dir.join("LOCK");
-        let f = env.storage.open(&other, strata::io::OpenOptions::create()).expect("create");
+        let f = env
+            .storage
+            .open(&other, strata::io::OpenOptions::create())
+            .expect("create");
         f.write_at(b"not a wal", 0).expect("write");
         drop(f);
-        let (wal, _) = Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
+        let (wal, _) =
+            Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect("open");
         wal.append(b"a").expect("append");
         wal.close().expect("close");
         assert_eq!(read_all(env, opts(env)).len(), 1, "{name}");
@@ -323,21 +361,35 @@ fn garbage_files_in_the_directory_are_ignored() {
 fn a_non_wal_segment_file_is_reported_not_replayed() {
     for_each_env(|name, env| {
         env.storage.create_dir_all(&env.dir).expect("mkdir");
-        for (i, body) in [&b"garbage garbage garbage garbage garbage garbage"[..], b"more garbage here, still not a WAL segment"].iter().enumerate() {
+        for (i, body) in [
+            &b"garbage garbage garbage garbage garbage garbage"[..],
+            b"more garbage here, still not a WAL segment",
+        ]
+        .iter()
+        .enumerate()
+        {
             let p: &Path = &env.dir.join(format!("{:020}.wal", i + 1));
-            let f = env.storage.open(p, strata::io::OpenOptions::create()).expect("create");
+            let f = env
+                .storage
+                .open(p, strata::io::OpenOptions::create())
+                .expect("create");
             f.write_at(body, 0).expect("write");
             f.sync_all().expect("sync");
         }
-        let err = Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(())).expect_err("must fail");
+        let err = Wal::open(env.storage.clone(), &env.dir, opts(env), |_, _| Ok(()))
+            .expect_err("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("00000000000000000001.wal") && msg.contains("offset 0"), "{name}: {msg}");
+        assert!(
+            msg.contains("00000000000000000001.wal") && msg.contains("offset 0"),
+            "{name}: {msg}"
+        );
         // Point-in-time recovery accepts it and starts over.
         let o = WalOptions {
             recovery: RecoveryMode::PointInTime,
             ..opts(env)
         };
-        let (wal, rec) = Wal::open(env.storage.clone(), &env.dir, o, |_, _| Ok(())).expect("pit open");
+        let (wal, rec) =
+            Wal::open(env.storage.clone(), &env.dir, o, |_, _| Ok(())).expect("pit open");
         assert_eq!(rec.records, 0);
         assert!(rec.truncated.is_some());
         wal.close().expect("close");

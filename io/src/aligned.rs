@@ -41,7 +41,10 @@ impl AlignedBuf {
     /// Changes the visible length within the capacity; new bytes keep
     /// whatever the buffer held (zero on first use).
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity(), "AlignedBuf::set_len beyond capacity");
+        assert!(
+            len <= self.capacity(),
+            "AlignedBuf::set_len beyond capacity"
+        );
         self.len = len;
     }
 }

@@ -191,7 +191,11 @@ impl FsState {
         };
         if fire {
             self.stats.injected_errors += 1;
-            return Err(Error::io(op, path, io::Error::from_raw_os_error(plan.errno.raw())));
+            return Err(Error::io(
+                op,
+                path,
+                io::Error::from_raw_os_error(plan.errno.raw()),
+            ));
         }
         Ok(())
     }
@@ -214,7 +218,10 @@ impl FsState {
 
 fn apply_op(data: &mut Vec<u8>, op: &FileOp) {
     match op {
-        FileOp::Write { offset, data: bytes } => {
+        FileOp::Write {
+            offset,
+            data: bytes,
+        } => {
             let start = *offset as usize;
             let end = start + bytes.len();
             if data.len() < end {
@@ -386,8 +393,14 @@ impl FaultStorage {
     /// durable and cached contents: media corruption, for tests.
     pub fn corrupt(&self, path: &Path, offset: u64, bit: u8) -> Result<()> {
         let mut st = self.state.lock();
-        let ino = *st.names.get(path).ok_or_else(|| not_found("corrupt", path))?;
-        let inode = st.inodes.get_mut(&ino).ok_or_else(|| not_found("corrupt", path))?;
+        let ino = *st
+            .names
+            .get(path)
+            .ok_or_else(|| not_found("corrupt", path))?;
+        let inode = st
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| not_found("corrupt", path))?;
         let off = offset as usize;
         for data in [&mut inode.durable, &mut inode.cache] {
             if let Some(b) = data.get_mut(off) {
@@ -401,7 +414,11 @@ impl FaultStorage {
     pub fn contents(&self, path: &Path) -> Result<Vec<u8>> {
         let st = self.state.lock();
         let ino = st.names.get(path).ok_or_else(|| not_found("read", path))?;
-        Ok(st.inodes.get(ino).map(|i| i.cache.clone()).unwrap_or_default())
+        Ok(st
+            .inodes
+            .get(ino)
+            .map(|i| i.cache.clone())
+            .unwrap_or_default())
     }
 
     /// Creates (or replaces) a file holding `data`, durable at once.

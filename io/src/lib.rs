@@ -174,6 +174,10 @@ pub trait File: Send + Sync {
     fn sync_all(&self) -> Result<()>;
     /// Current length in bytes.
     fn len(&self) -> Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Cuts or extends (with zeros) the file to `len`.
     fn set_len(&self, len: u64) -> Result<()>;
     /// Allocates disk blocks so the file is at least `len` bytes long without

@@ -31,7 +31,10 @@ impl StdStorage {
 pub(crate) fn open_std_file(path: &Path, opts: OpenOptions) -> Result<StdFile> {
     let build = |direct: bool| {
         let mut o = fs::OpenOptions::new();
-        o.read(true).write(true).create(opts.create).truncate(opts.truncate);
+        o.read(true)
+            .write(true)
+            .create(opts.create)
+            .truncate(opts.truncate);
         if opts.create_new {
             o.create_new(true);
         }
@@ -131,7 +134,10 @@ pub(crate) fn check_aligned(
     offset: u64,
 ) -> Result<()> {
     if let Some(a) = align {
-        if offset % a as u64 != 0 || buf.len() % a != 0 || (buf.as_ptr() as usize) % a != 0 {
+        if !offset.is_multiple_of(a as u64)
+            || !buf.len().is_multiple_of(a)
+            || !(buf.as_ptr() as usize).is_multiple_of(a)
+        {
             return Err(Error::Misaligned {
                 path: path.to_path_buf(),
                 align: a,
@@ -155,9 +161,13 @@ pub(crate) fn fallocate(file: &fs::File, path: &Path, len: u64) -> Result<()> {
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
         // No fallocate on this file system: extend sparsely so the length holds.
-        let cur = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+        let cur = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
         if cur < len {
-            file.set_len(len).map_err(|e| Error::io("truncate", path, e))?;
+            file.set_len(len)
+                .map_err(|e| Error::io("truncate", path, e))?;
         }
         return Ok(());
     }

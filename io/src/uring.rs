@@ -13,7 +13,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::Mutex;
 
 use crate::std_backend::{check_aligned, open_std_file, StdFile};
-use crate::{Error, File, FileRef, OpenOptions, Result, Storage, StdStorage, StorageRef, SyncMode};
+use crate::{Error, File, FileRef, OpenOptions, Result, StdStorage, Storage, StorageRef, SyncMode};
 
 const RING_ENTRIES: u32 = 64;
 const POOL_SIZE: usize = 4;
@@ -240,7 +240,10 @@ impl File for UringFile {
             .offset(offset)
             .build();
         loop {
-            let res = self.pool.run(&[entry.clone()]).map_err(|e| self.err("read", e))?;
+            let res = self
+                .pool
+                .run(std::slice::from_ref(&entry))
+                .map_err(|e| self.err("read", e))?;
             match res.first().copied().unwrap_or(0) {
                 r if r >= 0 => return Ok(r as usize),
                 r if -r == libc::EINTR || -r == libc::EAGAIN => continue,
@@ -308,7 +311,11 @@ impl File for UringFile {
             }
             if let Some(mode) = with_sync {
                 let r = res.get(chain.len()).copied().unwrap_or(-libc::ECANCELED);
-                let op = if mode == SyncMode::Data { "fdatasync" } else { "fsync" };
+                let op = if mode == SyncMode::Data {
+                    "fdatasync"
+                } else {
+                    "fsync"
+                };
                 if r == -libc::ECANCELED {
                     // Cancelled by a short write we completed above.
                     self.sync(mode, op)?;

@@ -333,7 +333,12 @@ pub fn decode_entry(payload: &[u8]) -> Result<DecodedEntry<'_>, &'static str> {
     if header.count == 0 {
         return Err("entry with zero records");
     }
-    if header.first_lsn == 0 || header.first_lsn.checked_add(u64::from(header.count)).is_none() {
+    if header.first_lsn == 0
+        || header
+            .first_lsn
+            .checked_add(u64::from(header.count))
+            .is_none()
+    {
         return Err("entry LSN out of range");
     }
     if header.synced_lsn >= header.first_lsn {

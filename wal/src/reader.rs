@@ -117,7 +117,11 @@ impl Stop {
 
 /// Reads the entry starting at `pos`: assembles its fragments and decodes
 /// its header. Errors carry the offset to report.
-pub(crate) fn read_entry(buf: &[u8], pos: usize, tag: u32) -> std::result::Result<FoundEntry<'_>, (usize, Stop)> {
+pub(crate) fn read_entry(
+    buf: &[u8],
+    pos: usize,
+    tag: u32,
+) -> std::result::Result<FoundEntry<'_>, (usize, Stop)> {
     let mut p = pos;
     let mut start = pos;
     let mut assembled: Option<Vec<u8>> = None;
@@ -129,7 +133,11 @@ pub(crate) fn read_entry(buf: &[u8], pos: usize, tag: u32) -> std::result::Resul
                 }
                 p = next;
             }
-            FragmentRead::Fragment { kind, payload, next } => match (&mut assembled, kind) {
+            FragmentRead::Fragment {
+                kind,
+                payload,
+                next,
+            } => match (&mut assembled, kind) {
                 (None, FragmentType::Full) => return finish(start, next, Cow::Borrowed(payload)),
                 (None, FragmentType::First) => {
                     assembled = Some(payload.to_vec());
@@ -145,7 +153,9 @@ pub(crate) fn read_entry(buf: &[u8], pos: usize, tag: u32) -> std::result::Resul
                     let v = std::mem::take(v);
                     return finish(start, next, Cow::Owned(v));
                 }
-                (Some(_), _) => return Err((start, Stop::Bad("entry interrupted by another entry"))),
+                (Some(_), _) => {
+                    return Err((start, Stop::Bad("entry interrupted by another entry")))
+                }
             },
             FragmentRead::Eof if assembled.is_none() => return Err((p, Stop::Eof)),
             FragmentRead::Zeros if assembled.is_none() => return Err((p, Stop::Zeros)),
@@ -156,7 +166,11 @@ pub(crate) fn read_entry(buf: &[u8], pos: usize, tag: u32) -> std::result::Resul
     }
 }
 
-fn finish(start: usize, next: usize, payload: Cow<'_, [u8]>) -> std::result::Result<FoundEntry<'_>, (usize, Stop)> {
+fn finish(
+    start: usize,
+    next: usize,
+    payload: Cow<'_, [u8]>,
+) -> std::result::Result<FoundEntry<'_>, (usize, Stop)> {
     match decode_entry(&payload) {
         Ok(d) => {
             let header = d.header;
@@ -271,7 +285,8 @@ pub fn recover(
                 match mode {
                     RecoveryMode::PointInTime => {
                         rec.truncated = Some(damage(&seg.path, 0, reason));
-                        rec.discarded.extend(segs[i..].iter().map(|s| s.path.clone()));
+                        rec.discarded
+                            .extend(segs[i..].iter().map(|s| s.path.clone()));
                         break;
                     }
                     RecoveryMode::SkipAnyCorruptedRecords => {
@@ -316,7 +331,8 @@ pub fn recover(
             };
             // Reading stopped before the segment's known end, or in the last segment.
             let want = next.unwrap_or(1);
-            let later = find_entry_after(&bytes, off + 1, tag).filter(|e| e.header.first_lsn >= want);
+            let later =
+                find_entry_after(&bytes, off + 1, tag).filter(|e| e.header.first_lsn >= want);
             let describe = |why: Stop| format!("{} (next LSN {want})", why.describe());
             if let Some(end) = end_lsn {
                 // A segment is synced before the next one is created, so
@@ -328,7 +344,8 @@ pub fn recover(
                 match mode {
                     RecoveryMode::PointInTime => {
                         rec.truncated = Some(damage(&seg.path, off, reason));
-                        rec.discarded.extend(segs[i + 1..].iter().map(|s| s.path.clone()));
+                        rec.discarded
+                            .extend(segs[i + 1..].iter().map(|s| s.path.clone()));
                         stop_all = true;
                     }
                     RecoveryMode::SkipAnyCorruptedRecords => {
@@ -356,7 +373,10 @@ pub fn recover(
                         return Err(corruption(
                             &seg.path,
                             off,
-                            format!("{}; a later record shows the lost records were durable", describe(why)),
+                            format!(
+                                "{}; a later record shows the lost records were durable",
+                                describe(why)
+                            ),
                         ));
                     }
                     if !clean {
@@ -404,7 +424,10 @@ fn damage(path: &Path, offset: usize, reason: String) -> Damage {
     }
 }
 
-fn replay_entry(e: &FoundEntry<'_>, replay: &mut impl FnMut(Lsn, &[u8]) -> Result<()>) -> Result<()> {
+fn replay_entry(
+    e: &FoundEntry<'_>,
+    replay: &mut impl FnMut(Lsn, &[u8]) -> Result<()>,
+) -> Result<()> {
     // Decoded once already when found; decoding again borrows the records
     // from the payload without keeping a self-referential struct.
     let d = decode_entry(&e.payload).map_err(|r| Error::Corruption {
@@ -421,7 +444,11 @@ fn replay_entry(e: &FoundEntry<'_>, replay: &mut impl FnMut(Lsn, &[u8]) -> Resul
 /// Reads and validates a segment's header; `None` if it is damaged, absent
 /// or belongs to another segment number (a recycled file whose new header
 /// never reached the disk).
-pub(crate) fn read_header(storage: &dyn Storage, path: &Path, segno: u64) -> Result<Option<SegmentHeader>> {
+pub(crate) fn read_header(
+    storage: &dyn Storage,
+    path: &Path,
+    segno: u64,
+) -> Result<Option<SegmentHeader>> {
     let f = storage.open(path, OpenOptions::existing())?;
     let mut b = [0u8; SEGMENT_HEADER_LEN];
     match f.read_exact_at(&mut b, 0) {

@@ -181,7 +181,9 @@ pub struct Wal {
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wal").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -283,7 +285,9 @@ impl Wal {
             let handle = std::thread::Builder::new()
                 .name("strata-wal-flush".into())
                 .spawn(move || flusher(weak, tick))
-                .map_err(|e| Error::InvalidOption(format!("cannot start WAL flusher thread: {e}")))?;
+                .map_err(|e| {
+                    Error::InvalidOption(format!("cannot start WAL flusher thread: {e}"))
+                })?;
             *inner.flusher.lock() = Some(handle);
         }
         Ok((Wal { inner }, rec))
@@ -395,7 +399,9 @@ impl Wal {
         inner.with_leadership(|io| {
             let mut released = 0;
             while io.segments.len() > 1 && io.segments.get(1).is_some_and(|s| s.first_lsn <= lsn) {
-                let Some(old) = io.segments.pop_front() else { break };
+                let Some(old) = io.segments.pop_front() else {
+                    break;
+                };
                 if io.recycled.len() < inner.opts.recycle_segments {
                     let to = recycle_path(&inner.dir, old.segno);
                     inner.storage.rename(&old.path, &to)?;
@@ -537,7 +543,11 @@ impl Inner {
         let payload_len = ENTRY_HEADER_LEN + records.len();
         let (offset, segno) = match &io.active {
             Some(a) => (a.offset, a.segno),
-            None => return Err(strata_io::Error::InvalidArgument("WAL has no open segment".into())),
+            None => {
+                return Err(strata_io::Error::InvalidArgument(
+                    "WAL has no open segment".into(),
+                ))
+            }
         };
         if offset > SEGMENT_HEADER_LEN as u64
             && offset + encoded_len(offset, payload_len) as u64 > self.opts.segment_size
@@ -545,11 +555,18 @@ impl Inner {
             self.rotate(io, header.first_lsn, segno + 1)?;
         }
         let Some(active) = io.active.as_mut() else {
-            return Err(strata_io::Error::InvalidArgument("WAL has no open segment".into()));
+            return Err(strata_io::Error::InvalidArgument(
+                "WAL has no open segment".into(),
+            ));
         };
         io.enc.clear();
         let hdr = header.encode();
-        encode_fragments(&mut io.enc, active.offset, segment_tag(active.segno), &[&hdr, records]);
+        encode_fragments(
+            &mut io.enc,
+            active.offset,
+            segment_tag(active.segno),
+            &[&hdr, records],
+        );
         let mode = sync.then_some(SyncMode::Data);
         match active.file.alignment() {
             None => active.file.write_batch(&[(active.offset, &io.enc)], mode)?,
@@ -635,13 +652,17 @@ fn write_direct(
         *buf = Some(AlignedBuf::zeroed(padded.max(1 << 20), align));
     }
     let Some(b) = buf.as_mut() else {
-        return Err(strata_io::Error::InvalidArgument("no direct I/O buffer".into()));
+        return Err(strata_io::Error::InvalidArgument(
+            "no direct I/O buffer".into(),
+        ));
     };
     b.set_len(padded);
     b[..lead].copy_from_slice(&active.tail[..lead.min(active.tail.len())]);
     b[lead..total].copy_from_slice(bytes);
     b[total..padded].fill(0);
-    active.file.write_batch(&[(page_start, &b[..padded])], sync)?;
+    active
+        .file
+        .write_batch(&[(page_start, &b[..padded])], sync)?;
     let last_page = total - total % align;
     active.tail.clear();
     active.tail.extend_from_slice(&b[last_page..total]);

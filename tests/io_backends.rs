@@ -1,0 +1,176 @@
+//! The storage API behaves the same on every backend: std, io_uring
+//! (buffered and O_DIRECT) and the fault-injecting one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata::io::fault::FaultStorage;
+use strata::io::{
+    write_file_atomic, AlignedBuf, Error, OpenOptions, StdStorage, StorageRef, SyncMode,
+    UringStorage,
+};
+
+fn backends() -> Vec<(&'static str, StorageRef, PathBuf, Option<tempfile::TempDir>)> {
+    let mut out: Vec<(&'static str, StorageRef, PathBuf, Option<tempfile::TempDir>)> = Vec::new();
+    let t = tempfile::tempdir().expect("tmp");
+    out.push((
+        "std",
+        Arc::new(StdStorage::new()),
+        t.path().to_path_buf(),
+        Some(t),
+    ));
+    match UringStorage::try_new() {
+        Ok(u) => {
+            let t = tempfile::tempdir().expect("tmp");
+            out.push(("uring", Arc::new(u), t.path().to_path_buf(), Some(t)));
+        }
+        Err(e) => eprintln!("io_uring unavailable: {e}"),
+    }
+    let f = FaultStorage::new(3);
+    f.set_direct_alignment(Some(4096));
+    out.push(("fault", Arc::new(f), PathBuf::from("/t"), None));
+    out
+}
+
+#[test]
+fn files_read_write_length_and_truncate_alike() {
+    for (name, s, root, _t) in backends() {
+        s.create_dir_all(&root.join("d")).expect("mkdir");
+        let p = root.join("d/a");
+        assert!(!s.exists(&p).expect("exists"), "{name}");
+        assert!(
+            s.open(&p, OpenOptions::existing()).is_err(),
+            "{name}: open missing fails"
+        );
+        let f = s.open(&p, OpenOptions::create_new()).expect("create");
+        assert!(
+            s.open(&p, OpenOptions::create_new()).is_err(),
+            "{name}: create_new on existing fails"
+        );
+        f.write_at(b"hello world", 0).expect("write");
+        f.write_at(b"HELLO", 0).expect("overwrite");
+        assert_eq!(f.append(b"!!").expect("append"), 11, "{name}");
+        f.write_at(b"z", 20).expect("write past end");
+        assert_eq!(f.len().expect("len"), 21, "{name}");
+        let mut buf = [0u8; 21];
+        f.read_exact_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"HELLO world!!\0\0\0\0\0\0\0z", "{name}");
+        let mut big = [0u8; 30];
+        assert_eq!(f.read_at(&mut big, 0).expect("short read"), 21, "{name}");
+        assert!(
+            matches!(f.read_exact_at(&mut big, 0), Err(Error::ShortRead { .. })),
+            "{name}"
+        );
+        f.set_len(5).expect("truncate");
+        assert_eq!(f.read_all().expect("read_all"), b"HELLO", "{name}");
+        f.preallocate(1 << 16).expect("prealloc");
+        assert!(f.len().expect("len") >= 1 << 16, "{name}");
+        f.write_batch(&[(0, b"ab"), (4096, b"cd")], Some(SyncMode::Data))
+            .expect("batch");
+        f.sync_all().expect("fsync");
+        let mut two = [0u8; 2];
+        f.read_exact_at(&mut two, 4096).expect("read");
+        assert_eq!(&two, b"cd", "{name}");
+        drop(f);
+        s.rename(&p, &root.join("d/b")).expect("rename");
+        s.sync_dir(&root.join("d")).expect("sync dir");
+        assert_eq!(
+            s.list_dir(&root.join("d")).expect("list"),
+            vec!["b".to_string()],
+            "{name}"
+        );
+        write_file_atomic(&*s, &root.join("d/c"), b"atomic").expect("atomic");
+        let c = s
+            .open(&root.join("d/c"), OpenOptions::existing())
+            .expect("open c");
+        assert_eq!(c.read_all().expect("read"), b"atomic", "{name}");
+        s.remove_file(&root.join("d/b")).expect("remove");
+        assert_eq!(
+            s.list_dir(&root.join("d")).expect("list"),
+            vec!["c".to_string()],
+            "{name}"
+        );
+        assert!(
+            s.remove_file(&root.join("d/b"))
+                .expect_err("gone")
+                .is_not_found(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn direct_files_demand_aligned_writes() {
+    for (name, s, root, _t) in backends() {
+        s.create_dir_all(&root).expect("mkdir");
+        let p = root.join("direct");
+        let f = s
+            .open(&p, OpenOptions::create().direct(true))
+            .expect("open direct");
+        let Some(align) = f.alignment() else {
+            eprintln!("{name}: file system refused O_DIRECT; buffered instead");
+            continue;
+        };
+        let mut buf = AlignedBuf::zeroed(2 * align, align);
+        buf[..5].copy_from_slice(b"abcde");
+        f.write_at(&buf, 0).expect("aligned write");
+        assert!(
+            matches!(f.write_at(&buf[..100], 0), Err(Error::Misaligned { .. })),
+            "{name}: short length"
+        );
+        assert!(
+            matches!(f.write_at(&buf, 7), Err(Error::Misaligned { .. })),
+            "{name}: odd offset"
+        );
+        f.write_batch(&[(align as u64, &buf)], Some(SyncMode::Data))
+            .expect("linked write+sync");
+        let mut back = AlignedBuf::zeroed(align, align);
+        f.read_exact_at(&mut back, align as u64).expect("read");
+        assert_eq!(&back[..5], b"abcde", "{name}");
+        assert_eq!(f.len().expect("len"), 3 * align as u64, "{name}");
+    }
+}
+
+#[test]
+fn large_batches_span_several_ring_submissions() {
+    for (name, s, root, _t) in backends() {
+        s.create_dir_all(&root).expect("mkdir");
+        let f = s
+            .open(&root.join("batch"), OpenOptions::create())
+            .expect("open");
+        let bufs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().repeat(3)).collect();
+        let writes: Vec<(u64, &[u8])> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u64 * 12, b.as_slice()))
+            .collect();
+        f.write_batch(&writes, Some(SyncMode::All)).expect("batch");
+        let all = f.read_all().expect("read");
+        assert_eq!(all.len(), 3600, "{name}");
+        for (i, chunk) in all.chunks(12).enumerate() {
+            assert_eq!(
+                chunk,
+                (i as u32).to_le_bytes().repeat(3).as_slice(),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_directories_and_bad_paths_are_errors_not_panics() {
+    for (name, s, root, _t) in backends() {
+        let missing = root.join("no/such/dir");
+        assert!(s.list_dir(&missing).is_err(), "{name}");
+        assert!(
+            s.open(&missing.join("f"), OpenOptions::create()).is_err(),
+            "{name}"
+        );
+        assert!(s.sync_dir(&missing).is_err(), "{name}");
+        assert!(
+            s.rename(&missing.join("a"), &missing.join("b")).is_err(),
+            "{name}"
+        );
+        let _ = Path::new("/");
+    }
+}
