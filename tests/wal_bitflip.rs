@@ -58,6 +58,9 @@ fn build(
     }
 }
 
+/// Records recovered, and whether recovery reported a cut.
+type Recovered = (Vec<(Lsn, Vec<u8>)>, bool);
+
 fn recover(storage: &FaultStorage, mode: RecoveryMode) -> Result<Recovered, Error> {
     let mut got = Vec::new();
     let rec = strata::wal::recover(storage, Path::new(DIR), mode, |lsn, r| {
