@@ -129,6 +129,8 @@ fn make_record(id: u64, len: usize, rng: &mut Rng) -> Vec<u8> {
     v
 }
 
+type Records = Vec<(Lsn, Vec<u8>)>;
+
 #[derive(Default)]
 struct Life {
     acked: HashMap<Lsn, Vec<u8>>,
@@ -137,10 +139,7 @@ struct Life {
     purged_to: Lsn,
 }
 
-fn recover(
-    storage: &FaultStorage,
-    opts: &WalOptions,
-) -> Result<(Wal, Vec<(Lsn, Vec<u8>)>), String> {
+fn recover(storage: &FaultStorage, opts: &WalOptions) -> Result<(Wal, Records), String> {
     let mut got = Vec::new();
     let (wal, _) = Wal::open(
         Arc::new(storage.clone()),
