@@ -46,9 +46,12 @@
 //!   was written. A bad record followed by an entry whose synced LSN covers
 //!   it is damage to durable data (an error naming file and offset); one
 //!   that nothing later vouches for is a torn tail, cut off.
-//! * A segment is fsynced before the next one is created, and its header is
-//!   durable before its first record, so only the last segment can have a
-//!   torn tail. A failed write or fsync stops the WAL: it is never retried.
+//! * A segment's header is durable before its first record. When a segment
+//!   fills, it is fsynced ("sealed") inline under `SyncPolicy::Always` and
+//!   in the background otherwise (like a Kafka segment roll), so a crash
+//!   may cut a segment that others follow; the synced-LSN rule above decides
+//!   whether that is a torn tail (the later segments are dropped) or damage.
+//! * A failed write or fsync stops the WAL: it is never retried.
 
 #![deny(clippy::unwrap_used)]
 
@@ -59,9 +62,9 @@ mod segment;
 mod writer;
 
 pub use error::{Error, Result};
-pub use reader::{recover, Damage, Recovery, RecoveryMode};
+pub use reader::{dump_segment, recover, Damage, EntryInfo, Recovery, RecoveryMode, SegmentDump};
 pub use segment::{segment_path, SegmentFile};
-pub use writer::{Preallocate, SyncPolicy, Wal, WalOptions};
+pub use writer::{Preallocate, SyncPolicy, Wal, WalOptions, WalStats};
 
 /// Log sequence number: the position of a record in the log, from 1.
 pub type Lsn = u64;

@@ -207,6 +207,30 @@ pub(crate) fn find_entry_after(buf: &[u8], from: usize, tag: u32) -> Option<Foun
     None
 }
 
+/// Whether any valid entry of this segment at or after `from` says record
+/// `want` had been made durable before it was written.
+fn certifies(buf: &[u8], from: usize, tag: u32, want: Lsn) -> bool {
+    let mut p = from;
+    while let Some(e) = find_entry_after(buf, p, tag) {
+        if e.header.synced_lsn >= want {
+            return true;
+        }
+        p = e.next.max(e.offset + 1);
+    }
+    false
+}
+
+/// Whether any entry of the given segments vouches for record `want`.
+fn later_segments_certify(storage: &dyn Storage, segs: &[SegmentFile], want: Lsn) -> Result<bool> {
+    for s in segs {
+        let bytes = read_segment(storage, &s.path)?;
+        if certifies(&bytes, SEGMENT_HEADER_LEN, segment_tag(s.segno), want) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn corruption(path: &Path, offset: usize, reason: String) -> Error {
     Error::Corruption {
         path: path.to_path_buf(),
@@ -335,10 +359,8 @@ pub fn recover(
                 find_entry_after(&bytes, off + 1, tag).filter(|e| e.header.first_lsn >= want);
             let describe = |why: Stop| format!("{} (next LSN {want})", why.describe());
             if let Some(end) = end_lsn {
-                // A segment is synced before the next one is created, so
-                // every record up to `end` must be here.
                 let reason = format!(
-                    "{}; records {want}..={end} missing from a sealed segment",
+                    "{}; records {want}..={end} missing from a segment followed by others",
                     why.describe()
                 );
                 match mode {
@@ -359,13 +381,34 @@ pub fn recover(
                             _ => next = Some(end + 1),
                         }
                     }
-                    _ => return Err(corruption(&seg.path, off, reason)),
+                    RecoveryMode::AbsoluteConsistency => {
+                        return Err(corruption(&seg.path, off, reason))
+                    }
+                    RecoveryMode::TolerateCorruptedTail => {
+                        // Segments are sealed in the background under
+                        // unsynced policies, so a crash can cut a segment
+                        // that others follow. That is a torn tail unless
+                        // some later entry vouches the records were durable.
+                        let vouched = certifies(&bytes, off + 1, tag, want)
+                            || later_segments_certify(storage, &segs[i + 1..], want)?;
+                        if vouched {
+                            return Err(corruption(
+                                &seg.path,
+                                off,
+                                format!("{reason}; a later record shows they were durable"),
+                            ));
+                        }
+                        rec.truncated = Some(damage(&seg.path, off, reason));
+                        rec.discarded
+                            .extend(segs[i + 1..].iter().map(|s| s.path.clone()));
+                        stop_all = true;
+                    }
                 }
                 break;
             }
             // The last segment: damage is a torn tail unless a later entry
             // says the missing records had been made durable.
-            let certified = later.as_ref().is_some_and(|e| e.header.synced_lsn >= want);
+            let certified = certifies(&bytes, off + 1, tag, want);
             let clean = why.is_clean_end() && later.is_none();
             match mode {
                 RecoveryMode::TolerateCorruptedTail => {
@@ -455,5 +498,77 @@ pub(crate) fn read_header(
         Ok(()) => Ok(SegmentHeader::decode(&b).filter(|h| h.segno == segno)),
         Err(strata_io::Error::ShortRead { .. }) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// One entry of a segment, for inspection tools.
+#[derive(Clone, Debug)]
+pub struct EntryInfo {
+    /// Byte offset of its first fragment.
+    pub offset: u64,
+    /// Its header.
+    pub header: EntryHeader,
+    /// Its records.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// What a single segment file holds, read without any knowledge of the
+/// other segments: for `strata wal-dump` and the decoder fuzz target.
+#[derive(Clone, Debug)]
+pub struct SegmentDump {
+    /// The header, if valid.
+    pub header: Option<SegmentHeader>,
+    /// Entries in file order, up to the first stop.
+    pub entries: Vec<EntryInfo>,
+    /// Where reading stopped and why ("end of file", "unwritten (zero)
+    /// bytes", or the damage found).
+    pub stop_offset: u64,
+    /// Why it stopped.
+    pub stop_reason: &'static str,
+    /// Whether the stop is a clean end of the log.
+    pub clean_end: bool,
+    /// Valid entries found after the stop point (damage or a lost write
+    /// before them).
+    pub entries_after_stop: u64,
+}
+
+/// Decodes one segment's bytes. `segno` is the number from its file name.
+pub fn dump_segment(bytes: &[u8], segno: u64) -> SegmentDump {
+    let tag = segment_tag(segno);
+    let header = bytes
+        .get(..SEGMENT_HEADER_LEN)
+        .and_then(SegmentHeader::decode)
+        .filter(|h| h.segno == segno);
+    let mut entries = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    let (stop_offset, stop) = loop {
+        match read_entry(bytes, pos, tag) {
+            Ok(e) => {
+                let records = decode_entry(&e.payload)
+                    .map(|d| d.records.iter().map(|r| r.to_vec()).collect())
+                    .unwrap_or_default();
+                entries.push(EntryInfo {
+                    offset: e.offset as u64,
+                    header: e.header,
+                    records,
+                });
+                pos = e.next;
+            }
+            Err(s) => break s,
+        }
+    };
+    let mut entries_after_stop = 0;
+    let mut p = stop_offset + 1;
+    while let Some(e) = find_entry_after(bytes, p, tag) {
+        entries_after_stop += 1;
+        p = e.next.max(e.offset + 1);
+    }
+    SegmentDump {
+        header,
+        entries,
+        stop_offset: stop_offset as u64,
+        stop_reason: stop.describe(),
+        clean_end: stop.is_clean_end() && entries_after_stop == 0,
+        entries_after_stop,
     }
 }

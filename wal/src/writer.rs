@@ -124,13 +124,41 @@ impl WalOptions {
     }
 }
 
+/// Longest group-commit window (see `Inner::collect`).
+const MAX_COLLECT_WAIT: Duration = Duration::from_micros(500);
+
+/// Rounds a leader may run after its own record's round (see `wait_for`).
+const EXTRA_LEADER_ROUNDS: usize = 1;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Written,
     Durable,
 }
 
+/// Counters of a WAL since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Records appended.
+    pub records: u64,
+    /// Entries (group-commit batches) written.
+    pub batches: u64,
+    /// Syncs of segment data issued by the writer (rotation syncs excluded).
+    pub syncs: u64,
+    /// Bytes written to segments, framing included.
+    pub bytes_written: u64,
+    /// Segments started.
+    pub rotations: u64,
+}
+
 struct State {
+    stats: WalStats,
+    /// Recent records per synced batch, and sync latency (ns): the
+    /// group-commit window's estimates.
+    batch_ewma: f64,
+    sync_ewma_ns: f64,
+    /// While the leader waits for a fuller batch: how many records it wants.
+    collect_target: u32,
     next_lsn: Lsn,
     pending: Vec<u8>,
     spare: Vec<u8>,
@@ -161,6 +189,8 @@ struct Io {
     recycled: Vec<PathBuf>,
     enc: Vec<u8>,
     direct_buf: Option<AlignedBuf>,
+    /// The background fsync of the previous segment, if still running.
+    sealing: Option<JoinHandle<strata_io::Result<()>>>,
 }
 
 struct Inner {
@@ -169,8 +199,10 @@ struct Inner {
     opts: WalOptions,
     state: Mutex<State>,
     cv: Condvar,
+    batch_cv: Condvar,
     io: Mutex<Io>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    rotations: std::sync::atomic::AtomicU64,
 }
 
 /// A write-ahead log. Cheap to clone; clones share the log.
@@ -211,11 +243,16 @@ impl Wal {
         let mut segments: VecDeque<SegmentFile> = rec.segments.iter().cloned().collect();
         let mut recycled = rec.recycled.clone();
         let mut next_segno = segments.back().map_or(1, |s| s.segno + 1);
+        // Records recovered from the page cache after a process crash may
+        // not be on disk yet (segments are sealed in the background under
+        // `Never`/`Interval`): make them durable before anything new, since
+        // new entries will vouch for them.
+        for seg in &segments {
+            storage
+                .open(&seg.path, OpenOptions::existing())?
+                .sync_data()?;
+        }
         if let Some(last) = segments.back() {
-            // Records recovered from the page cache after a process crash
-            // may not be on disk yet: make them durable before anything new.
-            let f = storage.open(&last.path, OpenOptions::existing())?;
-            f.sync_data()?;
             // A last segment holding no record is reused rather than kept.
             if last.first_lsn >= rec.next_lsn && rec.truncated.is_none() {
                 let last = segments.pop_back().ok_or_else(|| {
@@ -244,12 +281,17 @@ impl Wal {
             recycled,
             enc: Vec::new(),
             direct_buf: None,
+            sealing: None,
         };
         let inner = Arc::new(Inner {
             storage,
             dir,
             opts,
             state: Mutex::new(State {
+                stats: WalStats::default(),
+                batch_ewma: 1.0,
+                sync_ewma_ns: 0.0,
+                collect_target: 0,
                 next_lsn: rec.next_lsn,
                 pending: Vec::new(),
                 spare: Vec::new(),
@@ -265,8 +307,10 @@ impl Wal {
                 last_sync: Instant::now(),
             }),
             cv: Condvar::new(),
+            batch_cv: Condvar::new(),
             io: Mutex::new(io),
             flusher: Mutex::new(None),
+            rotations: std::sync::atomic::AtomicU64::new(0),
         });
         {
             let mut io = inner.io.lock();
@@ -321,6 +365,9 @@ impl Wal {
         st.pending_count += 1;
         put_varint(&mut st.pending, record.len() as u64);
         st.pending.extend_from_slice(record);
+        if st.collect_target > 0 && st.pending_count >= st.collect_target {
+            inner.batch_cv.notify_one();
+        }
         if inner.opts.buffered() && st.pending.len() < inner.opts.write_buffer {
             return Ok(lsn);
         }
@@ -385,6 +432,17 @@ impl Wal {
         self.inner.state.lock().next_lsn - 1
     }
 
+    /// Counters since open.
+    pub fn stats(&self) -> WalStats {
+        let st = self.inner.state.lock();
+        let mut s = st.stats;
+        s.rotations = self
+            .inner
+            .rotations
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+
     /// The live segment files, oldest first.
     pub fn segments(&self) -> Vec<SegmentFile> {
         self.inner.io.lock().segments.iter().cloned().collect()
@@ -397,6 +455,7 @@ impl Wal {
     pub fn purge_before(&self, lsn: Lsn) -> Result<usize> {
         let inner = &*self.inner;
         inner.with_leadership(|io| {
+            inner.finish_seal(io)?;
             let mut released = 0;
             while io.segments.len() > 1 && io.segments.get(1).is_some_and(|s| s.first_lsn <= lsn) {
                 let Some(old) = io.segments.pop_front() else {
@@ -448,6 +507,20 @@ impl Inner {
             if !st.leader {
                 st.leader = true;
                 st = self.lead(st);
+                // Records that arrived during our I/O: write them at once
+                // rather than wait for a woken thread to be scheduled (on a
+                // busy machine that handoff costs more than the write).
+                // Bounded, so the leader's own latency stays bounded.
+                let mut extra = 0;
+                while extra < EXTRA_LEADER_ROUNDS
+                    && st.pending_count > 0
+                    && !st.leader
+                    && st.failed.is_none()
+                {
+                    st.leader = true;
+                    st = self.lead(st);
+                    extra += 1;
+                }
                 continue;
             }
             self.cv.wait(&mut st);
@@ -456,6 +529,9 @@ impl Inner {
 
     /// One round of leadership: write what is pending, sync if due.
     fn lead<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if self.opts.sync == SyncPolicy::Always {
+            self.collect(&mut st);
+        }
         let spare = std::mem::take(&mut st.spare);
         let batch = std::mem::replace(&mut st.pending, spare);
         let first = st.pending_first;
@@ -478,6 +554,7 @@ impl Inner {
                     }
                     SyncPolicy::Never => false,
                 });
+        let io_start = Instant::now();
         let res = MutexGuard::unlocked(&mut st, || {
             let mut io = self.io.lock();
             if count > 0 {
@@ -488,16 +565,26 @@ impl Inner {
                 };
                 self.write_entry(&mut io, &header, &batch, sync)
             } else if sync {
+                self.finish_seal(&mut io)?;
                 match &io.active {
-                    Some(a) => a.file.sync_data(),
-                    None => Ok(()),
+                    Some(a) => a.file.sync_data().map(|()| 0),
+                    None => Ok(0),
                 }
             } else {
-                Ok(())
+                Ok(0)
             }
         });
         match res {
-            Ok(()) => {
+            Ok(written_bytes) => {
+                if sync && count > 0 {
+                    let ns = io_start.elapsed().as_nanos().min(u128::from(u32::MAX)) as f64;
+                    st.sync_ewma_ns = 0.8 * st.sync_ewma_ns + 0.2 * ns;
+                    st.batch_ewma = 0.8 * st.batch_ewma + 0.2 * f64::from(count);
+                }
+                st.stats.records += u64::from(count);
+                st.stats.batches += u64::from(count > 0);
+                st.stats.syncs += u64::from(sync);
+                st.stats.bytes_written += written_bytes;
                 st.written = last;
                 st.unsynced_bytes += batch_bytes;
                 if sync {
@@ -517,6 +604,32 @@ impl Inner {
         st.leader = false;
         self.cv.notify_all();
         st
+    }
+
+    /// Group-commit window. When recent synced batches held several records
+    /// and fewer are pending now, the threads whose records were just made
+    /// durable are probably about to append again: wait for them, at most
+    /// half a typical sync, so one fsync serves them all. Without this the
+    /// appenders split into two halves that alternate between batches. A
+    /// lone writer never waits (its batches hold one record).
+    fn collect(&self, st: &mut MutexGuard<'_, State>) {
+        let target = st.batch_ewma.round() as u32;
+        if target <= 1 || st.pending_count == 0 || st.pending_count >= target {
+            return;
+        }
+        let wait = Duration::from_nanos((st.sync_ewma_ns / 2.0) as u64).min(MAX_COLLECT_WAIT);
+        let deadline = Instant::now() + wait;
+        st.collect_target = target;
+        while st.pending_count < target && st.failed.is_none() {
+            if self.batch_cv.wait_until(st, deadline).timed_out() {
+                break;
+            }
+        }
+        st.collect_target = 0;
+        // The window did not fill: expect smaller batches from now on.
+        if st.pending_count < target {
+            st.batch_ewma = 0.5 * st.batch_ewma + 0.5 * f64::from(st.pending_count);
+        }
     }
 
     /// Runs `f` on the segment state as the leader, so no write or rotation
@@ -539,7 +652,7 @@ impl Inner {
         header: &EntryHeader,
         records: &[u8],
         sync: bool,
-    ) -> strata_io::Result<()> {
+    ) -> strata_io::Result<u64> {
         let payload_len = ENTRY_HEADER_LEN + records.len();
         let (offset, segno) = match &io.active {
             Some(a) => (a.offset, a.segno),
@@ -553,6 +666,10 @@ impl Inner {
             && offset + encoded_len(offset, payload_len) as u64 > self.opts.segment_size
         {
             self.rotate(io, header.first_lsn, segno + 1)?;
+        }
+        if sync {
+            // Durable through this entry means every earlier segment too.
+            self.finish_seal(io)?;
         }
         let Some(active) = io.active.as_mut() else {
             return Err(strata_io::Error::InvalidArgument(
@@ -575,14 +692,41 @@ impl Inner {
             }
         }
         active.offset += io.enc.len() as u64;
-        Ok(())
+        Ok(io.enc.len() as u64)
+    }
+
+    /// Waits for the background seal of the previous segment, if any.
+    fn finish_seal(&self, io: &mut Io) -> strata_io::Result<()> {
+        match io.sealing.take() {
+            Some(h) => join_seal(h),
+            None => Ok(()),
+        }
     }
 
     /// Seals the active segment (fsync) and starts segment `segno` whose
     /// first record will be `first_lsn`, reusing a recycled file if any.
     fn rotate(&self, io: &mut Io, first_lsn: Lsn, segno: u64) -> strata_io::Result<()> {
         if let Some(old) = io.active.take() {
-            old.file.sync_data()?;
+            // At most one seal in flight.
+            self.finish_seal(io)?;
+            if self.opts.sync == SyncPolicy::Always {
+                // Everything in it is synced already: this costs nothing.
+                old.file.sync_data()?;
+            } else {
+                // Seal in the background, as Kafka flushes a rolled segment:
+                // with unsynced policies nobody waits for this data to be
+                // durable, and syncing 64 MiB inline would stall appends.
+                // Recovery treats a lost tail of a segment that no later
+                // entry vouches for as a torn tail.
+                let file = old.file.clone();
+                match std::thread::Builder::new()
+                    .name("strata-wal-seal".into())
+                    .spawn(move || file.sync_data())
+                {
+                    Ok(h) => io.sealing = Some(h),
+                    Err(_) => old.file.sync_data()?,
+                }
+            }
         }
         let path = segment_path(&self.dir, segno);
         let opts = OpenOptions::existing().direct(self.opts.direct_io);
@@ -630,6 +774,8 @@ impl Inner {
             first_lsn,
         });
         io.active = Some(active);
+        self.rotations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
@@ -667,6 +813,14 @@ fn write_direct(
     active.tail.clear();
     active.tail.extend_from_slice(&b[last_page..total]);
     Ok(())
+}
+
+fn join_seal(h: JoinHandle<strata_io::Result<()>>) -> strata_io::Result<()> {
+    h.join().unwrap_or_else(|_| {
+        Err(strata_io::Error::InvalidArgument(
+            "WAL segment seal thread panicked".into(),
+        ))
+    })
 }
 
 fn zero_fill(file: &FileRef, len: u64) -> strata_io::Result<()> {

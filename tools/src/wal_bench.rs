@@ -1,0 +1,405 @@
+//! `strata wal-bench`: WAL append throughput next to a plain write loop of
+//! the same bytes, and synced appends from 1..N threads (group commit) with
+//! latency percentiles, per I/O backend. Output lines follow db_bench's
+//! shape so the same scripts parse them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use strata_io::{Backend, StorageRef, UringStorage};
+use strata_wal::{Preallocate, SyncPolicy, Wal, WalOptions};
+
+use crate::error::{CliError, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Which part to run: append (sync never, 1 thread), sync (sync always,
+    /// group commit) or all.
+    #[arg(long, default_value = "all", value_parser = ["all", "append", "sync"])]
+    only: String,
+    /// Records per benchmark [default: 1000000 for append, 20000 for sync].
+    #[arg(long)]
+    num: Option<u64>,
+    /// Record size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Writer thread counts for the sync benchmark, comma-separated.
+    #[arg(long, default_value = "1,4,16", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// I/O backends to compare, comma-separated: std, uring.
+    #[arg(long = "io", default_value = "std,uring", value_delimiter = ',')]
+    backends: Vec<String>,
+    /// Open segments with O_DIRECT.
+    #[arg(long)]
+    direct: bool,
+    /// Segment preallocation: none, allocate (fallocate) or zero (written zeros).
+    #[arg(long, default_value = "zero", value_parser = ["none", "allocate", "zero"])]
+    prealloc: String,
+    /// Bytes an append may leave buffered in the append benchmark (0: one
+    /// write per append).
+    #[arg(long, default_value_t = 64 << 10)]
+    write_buffer: usize,
+    /// Directory to run in [default: a temporary directory, removed after].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object per benchmark instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Report {
+    name: String,
+    ops: u64,
+    bytes: u64,
+    elapsed: Duration,
+    threads: usize,
+    hist: Option<Histogram<u64>>,
+    extra: String,
+    records_per_sync: f64,
+}
+
+impl Report {
+    fn print(&self, json: bool) {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let ops_s = self.ops as f64 / secs;
+        let mb_s = self.bytes as f64 / secs / 1_048_576.0;
+        let micros_op = secs * 1e6 * self.threads as f64 / self.ops.max(1) as f64;
+        let pct = |q: f64| {
+            self.hist
+                .as_ref()
+                .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
+        if json {
+            let mut s = format!(
+                "{{\"benchmark\":\"{}\",\"ops\":{},\"threads\":{},\"seconds\":{:.6},\"ops_per_sec\":{:.1},\"mb_per_sec\":{:.2},\"micros_per_op\":{:.3}",
+                self.name, self.ops, self.threads, secs, ops_s, mb_s, micros_op
+            );
+            if self.hist.is_some() {
+                s += &format!(
+                    ",\"p50_us\":{:.2},\"p99_us\":{:.2},\"p999_us\":{:.2},\"p9999_us\":{:.2}",
+                    pct(0.5),
+                    pct(0.99),
+                    pct(0.999),
+                    pct(0.9999)
+                );
+            }
+            println!("{s}}}");
+            return;
+        }
+        println!(
+            "{:<28} : {:>11.3} micros/op {:.0} ops/sec; {:>6.1} MB/s{}",
+            self.name,
+            micros_op,
+            ops_s,
+            mb_s,
+            if self.extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.extra)
+            }
+        );
+        if self.hist.is_some() {
+            println!(
+                "Percentiles: P50: {:.2} P75: {:.2} P99: {:.2} P99.9: {:.2} P99.99: {:.2}",
+                pct(0.5),
+                pct(0.75),
+                pct(0.99),
+                pct(0.999),
+                pct(0.9999)
+            );
+        }
+    }
+}
+
+fn new_hist() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3)
+        .map_err(|e| CliError::Usage(format!("histogram: {e}")))
+}
+
+fn storage_for(name: &str) -> Result<StorageRef> {
+    let backend: Backend = name.parse()?;
+    Ok(match backend {
+        Backend::Std => strata_io::open_storage(Backend::Std),
+        Backend::Uring => match UringStorage::try_new() {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                return Err(CliError::Usage(format!(
+                    "--io uring: io_uring is unavailable here ({e})"
+                )))
+            }
+        },
+    })
+}
+
+fn record(i: u64, size: usize) -> Vec<u8> {
+    let mut v = vec![0u8; size];
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in v.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    v
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.value_size == 0 {
+        return Err(CliError::Usage("--value-size must be at least 1".into()));
+    }
+    if a.threads.iter().any(|&t| t == 0 || t > 1024) {
+        return Err(CliError::Usage(
+            "--threads: each count must be 1..=1024".into(),
+        ));
+    }
+    let prealloc = match a.prealloc.as_str() {
+        "none" => Preallocate::None,
+        "allocate" => Preallocate::Allocate,
+        _ => Preallocate::ZeroFill,
+    };
+    let storages: Vec<(String, StorageRef)> = a
+        .backends
+        .iter()
+        .map(|b| Ok((b.clone(), storage_for(b)?)))
+        .collect::<Result<_>>()?;
+    let tmp;
+    let base = match &a.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| CliError::Local {
+                what: format!("create {}", d.display()),
+                source: e,
+            })?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("strata-wal-bench")
+                .tempdir_in(std::env::current_dir().map_err(|e| CliError::Local {
+                    what: "current dir".into(),
+                    source: e,
+                })?)
+                .map_err(|e| CliError::Local {
+                    what: "create temporary directory".into(),
+                    source: e,
+                })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    if !a.json {
+        println!(
+            "strata wal-bench: records of {} bytes, segments preallocated: {}, O_DIRECT: {}, dir {}",
+            a.value_size,
+            a.prealloc,
+            a.direct,
+            base.display()
+        );
+    }
+    let mut run_no = 0;
+    let mut fresh = |what: &str| -> Result<PathBuf> {
+        run_no += 1;
+        let d = base.join(format!("{run_no:03}-{what}"));
+        std::fs::create_dir_all(&d).map_err(|e| CliError::Local {
+            what: format!("create {}", d.display()),
+            source: e,
+        })?;
+        Ok(d)
+    };
+    if a.only == "all" || a.only == "append" {
+        let num = a.num.unwrap_or(1_000_000);
+        let raw = raw_write_loop(&fresh("raw")?, num, a.value_size, a.write_buffer.max(1))?;
+        raw.print(a.json);
+        let raw_small = raw_write_loop(&fresh("raw-small")?, num.min(200_000), a.value_size, 0)?;
+        raw_small.print(a.json);
+        for (name, storage) in &storages {
+            // Zero-filling a segment is a second write of it: for throughput
+            // runs, allocate instead (it only pays off for synced writes).
+            let opts = WalOptions {
+                sync: SyncPolicy::Never,
+                write_buffer: a.write_buffer,
+                direct_io: a.direct,
+                preallocate: match prealloc {
+                    Preallocate::ZeroFill => Preallocate::Allocate,
+                    p => p,
+                },
+                ..WalOptions::default()
+            };
+            let mut r = append_bench(
+                storage,
+                &fresh("append")?,
+                opts.clone(),
+                num,
+                a.value_size,
+                1,
+            )?;
+            r.name = format!("wal-append-never/{name}");
+            r.extra = format!("{:.0}% of raw", 100.0 * ratio(&r, &raw));
+            r.print(a.json);
+            let opts = WalOptions {
+                write_buffer: 0,
+                ..opts
+            };
+            let mut r = append_bench(
+                storage,
+                &fresh("append1")?,
+                opts,
+                num.min(200_000),
+                a.value_size,
+                1,
+            )?;
+            r.name = format!("wal-append-never-unbuf/{name}");
+            r.extra = format!(
+                "{:.0}% of raw write per record",
+                100.0 * ratio(&r, &raw_small)
+            );
+            r.print(a.json);
+        }
+    }
+    if a.only == "all" || a.only == "sync" {
+        let num = a.num.unwrap_or(20_000);
+        for (name, storage) in &storages {
+            let mut single = None;
+            for &t in &a.threads {
+                let opts = WalOptions {
+                    sync: SyncPolicy::Always,
+                    direct_io: a.direct,
+                    preallocate: prealloc,
+                    ..WalOptions::default()
+                };
+                let mut r = append_bench(storage, &fresh("sync")?, opts, num, a.value_size, t)?;
+                r.name = format!("wal-sync/{name}/t{t}");
+                let ops_s = r.ops as f64 / r.elapsed.as_secs_f64().max(1e-9);
+                match single {
+                    None if t == 1 => single = Some(ops_s),
+                    Some(s) => r.extra = format!("{:.1}x one thread; ", ops_s / s),
+                    None => {}
+                }
+                r.extra += &format!("{:.1} records per fsync", r.records_per_sync);
+                r.print(a.json);
+            }
+        }
+    }
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+fn ratio(r: &Report, base: &Report) -> f64 {
+    let a = r.bytes as f64 / r.elapsed.as_secs_f64().max(1e-9);
+    let b = base.bytes as f64 / base.elapsed.as_secs_f64().max(1e-9);
+    a / b
+}
+
+/// The disk's sequential write rate for the same bytes: a plain loop of
+/// `write` calls through a `buffer`-byte buffer (0: one call per record),
+/// then one fdatasync, as the WAL's numbers include its final flush.
+fn raw_write_loop(dir: &Path, num: u64, size: usize, buffer: usize) -> Result<Report> {
+    let path = dir.join("raw.dat");
+    let local = |what: &str, e: std::io::Error| CliError::Local {
+        what: format!("{what} {}", path.display()),
+        source: e,
+    };
+    let file = std::fs::File::create(&path).map_err(|e| local("create", e))?;
+    let recs: Vec<Vec<u8>> = (0..1024).map(|i| record(i, size)).collect();
+    let start = Instant::now();
+    if buffer > 0 {
+        let mut w = std::io::BufWriter::with_capacity(buffer, &file);
+        for i in 0..num {
+            w.write_all(&recs[(i % 1024) as usize])
+                .map_err(|e| local("write", e))?;
+        }
+        w.flush().map_err(|e| local("write", e))?;
+    } else {
+        let mut f = &file;
+        for i in 0..num {
+            f.write_all(&recs[(i % 1024) as usize])
+                .map_err(|e| local("write", e))?;
+        }
+    }
+    let elapsed = start.elapsed();
+    std::fs::remove_file(&path).map_err(|e| local("remove", e))?;
+    Ok(Report {
+        name: if buffer > 0 {
+            "raw-write-buffered".into()
+        } else {
+            "raw-write-per-record".into()
+        },
+        ops: num,
+        bytes: num * size as u64,
+        elapsed,
+        threads: 1,
+        hist: None,
+        extra: String::new(),
+        records_per_sync: 0.0,
+    })
+}
+
+/// `num` appends split over `threads` threads. Synced appends record the
+/// latency of each; unsynced ones of every 16th, since reading the clock
+/// would otherwise cost as much as the append itself.
+fn append_bench(
+    storage: &StorageRef,
+    dir: &Path,
+    opts: WalOptions,
+    num: u64,
+    size: usize,
+    threads: usize,
+) -> Result<Report> {
+    let sync = opts.sync;
+    let (wal, _) = Wal::open(storage.clone(), dir, opts, |_, _| Ok(()))?;
+    let recs: Arc<Vec<Vec<u8>>> = Arc::new((0..1024).map(|i| record(i, size)).collect());
+    let per = num / threads as u64;
+    let sample = if sync == SyncPolicy::Always { 1 } else { 16 };
+    let start = Instant::now();
+    let hists: Vec<Result<Histogram<u64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let wal = wal.clone();
+                let recs = recs.clone();
+                s.spawn(move || -> Result<Histogram<u64>> {
+                    let mut h = new_hist()?;
+                    for i in 0..per {
+                        let r = &recs[((i + t as u64 * 7919) % 1024) as usize];
+                        if i % sample == 0 {
+                            let t0 = Instant::now();
+                            wal.append(r)?;
+                            h.saturating_record(t0.elapsed().as_nanos() as u64);
+                        } else {
+                            wal.append(r)?;
+                        }
+                    }
+                    Ok(h)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(CliError::Usage("benchmark thread panicked".into())))
+            })
+            .collect()
+    });
+    wal.flush()?;
+    let elapsed = start.elapsed();
+    let mut hist = new_hist()?;
+    for h in hists {
+        hist.add(h?)
+            .map_err(|e| CliError::Usage(format!("histogram: {e}")))?;
+    }
+    wal.close()?;
+    let stats = wal.stats();
+    let ops = per * threads as u64;
+    Ok(Report {
+        name: String::new(),
+        ops,
+        bytes: ops * size as u64,
+        elapsed,
+        threads,
+        hist: Some(hist),
+        extra: String::new(),
+        records_per_sync: stats.records as f64 / stats.syncs.max(1) as f64,
+    })
+}
