@@ -54,7 +54,10 @@ struct Report {
     name: String,
     ops: u64,
     bytes: u64,
+    /// Until the bytes were handed to the OS.
     elapsed: Duration,
+    /// Until they were also fsynced.
+    synced: Duration,
     threads: usize,
     hist: Option<Histogram<u64>>,
     extra: String,
@@ -212,6 +215,8 @@ pub fn run(a: Args) -> Result<()> {
         let num = a.num.unwrap_or(1_000_000);
         let raw = raw_write_loop(&fresh("raw")?, num, a.value_size, a.write_buffer.max(1))?;
         raw.print(a.json);
+        let raw_disk = to_disk(&raw, "raw-write+fdatasync".into());
+        raw_disk.print(a.json);
         let raw_small = raw_write_loop(&fresh("raw-small")?, num.min(200_000), a.value_size, 0)?;
         raw_small.print(a.json);
         for (name, storage) in &storages {
@@ -238,6 +243,9 @@ pub fn run(a: Args) -> Result<()> {
             r.name = format!("wal-append-never/{name}");
             r.extra = format!("{:.0}% of raw", 100.0 * ratio(&r, &raw));
             r.print(a.json);
+            let mut d = to_disk(&r, format!("wal-append-never+sync/{name}"));
+            d.extra = format!("{:.0}% of raw+fdatasync", 100.0 * ratio(&d, &raw_disk));
+            d.print(a.json);
             let opts = WalOptions {
                 write_buffer: 0,
                 ..opts
@@ -292,9 +300,25 @@ fn ratio(r: &Report, base: &Report) -> f64 {
     a / b
 }
 
+/// The same report timed to the final fsync: bytes on disk per second.
+fn to_disk(r: &Report, name: String) -> Report {
+    Report {
+        name,
+        ops: r.ops,
+        bytes: r.bytes,
+        elapsed: r.synced,
+        synced: r.synced,
+        threads: r.threads,
+        hist: None,
+        extra: String::new(),
+        records_per_sync: r.records_per_sync,
+    }
+}
+
 /// The disk's sequential write rate for the same bytes: a plain loop of
 /// `write` calls through a `buffer`-byte buffer (0: one call per record),
-/// then one fdatasync, as the WAL's numbers include its final flush.
+/// timed once when the loop ends (page cache) and once after a final
+/// fdatasync (on disk, as `dd conv=fdatasync` measures).
 fn raw_write_loop(dir: &Path, num: u64, size: usize, buffer: usize) -> Result<Report> {
     let path = dir.join("raw.dat");
     let local = |what: &str, e: std::io::Error| CliError::Local {
@@ -319,8 +343,11 @@ fn raw_write_loop(dir: &Path, num: u64, size: usize, buffer: usize) -> Result<Re
         }
     }
     let elapsed = start.elapsed();
+    file.sync_data().map_err(|e| local("fdatasync", e))?;
+    let synced = start.elapsed();
     std::fs::remove_file(&path).map_err(|e| local("remove", e))?;
     Ok(Report {
+        synced,
         name: if buffer > 0 {
             "raw-write-buffered".into()
         } else {
@@ -384,6 +411,8 @@ fn append_bench(
     });
     wal.flush()?;
     let elapsed = start.elapsed();
+    wal.sync()?;
+    let synced = start.elapsed();
     let mut hist = new_hist()?;
     for h in hists {
         hist.add(h?)
@@ -393,6 +422,7 @@ fn append_bench(
     let stats = wal.stats();
     let ops = per * threads as u64;
     Ok(Report {
+        synced,
         name: String::new(),
         ops,
         bytes: ops * size as u64,
