@@ -333,16 +333,14 @@ pub fn recover(
                 }
             }
             let (off, why) = match read_entry(&bytes, cursor, tag) {
-                Ok(e) if next.is_none_or(|nx| e.header.first_lsn == nx) => {
-                    if let Some(end) = end_lsn {
-                        if e.header.last_lsn() > end {
-                            return Err(corruption(
-                                &seg.path,
-                                e.offset,
-                                format!("entry runs past the segment's end LSN {end}"),
-                            ));
-                        }
-                    }
+                Ok(e) if next.is_some_and(|nx| e.header.first_lsn != nx) => {
+                    (e.offset, Stop::Bad("entry LSN out of sequence"))
+                }
+                Ok(e) if end_lsn.is_some_and(|end| e.header.last_lsn() > end) => (
+                    e.offset,
+                    Stop::Bad("entry runs past the next segment's first LSN"),
+                ),
+                Ok(e) => {
                     replay_entry(&e, &mut replay)?;
                     rec.records += u64::from(e.header.count);
                     rec.last_lsn = e.header.last_lsn();
@@ -350,7 +348,6 @@ pub fn recover(
                     cursor = e.next;
                     continue;
                 }
-                Ok(e) => (e.offset, Stop::Bad("entry LSN out of sequence")),
                 Err(stop) => stop,
             };
             // Reading stopped before the segment's known end, or in the last segment.
