@@ -10,7 +10,7 @@
 //! * every record acknowledged as durable.
 //!
 //! Each case runs two lives (crash, recover, append more, crash again).
-//! Case count: PROPTEST_CASES (default 48 for CI).
+//! Case count: PROPTEST_CASES (default 256 for CI).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,7 +26,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
+        .unwrap_or(256)
 }
 
 #[derive(Clone, Debug)]

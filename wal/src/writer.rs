@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -124,6 +125,12 @@ impl WalOptions {
     }
 }
 
+/// How many waiters may poll at once (see `Inner::park`).
+const MAX_SPINNERS: usize = 1;
+
+/// How long a waiter polls before it sleeps (see `Inner::park`).
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
+
 /// Longest group-commit window (see `Inner::collect`).
 const MAX_COLLECT_WAIT: Duration = Duration::from_micros(500);
 
@@ -134,6 +141,16 @@ const EXTRA_LEADER_ROUNDS: usize = 1;
 enum Need {
     Written,
     Durable,
+    /// Waiting only to become the leader (e.g. to purge segments).
+    Leadership,
+}
+
+/// A thread asleep in `Inner::park`.
+struct Waiter {
+    id: u64,
+    lsn: Lsn,
+    need: Need,
+    thread: std::thread::Thread,
 }
 
 /// Counters of a WAL since it was opened.
@@ -152,6 +169,8 @@ pub struct WalStats {
 }
 
 struct State {
+    waiters: Vec<Waiter>,
+    next_waiter_id: u64,
     stats: WalStats,
     /// Recent records per synced batch, and sync latency (ns): the
     /// group-commit window's estimates.
@@ -172,6 +191,16 @@ struct State {
     sync_wanted: Lsn,
     unsynced_bytes: u64,
     last_sync: Instant,
+}
+
+impl State {
+    fn satisfies(&self, lsn: Lsn, need: Need) -> bool {
+        match need {
+            Need::Written => self.written >= lsn,
+            Need::Durable => self.durable >= lsn,
+            Need::Leadership => !self.leader,
+        }
+    }
 }
 
 struct Active {
@@ -198,11 +227,16 @@ struct Inner {
     dir: PathBuf,
     opts: WalOptions,
     state: Mutex<State>,
-    cv: Condvar,
     batch_cv: Condvar,
+    /// `State::written` and `State::durable`, published for waiters that
+    /// check without the lock.
+    written_pub: AtomicU64,
+    durable_pub: AtomicU64,
+    /// Waiters currently polling instead of sleeping.
+    spinners: std::sync::atomic::AtomicUsize,
     io: Mutex<Io>,
     flusher: Mutex<Option<JoinHandle<()>>>,
-    rotations: std::sync::atomic::AtomicU64,
+    rotations: AtomicU64,
 }
 
 /// A write-ahead log. Cheap to clone; clones share the log.
@@ -288,6 +322,8 @@ impl Wal {
             dir,
             opts,
             state: Mutex::new(State {
+                waiters: Vec::new(),
+                next_waiter_id: 0,
                 stats: WalStats::default(),
                 batch_ewma: 1.0,
                 sync_ewma_ns: 0.0,
@@ -306,11 +342,13 @@ impl Wal {
                 unsynced_bytes: 0,
                 last_sync: Instant::now(),
             }),
-            cv: Condvar::new(),
             batch_cv: Condvar::new(),
+            written_pub: AtomicU64::new(last_lsn),
+            durable_pub: AtomicU64::new(last_lsn),
+            spinners: std::sync::atomic::AtomicUsize::new(0),
             io: Mutex::new(io),
             flusher: Mutex::new(None),
-            rotations: std::sync::atomic::AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
         });
         {
             let mut io = inner.io.lock();
@@ -481,7 +519,6 @@ impl Wal {
     pub fn close(&self) -> Result<()> {
         let res = self.sync().map(|_| ());
         self.inner.state.lock().closed = true;
-        self.inner.cv.notify_all();
         if let Some(h) = self.inner.flusher.lock().take() {
             let _ = h.join();
         }
@@ -494,11 +531,7 @@ impl Inner {
     /// I/O whenever no other thread is.
     fn wait_for<'a>(&'a self, mut st: MutexGuard<'a, State>, lsn: Lsn, need: Need) -> Result<()> {
         loop {
-            let done = match need {
-                Need::Written => st.written >= lsn,
-                Need::Durable => st.durable >= lsn,
-            };
-            if done {
+            if st.satisfies(lsn, need) {
                 return Ok(());
             }
             if let Some(e) = &st.failed {
@@ -521,10 +554,113 @@ impl Inner {
                     st = self.lead(st);
                     extra += 1;
                 }
+                st = self.hand_over(st);
                 continue;
             }
-            self.cv.wait(&mut st);
+            match self.park(st, lsn, need) {
+                Some(g) => st = g,
+                None => return Ok(()),
+            }
         }
+    }
+
+    /// Registers the calling thread as a waiter and sleeps without holding
+    /// the state lock, so a finished batch wakes all its appenders at once
+    /// instead of handing a mutex from one to the next. Returns `None` when
+    /// the wait is over (the record is written/durable), or the relocked
+    /// state when the caller must look again (it may have to lead).
+    fn park<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        lsn: Lsn,
+        need: Need,
+    ) -> Option<MutexGuard<'a, State>> {
+        let id = st.next_waiter_id;
+        st.next_waiter_id += 1;
+        st.waiters.push(Waiter {
+            id,
+            lsn,
+            need,
+            thread: std::thread::current(),
+        });
+        drop(st);
+        // Spin briefly first: the batch we wait for is usually done within
+        // one fsync, and on a VM a sleeping vCPU takes tens of microseconds
+        // to wake, which would add to every group commit.
+        // One spinner is enough to keep a vCPU awake; more would take CPU
+        // from the leader and from io_uring's kernel workers.
+        if self.spinners.fetch_add(1, Ordering::AcqRel) < MAX_SPINNERS {
+            let spin_until = Instant::now() + SPIN_BEFORE_PARK;
+            while Instant::now() < spin_until {
+                if self.satisfied_fast(lsn, need) {
+                    self.spinners.fetch_sub(1, Ordering::AcqRel);
+                    return None;
+                }
+                std::thread::yield_now();
+            }
+        }
+        self.spinners.fetch_sub(1, Ordering::AcqRel);
+        loop {
+            std::thread::park();
+            if self.satisfied_fast(lsn, need) {
+                return None;
+            }
+            let mut st = self.state.lock();
+            let registered = st.waiters.iter().any(|w| w.id == id);
+            if registered && st.leader && st.failed.is_none() && !st.satisfies(lsn, need) {
+                // A spurious wakeup: keep sleeping.
+                drop(st);
+                continue;
+            }
+            if registered {
+                st.waiters.retain(|w| w.id != id);
+            }
+            return Some(st);
+        }
+    }
+
+    /// Checks the published LSNs without the lock.
+    fn satisfied_fast(&self, lsn: Lsn, need: Need) -> bool {
+        match need {
+            Need::Written => self.written_pub.load(Ordering::Acquire) >= lsn,
+            Need::Durable => self.durable_pub.load(Ordering::Acquire) >= lsn,
+            Need::Leadership => false,
+        }
+    }
+
+    /// Wakes every waiter whose record is done (all of them after a
+    /// failure), outside the lock.
+    fn wake_finished<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let failed = st.failed.is_some();
+        let (written, durable) = (st.written, st.durable);
+        let mut woken = Vec::new();
+        st.waiters.retain(|w| {
+            let done = failed
+                || match w.need {
+                    Need::Written => written >= w.lsn,
+                    Need::Durable => durable >= w.lsn,
+                    Need::Leadership => false,
+                };
+            if done {
+                woken.push(w.thread.clone());
+            }
+            !done
+        });
+        if !woken.is_empty() {
+            MutexGuard::unlocked(&mut st, || woken.iter().for_each(|t| t.unpark()));
+        }
+        st
+    }
+
+    /// After leading: if threads still wait and nobody leads, wake one of
+    /// them to take over.
+    fn hand_over<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.leader || st.waiters.is_empty() {
+            return st;
+        }
+        let w = st.waiters.remove(0);
+        MutexGuard::unlocked(&mut st, || w.thread.unpark());
+        st
     }
 
     /// One round of leadership: write what is pending, sync if due.
@@ -602,8 +738,9 @@ impl Inner {
         batch.clear();
         st.spare = batch;
         st.leader = false;
-        self.cv.notify_all();
-        st
+        self.written_pub.store(st.written, Ordering::Release);
+        self.durable_pub.store(st.durable, Ordering::Release);
+        self.wake_finished(st)
     }
 
     /// Group-commit window. When recent synced batches held several records
@@ -637,12 +774,15 @@ impl Inner {
     fn with_leadership<T>(&self, f: impl FnOnce(&mut Io) -> Result<T>) -> Result<T> {
         let mut st = self.state.lock();
         while st.leader {
-            self.cv.wait(&mut st);
+            st = match self.park(st, 0, Need::Leadership) {
+                Some(g) => g,
+                None => self.state.lock(),
+            };
         }
         st.leader = true;
         let res = MutexGuard::unlocked(&mut st, || f(&mut self.io.lock()));
         st.leader = false;
-        self.cv.notify_all();
+        drop(self.hand_over(st));
         res
     }
 
@@ -856,7 +996,8 @@ fn flusher(weak: Weak<Inner>, tick: Duration) {
         }
         if (st.pending_count > 0 || interval_due) && !st.leader {
             st.leader = true;
-            drop(inner.lead(st));
+            let st = inner.lead(st);
+            drop(inner.hand_over(st));
         }
     }
 }
