@@ -202,9 +202,19 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let mut run_no = 0;
+    let mut previous: Option<PathBuf> = None;
+    // Each benchmark gets a new directory and the previous one is deleted,
+    // so no benchmark runs beside the writeback of an earlier one's data.
     let mut fresh = |what: &str| -> Result<PathBuf> {
+        if let Some(p) = previous.take() {
+            std::fs::remove_dir_all(&p).map_err(|e| CliError::Local {
+                what: format!("remove {}", p.display()),
+                source: e,
+            })?;
+        }
         run_no += 1;
         let d = base.join(format!("{run_no:03}-{what}"));
+        previous = Some(d.clone());
         std::fs::create_dir_all(&d).map_err(|e| CliError::Local {
             what: format!("create {}", d.display()),
             source: e,
