@@ -85,8 +85,13 @@ fn record(i: u64, len: usize) -> Vec<u8> {
 }
 
 fn read_all(env: &Env, o: WalOptions) -> Vec<(u64, Vec<u8>)> {
+    read_dir(env, &env.dir, o)
+}
+
+/// Reopens the WAL in `dir` and returns every record it replays.
+fn read_dir(env: &Env, dir: &Path, o: WalOptions) -> Vec<(u64, Vec<u8>)> {
     let mut got = Vec::new();
-    let (wal, _) = Wal::open(env.storage.clone(), &env.dir, o, |lsn, r| {
+    let (wal, _) = Wal::open(env.storage.clone(), dir, o, |lsn, r| {
         got.push((lsn, r.to_vec()));
         Ok(())
     })
@@ -299,13 +304,7 @@ fn every_sync_policy_and_preallocation_round_trips() {
                     "{name}: sync makes everything durable"
                 );
                 wal.close().expect("close");
-                let mut got = Vec::new();
-                let (w2, _) = Wal::open(env.storage.clone(), &dir, o, |lsn, r| {
-                    got.push((lsn, r.to_vec()));
-                    Ok(())
-                })
-                .expect("reopen");
-                w2.close().expect("close");
+                let got = read_dir(env, &dir, o);
                 assert!(
                     got == expect,
                     "{name} policy {policy:?} buffer {buffer} prealloc {pre:?}"
@@ -455,13 +454,7 @@ fn mixed_concurrent_calls_finish_and_lose_nothing() {
             let mut all: Vec<(u64, Vec<u8>)> = appended.into_iter().flatten().collect();
             all.sort();
             assert_eq!(all.len(), 1800);
-            let mut got = Vec::new();
-            let (w2, _) = Wal::open(env.storage.clone(), &dir, o, |lsn, r| {
-                got.push((lsn, r.to_vec()));
-                Ok(())
-            })
-            .expect("reopen");
-            w2.close().expect("close");
+            let got = read_dir(env, &dir, o);
             let start = got.first().map_or(1, |g| g.0);
             let want: Vec<_> = all.into_iter().filter(|(l, _)| *l >= start).collect();
             assert!(

@@ -1,0 +1,177 @@
+//! The `strata` binary as a user runs it: output that parses, figures that
+//! add up, and a clear message with a non-zero exit for every bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use strata_io::StdStorage;
+use strata_wal::{Wal, WalOptions};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn make_wal(dir: &Path, n: u64) {
+    let opts = WalOptions {
+        segment_size: 8 << 10,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(Arc::new(StdStorage::new()), dir, opts, |_, _| Ok(())).expect("open");
+    for i in 0..n {
+        wal.append(format!("record number {i}").as_bytes())
+            .expect("append");
+    }
+    wal.close().expect("close");
+}
+
+#[test]
+fn wal_bench_counts_what_it_was_asked_for() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_str().expect("utf8");
+    let o = strata(&[
+        "wal-bench",
+        "--only",
+        "sync",
+        "--num",
+        "300",
+        "--threads",
+        "1,3",
+        "--io",
+        "std",
+        "--json",
+        "--dir",
+        dir,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, threads) in lines.iter().zip([1, 3]) {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        assert!(
+            line.contains(&format!("\"benchmark\":\"wal-sync/std/t{threads}\"")),
+            "{line}"
+        );
+        assert!(line.contains(&format!("\"threads\":{threads}")), "{line}");
+        assert!(
+            line.contains("\"ops\":300"),
+            "ops counted equals --num: {line}"
+        );
+        let ops_s: f64 = line
+            .split("\"ops_per_sec\":")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .expect("ops_per_sec");
+        assert!(ops_s > 0.0 && ops_s.is_finite(), "{line}");
+        assert!(line.contains("\"p99_us\":"), "{line}");
+    }
+    // Text mode: db_bench's shape.
+    let o = strata(&[
+        "wal-bench",
+        "--only",
+        "append",
+        "--num",
+        "2000",
+        "--io",
+        "std",
+        "--dir",
+        dir,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with("wal-append-never/std")
+            && l.contains("micros/op")
+            && l.contains("ops/sec;")
+            && l.contains("MB/s")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Percentiles: P50:") && l.contains("P99.9:")),
+        "{out}"
+    );
+}
+
+#[test]
+fn wal_dump_reports_clean_torn_and_corrupt_logs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let wal = tmp.path().join("wal");
+    make_wal(&wal, 200);
+    let d = wal.to_str().expect("utf8");
+    let o = strata(&["wal-dump", d]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("records: 200"), "{out}");
+    assert!(out.contains("last LSN: 200"), "{out}");
+
+    let first = wal.join("00000000000000000001.wal");
+    let o = strata(&["wal-dump", first.to_str().expect("utf8"), "--records"]);
+    let (out, _) = text(&o);
+    assert!(out.contains("\"record number 0\""), "{out}");
+    assert!(out.contains("entry @32"), "{out}");
+
+    // Damage in the middle of a full segment: synced data, so an error
+    // naming the file and offset.
+    let mut bytes = std::fs::read(&first).expect("read");
+    bytes[500] ^= 0x40;
+    std::fs::write(&first, &bytes).expect("write");
+    let o = strata(&["wal-dump", d]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("corrupt WAL")
+            && err.contains("00000000000000000001.wal")
+            && err.contains("offset"),
+        "{err}"
+    );
+    // Point-in-time mode reads up to the damage and says where it cut.
+    let o = strata(&["wal-dump", d, "--mode", "point-in-time"]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out.contains("log cut at"), "{out}");
+}
+
+#[test]
+fn bad_input_gets_a_message_and_a_non_zero_exit() {
+    for (args, needle) in [
+        (vec!["wal-bench", "--threads", "0"], "--threads"),
+        (vec!["wal-bench", "--threads", "x"], "--threads"),
+        (vec!["wal-bench", "--io", "floppy"], "floppy"),
+        (vec!["wal-bench", "--only", "everything"], "--only"),
+        (vec!["wal-bench", "--bogus"], "--bogus"),
+        (vec!["wal-bench", "--value-size", "0"], "--value-size"),
+        (vec!["wal-dump", "/no/such/wal"], "/no/such/wal"),
+        (vec!["wal-dump", "/tmp", "--mode", "lenient"], "lenient"),
+        (vec!["frobnicate"], "frobnicate"),
+    ] {
+        let o = strata(&args);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{args:?} must fail: {out}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: message must name {needle}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A file that is not a segment.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let junk = tmp.path().join("junk.txt");
+    std::fs::write(&junk, b"hello").expect("write");
+    let o = strata(&["wal-dump", junk.to_str().expect("utf8")]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("not a WAL segment name"), "{err}");
+}
