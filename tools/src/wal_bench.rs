@@ -42,6 +42,9 @@ pub struct Args {
     /// write per append).
     #[arg(long, default_value_t = 64 << 10)]
     write_buffer: usize,
+    /// Segment size in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_size: u64,
     /// Directory to run in [default: a temporary directory, removed after].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -240,6 +243,7 @@ pub fn run(a: Args) -> Result<()> {
                     Preallocate::ZeroFill => Preallocate::Allocate,
                     p => p,
                 },
+                segment_size: a.segment_size,
                 ..WalOptions::default()
             };
             let mut r = append_bench(
@@ -285,6 +289,7 @@ pub fn run(a: Args) -> Result<()> {
                     sync: SyncPolicy::Always,
                     direct_io: a.direct,
                     preallocate: prealloc,
+                    segment_size: a.segment_size,
                     ..WalOptions::default()
                 };
                 let mut r = append_bench(storage, &fresh("sync")?, opts, num, a.value_size, t)?;
