@@ -254,11 +254,17 @@ pub fn read_fragment(buf: &[u8], pos: usize, tag: u32) -> FragmentRead<'_> {
 
 /// Appends `v` as a LEB128 varint.
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    // Into a stack buffer first: one capacity check instead of one per byte
+    // (this runs once per append, under the WAL's lock).
+    let mut b = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        b[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    b[n] = v as u8;
+    out.extend_from_slice(&b[..=n]);
 }
 
 /// Reads a LEB128 varint; `None` if truncated or over 10 bytes.
