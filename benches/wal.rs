@@ -144,5 +144,99 @@ fn sync_always(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append_never, sync_always);
+/// A storage that accepts and drops every write: what the WAL itself costs
+/// per append, without the kernel.
+mod null {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use strata::io::{File, FileRef, OpenOptions, Result, Storage};
+
+    pub struct NullStorage;
+    struct NullFile(PathBuf);
+
+    impl Storage for NullStorage {
+        fn name(&self) -> &'static str {
+            "null"
+        }
+        fn open(&self, path: &Path, _: OpenOptions) -> Result<FileRef> {
+            Ok(Arc::new(NullFile(path.to_path_buf())))
+        }
+        fn remove_file(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn rename(&self, _: &Path, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn list_dir(&self, _: &Path) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        fn create_dir_all(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn sync_dir(&self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn exists(&self, _: &Path) -> Result<bool> {
+            Ok(false)
+        }
+    }
+
+    impl File for NullFile {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+        fn read_at(&self, _: &mut [u8], _: u64) -> Result<usize> {
+            Ok(0)
+        }
+        fn write_at(&self, _: &[u8], _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn sync_data(&self) -> Result<()> {
+            Ok(())
+        }
+        fn sync_all(&self) -> Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> Result<u64> {
+            Ok(0)
+        }
+        fn set_len(&self, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn preallocate(&self, _: u64) -> Result<()> {
+            Ok(())
+        }
+    }
+}
+
+fn append_cost(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wal_append_cost");
+    g.throughput(Throughput::Bytes(RECORD as u64));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(3));
+    let record = vec![0x3Cu8; RECORD];
+    let storage: StorageRef = Arc::new(null::NullStorage);
+    for (label, write_buffer) in [
+        ("null_storage_buffered_64k", 64 << 10),
+        ("null_storage_write_per_append", 0),
+    ] {
+        let wal = open(
+            &storage,
+            Path::new("/null"),
+            WalOptions {
+                sync: SyncPolicy::Never,
+                write_buffer,
+                // Segments never fill up as far as this WAL knows: no rotation.
+                segment_size: u64::MAX,
+                ..WalOptions::default()
+            },
+        );
+        g.bench_function(label, |b| b.iter(|| wal.append(&record).expect("append")));
+        wal.close().expect("close");
+    }
+    g.finish();
+}
+
+criterion_group!(benches, append_never, sync_always, append_cost);
 criterion_main!(benches);
