@@ -26,6 +26,7 @@ fn synced_data_survives_and_unsynced_data_is_dropped_with_keep_none() {
     s.sync_dir(Path::new("/d")).expect("dirsync");
     f.write_at(b"lost", 7).expect("write");
     s.crash();
+    let s = s.reopen();
     assert!(
         matches!(f.len(), Err(Error::Crashed { .. })),
         "old handles are dead after a crash"
@@ -46,6 +47,7 @@ fn a_new_file_needs_its_directory_synced() {
     f.write_at(b"data", 0).expect("write");
     f.sync_all().expect("fsync file only");
     s.crash();
+    let s = s.reopen();
     assert!(
         !s.exists(Path::new("/d/new")).expect("exists"),
         "name was never made durable"
@@ -59,6 +61,7 @@ fn a_new_file_needs_its_directory_synced() {
     s.sync_dir(Path::new("/d")).expect("dirsync");
     s.remove_file(Path::new("/d/new")).expect("remove");
     s.crash();
+    let s = s.reopen();
     assert!(
         s.exists(Path::new("/d/new")).expect("exists"),
         "unsynced removal is undone by the crash"
@@ -76,6 +79,7 @@ fn keep_all_keeps_every_unsynced_write_and_rename() {
     s.rename(Path::new("/d/a"), Path::new("/d/b"))
         .expect("rename");
     s.crash();
+    let s = s.reopen();
     let f = s
         .open(Path::new("/d/b"), OpenOptions::existing())
         .expect("renamed file");
@@ -97,6 +101,8 @@ fn subsets_differ_by_seed_and_repeat_for_the_same_seed() {
             f.write_at(&[i + 1], u64::from(i)).expect("write");
         }
         s.crash();
+        let s = s.reopen();
+        let s = s.reopen();
         s.contents(Path::new("/d/f")).expect("contents")
     };
     assert_eq!(outcome(9), outcome(9), "same seed, same crash");
@@ -126,6 +132,8 @@ fn torn_writes_keep_whole_sectors_only() {
         s.sync_dir(Path::new("/d")).expect("dirsync");
         f.write_at(&vec![0xAB; 4 * SECTOR], 0).expect("big write");
         s.crash();
+        let s = s.reopen();
+        let s = s.reopen();
         let c = s.contents(Path::new("/d/f")).expect("contents");
         for sector in c.chunks(SECTOR) {
             assert!(
@@ -177,6 +185,7 @@ fn a_failed_fsync_loses_the_pages_it_covered_even_if_a_later_fsync_succeeds() {
         "the page cache still shows it"
     );
     s.crash();
+    let s = s.reopen();
     let f = s
         .open(Path::new("/d/f"), OpenOptions::existing())
         .expect("open");
@@ -207,4 +216,19 @@ fn bits_flip_on_read_when_asked() {
         vec![0u8; 256],
         "the stored data is intact"
     );
+}
+
+#[test]
+fn a_storage_handle_from_before_a_crash_is_dead() {
+    let old = setup(7);
+    old.crash();
+    assert!(matches!(
+        old.open(Path::new("/d/zombie"), OpenOptions::create()),
+        Err(Error::Crashed { .. })
+    ));
+    assert!(old.list_dir(Path::new("/d")).is_err());
+    let new = old.reopen();
+    new.open(Path::new("/d/alive"), OpenOptions::create())
+        .expect("the next process works");
+    assert!(!new.exists(Path::new("/d/zombie")).expect("exists"));
 }

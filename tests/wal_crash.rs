@@ -274,7 +274,7 @@ fn check(base: &[(Lsn, Vec<u8>)], life: &Life, got: &[(Lsn, Vec<u8>)]) -> Result
 }
 
 fn run_case(c: &Case) -> Result<(), String> {
-    let storage = FaultStorage::new(c.seed);
+    let mut storage = FaultStorage::new(c.seed);
     storage.set_torn_writes(c.torn);
     storage.set_crash_keep(CrashKeep::Random);
     storage.set_direct_alignment(Some(4096));
@@ -293,6 +293,7 @@ fn run_case(c: &Case) -> Result<(), String> {
         let life = run_life(&wal, ops, life_no as u64 + 1, &mut rng);
         drop(wal);
         storage.crash();
+        storage = storage.reopen();
         let (wal, got) = recover(&storage, &opts)?;
         drop(wal);
         check(&base, &life, &got).map_err(|e| format!("life {life_no}: {e}"))?;
@@ -371,6 +372,74 @@ fn crash_at_each_early_operation() {
             if let Err(e) = run_case(&c) {
                 panic!("crash_at {crash_at} torn {torn}: {e}");
             }
+        }
+    }
+}
+
+/// Seed 4169329691558292415 (PROPTEST_CASES=20000) failed with "File
+/// exists" on recovery: the crashed WAL's flusher thread was still running
+/// in the test and, after the simulated power cut, created a segment beside
+/// the recovering WAL. Storage handles from before a crash are now dead.
+#[test]
+fn regression_crashed_process_threads_cannot_touch_the_disk() {
+    let c = Case {
+        seed: 4169329691558292415,
+        torn: true,
+        direct: false,
+        policy: Policy::NeverBuffered,
+        lives: vec![
+            (
+                vec![
+                    Op::Appends {
+                        threads: 1,
+                        per_thread: 2,
+                        len: 1710,
+                    },
+                    Op::Appends {
+                        threads: 1,
+                        per_thread: 1,
+                        len: 470,
+                    },
+                ],
+                25,
+            ),
+            (
+                vec![
+                    Op::Appends {
+                        threads: 4,
+                        per_thread: 11,
+                        len: 380,
+                    },
+                    Op::Appends {
+                        threads: 4,
+                        per_thread: 2,
+                        len: 1161,
+                    },
+                    Op::Appends {
+                        threads: 1,
+                        per_thread: 2,
+                        len: 947,
+                    },
+                    Op::Appends {
+                        threads: 4,
+                        per_thread: 2,
+                        len: 43693,
+                    },
+                    Op::Sync,
+                    Op::Sync,
+                    Op::Appends {
+                        threads: 1,
+                        per_thread: 4,
+                        len: 123,
+                    },
+                ],
+                95,
+            ),
+        ],
+    };
+    for _ in 0..20 {
+        if let Err(e) = run_case(&c) {
+            panic!("{e}");
         }
     }
 }

@@ -162,6 +162,8 @@ fn enospc_on_write_fails_the_batch_and_keeps_everything_acknowledged() {
         // Then power loss on top.
         storage.set_crash_keep(CrashKeep::Subset);
         storage.crash();
+        let storage = storage.reopen();
+        let storage = storage.reopen();
         let (_, got) = open(&storage, SyncPolicy::Always);
         check_recovered(
             &got[..got.len().min(max_acked as usize)],
@@ -194,6 +196,9 @@ fn eio_on_fsync_fails_the_batch_and_power_loss_keeps_everything_acknowledged() {
             assert!(durable >= max_acked);
             storage.set_crash_keep(keep);
             storage.crash();
+            let storage = storage.reopen();
+            let storage = storage.reopen();
+            let storage = storage.reopen();
             let (_, got) = open(&storage, SyncPolicy::Always);
             check_recovered(&got, &acked, &failed, max_acked, "crash after EIO on fsync");
         }
@@ -214,6 +219,7 @@ fn eio_on_write_with_sync_never_keeps_every_synced_record() {
     assert!(errors.iter().any(|e| e.raw_os_error() == Some(libc_eio())));
     storage.set_crash_keep(CrashKeep::Subset);
     storage.crash();
+    let storage = storage.reopen();
     let (_, got) = open(&storage, SyncPolicy::Never);
     check_recovered(
         &got,
@@ -258,6 +264,7 @@ fn enospc_while_creating_a_segment_reaches_the_appender() {
     drop(wal);
     storage.clear_failures();
     storage.crash();
+    let storage = storage.reopen();
     let (_, got) = open(&storage, SyncPolicy::Always);
     let max_acked = acked.keys().copied().max().unwrap_or(0);
     check_recovered(&got, &acked, &failed, max_acked, "ENOSPC in rotation");

@@ -12,7 +12,9 @@
 //! write may survive while an earlier one is lost, as on a real disk), and with
 //! torn writes enabled a kept write may keep only some of its 512-byte
 //! sectors. Directory changes are kept or dropped the same way. Handles opened
-//! before the crash fail afterwards with [`Error::Crashed`].
+//! before the crash fail afterwards with [`Error::Crashed`], and so does the
+//! storage handle itself: the crashed "process" is dead, even if threads of
+//! it still run in the test. [`FaultStorage::reopen`] gives the next one.
 //!
 //! Errors: [`FaultStorage::fail`] makes the Nth matching operation fail with
 //! EIO or ENOSPC (once, or from then on). A failed sync behaves like Linux
@@ -238,6 +240,10 @@ fn apply_op(data: &mut Vec<u8>, op: &FileOp) {
 #[derive(Clone)]
 pub struct FaultStorage {
     state: Arc<Mutex<FsState>>,
+    /// The "process" this handle belongs to: after a crash, handles from
+    /// before it fail every operation, so threads of the crashed process
+    /// that are still running in the test cannot touch the disk.
+    generation: u64,
 }
 
 impl std::fmt::Debug for FaultStorage {
@@ -250,6 +256,7 @@ impl FaultStorage {
     /// An empty file system whose crash choices follow `seed`.
     pub fn new(seed: u64) -> Self {
         FaultStorage {
+            generation: 0,
             state: Arc::new(Mutex::new(FsState {
                 generation: 0,
                 inodes: HashMap::new(),
@@ -266,6 +273,26 @@ impl FaultStorage {
                 flip_ppm: 0,
                 stats: FaultStats::default(),
             })),
+        }
+    }
+
+    /// A handle for the process that starts after the latest crash (the
+    /// handle this is called on may be from before it).
+    pub fn reopen(&self) -> FaultStorage {
+        FaultStorage {
+            state: self.state.clone(),
+            generation: self.state.lock().generation,
+        }
+    }
+
+    /// Fails if this handle belongs to a process that crashed.
+    fn alive(&self, st: &FsState, path: &Path) -> Result<()> {
+        if st.generation == self.generation {
+            Ok(())
+        } else {
+            Err(Error::Crashed {
+                path: path.to_path_buf(),
+            })
         }
     }
 
@@ -313,7 +340,9 @@ impl FaultStorage {
     }
 
     /// Simulates power loss (see the module documentation). Returns how many
-    /// unsynced operations (file and directory) were kept.
+    /// unsynced operations (file and directory) were kept. Every handle and
+    /// file opened before it is dead afterwards: get a new one with
+    /// [`FaultStorage::reopen`].
     pub fn crash(&self) -> usize {
         let mut st = self.state.lock();
         let st = &mut *st;
@@ -455,6 +484,7 @@ impl Storage for FaultStorage {
 
     fn open(&self, path: &Path, opts: OpenOptions) -> Result<FileRef> {
         let mut st = self.state.lock();
+        self.alive(&st, path)?;
         let existing = st.names.get(path).copied();
         let ino = match existing {
             Some(_) if opts.create_new => {
@@ -503,6 +533,7 @@ impl Storage for FaultStorage {
 
     fn remove_file(&self, path: &Path) -> Result<()> {
         let mut st = self.state.lock();
+        self.alive(&st, path)?;
         if !st.names.contains_key(path) {
             return Err(not_found("remove", path));
         }
@@ -516,6 +547,7 @@ impl Storage for FaultStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         let mut st = self.state.lock();
+        self.alive(&st, from)?;
         if parent_dir(from) != parent_dir(to) {
             return Err(Error::io(
                 "rename",
@@ -538,6 +570,7 @@ impl Storage for FaultStorage {
 
     fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
         let st = self.state.lock();
+        self.alive(&st, dir)?;
         if !st.dir_exists(dir) {
             return Err(not_found("readdir", dir));
         }
@@ -562,6 +595,7 @@ impl Storage for FaultStorage {
     /// setup, and modelling their loss would test nothing of ours.
     fn create_dir_all(&self, dir: &Path) -> Result<()> {
         let mut st = self.state.lock();
+        self.alive(&st, dir)?;
         let mut cur = Some(dir);
         while let Some(d) = cur {
             if d.as_os_str().is_empty() {
@@ -575,6 +609,7 @@ impl Storage for FaultStorage {
 
     fn sync_dir(&self, dir: &Path) -> Result<()> {
         let mut st = self.state.lock();
+        self.alive(&st, dir)?;
         if !st.dir_exists(dir) {
             return Err(not_found("fsync dir", dir));
         }
@@ -591,6 +626,7 @@ impl Storage for FaultStorage {
 
     fn exists(&self, path: &Path) -> Result<bool> {
         let st = self.state.lock();
+        self.alive(&st, path)?;
         Ok(st.names.contains_key(path) || st.dirs.contains(path))
     }
 }
