@@ -1,0 +1,228 @@
+//! The leader's side of the WAL: writing an entry into the active segment
+//! (with O_DIRECT page handling), rotating to a new or recycled segment, and
+//! sealing the old one.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use strata_io::{AlignedBuf, FileRef, OpenOptions, SyncMode};
+
+use super::{Inner, Preallocate, SyncPolicy};
+use crate::format::{
+    encode_fragments, encoded_len, segment_tag, EntryHeader, SegmentHeader, ENTRY_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::segment::{segment_path, SegmentFile};
+use crate::Lsn;
+
+pub(super) struct Active {
+    pub(super) segno: u64,
+    pub(super) file: FileRef,
+    pub(super) offset: u64,
+    /// With O_DIRECT: the bytes of the current partial page, rewritten
+    /// with the next write since writes must cover whole pages.
+    pub(super) tail: Vec<u8>,
+}
+
+pub(super) struct Io {
+    pub(super) active: Option<Active>,
+    pub(super) segments: VecDeque<SegmentFile>,
+    pub(super) recycled: Vec<PathBuf>,
+    pub(super) enc: Vec<u8>,
+    pub(super) direct_buf: Option<AlignedBuf>,
+    /// The background fsync of the previous segment, if still running.
+    pub(super) sealing: Option<JoinHandle<strata_io::Result<()>>>,
+}
+
+impl Inner {
+    pub(super) fn write_entry(
+        &self,
+        io: &mut Io,
+        header: &EntryHeader,
+        records: &[u8],
+        sync: bool,
+    ) -> strata_io::Result<u64> {
+        let payload_len = ENTRY_HEADER_LEN + records.len();
+        let (offset, segno) = match &io.active {
+            Some(a) => (a.offset, a.segno),
+            None => {
+                return Err(strata_io::Error::InvalidArgument(
+                    "WAL has no open segment".into(),
+                ))
+            }
+        };
+        if offset > SEGMENT_HEADER_LEN as u64
+            && offset + encoded_len(offset, payload_len) as u64 > self.opts.segment_size
+        {
+            self.rotate(io, header.first_lsn, segno + 1)?;
+        }
+        if sync {
+            // Durable through this entry means every earlier segment too.
+            self.finish_seal(io)?;
+        }
+        let Some(active) = io.active.as_mut() else {
+            return Err(strata_io::Error::InvalidArgument(
+                "WAL has no open segment".into(),
+            ));
+        };
+        io.enc.clear();
+        let hdr = header.encode();
+        encode_fragments(
+            &mut io.enc,
+            active.offset,
+            segment_tag(active.segno),
+            &[&hdr, records],
+        );
+        let mode = sync.then_some(SyncMode::Data);
+        match active.file.alignment() {
+            None => active.file.write_batch(&[(active.offset, &io.enc)], mode)?,
+            Some(align) => {
+                write_direct(active, &mut io.direct_buf, align, &io.enc, mode)?;
+            }
+        }
+        active.offset += io.enc.len() as u64;
+        Ok(io.enc.len() as u64)
+    }
+
+    /// Waits for the background seal of the previous segment, if any.
+    pub(super) fn finish_seal(&self, io: &mut Io) -> strata_io::Result<()> {
+        match io.sealing.take() {
+            Some(h) => join_seal(h),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals the active segment (fsync) and starts segment `segno` whose
+    /// first record will be `first_lsn`, reusing a recycled file if any.
+    pub(super) fn rotate(&self, io: &mut Io, first_lsn: Lsn, segno: u64) -> strata_io::Result<()> {
+        if let Some(old) = io.active.take() {
+            // At most one seal in flight.
+            self.finish_seal(io)?;
+            if self.opts.sync == SyncPolicy::Always {
+                // Everything in it is synced already: this costs nothing.
+                old.file.sync_data()?;
+            } else {
+                // Seal in the background, as Kafka flushes a rolled segment:
+                // with unsynced policies nobody waits for this data to be
+                // durable, and syncing 64 MiB inline would stall appends.
+                // Recovery treats a lost tail of a segment that no later
+                // entry vouches for as a torn tail.
+                let file = old.file.clone();
+                match std::thread::Builder::new()
+                    .name("strata-wal-seal".into())
+                    .spawn(move || file.sync_data())
+                {
+                    Ok(h) => io.sealing = Some(h),
+                    Err(_) => old.file.sync_data()?,
+                }
+            }
+        }
+        let path = segment_path(&self.dir, segno);
+        let opts = OpenOptions::existing().direct(self.opts.direct_io);
+        let file = match io.recycled.pop() {
+            Some(from) => {
+                self.storage.rename(&from, &path)?;
+                self.storage.open(&path, opts)?
+            }
+            None => {
+                let f = self.storage.open(
+                    &path,
+                    OpenOptions {
+                        create: true,
+                        create_new: true,
+                        ..opts
+                    },
+                )?;
+                match self.opts.preallocate {
+                    Preallocate::None => {}
+                    Preallocate::Allocate => f.preallocate(self.opts.segment_size)?,
+                    Preallocate::ZeroFill => zero_fill(&f, self.opts.segment_size)?,
+                }
+                f
+            }
+        };
+        let header = SegmentHeader { segno, first_lsn }.encode();
+        let mut active = Active {
+            segno,
+            file,
+            offset: 0,
+            tail: Vec::new(),
+        };
+        match active.file.alignment() {
+            None => active.file.write_at(&header, 0)?,
+            Some(align) => write_direct(&mut active, &mut io.direct_buf, align, &header, None)?,
+        }
+        active.offset = SEGMENT_HEADER_LEN as u64;
+        // The header (and for a new file its length) must be durable before
+        // any record, so a segment with records always has a valid header.
+        active.file.sync_all()?;
+        self.storage.sync_dir(&self.dir)?;
+        io.segments.push_back(SegmentFile {
+            segno,
+            path,
+            first_lsn,
+        });
+        io.active = Some(active);
+        self.rotations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Writes `bytes` at the active offset of an O_DIRECT file: the write starts
+/// at the page holding the offset (re-sending that page's earlier bytes)
+/// and is zero-padded to whole pages.
+fn write_direct(
+    active: &mut Active,
+    buf: &mut Option<AlignedBuf>,
+    align: usize,
+    bytes: &[u8],
+    sync: Option<SyncMode>,
+) -> strata_io::Result<()> {
+    let page_start = active.offset - active.offset % align as u64;
+    let lead = (active.offset - page_start) as usize;
+    let total = lead + bytes.len();
+    let padded = total.div_ceil(align) * align;
+    if buf.as_ref().is_none_or(|b| b.capacity() < padded) {
+        *buf = Some(AlignedBuf::zeroed(padded.max(1 << 20), align));
+    }
+    let Some(b) = buf.as_mut() else {
+        return Err(strata_io::Error::InvalidArgument(
+            "no direct I/O buffer".into(),
+        ));
+    };
+    b.set_len(padded);
+    b[..lead].copy_from_slice(&active.tail[..lead.min(active.tail.len())]);
+    b[lead..total].copy_from_slice(bytes);
+    b[total..padded].fill(0);
+    active
+        .file
+        .write_batch(&[(page_start, &b[..padded])], sync)?;
+    let last_page = total - total % align;
+    active.tail.clear();
+    active.tail.extend_from_slice(&b[last_page..total]);
+    Ok(())
+}
+
+fn join_seal(h: JoinHandle<strata_io::Result<()>>) -> strata_io::Result<()> {
+    h.join().unwrap_or_else(|_| {
+        Err(strata_io::Error::InvalidArgument(
+            "WAL segment seal thread panicked".into(),
+        ))
+    })
+}
+
+fn zero_fill(file: &FileRef, len: u64) -> strata_io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let align = file.alignment().unwrap_or(1).max(1);
+    let zeros = AlignedBuf::zeroed(CHUNK, align.max(8));
+    let mut off = 0u64;
+    let len = len.div_ceil(align as u64) * align as u64;
+    while off < len {
+        let n = ((len - off) as usize).min(CHUNK);
+        file.write_at(&zeros[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
