@@ -1,12 +1,23 @@
-//! # strata-lsm: the key-value engine (not built yet)
+//! # strata-lsm: the key-value engine (in progress)
 //!
 //! A log-structured merge tree over [`strata_wal`]: writes go to the WAL (group
 //! commit) and then to a concurrent memtable keyed by user key, sequence number
-//! and kind; full memtables are flushed to SSTables (prefix-compressed blocks
-//! with restart points, an index block, bloom filters, a properties block and a
-//! checksummed footer); a manifest of version edits records which tables form
-//! each level. Leveled and tiered compaction, MVCC snapshots and iterators
-//! follow in issues #3 and #4. Formats will be documented in docs/sstable.md
-//! and docs/manifest.md.
+//! and kind; full memtables are flushed to SSTables; a manifest of version
+//! edits records which tables form each level.
+//!
+//! Built so far: internal keys ([`key`]: user key + 56-bit sequence number +
+//! kind, newest version first) and SSTables ([`table`]: prefix-compressed
+//! blocks with restart points, a bloom filter, a properties block, an index
+//! block and a checksummed footer; every block carries a CRC-32, and any
+//! damage is [`Error::Corruption`] naming file and offset). Format:
+//! docs/sstable.md. The memtable, the engine (`Db`), the manifest, snapshots
+//! and compaction come next (issues #3 and #4).
 
+#![deny(clippy::unwrap_used)]
+
+mod error;
+pub mod key;
+pub mod table;
+
+pub use error::{Error, Result};
 pub use strata_wal as wal;

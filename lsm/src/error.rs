@@ -1,0 +1,42 @@
+use std::path::PathBuf;
+
+/// Result of an LSM operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Errors of the LSM engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The storage layer failed.
+    #[error(transparent)]
+    Io(#[from] strata_io::Error),
+    /// The write-ahead log failed.
+    #[error(transparent)]
+    Wal(#[from] strata_wal::Error),
+    /// Bytes on disk are damaged or not what the format allows.
+    #[error("corrupt {} at offset {offset}: {reason}", path.display())]
+    Corruption {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bad option or argument.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn corruption(
+        path: &std::path::Path,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            path: path.to_path_buf(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

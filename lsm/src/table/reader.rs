@@ -1,0 +1,367 @@
+//! Reads a table: validates the footer, loads the index, filter and
+//! properties, answers point lookups (skipping the file when the bloom
+//! filter says the key is absent) and iterates in both directions.
+//! Every block is checksummed before use; damage is
+//! [`Error::Corruption`] naming the file and the block's offset.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_io::FileRef;
+
+use super::block::{Block, BlockIter};
+use super::bloom::{self, Bloom};
+use super::format::{block_crc, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN};
+use super::properties::Properties;
+use crate::key::{self, Kind};
+use crate::{Error, Result};
+
+/// An open table.
+pub struct Table {
+    file: FileRef,
+    path: PathBuf,
+    index: Block,
+    index_offset: u64,
+    filter: Option<Bloom>,
+    props: Properties,
+    size: u64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a point lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The newest visible version is a value.
+    Value(Vec<u8>),
+    /// The newest visible version is a tombstone.
+    Deleted,
+    /// The table has no visible version of the key.
+    Absent,
+    /// The bloom filter ruled the table out without reading a block.
+    FilteredOut,
+}
+
+impl Table {
+    /// Opens a table file, validating its footer and meta blocks.
+    pub fn open(file: FileRef) -> Result<Table> {
+        let path = file.path().to_path_buf();
+        let size = file.len()?;
+        if size < FOOTER_LEN as u64 {
+            return Err(Error::corruption(&path, 0, "file too short to be a table"));
+        }
+        let mut fb = [0u8; FOOTER_LEN];
+        let at = size - FOOTER_LEN as u64;
+        file.read_exact_at(&mut fb, at)?;
+        let footer = Footer::decode(&fb, size).map_err(|r| Error::corruption(&path, at, r))?;
+        let index = read_block(&file, &path, footer.index)?;
+        let index =
+            Block::new(index).map_err(|r| Error::corruption(&path, footer.index.offset, r))?;
+        let filter = if footer.filter.size == 0 {
+            None
+        } else {
+            let raw = read_block(&file, &path, footer.filter)?;
+            Some(
+                Bloom::decode(&raw)
+                    .map_err(|r| Error::corruption(&path, footer.filter.offset, r))?,
+            )
+        };
+        let raw = read_block(&file, &path, footer.properties)?;
+        let props = Properties::decode(&raw)
+            .map_err(|r| Error::corruption(&path, footer.properties.offset, r))?;
+        Ok(Table {
+            file,
+            path,
+            index_offset: footer.index.offset,
+            index,
+            filter,
+            props,
+            size,
+        })
+    }
+
+    /// The table's properties.
+    pub fn properties(&self) -> &Properties {
+        &self.props
+    }
+
+    /// File size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The data block an index entry points to, and its file offset.
+    fn data_block(&self, index_value: &[u8]) -> Result<(Block, u64)> {
+        let h = BlockHandle::decode(index_value).ok_or_else(|| {
+            Error::corruption(&self.path, self.index_offset, "bad block handle in index")
+        })?;
+        let raw = read_block(&self.file, &self.path, h)?;
+        let b = Block::new(raw).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
+        Ok((b, h.offset))
+    }
+
+    /// The newest version of `user_key` with a sequence number <= `snapshot`.
+    pub fn get(&self, user_key: &[u8], snapshot: u64) -> Result<Lookup> {
+        if let Some(f) = &self.filter {
+            if !f.may_contain(bloom::hash(user_key)) {
+                return Ok(Lookup::FilteredOut);
+            }
+        }
+        // Kind::Put has the larger trailer, so this sorts before every
+        // version of the key at `snapshot` or older.
+        let target = key::encode(user_key, snapshot, Kind::Put);
+        let mut idx = self.index.iter(key::compare);
+        idx.seek(&target);
+        if let Some(r) = idx.error() {
+            return Err(Error::corruption(
+                &self.path,
+                self.index_offset,
+                format!("index block: {r}"),
+            ));
+        }
+        if !idx.valid() {
+            return Ok(Lookup::Absent);
+        }
+        let (block, at) = self.data_block(idx.value())?;
+        let mut it = block.iter(key::compare);
+        it.seek(&target);
+        if let Some(r) = it.error() {
+            return Err(Error::corruption(
+                &self.path,
+                at,
+                format!("data block: {r}"),
+            ));
+        }
+        if !it.valid() {
+            return Ok(Lookup::Absent);
+        }
+        let p = key::parse(it.key()).ok_or_else(|| {
+            Error::corruption(&self.path, at, "malformed internal key in data block")
+        })?;
+        if p.user_key != user_key {
+            return Ok(Lookup::Absent);
+        }
+        Ok(match p.kind {
+            Kind::Put => Lookup::Value(it.value().to_vec()),
+            Kind::Delete => Lookup::Deleted,
+        })
+    }
+
+    /// A cursor over every entry (all versions), in internal-key order.
+    pub fn iter(self: &Arc<Self>) -> TableIter {
+        TableIter {
+            table: self.clone(),
+            index: self.index.iter(key::compare),
+            data: None,
+            data_at: 0,
+            err: None,
+        }
+    }
+}
+
+fn read_block(file: &FileRef, path: &Path, h: BlockHandle) -> Result<Arc<[u8]>> {
+    let len = usize::try_from(h.size)
+        .ok()
+        .and_then(|s| s.checked_add(BLOCK_TRAILER_LEN))
+        .ok_or_else(|| Error::corruption(path, h.offset, "block size overflows"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, h.offset)
+        .map_err(|e| match e {
+            strata_io::Error::ShortRead { .. } => {
+                Error::corruption(path, h.offset, "block runs past end of file")
+            }
+            e => e.into(),
+        })?;
+    let (contents, trailer) = buf.split_at(len - BLOCK_TRAILER_LEN);
+    let kind = trailer[0];
+    let stored = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
+    if stored != block_crc(contents, kind) {
+        return Err(Error::corruption(path, h.offset, "block checksum mismatch"));
+    }
+    if kind != 0 {
+        return Err(Error::corruption(
+            path,
+            h.offset,
+            format!("unknown block compression {kind}"),
+        ));
+    }
+    buf.truncate(len - BLOCK_TRAILER_LEN);
+    Ok(buf.into())
+}
+
+/// A two-level cursor: the index picks the data block, the block cursor
+/// walks it. Invalid at either end or after an error ([`TableIter::error`]).
+pub struct TableIter {
+    table: Arc<Table>,
+    index: BlockIter,
+    data: Option<BlockIter>,
+    /// File offset of the data block `data` walks, for error reports.
+    data_at: u64,
+    err: Option<Error>,
+}
+
+impl TableIter {
+    /// Whether the cursor is on an entry.
+    pub fn valid(&self) -> bool {
+        self.err.is_none() && self.data.as_ref().is_some_and(|d| d.valid())
+    }
+
+    /// The error that stopped the cursor, if any.
+    pub fn error(&self) -> Option<&Error> {
+        self.err.as_ref()
+    }
+
+    /// The current internal key.
+    pub fn key(&self) -> &[u8] {
+        self.data.as_ref().map_or(&[], |d| d.key())
+    }
+
+    /// The current value.
+    pub fn value(&self) -> &[u8] {
+        self.data.as_ref().map_or(&[], |d| d.value())
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.err = Some(e);
+        self.data = None;
+    }
+
+    fn check_index(&mut self) -> bool {
+        if let Some(r) = self.index.error() {
+            let e = Error::corruption(
+                &self.table.path,
+                self.table.index_offset,
+                format!("index block: {r}"),
+            );
+            self.fail(e);
+            return false;
+        }
+        true
+    }
+
+    /// Loads the block the index cursor is on; `None` cursor if it is invalid.
+    fn load(&mut self) -> bool {
+        if !self.check_index() {
+            return false;
+        }
+        if !self.index.valid() {
+            self.data = None;
+            return false;
+        }
+        match self.table.data_block(self.index.value()) {
+            Ok((b, at)) => {
+                self.data = Some(b.iter(key::compare));
+                self.data_at = at;
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    fn check_data(&mut self) {
+        if let Some(r) = self.data.as_ref().and_then(|d| d.error()) {
+            let e = Error::corruption(&self.table.path, self.data_at, format!("data block: {r}"));
+            self.fail(e);
+        }
+    }
+
+    /// Skips empty blocks forward.
+    fn settle_forward(&mut self) {
+        while self.err.is_none() && self.data.as_ref().is_some_and(|d| !d.valid()) {
+            self.index.next();
+            if !self.load() {
+                return;
+            }
+            if let Some(d) = self.data.as_mut() {
+                d.seek_to_first();
+            }
+            self.check_data();
+        }
+    }
+
+    /// Skips empty blocks backward.
+    fn settle_backward(&mut self) {
+        while self.err.is_none() && self.data.as_ref().is_some_and(|d| !d.valid()) {
+            self.index.prev();
+            if !self.load() {
+                return;
+            }
+            if let Some(d) = self.data.as_mut() {
+                d.seek_to_last();
+            }
+            self.check_data();
+        }
+    }
+
+    /// Positions at the first entry.
+    pub fn seek_to_first(&mut self) {
+        self.err = None;
+        self.index.seek_to_first();
+        if self.load() {
+            if let Some(d) = self.data.as_mut() {
+                d.seek_to_first();
+            }
+            self.check_data();
+            self.settle_forward();
+        }
+    }
+
+    /// Positions at the last entry.
+    pub fn seek_to_last(&mut self) {
+        self.err = None;
+        self.index.seek_to_last();
+        if self.load() {
+            if let Some(d) = self.data.as_mut() {
+                d.seek_to_last();
+            }
+            self.check_data();
+            self.settle_backward();
+        }
+    }
+
+    /// Positions at the first entry >= `target` (an internal key).
+    pub fn seek(&mut self, target: &[u8]) {
+        self.err = None;
+        self.index.seek(target);
+        if self.load() {
+            if let Some(d) = self.data.as_mut() {
+                d.seek(target);
+            }
+            self.check_data();
+            self.settle_forward();
+        }
+    }
+
+    /// Moves to the next entry.
+    pub fn next(&mut self) {
+        if let Some(d) = self.data.as_mut() {
+            d.next();
+        }
+        self.check_data();
+        self.settle_forward();
+    }
+
+    /// Moves to the previous entry.
+    pub fn prev(&mut self) {
+        if let Some(d) = self.data.as_mut() {
+            d.prev();
+        }
+        self.check_data();
+        self.settle_backward();
+    }
+}
