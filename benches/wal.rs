@@ -150,7 +150,7 @@ mod null {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
-    use strata::io::{File, FileRef, OpenOptions, Result, Storage};
+    use strata::io::{File, FileLock, FileRef, OpenOptions, Result, Storage};
 
     pub struct NullStorage;
     struct NullFile(PathBuf);
@@ -179,6 +179,9 @@ mod null {
         }
         fn exists(&self, _: &Path) -> Result<bool> {
             Ok(false)
+        }
+        fn lock(&self, _: &Path) -> Result<FileLock> {
+            Ok(FileLock::new(Box::new(())))
         }
     }
 

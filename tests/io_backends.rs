@@ -174,3 +174,20 @@ fn missing_directories_and_bad_paths_are_errors_not_panics() {
         let _ = Path::new("/");
     }
 }
+
+#[test]
+fn locks_are_exclusive_until_dropped() {
+    for (name, s, root, _t) in backends() {
+        s.create_dir_all(&root).expect("mkdir");
+        let p = root.join("LOCK");
+        let held = s.lock(&p).expect("first lock");
+        match s.lock(&p) {
+            Err(Error::Locked { path }) => assert_eq!(path, p, "{name}"),
+            other => panic!("{name}: second lock must fail, got {other:?}"),
+        }
+        drop(held);
+        let again = s.lock(&p).expect("lock after release");
+        drop(again);
+        assert!(s.lock(&root.join("no/dir/LOCK")).is_err(), "{name}");
+    }
+}

@@ -232,3 +232,17 @@ fn a_storage_handle_from_before_a_crash_is_dead() {
         .expect("the next process works");
     assert!(!new.exists(Path::new("/d/zombie")).expect("exists"));
 }
+
+#[test]
+fn a_crash_releases_the_crashed_process_locks() {
+    let s = setup(8);
+    let held = s.lock(Path::new("/d/LOCK")).expect("lock");
+    assert!(s.lock(Path::new("/d/LOCK")).is_err());
+    s.crash();
+    let s2 = s.reopen();
+    let _mine = s2
+        .lock(Path::new("/d/LOCK"))
+        .expect("the next process can lock");
+    drop(held); // the dead process's guard must not release the new lock
+    assert!(s2.lock(Path::new("/d/LOCK")).is_err());
+}

@@ -48,6 +48,12 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// Another holder has the lock.
+    #[error("{}: locked by another process or handle", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A caller passed something unusable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -167,6 +167,8 @@ struct FsState {
     fail: Option<FailPlan>,
     flip_ppm: u32,
     stats: FaultStats,
+    /// Held locks and the generation (process) holding each.
+    locks: BTreeMap<PathBuf, u64>,
 }
 
 impl FsState {
@@ -272,6 +274,7 @@ impl FaultStorage {
                 fail: None,
                 flip_ppm: 0,
                 stats: FaultStats::default(),
+                locks: BTreeMap::new(),
             })),
         }
     }
@@ -624,10 +627,47 @@ impl Storage for FaultStorage {
         Ok(())
     }
 
+    fn lock(&self, path: &Path) -> Result<crate::FileLock> {
+        let mut st = self.state.lock();
+        self.alive(&st, path)?;
+        if !st.dir_exists(&parent_dir(path)) {
+            return Err(not_found("open lock", path));
+        }
+        // A lock of a crashed process is gone with it.
+        let generation = st.generation;
+        st.locks.retain(|_, g| *g == generation);
+        if st.locks.contains_key(path) {
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        st.locks.insert(path.to_path_buf(), generation);
+        Ok(crate::FileLock::new(Box::new(FaultLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+            generation,
+        })))
+    }
+
     fn exists(&self, path: &Path) -> Result<bool> {
         let st = self.state.lock();
         self.alive(&st, path)?;
         Ok(st.names.contains_key(path) || st.dirs.contains(path))
+    }
+}
+
+struct FaultLock {
+    state: Arc<Mutex<FsState>>,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl Drop for FaultLock {
+    fn drop(&mut self) {
+        let mut st = self.state.lock();
+        if st.locks.get(&self.path) == Some(&self.generation) {
+            st.locks.remove(&self.path);
+        }
     }
 }
 

@@ -158,6 +158,30 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> Result<bool>;
+    /// Takes an exclusive advisory lock on `path` (created if missing),
+    /// held until the returned guard is dropped. Fails at once, with
+    /// [`Error::Locked`], if another holder has it, in this process or
+    /// another.
+    fn lock(&self, path: &Path) -> Result<FileLock>;
+}
+
+/// An exclusive advisory lock; released on drop.
+pub struct FileLock {
+    _inner: Box<dyn Send + Sync>,
+}
+
+impl FileLock {
+    /// A lock held for as long as `inner` lives (for `Storage`
+    /// implementations: the open file, or a guard that releases on drop).
+    pub fn new(inner: Box<dyn Send + Sync>) -> Self {
+        FileLock { _inner: inner }
+    }
+}
+
+impl std::fmt::Debug for FileLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileLock")
+    }
 }
 
 /// An open file. All I/O is positional, so a file may be shared by threads.

@@ -104,6 +104,10 @@ impl Storage for StdStorage {
         d.sync_all().map_err(|e| Error::io("fsync dir", dir, e))
     }
 
+    fn lock(&self, path: &Path) -> Result<crate::FileLock> {
+        lock_file(path)
+    }
+
     fn exists(&self, path: &Path) -> Result<bool> {
         match fs::metadata(path) {
             Ok(_) => Ok(true),
@@ -111,6 +115,32 @@ impl Storage for StdStorage {
             Err(e) => Err(Error::io("stat", path, e)),
         }
     }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `path`; the lock lives as long as the
+/// returned guard keeps the file open. flock locks belong to the open file
+/// description, so a second open in the same process conflicts too.
+pub(crate) fn lock_file(path: &Path) -> Result<crate::FileLock> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open lock", path, e))?;
+    // SAFETY: flock takes a valid fd borrowed from `file` (open for the
+    // call) and integer flags; it touches no memory of ours.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        return Err(Error::io("flock", path, e));
+    }
+    Ok(crate::FileLock::new(Box::new(file)))
 }
 
 /// A file of the std backend.

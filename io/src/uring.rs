@@ -192,6 +192,10 @@ impl Storage for UringStorage {
     fn exists(&self, path: &Path) -> Result<bool> {
         self.std.exists(path)
     }
+
+    fn lock(&self, path: &Path) -> Result<crate::FileLock> {
+        self.std.lock(path)
+    }
 }
 
 /// A file whose reads, writes and syncs go through io_uring.
