@@ -17,6 +17,7 @@
 
 mod error;
 pub mod key;
+pub mod memtable;
 pub mod table;
 
 pub use error::{Error, Result};
