@@ -16,7 +16,9 @@
 #![deny(clippy::unwrap_used)]
 
 mod error;
+pub mod batch;
 pub mod key;
+pub mod manifest;
 pub mod memtable;
 pub mod table;
 
