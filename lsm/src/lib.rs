@@ -17,10 +17,13 @@
 
 mod error;
 pub mod batch;
+mod db;
 pub mod key;
 pub mod manifest;
 pub mod memtable;
 pub mod table;
 
+pub use batch::WriteBatch;
+pub use db::{Db, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
 pub use strata_wal as wal;

@@ -1,0 +1,518 @@
+//! The engine: `Db::open`, writes through the WAL into the memtable,
+//! background flushes to level-0 tables recorded in the manifest, point
+//! reads at a snapshot, and recovery.
+//!
+//! Directory layout: `STRATA` (identity and format version), `LOCK`
+//! (exclusive lock), `wal/` (the write-ahead log), `manifest/` (version
+//! edits), `<number:06>.sst` (tables).
+//!
+//! Write path: under the write lock a batch gets consecutive sequence
+//! numbers, goes to the WAL (written to the OS) and into the memtable, and
+//! becomes visible; a `sync` write then waits, outside the lock, until the
+//! WAL has fsynced it, so concurrent synced writers share one fsync.
+//! A full memtable becomes immutable and a background thread writes it to
+//! a table, fsyncs it and the directory, records it in the manifest
+//! together with the WAL LSN it covers, and releases older WAL segments.
+//! A writer that fills a memtable while the previous one is still being
+//! flushed waits for that flush (a write stall).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use strata_io::{FileLock, OpenOptions, StorageRef};
+use strata_wal::{Lsn, SyncPolicy, Wal, WalOptions};
+
+use crate::batch::{self, WriteBatch};
+use crate::manifest::{Edit, Manifest, TableMeta};
+use crate::memtable::Memtable;
+use crate::table::{Lookup, Table, TableBuilder, TableOptions};
+use crate::{Error, Result};
+
+const IDENTITY: &str = "STRATA";
+const IDENTITY_CONTENTS: &[u8] = b"strata-db format 1\n";
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Create the database if the directory has none. Default true.
+    pub create_if_missing: bool,
+    /// Memtable size that triggers a flush. Default 64 MiB.
+    pub write_buffer_size: usize,
+    /// Table settings (block size, bloom bits per key, restart interval).
+    pub table: TableOptions,
+    /// Whether writes wait for an fsync unless told otherwise. Default false.
+    pub sync_by_default: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create_if_missing: true,
+            write_buffer_size: 64 << 20,
+            table: TableOptions::default(),
+            sync_by_default: false,
+        }
+    }
+}
+
+/// Per-write settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    /// Return only once the write survives power loss.
+    pub sync: bool,
+}
+
+/// What the reads of a version see.
+struct Version {
+    mem: Arc<Memtable>,
+    /// The memtable being flushed and the last WAL LSN it holds.
+    imm: Option<(Arc<Memtable>, Lsn)>,
+    /// Level-0 tables, newest first.
+    tables: Vec<Arc<Table>>,
+}
+
+struct FlushState {
+    /// A flush is wanted (an immutable memtable exists).
+    pending: bool,
+    closing: bool,
+    error: Option<String>,
+}
+
+struct Inner {
+    storage: StorageRef,
+    dir: PathBuf,
+    opts: Options,
+    wal: Wal,
+    manifest: Mutex<Manifest>,
+    write: Mutex<()>,
+    last_seq: AtomicU64,
+    version: RwLock<Arc<Version>>,
+    flush: Mutex<FlushState>,
+    flush_cv: Condvar,
+    snapshots: Mutex<std::collections::BTreeMap<u64, usize>>,
+    _lock: FileLock,
+}
+
+/// A key-value database. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+    flusher: Arc<FlusherGuard>,
+}
+
+/// A consistent read view: reads through it see the database as of its
+/// creation. Released on drop.
+pub struct Snapshot {
+    seq: u64,
+    inner: Arc<Inner>,
+}
+
+impl Snapshot {
+    /// The sequence number it reads at.
+    pub fn seqno(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut s = self.inner.snapshots.lock();
+        if let Some(n) = s.get_mut(&self.seq) {
+            *n -= 1;
+            if *n == 0 {
+                s.remove(&self.seq);
+            }
+        }
+    }
+}
+
+fn table_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:06}.sst"))
+}
+
+impl Db {
+    /// Opens the database in `dir`, creating it if allowed, and recovers:
+    /// the manifest names the tables, and WAL records newer than the last
+    /// flush are replayed into the memtable (a torn WAL tail is cut off).
+    pub fn open(storage: StorageRef, dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        let dir = dir.as_ref().to_path_buf();
+        let exists = storage.exists(&dir)?;
+        if !exists && !opts.create_if_missing {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no database here (create_if_missing is off)",
+                dir.display()
+            )));
+        }
+        storage.create_dir_all(&dir)?;
+        let lock = storage.lock(&dir.join("LOCK")).map_err(|e| match e {
+            strata_io::Error::Locked { path } => Error::InvalidArgument(format!(
+                "{}: the database is open in another process or handle",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
+        let identity = dir.join(IDENTITY);
+        if storage.exists(&identity)? {
+            let f = storage.open(&identity, OpenOptions::existing())?;
+            if f.read_all()? != IDENTITY_CONTENTS {
+                return Err(Error::corruption(&identity, 0, "not a Strata database identity file"));
+            }
+        } else {
+            let others: Vec<String> = storage
+                .list_dir(&dir)?
+                .into_iter()
+                .filter(|n| n != "LOCK")
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: not a Strata database (it holds {} and no {IDENTITY} file)",
+                    dir.display(),
+                    others.join(", ")
+                )));
+            }
+            if !opts.create_if_missing {
+                return Err(Error::InvalidArgument(format!("{}: no database here", dir.display())));
+            }
+            strata_io::write_file_atomic(&*storage, &identity, IDENTITY_CONTENTS)?;
+        }
+
+        let manifest = Manifest::open(storage.clone(), &dir.join("manifest"))?;
+        let state = manifest.state().clone();
+        let mut metas: Vec<&TableMeta> = state.tables.values().collect();
+        // Newest first: a higher file number was flushed later.
+        metas.sort_by_key(|m| std::cmp::Reverse(m.number));
+        let mut tables = Vec::new();
+        for meta in metas {
+            let path = table_path(&dir, meta.number);
+            let f = storage.open(&path, OpenOptions::existing()).map_err(|e| {
+                if e.is_not_found() {
+                    Error::corruption(&path, 0, "table named by the manifest is missing")
+                } else {
+                    e.into()
+                }
+            })?;
+            tables.push(Arc::new(Table::open(f)?));
+        }
+        // Files a crash left behind (a flush that never reached the manifest).
+        for name in storage.list_dir(&dir)? {
+            if let Some(num) = name.strip_suffix(".sst").and_then(|n| n.parse::<u64>().ok()) {
+                if !state.tables.keys().any(|(_, n)| *n == num) {
+                    storage.remove_file(&dir.join(&name))?;
+                }
+            }
+        }
+
+        let mem = Arc::new(Memtable::new());
+        let mut last_seq = state.last_seq;
+        let log_lsn = state.log_lsn;
+        let wal_opts = WalOptions {
+            sync: SyncPolicy::Never,
+            ..WalOptions::default()
+        };
+        let wal_dir = dir.join("wal");
+        let (wal, _) = Wal::open(storage.clone(), &wal_dir, wal_opts, |lsn, rec| {
+            if lsn <= log_lsn {
+                return Ok(());
+            }
+            let (first, entries) = batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
+                path: wal_dir.clone(),
+                offset: 0,
+                reason: format!("WAL record {lsn} is not a write batch: {r}"),
+            })?;
+            for (i, e) in entries.iter().enumerate() {
+                mem.insert(e.key, first + i as u64, e.kind, e.value);
+            }
+            last_seq = last_seq.max(first + entries.len() as u64 - 1);
+            Ok(())
+        })?;
+
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            opts,
+            wal,
+            manifest: Mutex::new(manifest),
+            write: Mutex::new(()),
+            last_seq: AtomicU64::new(last_seq),
+            version: RwLock::new(Arc::new(Version {
+                mem,
+                imm: None,
+                tables,
+            })),
+            flush: Mutex::new(FlushState {
+                pending: false,
+                closing: false,
+                error: None,
+            }),
+            flush_cv: Condvar::new(),
+            snapshots: Mutex::new(Default::default()),
+            _lock: lock,
+        });
+        let worker = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("strata-flush".into())
+            .spawn(move || worker.flush_loop())
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the flush thread: {e}")))?;
+        Ok(Db {
+            flusher: Arc::new(FlusherGuard {
+                inner: inner.clone(),
+                handle: Mutex::new(Some(handle)),
+            }),
+            inner,
+        })
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8], opts: WriteOptions) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(&b, opts)
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &[u8], opts: WriteOptions) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(&b, opts)
+    }
+
+    /// Applies a batch atomically: after a crash it is there whole or not
+    /// at all; readers see all of it or none.
+    pub fn write(&self, b: &WriteBatch, opts: WriteOptions) -> Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let inner = &*self.inner;
+        inner.check_flush_error()?;
+        let lsn = {
+            let _w = inner.write.lock();
+            let first = inner.last_seq.load(Ordering::Acquire) + 1;
+            let rec = b.encode(first);
+            let lsn = inner.wal.append(&rec)?;
+            let v = inner.version.read().clone();
+            let (_, entries) = batch::decode(&rec)
+                .map_err(|r| Error::InvalidArgument(format!("batch encoding: {r}")))?;
+            for (i, e) in entries.iter().enumerate() {
+                v.mem.insert(e.key, first + i as u64, e.kind, e.value);
+            }
+            inner
+                .last_seq
+                .store(first + entries.len() as u64 - 1, Ordering::Release);
+            if v.mem.approximate_bytes() >= inner.opts.write_buffer_size {
+                inner.switch_memtable(lsn)?;
+            }
+            lsn
+        };
+        if opts.sync || inner.opts.sync_by_default {
+            inner.wal.wait_durable(lsn)?;
+        }
+        Ok(())
+    }
+
+    /// The newest value of `key` (as of `snapshot` if given).
+    pub fn get(&self, key: &[u8], snapshot: Option<&Snapshot>) -> Result<Option<Vec<u8>>> {
+        let seq = match snapshot {
+            Some(s) => s.seq,
+            None => self.inner.last_seq.load(Ordering::Acquire),
+        };
+        let v = self.inner.version.read().clone();
+        let mut found = v.mem.get(key, seq);
+        if found == Lookup::Absent {
+            if let Some((imm, _)) = &v.imm {
+                found = imm.get(key, seq);
+            }
+        }
+        if found == Lookup::Absent {
+            for t in &v.tables {
+                match t.get(key, seq)? {
+                    Lookup::Absent | Lookup::FilteredOut => continue,
+                    l => {
+                        found = l;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(match found {
+            Lookup::Value(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A read view of the database as it is now.
+    pub fn snapshot(&self) -> Snapshot {
+        let seq = self.inner.last_seq.load(Ordering::Acquire);
+        *self.inner.snapshots.lock().entry(seq).or_insert(0) += 1;
+        Snapshot {
+            seq,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Writes the memtable to a table and waits until it is in the manifest.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &*self.inner;
+        {
+            let _w = inner.write.lock();
+            if inner.version.read().mem.is_empty() {
+                return inner.wait_flushed();
+            }
+            let lsn = inner.wal.last_lsn();
+            inner.switch_memtable(lsn)?;
+        }
+        inner.wait_flushed()
+    }
+
+    /// Number of level-0 tables.
+    pub fn table_count(&self) -> usize {
+        self.inner.version.read().tables.len()
+    }
+
+    /// Syncs the WAL, stops the flush thread and releases the lock (once
+    /// every clone is dropped). Unflushed writes stay in the WAL.
+    pub fn close(&self) -> Result<()> {
+        self.inner.wal.sync()?;
+        self.flusher.stop();
+        self.inner.manifest.lock().close()?;
+        self.inner.check_flush_error()
+    }
+}
+
+impl Inner {
+    fn check_flush_error(&self) -> Result<()> {
+        match &self.flush.lock().error {
+            Some(e) => Err(Error::InvalidArgument(format!(
+                "background flush failed earlier ({e}); the database is read-only until reopened"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the memtable immutable (the caller holds the write lock),
+    /// first waiting for an earlier flush to finish.
+    fn switch_memtable(&self, lsn: Lsn) -> Result<()> {
+        self.wait_flushed()?;
+        let mut ver = self.version.write();
+        let old = ver.clone();
+        *ver = Arc::new(Version {
+            mem: Arc::new(Memtable::new()),
+            imm: Some((old.mem.clone(), lsn)),
+            tables: old.tables.clone(),
+        });
+        drop(ver);
+        self.flush.lock().pending = true;
+        self.flush_cv.notify_all();
+        Ok(())
+    }
+
+    fn wait_flushed(&self) -> Result<()> {
+        let mut f = self.flush.lock();
+        while f.pending && f.error.is_none() {
+            self.flush_cv.wait(&mut f);
+        }
+        drop(f);
+        self.check_flush_error()
+    }
+
+    fn flush_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut f = self.flush.lock();
+                while !f.pending && !f.closing {
+                    self.flush_cv.wait(&mut f);
+                }
+                if !f.pending && f.closing {
+                    return;
+                }
+            }
+            let res = self.flush_immutable();
+            let mut f = self.flush.lock();
+            f.pending = false;
+            if let Err(e) = res {
+                f.error = Some(e.to_string());
+            }
+            drop(f);
+            self.flush_cv.notify_all();
+        }
+    }
+
+    /// Writes the immutable memtable to a new level-0 table.
+    fn flush_immutable(&self) -> Result<()> {
+        let Some((imm, lsn)) = self.version.read().imm.clone() else {
+            return Ok(());
+        };
+        let number = self.manifest.lock().new_file_number();
+        let path = table_path(&self.dir, number);
+        let file = self.storage.open(&path, OpenOptions::create_new())?;
+        let mut b = TableBuilder::new(file, self.opts.table);
+        for (k, v) in imm.entries() {
+            b.add(&k, &v)?;
+        }
+        let (size, props) = b.finish()?;
+        self.storage.sync_dir(&self.dir)?;
+        let meta = TableMeta {
+            level: 0,
+            number,
+            size,
+            min_seqno: props.min_seqno,
+            max_seqno: props.max_seqno,
+            smallest: props.smallest.clone(),
+            largest: props.largest.clone(),
+        };
+        self.manifest.lock().apply(&[
+            Edit::AddTable(meta),
+            Edit::LogLsn(lsn),
+            Edit::NextFile(number + 1),
+            Edit::LastSeq(props.max_seqno),
+        ])?;
+        let table = Arc::new(Table::open(self.storage.open(&path, OpenOptions::existing())?)?);
+        {
+            let mut ver = self.version.write();
+            let old = ver.clone();
+            let mut tables = Vec::with_capacity(old.tables.len() + 1);
+            tables.push(table);
+            tables.extend(old.tables.iter().cloned());
+            *ver = Arc::new(Version {
+                mem: old.mem.clone(),
+                imm: None,
+                tables,
+            });
+        }
+        // Records up to `lsn` live in tables now.
+        self.wal.purge_before(lsn + 1)?;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.wal.sync() {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "WAL sync on close failed");
+        }
+    }
+}
+
+/// Stops the flush thread when the last `Db` clone goes away.
+struct FlusherGuard {
+    inner: Arc<Inner>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FlusherGuard {
+    fn stop(&self) {
+        self.inner.flush.lock().closing = true;
+        self.inner.flush_cv.notify_all();
+        if let Some(h) = self.handle.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for FlusherGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,327 @@
+//! The engine against a model: random puts, deletes, batches, snapshots,
+//! flushes and reopens compared with a BTreeMap (reads at old snapshots
+//! included); crashes at random storage operations keep every write
+//! acknowledged with sync and every batch whole; bad directories are clear
+//! errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use strata::io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
+use strata::io::{OpenOptions, Storage, StorageRef};
+use strata::lsm::table::TableOptions;
+use strata::lsm::{Db, Error, Options, WriteBatch, WriteOptions};
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+
+fn small_options() -> Options {
+    Options {
+        write_buffer_size: 2048,
+        table: TableOptions {
+            block_size: 128,
+            ..TableOptions::default()
+        },
+        ..Options::default()
+    }
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+    Batch(Vec<(u8, Option<Vec<u8>>)>),
+    Snapshot,
+    ReadSnapshot(usize, u8),
+    DropSnapshot(usize),
+    Get(u8),
+    Flush,
+    Reopen,
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key{:03}", k % 40).into_bytes()
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let val = prop::collection::vec(any::<u8>(), 0..60);
+    prop_oneof![
+        8 => (any::<u8>(), val.clone()).prop_map(|(k, v)| Op::Put(k, v)),
+        3 => any::<u8>().prop_map(Op::Delete),
+        2 => prop::collection::vec((any::<u8>(), prop::option::of(val)), 1..6).prop_map(Op::Batch),
+        1 => Just(Op::Snapshot),
+        3 => (any::<usize>(), any::<u8>()).prop_map(|(i, k)| Op::ReadSnapshot(i, k)),
+        1 => any::<usize>().prop_map(Op::DropSnapshot),
+        4 => any::<u8>().prop_map(Op::Get),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn open(storage: &StorageRef) -> Db {
+    Db::open(storage.clone(), "/db", small_options()).expect("open")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_engine_behaves_like_a_sorted_map(ops in prop::collection::vec(op(), 1..150)) {
+        let storage: StorageRef = Arc::new(FaultStorage::new(1));
+        let mut db = open(&storage);
+        let mut model = Model::new();
+        let mut snaps: Vec<(strata::lsm::Snapshot, Model)> = Vec::new();
+        let w = WriteOptions::default();
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    db.put(&key(k), &v, w).expect("put");
+                    model.insert(key(k), v);
+                }
+                Op::Delete(k) => {
+                    db.delete(&key(k), w).expect("delete");
+                    model.remove(&key(k));
+                }
+                Op::Batch(items) => {
+                    let mut b = WriteBatch::new();
+                    for (k, v) in &items {
+                        match v {
+                            Some(v) => {
+                                b.put(&key(*k), v);
+                            }
+                            None => {
+                                b.delete(&key(*k));
+                            }
+                        }
+                    }
+                    db.write(&b, w).expect("write");
+                    for (k, v) in items {
+                        match v {
+                            Some(v) => model.insert(key(k), v),
+                            None => model.remove(&key(k)),
+                        };
+                    }
+                }
+                Op::Snapshot => snaps.push((db.snapshot(), model.clone())),
+                Op::ReadSnapshot(i, k) => {
+                    if !snaps.is_empty() {
+                        let (s, m) = &snaps[i % snaps.len()];
+                        prop_assert_eq!(db.get(&key(k), Some(s)).expect("get"), m.get(&key(k)).cloned());
+                    }
+                }
+                Op::DropSnapshot(i) => {
+                    if !snaps.is_empty() {
+                        let n = snaps.len();
+                        snaps.remove(i % n);
+                    }
+                }
+                Op::Get(k) => {
+                    prop_assert_eq!(db.get(&key(k), None).expect("get"), model.get(&key(k)).cloned());
+                }
+                Op::Flush => db.flush().expect("flush"),
+                Op::Reopen => {
+                    // Snapshots do not survive a reopen.
+                    snaps.clear();
+                    db.close().expect("close");
+                    drop(db);
+                    db = open(&storage);
+                }
+            }
+        }
+        for k in 0..40u8 {
+            prop_assert_eq!(db.get(&key(k), None).expect("get"), model.get(&key(k)).cloned());
+        }
+        drop(snaps);
+        db.close().expect("close");
+    }
+}
+
+/// A workload of batches; after a crash at a random storage operation the
+/// database must equal the state after some prefix of the batches that
+/// includes every batch acknowledged with sync.
+fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[(Vec<(u8, Option<u8>)>, bool)]) -> Result<(), String> {
+    let fault = FaultStorage::new(seed);
+    fault.set_torn_writes(torn);
+    fault.set_crash_keep(CrashKeep::Random);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage, "/db", small_options()).map_err(|e| e.to_string())?;
+    fault.fail(OpClass::Mutating, crash_at, Errno::Eio, true);
+    let mut states = vec![Model::new()];
+    let mut must_have = 0; // index into states
+    for (i, (items, sync)) in writes.iter().enumerate() {
+        let mut b = WriteBatch::new();
+        let mut next = states.last().cloned().unwrap_or_default();
+        for (k, v) in items {
+            match v {
+                Some(v) => {
+                    let val = vec![*v; 50 + (*v as usize % 30)];
+                    b.put(&key(*k), &val);
+                    next.insert(key(*k), val);
+                }
+                None => {
+                    b.delete(&key(*k));
+                    next.remove(&key(*k));
+                }
+            }
+        }
+        let res = db.write(&b, WriteOptions { sync: *sync });
+        states.push(next);
+        if res.is_err() {
+            break;
+        }
+        if *sync {
+            must_have = i + 1;
+        }
+    }
+    drop(db);
+    fault.crash();
+    let storage: StorageRef = Arc::new(fault.reopen());
+    let db = Db::open(storage, "/db", small_options()).map_err(|e| format!("recovery failed: {e}"))?;
+    let mut got = Model::new();
+    for k in 0..40u8 {
+        if let Some(v) = db.get(&key(k), None).map_err(|e| e.to_string())? {
+            got.insert(key(k), v);
+        }
+    }
+    match states.iter().rposition(|s| *s == got) {
+        Some(i) if i >= must_have => Ok(()),
+        Some(i) => Err(format!("recovered the state after batch {i}, but batch {must_have} was synced")),
+        None => Err("recovered a state that no prefix of the batches produces (a torn batch or an unwritten value)".into()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn crashes_keep_synced_writes_and_whole_batches(
+        seed: u64,
+        crash_at in 1u64..400,
+        torn: bool,
+        writes in prop::collection::vec((prop::collection::vec((any::<u8>(), prop::option::of(any::<u8>())), 1..5), any::<bool>()), 1..60),
+    ) {
+        if let Err(e) = crash_case(seed, crash_at, torn, &writes) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+
+#[test]
+fn a_directory_that_is_not_a_database_is_refused() {
+    let fault = FaultStorage::new(9);
+    fault.create_dir_all(Path::new("/stuff")).expect("mkdir");
+    fault.install(Path::new("/stuff/notes.txt"), b"hello").expect("file");
+    let storage: StorageRef = Arc::new(fault);
+    let err = Db::open(storage.clone(), "/stuff", Options::default()).err().expect("must fail");
+    assert!(err.to_string().contains("not a Strata database"), "{err}");
+    let err = Db::open(
+        storage,
+        "/nothing",
+        Options {
+            create_if_missing: false,
+            ..Options::default()
+        },
+    )
+    .err()
+    .expect("must fail");
+    assert!(err.to_string().contains("no database"), "{err}");
+}
+
+#[test]
+fn a_locked_database_is_refused_until_closed() {
+    let storage: StorageRef = Arc::new(FaultStorage::new(10));
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    let err = Db::open(storage.clone(), "/db", Options::default()).err().expect("second open fails");
+    assert!(err.to_string().contains("open in another process"), "{err}");
+    db.close().expect("close");
+    drop(db);
+    let db = Db::open(storage, "/db", Options::default()).expect("open after close");
+    db.close().expect("close");
+}
+
+#[test]
+fn a_missing_or_damaged_table_is_corruption_naming_the_file() {
+    let fault = FaultStorage::new(11);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage.clone(), "/db", small_options()).expect("open");
+    for i in 0..200u32 {
+        db.put(format!("k{i}").as_bytes(), &[7u8; 40], WriteOptions::default()).expect("put");
+    }
+    db.flush().expect("flush");
+    assert!(db.table_count() > 0);
+    db.close().expect("close");
+    drop(db);
+    let tables: Vec<String> = storage
+        .list_dir(Path::new("/db"))
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.ends_with(".sst"))
+        .collect();
+    let victim = Path::new("/db").join(&tables[0]);
+    // A flipped bit in the footer.
+    let len = fault.contents(&victim).expect("contents").len() as u64;
+    fault.corrupt(&victim, len - 20, 3).expect("flip");
+    match Db::open(storage.clone(), "/db", small_options()) {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, victim),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("damaged table accepted"),
+    }
+    fault.corrupt(&victim, len - 20, 3).expect("flip back");
+    storage.remove_file(&victim).expect("remove");
+    match Db::open(storage, "/db", small_options()) {
+        Err(Error::Corruption { path, reason, .. }) => {
+            assert_eq!(path, victim);
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("missing table accepted"),
+    }
+    let _ = OpenOptions::existing();
+}
+
+#[test]
+fn concurrent_writers_and_snapshot_readers() {
+    let storage: StorageRef = Arc::new(FaultStorage::new(12));
+    let db = Db::open(storage, "/db", small_options()).expect("open");
+    db.put(b"stable", b"v0", WriteOptions::default()).expect("put");
+    let snap = db.snapshot();
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let db = db.clone();
+            s.spawn(move || {
+                for i in 0..300u32 {
+                    let k = format!("t{t}-{i}");
+                    db.put(k.as_bytes(), format!("{i}").as_bytes(), WriteOptions { sync: i % 50 == 0 })
+                        .expect("put");
+                    db.put(b"stable", format!("t{t}-{i}").as_bytes(), WriteOptions::default()).expect("put");
+                }
+            });
+        }
+        for _ in 0..2 {
+            let db = db.clone();
+            let snap = &snap;
+            s.spawn(move || {
+                for _ in 0..300 {
+                    assert_eq!(db.get(b"stable", Some(snap)).expect("get").as_deref(), Some(&b"v0"[..]));
+                    assert_eq!(db.get(b"t0-5", Some(snap)).expect("get"), None);
+                }
+            });
+        }
+    });
+    for t in 0..4u32 {
+        for i in 0..300u32 {
+            assert_eq!(
+                db.get(format!("t{t}-{i}").as_bytes(), None).expect("get"),
+                Some(format!("{i}").into_bytes())
+            );
+        }
+    }
+    assert!(db.table_count() > 0, "the small write buffer must have flushed");
+    drop(snap);
+    db.close().expect("close");
+}
