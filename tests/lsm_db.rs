@@ -15,7 +15,10 @@ use strata::lsm::table::TableOptions;
 use strata::lsm::{Db, Error, Options, WriteBatch, WriteOptions};
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
 }
 
 fn small_options() -> Options {
@@ -141,10 +144,13 @@ proptest! {
     }
 }
 
+/// A batch of (key, Some(value byte) | None for delete), and whether it is synced.
+type SyncedBatch = (Vec<(u8, Option<u8>)>, bool);
+
 /// A workload of batches; after a crash at a random storage operation the
 /// database must equal the state after some prefix of the batches that
 /// includes every batch acknowledged with sync.
-fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[(Vec<(u8, Option<u8>)>, bool)]) -> Result<(), String> {
+fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> Result<(), String> {
     let fault = FaultStorage::new(seed);
     fault.set_torn_writes(torn);
     fault.set_crash_keep(CrashKeep::Random);
@@ -181,7 +187,8 @@ fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[(Vec<(u8, Option<u
     drop(db);
     fault.crash();
     let storage: StorageRef = Arc::new(fault.reopen());
-    let db = Db::open(storage, "/db", small_options()).map_err(|e| format!("recovery failed: {e}"))?;
+    let db =
+        Db::open(storage, "/db", small_options()).map_err(|e| format!("recovery failed: {e}"))?;
     let mut got = Model::new();
     for k in 0..40u8 {
         if let Some(v) = db.get(&key(k), None).map_err(|e| e.to_string())? {
@@ -215,9 +222,13 @@ proptest! {
 fn a_directory_that_is_not_a_database_is_refused() {
     let fault = FaultStorage::new(9);
     fault.create_dir_all(Path::new("/stuff")).expect("mkdir");
-    fault.install(Path::new("/stuff/notes.txt"), b"hello").expect("file");
+    fault
+        .install(Path::new("/stuff/notes.txt"), b"hello")
+        .expect("file");
     let storage: StorageRef = Arc::new(fault);
-    let err = Db::open(storage.clone(), "/stuff", Options::default()).err().expect("must fail");
+    let err = Db::open(storage.clone(), "/stuff", Options::default())
+        .err()
+        .expect("must fail");
     assert!(err.to_string().contains("not a Strata database"), "{err}");
     let err = Db::open(
         storage,
@@ -236,7 +247,9 @@ fn a_directory_that_is_not_a_database_is_refused() {
 fn a_locked_database_is_refused_until_closed() {
     let storage: StorageRef = Arc::new(FaultStorage::new(10));
     let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
-    let err = Db::open(storage.clone(), "/db", Options::default()).err().expect("second open fails");
+    let err = Db::open(storage.clone(), "/db", Options::default())
+        .err()
+        .expect("second open fails");
     assert!(err.to_string().contains("open in another process"), "{err}");
     db.close().expect("close");
     drop(db);
@@ -250,7 +263,12 @@ fn a_missing_or_damaged_table_is_corruption_naming_the_file() {
     let storage: StorageRef = Arc::new(fault.clone());
     let db = Db::open(storage.clone(), "/db", small_options()).expect("open");
     for i in 0..200u32 {
-        db.put(format!("k{i}").as_bytes(), &[7u8; 40], WriteOptions::default()).expect("put");
+        db.put(
+            format!("k{i}").as_bytes(),
+            &[7u8; 40],
+            WriteOptions::default(),
+        )
+        .expect("put");
     }
     db.flush().expect("flush");
     assert!(db.table_count() > 0);
@@ -288,7 +306,8 @@ fn a_missing_or_damaged_table_is_corruption_naming_the_file() {
 fn concurrent_writers_and_snapshot_readers() {
     let storage: StorageRef = Arc::new(FaultStorage::new(12));
     let db = Db::open(storage, "/db", small_options()).expect("open");
-    db.put(b"stable", b"v0", WriteOptions::default()).expect("put");
+    db.put(b"stable", b"v0", WriteOptions::default())
+        .expect("put");
     let snap = db.snapshot();
     std::thread::scope(|s| {
         for t in 0..4u32 {
@@ -296,9 +315,18 @@ fn concurrent_writers_and_snapshot_readers() {
             s.spawn(move || {
                 for i in 0..300u32 {
                     let k = format!("t{t}-{i}");
-                    db.put(k.as_bytes(), format!("{i}").as_bytes(), WriteOptions { sync: i % 50 == 0 })
-                        .expect("put");
-                    db.put(b"stable", format!("t{t}-{i}").as_bytes(), WriteOptions::default()).expect("put");
+                    db.put(
+                        k.as_bytes(),
+                        format!("{i}").as_bytes(),
+                        WriteOptions { sync: i % 50 == 0 },
+                    )
+                    .expect("put");
+                    db.put(
+                        b"stable",
+                        format!("t{t}-{i}").as_bytes(),
+                        WriteOptions::default(),
+                    )
+                    .expect("put");
                 }
             });
         }
@@ -307,7 +335,10 @@ fn concurrent_writers_and_snapshot_readers() {
             let snap = &snap;
             s.spawn(move || {
                 for _ in 0..300 {
-                    assert_eq!(db.get(b"stable", Some(snap)).expect("get").as_deref(), Some(&b"v0"[..]));
+                    assert_eq!(
+                        db.get(b"stable", Some(snap)).expect("get").as_deref(),
+                        Some(&b"v0"[..])
+                    );
                     assert_eq!(db.get(b"t0-5", Some(snap)).expect("get"), None);
                 }
             });
@@ -321,7 +352,10 @@ fn concurrent_writers_and_snapshot_readers() {
             );
         }
     }
-    assert!(db.table_count() > 0, "the small write buffer must have flushed");
+    assert!(
+        db.table_count() > 0,
+        "the small write buffer must have flushed"
+    );
     drop(snap);
     db.close().expect("close");
 }

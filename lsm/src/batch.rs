@@ -127,7 +127,14 @@ mod tests {
         let (first, e) = decode(&rec).expect("decode");
         assert_eq!(first, 42);
         assert_eq!(e.len(), 3);
-        assert_eq!(e[1], BatchEntry { kind: Kind::Delete, key: b"b", value: b"" });
+        assert_eq!(
+            e[1],
+            BatchEntry {
+                kind: Kind::Delete,
+                key: b"b",
+                value: b""
+            }
+        );
         for cut in 0..rec.len() {
             assert!(decode(&rec[..cut]).is_err(), "truncated at {cut}");
         }

@@ -158,7 +158,11 @@ impl Db {
         if storage.exists(&identity)? {
             let f = storage.open(&identity, OpenOptions::existing())?;
             if f.read_all()? != IDENTITY_CONTENTS {
-                return Err(Error::corruption(&identity, 0, "not a Strata database identity file"));
+                return Err(Error::corruption(
+                    &identity,
+                    0,
+                    "not a Strata database identity file",
+                ));
             }
         } else {
             let others: Vec<String> = storage
@@ -174,7 +178,10 @@ impl Db {
                 )));
             }
             if !opts.create_if_missing {
-                return Err(Error::InvalidArgument(format!("{}: no database here", dir.display())));
+                return Err(Error::InvalidArgument(format!(
+                    "{}: no database here",
+                    dir.display()
+                )));
             }
             strata_io::write_file_atomic(&*storage, &identity, IDENTITY_CONTENTS)?;
         }
@@ -198,7 +205,10 @@ impl Db {
         }
         // Files a crash left behind (a flush that never reached the manifest).
         for name in storage.list_dir(&dir)? {
-            if let Some(num) = name.strip_suffix(".sst").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(num) = name
+                .strip_suffix(".sst")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 if !state.tables.keys().any(|(_, n)| *n == num) {
                     storage.remove_file(&dir.join(&name))?;
                 }
@@ -217,11 +227,12 @@ impl Db {
             if lsn <= log_lsn {
                 return Ok(());
             }
-            let (first, entries) = batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
-                path: wal_dir.clone(),
-                offset: 0,
-                reason: format!("WAL record {lsn} is not a write batch: {r}"),
-            })?;
+            let (first, entries) =
+                batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
+                    path: wal_dir.clone(),
+                    offset: 0,
+                    reason: format!("WAL record {lsn} is not a write batch: {r}"),
+                })?;
             for (i, e) in entries.iter().enumerate() {
                 mem.insert(e.key, first + i as u64, e.kind, e.value);
             }
@@ -468,7 +479,9 @@ impl Inner {
             Edit::NextFile(number + 1),
             Edit::LastSeq(props.max_seqno),
         ])?;
-        let table = Arc::new(Table::open(self.storage.open(&path, OpenOptions::existing())?)?);
+        let table = Arc::new(Table::open(
+            self.storage.open(&path, OpenOptions::existing())?,
+        )?);
         {
             let mut ver = self.version.write();
             let old = ver.clone();

@@ -15,9 +15,9 @@
 
 #![deny(clippy::unwrap_used)]
 
-mod error;
 pub mod batch;
 mod db;
+mod error;
 pub mod key;
 pub mod manifest;
 pub mod memtable;

@@ -122,7 +122,13 @@ pub fn encode(edits: &[Edit]) -> Vec<u8> {
             Edit::Snapshot => out.push(1),
             Edit::AddTable(t) => {
                 out.push(2);
-                for v in [u64::from(t.level), t.number, t.size, t.min_seqno, t.max_seqno] {
+                for v in [
+                    u64::from(t.level),
+                    t.number,
+                    t.size,
+                    t.min_seqno,
+                    t.max_seqno,
+                ] {
                     put_varint(&mut out, v);
                 }
                 put_bytes(&mut out, &t.smallest);
@@ -160,7 +166,9 @@ pub fn decode(mut b: &[u8]) -> std::result::Result<Vec<Edit>, &'static str> {
     let bytes = |b: &mut &[u8]| -> std::result::Result<Vec<u8>, &'static str> {
         let (len, n) = get_varint(b).ok_or("bad length in manifest edit")?;
         let len = usize::try_from(len).map_err(|_| "length overflows")?;
-        let body = b.get(n..n.checked_add(len).ok_or("length overflows")?).ok_or("key runs past the edit")?;
+        let body = b
+            .get(n..n.checked_add(len).ok_or("length overflows")?)
+            .ok_or("key runs past the edit")?;
         let v = body.to_vec();
         *b = &b[n + len..];
         Ok(v)
@@ -319,7 +327,10 @@ mod tests {
                 smallest: b"a\0\0\0\0\0\0\0\0".to_vec(),
                 largest: b"z\0\0\0\0\0\0\0\0".to_vec(),
             }),
-            Edit::RemoveTable { level: 1, number: 2 },
+            Edit::RemoveTable {
+                level: 1,
+                number: 2,
+            },
             Edit::LogLsn(55),
             Edit::NextFile(8),
             Edit::LastSeq(9),

@@ -48,8 +48,10 @@ impl Memtable {
     /// Inserts one version.
     pub fn insert(&self, user_key: &[u8], seqno: u64, kind: Kind, value: &[u8]) {
         let k = key::encode(user_key, seqno, kind);
-        self.bytes
-            .fetch_add(k.len() + value.len() + ENTRY_OVERHEAD, AtomicOrdering::Relaxed);
+        self.bytes.fetch_add(
+            k.len() + value.len() + ENTRY_OVERHEAD,
+            AtomicOrdering::Relaxed,
+        );
         self.map.insert(InternalKey(k), value.to_vec());
     }
 
@@ -85,7 +87,9 @@ impl Memtable {
 
     /// Every entry in internal-key order (for flushing).
     pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-        self.map.iter().map(|e| (e.key().0.clone(), e.value().clone()))
+        self.map
+            .iter()
+            .map(|e| (e.key().0.clone(), e.value().clone()))
     }
 }
 
@@ -106,7 +110,10 @@ mod tests {
         assert_eq!(m.get(b"k", 100), Lookup::Value(b"v7".to_vec()));
         assert_eq!(m.get(b"j", 100), Lookup::Absent);
         assert_eq!(m.get(b"ka", 1), Lookup::Absent);
-        let keys: Vec<_> = m.entries().map(|(k, _)| key::parse(&k).map(|p| p.seqno)).collect();
+        let keys: Vec<_> = m
+            .entries()
+            .map(|(k, _)| key::parse(&k).map(|p| p.seqno))
+            .collect();
         assert_eq!(keys, vec![Some(7), Some(5), Some(1), Some(2)]);
         assert!(m.approximate_bytes() > 0);
     }
