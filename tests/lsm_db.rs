@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use strata::io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
 use strata::io::{OpenOptions, Storage, StorageRef};
 use strata::lsm::table::TableOptions;
-use strata::lsm::{Db, Error, Options, WriteBatch, WriteOptions};
+use strata::lsm::{Db, Error, Options, ReadOptions, WriteBatch, WriteOptions};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -45,6 +45,16 @@ enum Op {
     Get(u8),
     Flush,
     Reopen,
+    /// Scan at a snapshot (index) or now, within optional bounds, then a
+    /// walk of next/prev moves from a seek.
+    Scan {
+        snap: Option<usize>,
+        lower: Option<u8>,
+        upper: Option<u8>,
+        prefix: Option<u8>,
+        seek: u8,
+        walk: Vec<bool>,
+    },
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -63,7 +73,87 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<u8>().prop_map(Op::Get),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
+        2 => (
+            prop::option::of(any::<usize>()),
+            prop::option::of(any::<u8>()),
+            prop::option::of(any::<u8>()),
+            prop::option::weighted(0.2, any::<u8>()),
+            any::<u8>(),
+            prop::collection::vec(any::<bool>(), 0..12),
+        )
+            .prop_map(|(snap, lower, upper, prefix, seek, walk)| Op::Scan { snap, lower, upper, prefix, seek, walk }),
     ]
+}
+
+/// Compares a Db iterator with the model: full scans both ways, then a
+/// walk of next (true) / prev (false) moves from seek(`seek_to`).
+fn check_iter(
+    db: &Db,
+    opts: ReadOptions,
+    m: &Model,
+    seek_to: &[u8],
+    walk: &[bool],
+) -> Result<(), TestCaseError> {
+    let in_range = |k: &Vec<u8>| {
+        opts.lower_bound.as_ref().is_none_or(|l| k >= l)
+            && opts.upper_bound.as_ref().is_none_or(|u| k < u)
+            && opts.prefix.as_ref().is_none_or(|p| k.starts_with(p))
+    };
+    let want: Vec<(Vec<u8>, Vec<u8>)> = m
+        .iter()
+        .filter(|(k, _)| in_range(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut it = db.iter(opts.clone());
+    it.seek_to_first();
+    let mut got = Vec::new();
+    while it.valid() {
+        got.push((it.key().to_vec(), it.value().to_vec()));
+        it.next();
+    }
+    prop_assert!(it.status().is_ok());
+    prop_assert_eq!(&got, &want, "forward scan with {:?}", opts);
+    it.seek_to_last();
+    let mut back = Vec::new();
+    while it.valid() {
+        back.push((it.key().to_vec(), it.value().to_vec()));
+        it.prev();
+    }
+    back.reverse();
+    prop_assert_eq!(&back, &want, "backward scan with {:?}", opts);
+    // Walk: the model position is an index into `want`.
+    it.seek(seek_to);
+    let mut pos = want.iter().position(|(k, _)| k.as_slice() >= seek_to);
+    for &forward in walk {
+        match pos {
+            Some(p) => {
+                prop_assert!(it.valid(), "cursor lost at {}", p);
+                prop_assert_eq!(it.key(), &want[p].0[..]);
+                prop_assert_eq!(it.value(), &want[p].1[..]);
+            }
+            None => {
+                prop_assert!(!it.valid());
+                break;
+            }
+        }
+        if forward {
+            it.next();
+            pos = pos.and_then(|p| (p + 1 < want.len()).then_some(p + 1));
+        } else {
+            it.prev();
+            pos = pos.and_then(|p| p.checked_sub(1));
+        }
+    }
+    // seek_for_prev lands on the last key <= target.
+    it.seek_for_prev(seek_to);
+    match want.iter().rposition(|(k, _)| k.as_slice() <= seek_to) {
+        Some(p) => {
+            prop_assert!(it.valid());
+            prop_assert_eq!(it.key(), &want[p].0[..]);
+        }
+        None => prop_assert!(!it.valid()),
+    }
+    Ok(())
 }
 
 fn open(storage: &StorageRef) -> Db {
@@ -127,6 +217,22 @@ proptest! {
                     prop_assert_eq!(db.get(&key(k), None).expect("get"), model.get(&key(k)).cloned());
                 }
                 Op::Flush => db.flush().expect("flush"),
+                Op::Scan { snap, lower, upper, prefix, seek, walk } => {
+                    let (seq, m) = match snap {
+                        Some(i) if !snaps.is_empty() => {
+                            let (s, m) = &snaps[i % snaps.len()];
+                            (Some(s.seqno()), m.clone())
+                        }
+                        _ => (None, model.clone()),
+                    };
+                    let opts = ReadOptions {
+                        snapshot: seq,
+                        lower_bound: lower.map(key),
+                        upper_bound: upper.map(key),
+                        prefix: prefix.map(|p| format!("key0{}", p % 4).into_bytes()),
+                    };
+                    check_iter(&db, opts, &m, &key(seek), &walk)?;
+                }
                 Op::Reopen => {
                     // Snapshots do not survive a reopen.
                     snaps.clear();

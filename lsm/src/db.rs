@@ -26,6 +26,7 @@ use strata_io::{FileLock, OpenOptions, StorageRef};
 use strata_wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
 use crate::batch::{self, WriteBatch};
+use crate::iter::{DbIterator, InternalIterator, MemIter, MergingIter, ReadOptions};
 use crate::manifest::{Edit, Manifest, TableMeta};
 use crate::memtable::Memtable;
 use crate::table::{Lookup, Table, TableBuilder, TableOptions};
@@ -351,6 +352,25 @@ impl Db {
             Lookup::Value(v) => Some(v),
             _ => None,
         })
+    }
+
+    /// A cursor over the live keys, at `opts.snapshot` (or now), within
+    /// the bounds or prefix, forwards and backwards.
+    pub fn iter(&self, opts: ReadOptions) -> DbIterator {
+        let seq = opts
+            .snapshot
+            .unwrap_or_else(|| self.inner.last_seq.load(Ordering::Acquire));
+        let v = self.inner.version.read().clone();
+        let mut children: Vec<Box<dyn InternalIterator>> =
+            vec![Box::new(MemIter::new(v.mem.clone()))];
+        if let Some((imm, _)) = &v.imm {
+            children.push(Box::new(MemIter::new(imm.clone())));
+        }
+        for t in &v.tables {
+            children.push(Box::new(t.iter()));
+        }
+        let pin: Arc<dyn Send + Sync> = v;
+        DbIterator::new(MergingIter::new(children), seq, opts, vec![pin])
     }
 
     /// A read view of the database as it is now.

@@ -18,6 +18,7 @@
 pub mod batch;
 mod db;
 mod error;
+pub mod iter;
 pub mod key;
 pub mod manifest;
 pub mod memtable;
@@ -26,4 +27,5 @@ pub mod table;
 pub use batch::WriteBatch;
 pub use db::{Db, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
+pub use iter::{DbIterator, ReadOptions};
 pub use strata_wal as wal;

@@ -85,6 +85,30 @@ impl Memtable {
         self.map.is_empty()
     }
 
+    /// The first entry.
+    pub fn first(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.map
+            .front()
+            .map(|e| (e.key().0.clone(), e.value().clone()))
+    }
+
+    /// The last entry.
+    pub fn last(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.map
+            .back()
+            .map(|e| (e.key().0.clone(), e.value().clone()))
+    }
+
+    /// The first entry after `bound` (forward) or the last before it.
+    pub fn bound(&self, bound: Bound<&InternalKey>, forward: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+        let e = if forward {
+            self.map.lower_bound(bound)
+        } else {
+            self.map.upper_bound(bound)
+        };
+        e.map(|e| (e.key().0.clone(), e.value().clone()))
+    }
+
     /// Every entry in internal-key order (for flushing).
     pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
         self.map
