@@ -38,6 +38,7 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 enum Op {
     Put(u8, Vec<u8>),
     Delete(u8),
+    DeleteRange(u8, u8),
     Batch(Vec<(u8, Option<Vec<u8>>)>),
     Snapshot,
     ReadSnapshot(usize, u8),
@@ -66,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (any::<u8>(), val.clone()).prop_map(|(k, v)| Op::Put(k, v)),
         3 => any::<u8>().prop_map(Op::Delete),
+        1 => (any::<u8>(), 0u8..8).prop_map(|(a, n)| Op::DeleteRange(a, n)),
         2 => prop::collection::vec((any::<u8>(), prop::option::of(val)), 1..6).prop_map(Op::Batch),
         1 => Just(Op::Snapshot),
         3 => (any::<usize>(), any::<u8>()).prop_map(|(i, k)| Op::ReadSnapshot(i, k)),
@@ -180,6 +182,13 @@ proptest! {
                     db.delete(&key(k), w).expect("delete");
                     model.remove(&key(k));
                 }
+                Op::DeleteRange(a, n) => {
+                    let (start, end) = (key(a), key(a.wrapping_add(n)));
+                    db.delete_range(&start, &end, w).expect("delete_range");
+                    if start < end {
+                        model.retain(|k, _| !(k >= &start && k < &end));
+                    }
+                }
                 Op::Batch(items) => {
                     let mut b = WriteBatch::new();
                     for (k, v) in &items {
@@ -270,6 +279,14 @@ fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> R
         let mut next = states.last().cloned().unwrap_or_default();
         for (k, v) in items {
             match v {
+                // Every tenth value byte: a range delete of the next few keys.
+                Some(v) if v % 10 == 0 => {
+                    let (start, end) = (key(*k), key(k.wrapping_add(3)));
+                    b.delete_range(&start, &end);
+                    if start < end {
+                        next.retain(|x, _| !(x >= &start && x < &end));
+                    }
+                }
                 Some(v) => {
                     let val = vec![*v; 50 + (*v as usize % 30)];
                     b.put(&key(*k), &val);

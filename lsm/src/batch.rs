@@ -3,12 +3,22 @@
 //!
 //! ```text
 //! first seqno u64 LE | count u32 LE | count x entry
-//! entry: kind u8 (0 delete, 1 put) | key len varint | key | (put only) value len varint | value
+//! entry: op u8 (0 delete, 1 put, 2 delete range) | key len varint | key
+//!        | (put: value, delete range: end key) len varint | bytes
 //! ```
 
 use strata_wal::format::{get_varint, put_varint};
 
-use crate::key::Kind;
+/// What a batch entry does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Delete one key.
+    Delete = 0,
+    /// Set one key.
+    Put = 1,
+    /// Delete every key in `[key, value)`.
+    DeleteRange = 2,
+}
 
 /// An atomic group of writes.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +35,7 @@ impl WriteBatch {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
-        self.ops.push(Kind::Put as u8);
+        self.ops.push(BatchOp::Put as u8);
         put_varint(&mut self.ops, key.len() as u64);
         self.ops.extend_from_slice(key);
         put_varint(&mut self.ops, value.len() as u64);
@@ -36,9 +46,20 @@ impl WriteBatch {
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: &[u8]) -> &mut Self {
-        self.ops.push(Kind::Delete as u8);
+        self.ops.push(BatchOp::Delete as u8);
         put_varint(&mut self.ops, key.len() as u64);
         self.ops.extend_from_slice(key);
+        self.count += 1;
+        self
+    }
+
+    /// Deletes every key in `[start, end)`.
+    pub fn delete_range(&mut self, start: &[u8], end: &[u8]) -> &mut Self {
+        self.ops.push(BatchOp::DeleteRange as u8);
+        put_varint(&mut self.ops, start.len() as u64);
+        self.ops.extend_from_slice(start);
+        put_varint(&mut self.ops, end.len() as u64);
+        self.ops.extend_from_slice(end);
         self.count += 1;
         self
     }
@@ -66,11 +87,11 @@ impl WriteBatch {
 /// One decoded write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchEntry<'a> {
-    /// Put or delete.
-    pub kind: Kind,
-    /// The user key.
+    /// What it does.
+    pub op: BatchOp,
+    /// The user key (for a range: its start).
     pub key: &'a [u8],
-    /// The value (empty for deletes).
+    /// The value (puts), the end key (ranges), empty for deletes.
     pub value: &'a [u8],
 }
 
@@ -95,11 +116,16 @@ pub fn decode(rec: &[u8]) -> Result<(u64, Vec<BatchEntry<'_>>), &'static str> {
     for _ in 0..count {
         let (&k, r) = rest.split_first().ok_or("batch truncated")?;
         rest = r;
-        let kind = Kind::from_u8(k).ok_or("unknown write kind in batch")?;
+        let op = match k {
+            0 => BatchOp::Delete,
+            1 => BatchOp::Put,
+            2 => BatchOp::DeleteRange,
+            _ => return Err("unknown write kind in batch"),
+        };
         let klen = take(&mut rest)?;
         let key = rest.get(..klen).ok_or("key runs past the batch")?;
         rest = &rest[klen..];
-        let value = if kind == Kind::Put {
+        let value = if op != BatchOp::Delete {
             let vlen = take(&mut rest)?;
             let v = rest.get(..vlen).ok_or("value runs past the batch")?;
             rest = &rest[vlen..];
@@ -107,7 +133,7 @@ pub fn decode(rec: &[u8]) -> Result<(u64, Vec<BatchEntry<'_>>), &'static str> {
         } else {
             &[]
         };
-        out.push(BatchEntry { kind, key, value });
+        out.push(BatchEntry { op, key, value });
     }
     if !rest.is_empty() {
         return Err("trailing bytes after the batch");
@@ -122,7 +148,10 @@ mod tests {
     #[test]
     fn batches_round_trip_and_reject_damage() {
         let mut b = WriteBatch::new();
-        b.put(b"a", b"1").delete(b"b").put(b"", b"");
+        b.put(b"a", b"1")
+            .delete(b"b")
+            .put(b"", b"")
+            .delete_range(b"c", b"f");
         let rec = b.encode(42);
         let (first, e) = decode(&rec).expect("decode");
         assert_eq!(first, 42);

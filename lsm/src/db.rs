@@ -25,11 +25,13 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use strata_io::{FileLock, OpenOptions, StorageRef};
 use strata_wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
-use crate::batch::{self, WriteBatch};
+use crate::batch::{self, BatchEntry, BatchOp, WriteBatch};
 use crate::iter::{DbIterator, InternalIterator, MemIter, MergingIter, ReadOptions};
+use crate::key::Kind;
 use crate::manifest::{Edit, Manifest, TableMeta};
 use crate::memtable::Memtable;
-use crate::table::{Lookup, Table, TableBuilder, TableOptions};
+use crate::range_del;
+use crate::table::{Table, TableBuilder, TableOptions};
 use crate::{Error, Result};
 
 const IDENTITY: &str = "STRATA";
@@ -127,6 +129,15 @@ impl Drop for Snapshot {
                 s.remove(&self.seq);
             }
         }
+    }
+}
+
+/// Applies one batch entry to a memtable at sequence number `seq`.
+fn apply(mem: &Memtable, e: &BatchEntry<'_>, seq: u64) {
+    match e.op {
+        BatchOp::Put => mem.insert(e.key, seq, Kind::Put, e.value),
+        BatchOp::Delete => mem.insert(e.key, seq, Kind::Delete, &[]),
+        BatchOp::DeleteRange => mem.delete_range(e.key, e.value, seq),
     }
 }
 
@@ -235,7 +246,7 @@ impl Db {
                     reason: format!("WAL record {lsn} is not a write batch: {r}"),
                 })?;
             for (i, e) in entries.iter().enumerate() {
-                mem.insert(e.key, first + i as u64, e.kind, e.value);
+                apply(&mem, e, first + i as u64);
             }
             last_seq = last_seq.max(first + entries.len() as u64 - 1);
             Ok(())
@@ -308,7 +319,7 @@ impl Db {
             let (_, entries) = batch::decode(&rec)
                 .map_err(|r| Error::InvalidArgument(format!("batch encoding: {r}")))?;
             for (i, e) in entries.iter().enumerate() {
-                v.mem.insert(e.key, first + i as u64, e.kind, e.value);
+                apply(&v.mem, e, first + i as u64);
             }
             inner
                 .last_seq
@@ -324,6 +335,16 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes every key in `[start, end)` (nothing if `start >= end`).
+    pub fn delete_range(&self, start: &[u8], end: &[u8], opts: WriteOptions) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        b.delete_range(start, end);
+        self.write(&b, opts)
+    }
+
     /// The newest value of `key` (as of `snapshot` if given).
     pub fn get(&self, key: &[u8], snapshot: Option<&Snapshot>) -> Result<Option<Vec<u8>>> {
         let seq = match snapshot {
@@ -331,25 +352,38 @@ impl Db {
             None => self.inner.last_seq.load(Ordering::Acquire),
         };
         let v = self.inner.version.read().clone();
-        let mut found = v.mem.get(key, seq);
-        if found == Lookup::Absent {
-            if let Some((imm, _)) = &v.imm {
-                found = imm.get(key, seq);
+        // The newest range tombstone over `key`, from every source.
+        let mut hidden_below = v.mem.max_covering(key, seq);
+        if let Some((imm, _)) = &v.imm {
+            hidden_below = hidden_below.max(imm.max_covering(key, seq));
+        }
+        for t in &v.tables {
+            hidden_below =
+                hidden_below.max(range_del::max_covering(t.range_tombstones(), key, seq));
+        }
+        // The newest point version: sources newest first, skipping any
+        // whose entries are all older than what was already found.
+        let mut best: Option<(u64, Kind, Vec<u8>)> = v.mem.get_entry(key, seq);
+        if let Some((imm, _)) = &v.imm {
+            if best.is_none() {
+                best = imm.get_entry(key, seq);
             }
         }
-        if found == Lookup::Absent {
-            for t in &v.tables {
-                match t.get(key, seq)? {
-                    Lookup::Absent | Lookup::FilteredOut => continue,
-                    l => {
-                        found = l;
-                        break;
-                    }
+        for t in &v.tables {
+            if best
+                .as_ref()
+                .is_some_and(|b| b.0 >= t.properties().max_seqno)
+            {
+                continue;
+            }
+            if let Some(e) = t.get_entry(key, seq)? {
+                if best.as_ref().is_none_or(|b| e.0 > b.0) {
+                    best = Some(e);
                 }
             }
         }
-        Ok(match found {
-            Lookup::Value(v) => Some(v),
+        Ok(match best {
+            Some((s, Kind::Put, value)) if s > hidden_below => Some(value),
             _ => None,
         })
     }
@@ -369,8 +403,16 @@ impl Db {
         for t in &v.tables {
             children.push(Box::new(t.iter()));
         }
+        let mut tombstones = v.mem.range_tombstones();
+        if let Some((imm, _)) = &v.imm {
+            tombstones.extend(imm.range_tombstones());
+        }
+        for t in &v.tables {
+            tombstones.extend(t.range_tombstones().iter().cloned());
+        }
+        tombstones.retain(|t| t.seqno <= seq);
         let pin: Arc<dyn Send + Sync> = v;
-        DbIterator::new(MergingIter::new(children), seq, opts, vec![pin])
+        DbIterator::new(MergingIter::new(children), seq, opts, tombstones, vec![pin])
     }
 
     /// A read view of the database as it is now.
@@ -481,6 +523,9 @@ impl Inner {
         let mut b = TableBuilder::new(file, self.opts.table);
         for (k, v) in imm.entries() {
             b.add(&k, &v)?;
+        }
+        for t in imm.range_tombstones() {
+            b.add_range_tombstone(t);
         }
         let (size, props) = b.finish()?;
         self.storage.sync_dir(&self.dir)?;

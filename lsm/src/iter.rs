@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::key::{self, Kind};
 use crate::memtable::{InternalKey, Memtable};
+use crate::range_del::RangeTombstone;
 use crate::table::TableIter;
 use crate::{Error, Result};
 
@@ -270,6 +271,8 @@ pub struct DbIterator {
     /// Moving forward the inner cursor sits on the current entry; moving
     /// backward it sits just before the current user key's versions.
     dir: Direction,
+    /// Range tombstones visible at the snapshot.
+    tombstones: Vec<RangeTombstone>,
     /// Keeps memtables and tables alive while the cursor exists.
     _pins: Vec<Arc<dyn Send + Sync>>,
 }
@@ -279,6 +282,7 @@ impl DbIterator {
         inner: MergingIter,
         seq: u64,
         opts: ReadOptions,
+        tombstones: Vec<RangeTombstone>,
         pins: Vec<Arc<dyn Send + Sync>>,
     ) -> Self {
         let mut lower = opts.lower_bound;
@@ -302,6 +306,7 @@ impl DbIterator {
             value: Vec::new(),
             valid: false,
             dir: Direction::Forward,
+            tombstones,
             _pins: pins,
         }
     }
@@ -333,6 +338,21 @@ impl DbIterator {
         }
     }
 
+    /// The kind a reader sees for this version: a put hidden by a range
+    /// tombstone reads as a delete.
+    fn effective(&self, uk: &[u8], seqno: u64, kind: Kind) -> Kind {
+        if kind == Kind::Put
+            && self
+                .tombstones
+                .iter()
+                .any(|t| t.covers(uk, seqno, self.seq))
+        {
+            Kind::Delete
+        } else {
+            kind
+        }
+    }
+
     fn in_upper(&self, uk: &[u8]) -> bool {
         self.upper.as_ref().is_none_or(|u| uk < u.as_slice())
     }
@@ -353,7 +373,7 @@ impl DbIterator {
                 break;
             }
             if p.seqno <= self.seq && skipping.as_deref() != Some(p.user_key) {
-                match p.kind {
+                match self.effective(p.user_key, p.seqno, p.kind) {
                     Kind::Delete => skipping = Some(p.user_key.to_vec()),
                     Kind::Put => {
                         self.key = p.user_key.to_vec();
@@ -391,7 +411,8 @@ impl DbIterator {
                 break;
             }
             if p.seqno <= self.seq && self.in_upper(p.user_key) {
-                found = Some((p.user_key.to_vec(), p.kind, self.inner.value().to_vec()));
+                let kind = self.effective(p.user_key, p.seqno, p.kind);
+                found = Some((p.user_key.to_vec(), kind, self.inner.value().to_vec()));
             }
             self.inner.prev();
         }

@@ -22,6 +22,7 @@ pub mod iter;
 pub mod key;
 pub mod manifest;
 pub mod memtable;
+pub mod range_del;
 pub mod table;
 
 pub use batch::WriteBatch;

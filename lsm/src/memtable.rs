@@ -8,6 +8,9 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crossbeam_skiplist::SkipMap;
+use parking_lot::Mutex;
+
+use crate::range_del::RangeTombstone;
 
 use crate::key::{self, Kind};
 use crate::table::Lookup;
@@ -37,6 +40,8 @@ const ENTRY_OVERHEAD: usize = 64;
 pub struct Memtable {
     map: SkipMap<InternalKey, Vec<u8>>,
     bytes: AtomicUsize,
+    range_dels: Mutex<Vec<RangeTombstone>>,
+    max_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Memtable {
@@ -52,7 +57,46 @@ impl Memtable {
             k.len() + value.len() + ENTRY_OVERHEAD,
             AtomicOrdering::Relaxed,
         );
+        self.max_seq.fetch_max(seqno, AtomicOrdering::Relaxed);
         self.map.insert(InternalKey(k), value.to_vec());
+    }
+
+    /// Adds a range tombstone over `[start, end)` at `seqno`.
+    pub fn delete_range(&self, start: &[u8], end: &[u8], seqno: u64) {
+        self.bytes.fetch_add(
+            start.len() + end.len() + ENTRY_OVERHEAD,
+            AtomicOrdering::Relaxed,
+        );
+        self.max_seq.fetch_max(seqno, AtomicOrdering::Relaxed);
+        self.range_dels.lock().push(RangeTombstone {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            seqno,
+        });
+    }
+
+    /// The newest range tombstone hiding `key` at `snapshot` (0 if none).
+    pub fn max_covering(&self, key: &[u8], snapshot: u64) -> u64 {
+        crate::range_del::max_covering(&self.range_dels.lock(), key, snapshot)
+    }
+
+    /// Its range tombstones.
+    pub fn range_tombstones(&self) -> Vec<RangeTombstone> {
+        self.range_dels.lock().clone()
+    }
+
+    /// The largest sequence number in it (0 if empty).
+    pub fn max_seqno(&self) -> u64 {
+        self.max_seq.load(AtomicOrdering::Relaxed)
+    }
+
+    /// The newest version of `user_key` at or below `snapshot`, with its
+    /// sequence number.
+    pub fn get_entry(&self, user_key: &[u8], snapshot: u64) -> Option<(u64, Kind, Vec<u8>)> {
+        let target = InternalKey(key::encode(user_key, snapshot, Kind::Put));
+        let e = self.map.lower_bound(Bound::Included(&target))?;
+        let p = key::parse(&e.key().0)?;
+        (p.user_key == user_key).then(|| (p.seqno, p.kind, e.value().clone()))
     }
 
     /// The newest version of `user_key` at or below `snapshot`.
@@ -80,9 +124,9 @@ impl Memtable {
         self.map.len()
     }
 
-    /// Whether empty.
+    /// Whether empty (no entries and no range tombstones).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.range_dels.lock().is_empty()
     }
 
     /// The first entry.

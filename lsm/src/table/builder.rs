@@ -10,6 +10,7 @@ use super::bloom;
 use super::format::{block_crc, BlockHandle, Footer};
 use super::properties::Properties;
 use crate::key;
+use crate::range_del::{self, RangeTombstone};
 use crate::{Error, Result};
 
 /// Table-building settings.
@@ -44,6 +45,7 @@ pub struct TableBuilder {
     last_user_key: Option<Vec<u8>>,
     last_key: Vec<u8>,
     props: Properties,
+    range_dels: Vec<RangeTombstone>,
 }
 
 impl TableBuilder {
@@ -59,6 +61,7 @@ impl TableBuilder {
             last_user_key: None,
             last_key: Vec::new(),
             props: Properties::default(),
+            range_dels: Vec::new(),
         }
     }
 
@@ -94,6 +97,11 @@ impl TableBuilder {
             self.flush_data()?;
         }
         Ok(())
+    }
+
+    /// Adds a range tombstone (stored in its own block).
+    pub fn add_range_tombstone(&mut self, t: RangeTombstone) {
+        self.range_dels.push(t);
     }
 
     fn write_block(&mut self, contents: &[u8]) -> Result<BlockHandle> {
@@ -137,14 +145,25 @@ impl TableBuilder {
             Vec::new()
         };
         let filter = self.write_block(&filter)?;
+        for t in &self.range_dels {
+            let p = &mut self.props;
+            if p.entries == 0 && p.min_seqno == 0 && p.max_seqno == 0 {
+                p.min_seqno = t.seqno;
+            }
+            p.min_seqno = p.min_seqno.min(t.seqno);
+            p.max_seqno = p.max_seqno.max(t.seqno);
+        }
         let props = self.props.encode();
         let properties = self.write_block(&props)?;
+        let rd = range_del::encode(&self.range_dels);
+        let range_dels = self.write_block(&rd)?;
         let index_contents = self.index.finish();
         let index = self.write_block(&index_contents)?;
         let footer = Footer {
             index,
             filter,
             properties,
+            range_dels,
         }
         .encode();
         self.file.write_at(&footer, self.offset)?;

@@ -2,14 +2,14 @@
 //!
 //! ```text
 //! block on disk:  contents | type u8 (0 = uncompressed) | crc32 u32 LE (of contents and type)
-//! footer (64 B):  index handle | filter handle | properties handle   (offset u64, size u64 each)
-//!                 | format version u32 | crc32 u32 (of bytes 0..52) | magic u64
+//! footer (80 B):  index | filter | properties | range tombstones   (handles: offset u64, size u64)
+//!                 | format version u32 | crc32 u32 (of bytes 0..68) | magic u64
 //! ```
 
 /// Bytes after each block's contents.
 pub const BLOCK_TRAILER_LEN: usize = 5;
 /// Size of the footer at the end of every table.
-pub const FOOTER_LEN: usize = 64;
+pub const FOOTER_LEN: usize = 80;
 /// Last 8 bytes of every table.
 pub const TABLE_MAGIC: u64 = 0x5354_5241_5441_5354; // "STRATAST"
 /// Format version written and accepted.
@@ -56,21 +56,23 @@ pub struct Footer {
     pub filter: BlockHandle,
     /// The properties block.
     pub properties: BlockHandle,
+    /// The range tombstone block.
+    pub range_dels: BlockHandle,
 }
 
 impl Footer {
     /// Encodes the 64-byte footer.
     pub fn encode(&self) -> [u8; FOOTER_LEN] {
         let mut b = [0u8; FOOTER_LEN];
-        let hs = [self.index, self.filter, self.properties];
+        let hs = [self.index, self.filter, self.properties, self.range_dels];
         for (i, h) in hs.iter().enumerate() {
             b[i * 16..i * 16 + 8].copy_from_slice(&h.offset.to_le_bytes());
             b[i * 16 + 8..i * 16 + 16].copy_from_slice(&h.size.to_le_bytes());
         }
-        b[48..52].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        let crc = crc32fast::hash(&b[0..52]);
-        b[52..56].copy_from_slice(&crc.to_le_bytes());
-        b[56..64].copy_from_slice(&TABLE_MAGIC.to_le_bytes());
+        b[64..68].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..68]);
+        b[68..72].copy_from_slice(&crc.to_le_bytes());
+        b[72..80].copy_from_slice(&TABLE_MAGIC.to_le_bytes());
         b
     }
 
@@ -85,17 +87,17 @@ impl Footer {
             a.copy_from_slice(&b[i..i + 8]);
             u64::from_le_bytes(a)
         };
-        if u64_at(56) != TABLE_MAGIC {
+        if u64_at(72) != TABLE_MAGIC {
             return Err("bad magic number: not a Strata table");
         }
         let mut v = [0u8; 4];
-        v.copy_from_slice(&b[48..52]);
+        v.copy_from_slice(&b[64..68]);
         if u32::from_le_bytes(v) != FORMAT_VERSION {
             return Err("unsupported table format version");
         }
         let mut c = [0u8; 4];
-        c.copy_from_slice(&b[52..56]);
-        if u32::from_le_bytes(c) != crc32fast::hash(&b[0..52]) {
+        c.copy_from_slice(&b[68..72]);
+        if u32::from_le_bytes(c) != crc32fast::hash(&b[0..68]) {
             return Err("footer checksum mismatch");
         }
         let h = |i: usize| BlockHandle {
@@ -107,8 +109,9 @@ impl Footer {
             index: h(0),
             filter: h(1),
             properties: h(2),
+            range_dels: h(3),
         };
-        for h in [f.index, f.filter, f.properties] {
+        for h in [f.index, f.filter, f.properties, f.range_dels] {
             let end = h
                 .offset
                 .checked_add(h.size)

@@ -14,6 +14,7 @@ use super::bloom::{self, Bloom};
 use super::format::{block_crc, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN};
 use super::properties::Properties;
 use crate::key::{self, Kind};
+use crate::range_del::{self, RangeTombstone};
 use crate::{Error, Result};
 
 /// An open table.
@@ -24,6 +25,7 @@ pub struct Table {
     index_offset: u64,
     filter: Option<Bloom>,
     props: Properties,
+    range_dels: Vec<RangeTombstone>,
     size: u64,
 }
 
@@ -76,7 +78,11 @@ impl Table {
         let raw = read_block(&file, &path, footer.properties)?;
         let props = Properties::decode(&raw)
             .map_err(|r| Error::corruption(&path, footer.properties.offset, r))?;
+        let raw = read_block(&file, &path, footer.range_dels)?;
+        let range_dels = range_del::decode(&raw)
+            .map_err(|r| Error::corruption(&path, footer.range_dels.offset, r))?;
         Ok(Table {
+            range_dels,
             file,
             path,
             index_offset: footer.index.offset,
@@ -112,12 +118,40 @@ impl Table {
         Ok((b, h.offset))
     }
 
+    /// The table's range tombstones.
+    pub fn range_tombstones(&self) -> &[RangeTombstone] {
+        &self.range_dels
+    }
+
     /// The newest version of `user_key` with a sequence number <= `snapshot`.
     pub fn get(&self, user_key: &[u8], snapshot: u64) -> Result<Lookup> {
-        if let Some(f) = &self.filter {
-            if !f.may_contain(bloom::hash(user_key)) {
-                return Ok(Lookup::FilteredOut);
-            }
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|f| !f.may_contain(bloom::hash(user_key)))
+        {
+            return Ok(Lookup::FilteredOut);
+        }
+        Ok(match self.get_entry(user_key, snapshot)? {
+            Some((_, Kind::Put, v)) => Lookup::Value(v),
+            Some((_, Kind::Delete, _)) => Lookup::Deleted,
+            None => Lookup::Absent,
+        })
+    }
+
+    /// Like [`Table::get`] with the version's sequence number; `None` also
+    /// when the bloom filter rules the key out.
+    pub fn get_entry(
+        &self,
+        user_key: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|f| !f.may_contain(bloom::hash(user_key)))
+        {
+            return Ok(None);
         }
         // Kind::Put has the larger trailer, so this sorts before every
         // version of the key at `snapshot` or older.
@@ -132,7 +166,7 @@ impl Table {
             ));
         }
         if !idx.valid() {
-            return Ok(Lookup::Absent);
+            return Ok(None);
         }
         let (block, at) = self.data_block(idx.value())?;
         let mut it = block.iter(key::compare);
@@ -145,18 +179,15 @@ impl Table {
             ));
         }
         if !it.valid() {
-            return Ok(Lookup::Absent);
+            return Ok(None);
         }
         let p = key::parse(it.key()).ok_or_else(|| {
             Error::corruption(&self.path, at, "malformed internal key in data block")
         })?;
         if p.user_key != user_key {
-            return Ok(Lookup::Absent);
+            return Ok(None);
         }
-        Ok(match p.kind {
-            Kind::Put => Lookup::Value(it.value().to_vec()),
-            Kind::Delete => Lookup::Deleted,
-        })
+        Ok(Some((p.seqno, p.kind, it.value().to_vec())))
     }
 
     /// A cursor over every entry (all versions), in internal-key order.
