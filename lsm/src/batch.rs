@@ -155,13 +155,21 @@ mod tests {
         let rec = b.encode(42);
         let (first, e) = decode(&rec).expect("decode");
         assert_eq!(first, 42);
-        assert_eq!(e.len(), 3);
+        assert_eq!(e.len(), 4);
         assert_eq!(
             e[1],
             BatchEntry {
-                kind: Kind::Delete,
+                op: BatchOp::Delete,
                 key: b"b",
                 value: b""
+            }
+        );
+        assert_eq!(
+            e[3],
+            BatchEntry {
+                op: BatchOp::DeleteRange,
+                key: b"c",
+                value: b"f"
             }
         );
         for cut in 0..rec.len() {
