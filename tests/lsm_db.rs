@@ -45,6 +45,7 @@ enum Op {
     DropSnapshot(usize),
     Get(u8),
     Flush,
+    Compact,
     Reopen,
     /// Scan at a snapshot (index) or now, within optional bounds, then a
     /// walk of next/prev moves from a seek.
@@ -74,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::DropSnapshot),
         4 => any::<u8>().prop_map(Op::Get),
         1 => Just(Op::Flush),
+        1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
         2 => (
             prop::option::of(any::<usize>()),
@@ -226,6 +228,7 @@ proptest! {
                     prop_assert_eq!(db.get(&key(k), None).expect("get"), model.get(&key(k)).cloned());
                 }
                 Op::Flush => db.flush().expect("flush"),
+                Op::Compact => db.compact_range(None, None).expect("compact"),
                 Op::Scan { snap, lower, upper, prefix, seek, walk } => {
                     let (seq, m) = match snap {
                         Some(i) if !snaps.is_empty() => {
@@ -480,5 +483,87 @@ fn concurrent_writers_and_snapshot_readers() {
         "the small write buffer must have flushed"
     );
     drop(snap);
+    db.close().expect("close");
+}
+
+#[test]
+fn compaction_keeps_snapshot_reads_and_reclaims_space_after_release() {
+    let fault = FaultStorage::new(13);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage.clone(), "/db", small_options()).expect("open");
+    let table_bytes = |s: &StorageRef| -> u64 {
+        s.list_dir(Path::new("/db"))
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.ends_with(".sst"))
+            .map(|n| {
+                fault
+                    .contents(&Path::new("/db").join(n))
+                    .expect("contents")
+                    .len() as u64
+            })
+            .sum()
+    };
+    for i in 0..100u32 {
+        db.put(
+            format!("k{i:03}").as_bytes(),
+            b"old",
+            WriteOptions::default(),
+        )
+        .expect("put");
+    }
+    let snap = db.snapshot();
+    for round in 0..20u32 {
+        for i in 0..100u32 {
+            db.put(
+                format!("k{i:03}").as_bytes(),
+                format!("new{round}").as_bytes(),
+                WriteOptions::default(),
+            )
+            .expect("put");
+        }
+    }
+    db.delete_range(b"k050", b"k060", WriteOptions::default())
+        .expect("delete_range");
+    db.flush().expect("flush");
+    let before = table_bytes(&storage);
+    db.compact_range(None, None).expect("compact");
+    // The snapshot still reads the old values, also inside the deleted range.
+    for i in 0..100u32 {
+        let k = format!("k{i:03}");
+        assert_eq!(
+            db.get(k.as_bytes(), Some(&snap)).expect("get").as_deref(),
+            Some(&b"old"[..])
+        );
+        let now = db.get(k.as_bytes(), None).expect("get");
+        if (50..60).contains(&i) {
+            assert_eq!(now, None);
+        } else {
+            assert_eq!(now.as_deref(), Some(&b"new19"[..]));
+        }
+    }
+    let with_snapshot = table_bytes(&storage);
+    drop(snap);
+    db.compact_range(None, None).expect("compact");
+    let after = table_bytes(&storage);
+    // 21 versions per key before; the newest and the snapshot's after the
+    // first compaction; only the newest once the snapshot is gone.
+    assert!(
+        with_snapshot * 4 < before,
+        "overwritten versions dropped: {before} -> {with_snapshot} bytes"
+    );
+    assert!(
+        after * 10 < with_snapshot * 7,
+        "released snapshot: {with_snapshot} -> {after} bytes"
+    );
+    assert_eq!(db.table_count(), 1);
+    db.close().expect("close");
+    drop(db);
+    let db = Db::open(storage, "/db", small_options()).expect("reopen");
+    assert_eq!(db.get(b"k055", None).expect("get"), None);
+    assert_eq!(
+        db.get(b"k000", None).expect("get").as_deref(),
+        Some(&b"new19"[..])
+    );
     db.close().expect("close");
 }

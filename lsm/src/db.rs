@@ -26,11 +26,13 @@ use strata_io::{FileLock, OpenOptions, StorageRef};
 use strata_wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
 use crate::batch::{self, BatchEntry, BatchOp, WriteBatch};
+use crate::compaction::GcFilter;
 use crate::iter::{DbIterator, InternalIterator, MemIter, MergingIter, ReadOptions};
 use crate::key::Kind;
 use crate::manifest::{Edit, Manifest, TableMeta};
 use crate::memtable::Memtable;
-use crate::range_del;
+use crate::range_del::{self, RangeTombstone};
+use crate::table::properties::Properties;
 use crate::table::{Table, TableBuilder, TableOptions};
 use crate::{Error, Result};
 
@@ -48,6 +50,8 @@ pub struct Options {
     pub table: TableOptions,
     /// Whether writes wait for an fsync unless told otherwise. Default false.
     pub sync_by_default: bool,
+    /// Size at which a compaction starts a new output table. Default 64 MiB.
+    pub target_file_size: u64,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             write_buffer_size: 64 << 20,
             table: TableOptions::default(),
             sync_by_default: false,
+            target_file_size: 64 << 20,
         }
     }
 }
@@ -96,6 +101,7 @@ struct Inner {
     flush: Mutex<FlushState>,
     flush_cv: Condvar,
     snapshots: Mutex<std::collections::BTreeMap<u64, usize>>,
+    compaction: Mutex<()>,
     _lock: FileLock,
 }
 
@@ -139,6 +145,14 @@ fn apply(mem: &Memtable, e: &BatchEntry<'_>, seq: u64) {
         BatchOp::Delete => mem.insert(e.key, seq, Kind::Delete, &[]),
         BatchOp::DeleteRange => mem.delete_range(e.key, e.value, seq),
     }
+}
+
+fn table_number(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(".sst")?
+        .parse()
+        .ok()
 }
 
 fn table_path(dir: &Path, number: u64) -> PathBuf {
@@ -272,6 +286,7 @@ impl Db {
             }),
             flush_cv: Condvar::new(),
             snapshots: Mutex::new(Default::default()),
+            compaction: Mutex::new(()),
             _lock: lock,
         });
         let worker = inner.clone();
@@ -439,6 +454,15 @@ impl Db {
         inner.wait_flushed()
     }
 
+    /// Merges every table into new ones, dropping versions no snapshot can
+    /// see, deletes that hide nothing any more and what range deletes
+    /// cover; flushes the memtable first. Until leveled compaction exists
+    /// (issue #4) the whole key space is compacted whatever range is given.
+    pub fn compact_range(&self, _start: Option<&[u8]>, _end: Option<&[u8]>) -> Result<()> {
+        self.flush()?;
+        self.inner.compact_all()
+    }
+
     /// Number of level-0 tables.
     pub fn table_count(&self) -> usize {
         self.inner.version.read().tables.len()
@@ -462,6 +486,128 @@ impl Inner {
             ))),
             None => Ok(()),
         }
+    }
+
+    fn compact_all(&self) -> Result<()> {
+        let _one_at_a_time = self.compaction.lock();
+        let inputs = self.version.read().tables.clone();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let snapshots: Vec<u64> = self.snapshots.lock().keys().copied().collect();
+        let tombstones: Vec<RangeTombstone> = inputs
+            .iter()
+            .flat_map(|t| t.range_tombstones().iter().cloned())
+            .collect();
+        let mut gc = GcFilter::new(&snapshots, &tombstones, true);
+        let children: Vec<Box<dyn InternalIterator>> = inputs
+            .iter()
+            .map(|t| Box::new(t.iter()) as Box<dyn InternalIterator>)
+            .collect();
+        let mut merged = MergingIter::new(children);
+        merged.seek_to_first();
+        let mut outputs: Vec<(u64, TableBuilder)> = Vec::new();
+        let mut done: Vec<(u64, u64, Properties)> = Vec::new();
+        while merged.valid() {
+            if gc.keep(merged.key()) {
+                let full = outputs
+                    .last()
+                    .is_none_or(|(_, b)| b.file_size() >= self.opts.target_file_size);
+                if full {
+                    if let Some((n, b)) = outputs.pop() {
+                        let (size, props) = b.finish()?;
+                        done.push((n, size, props));
+                    }
+                    let n = self.manifest.lock().new_file_number();
+                    let f = self
+                        .storage
+                        .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
+                    outputs.push((n, TableBuilder::new(f, self.opts.table)));
+                }
+                if let Some((_, b)) = outputs.last_mut() {
+                    b.add(merged.key(), merged.value())?;
+                }
+            }
+            merged.next();
+        }
+        if let Some(e) = merged.error() {
+            return Err(Error::corruption(
+                &self.dir,
+                0,
+                format!("compaction input: {e}"),
+            ));
+        }
+        let kept: Vec<RangeTombstone> = tombstones
+            .iter()
+            .filter(|t| gc.keep_tombstone(t))
+            .cloned()
+            .collect();
+        if !kept.is_empty() && outputs.is_empty() {
+            let n = self.manifest.lock().new_file_number();
+            let f = self
+                .storage
+                .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
+            outputs.push((n, TableBuilder::new(f, self.opts.table)));
+        }
+        if let Some((_, b)) = outputs.last_mut() {
+            kept.into_iter().for_each(|t| b.add_range_tombstone(t));
+        }
+        if let Some((n, b)) = outputs.pop() {
+            let (size, props) = b.finish()?;
+            done.push((n, size, props));
+        }
+        self.storage.sync_dir(&self.dir)?;
+        let mut edits: Vec<Edit> = Vec::new();
+        let input_numbers: Vec<u64> = inputs
+            .iter()
+            .filter_map(|t| table_number(t.path()))
+            .collect();
+        for n in &input_numbers {
+            edits.push(Edit::RemoveTable {
+                level: 0,
+                number: *n,
+            });
+        }
+        let mut new_tables = Vec::new();
+        for (n, size, props) in &done {
+            edits.push(Edit::AddTable(TableMeta {
+                level: 0,
+                number: *n,
+                size: *size,
+                min_seqno: props.min_seqno,
+                max_seqno: props.max_seqno,
+                smallest: props.smallest.clone(),
+                largest: props.largest.clone(),
+            }));
+            let path = table_path(&self.dir, *n);
+            new_tables.push(Arc::new(Table::open(
+                self.storage.open(&path, OpenOptions::existing())?,
+            )?));
+        }
+        let next = done.iter().map(|d| d.0 + 1).max().unwrap_or(1);
+        edits.push(Edit::NextFile(next));
+        self.manifest.lock().apply(&edits)?;
+        {
+            let mut ver = self.version.write();
+            let old = ver.clone();
+            // Tables flushed while this ran are newer than every output.
+            let mut tables: Vec<Arc<Table>> = old
+                .tables
+                .iter()
+                .filter(|t| !inputs.iter().any(|i| Arc::ptr_eq(i, t)))
+                .cloned()
+                .collect();
+            tables.extend(new_tables);
+            *ver = Arc::new(Version {
+                mem: old.mem.clone(),
+                imm: old.imm.clone(),
+                tables,
+            });
+        }
+        for t in &inputs {
+            t.delete_when_unused(self.storage.clone());
+        }
+        Ok(())
     }
 
     /// Makes the memtable immutable (the caller holds the write lock),

@@ -99,6 +99,16 @@ impl TableBuilder {
         Ok(())
     }
 
+    /// Bytes written so far.
+    pub fn file_size(&self) -> u64 {
+        self.offset
+    }
+
+    /// Entries added so far.
+    pub fn entries(&self) -> u64 {
+        self.props.entries
+    }
+
     /// Adds a range tombstone (stored in its own block).
     pub fn add_range_tombstone(&mut self, t: RangeTombstone) {
         self.range_dels.push(t);

@@ -27,6 +27,19 @@ pub struct Table {
     props: Properties,
     range_dels: Vec<RangeTombstone>,
     size: u64,
+    /// Set when the table left the database: the file is deleted once the
+    /// last reader (version, iterator) lets go of it.
+    delete_on_drop: parking_lot::Mutex<Option<strata_io::StorageRef>>,
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if let Some(storage) = self.delete_on_drop.get_mut().take() {
+            if let Err(e) = storage.remove_file(&self.path) {
+                tracing::warn!(error = %e, "could not delete an obsolete table; the next open will");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Table {
@@ -82,6 +95,7 @@ impl Table {
         let range_dels = range_del::decode(&raw)
             .map_err(|r| Error::corruption(&path, footer.range_dels.offset, r))?;
         Ok(Table {
+            delete_on_drop: parking_lot::Mutex::new(None),
             range_dels,
             file,
             path,
@@ -116,6 +130,11 @@ impl Table {
         let raw = read_block(&self.file, &self.path, h)?;
         let b = Block::new(raw).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
         Ok((b, h.offset))
+    }
+
+    /// Deletes the file once nothing uses this table any more.
+    pub fn delete_when_unused(&self, storage: strata_io::StorageRef) {
+        *self.delete_on_drop.lock() = Some(storage);
     }
 
     /// The table's range tombstones.
