@@ -567,3 +567,28 @@ fn compaction_keeps_snapshot_reads_and_reclaims_space_after_release() {
     );
     db.close().expect("close");
 }
+
+#[test]
+fn repeated_reads_hit_the_block_cache_and_the_db_is_shareable() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Db>();
+    let storage: StorageRef = Arc::new(FaultStorage::new(14));
+    let db = Db::open(storage, "/db", small_options()).expect("open");
+    for i in 0..300u32 {
+        db.put(
+            format!("k{i:03}").as_bytes(),
+            &[1u8; 30],
+            WriteOptions::default(),
+        )
+        .expect("put");
+    }
+    db.flush().expect("flush");
+    let before = db.block_cache_stats();
+    for _ in 0..10 {
+        assert!(db.get(b"k123", None).expect("get").is_some());
+    }
+    let after = db.block_cache_stats();
+    assert!(after.hits >= before.hits + 9, "{before:?} -> {after:?}");
+    assert!(after.usage > 0);
+    db.close().expect("close");
+}

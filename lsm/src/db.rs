@@ -26,6 +26,7 @@ use strata_io::{FileLock, OpenOptions, StorageRef};
 use strata_wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
 use crate::batch::{self, BatchEntry, BatchOp, WriteBatch};
+use crate::cache::{BlockCache, CacheStats};
 use crate::compaction::GcFilter;
 use crate::iter::{DbIterator, InternalIterator, MemIter, MergingIter, ReadOptions};
 use crate::key::Kind;
@@ -52,6 +53,8 @@ pub struct Options {
     pub sync_by_default: bool,
     /// Size at which a compaction starts a new output table. Default 64 MiB.
     pub target_file_size: u64,
+    /// Bytes of data blocks kept in memory; 0 disables the cache. Default 64 MiB.
+    pub block_cache_size: usize,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             table: TableOptions::default(),
             sync_by_default: false,
             target_file_size: 64 << 20,
+            block_cache_size: 64 << 20,
         }
     }
 }
@@ -102,6 +106,7 @@ struct Inner {
     flush_cv: Condvar,
     snapshots: Mutex<std::collections::BTreeMap<u64, usize>>,
     compaction: Mutex<()>,
+    cache: Option<Arc<BlockCache>>,
     _lock: FileLock,
 }
 
@@ -144,6 +149,17 @@ fn apply(mem: &Memtable, e: &BatchEntry<'_>, seq: u64) {
         BatchOp::Put => mem.insert(e.key, seq, Kind::Put, e.value),
         BatchOp::Delete => mem.insert(e.key, seq, Kind::Delete, &[]),
         BatchOp::DeleteRange => mem.delete_range(e.key, e.value, seq),
+    }
+}
+
+fn open_table(
+    f: strata_io::FileRef,
+    cache: Option<&Arc<BlockCache>>,
+    number: u64,
+) -> Result<Table> {
+    match cache {
+        Some(c) => Table::open_cached(f, c.clone(), number),
+        None => Table::open(f),
     }
 }
 
@@ -212,6 +228,8 @@ impl Db {
             strata_io::write_file_atomic(&*storage, &identity, IDENTITY_CONTENTS)?;
         }
 
+        let cache =
+            (opts.block_cache_size > 0).then(|| Arc::new(BlockCache::new(opts.block_cache_size)));
         let manifest = Manifest::open(storage.clone(), &dir.join("manifest"))?;
         let state = manifest.state().clone();
         let mut metas: Vec<&TableMeta> = state.tables.values().collect();
@@ -227,7 +245,7 @@ impl Db {
                     e.into()
                 }
             })?;
-            tables.push(Arc::new(Table::open(f)?));
+            tables.push(Arc::new(open_table(f, cache.as_ref(), meta.number)?));
         }
         // Files a crash left behind (a flush that never reached the manifest).
         for name in storage.list_dir(&dir)? {
@@ -287,6 +305,7 @@ impl Db {
             flush_cv: Condvar::new(),
             snapshots: Mutex::new(Default::default()),
             compaction: Mutex::new(()),
+            cache,
             _lock: lock,
         });
         let worker = inner.clone();
@@ -463,6 +482,15 @@ impl Db {
         self.inner.compact_all()
     }
 
+    /// Block cache counters (zero if the cache is disabled).
+    pub fn block_cache_stats(&self) -> CacheStats {
+        self.inner
+            .cache
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default()
+    }
+
     /// Number of level-0 tables.
     pub fn table_count(&self) -> usize {
         self.inner.version.read().tables.len()
@@ -580,9 +608,8 @@ impl Inner {
                 largest: props.largest.clone(),
             }));
             let path = table_path(&self.dir, *n);
-            new_tables.push(Arc::new(Table::open(
-                self.storage.open(&path, OpenOptions::existing())?,
-            )?));
+            let f = self.storage.open(&path, OpenOptions::existing())?;
+            new_tables.push(Arc::new(open_table(f, self.cache.as_ref(), *n)?));
         }
         let next = done.iter().map(|d| d.0 + 1).max().unwrap_or(1);
         edits.push(Edit::NextFile(next));
@@ -690,9 +717,8 @@ impl Inner {
             Edit::NextFile(number + 1),
             Edit::LastSeq(props.max_seqno),
         ])?;
-        let table = Arc::new(Table::open(
-            self.storage.open(&path, OpenOptions::existing())?,
-        )?);
+        let f = self.storage.open(&path, OpenOptions::existing())?;
+        let table = Arc::new(open_table(f, self.cache.as_ref(), number)?);
         {
             let mut ver = self.version.write();
             let old = ver.clone();

@@ -16,6 +16,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod batch;
+pub mod cache;
 pub mod compaction;
 mod db;
 mod error;

@@ -13,6 +13,7 @@ use super::block::{Block, BlockIter};
 use super::bloom::{self, Bloom};
 use super::format::{block_crc, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN};
 use super::properties::Properties;
+use crate::cache::BlockCache;
 use crate::key::{self, Kind};
 use crate::range_del::{self, RangeTombstone};
 use crate::{Error, Result};
@@ -30,6 +31,8 @@ pub struct Table {
     /// Set when the table left the database: the file is deleted once the
     /// last reader (version, iterator) lets go of it.
     delete_on_drop: parking_lot::Mutex<Option<strata_io::StorageRef>>,
+    /// The shared block cache and this table's id in it.
+    cache: Option<(Arc<BlockCache>, u64)>,
 }
 
 impl Drop for Table {
@@ -95,6 +98,7 @@ impl Table {
         let range_dels = range_del::decode(&raw)
             .map_err(|r| Error::corruption(&path, footer.range_dels.offset, r))?;
         Ok(Table {
+            cache: None,
             delete_on_drop: parking_lot::Mutex::new(None),
             range_dels,
             file,
@@ -127,9 +131,25 @@ impl Table {
         let h = BlockHandle::decode(index_value).ok_or_else(|| {
             Error::corruption(&self.path, self.index_offset, "bad block handle in index")
         })?;
+        if let Some((c, id)) = &self.cache {
+            if let Some(b) = c.get(&(*id, h.offset)) {
+                return Ok((b, h.offset));
+            }
+        }
         let raw = read_block(&self.file, &self.path, h)?;
         let b = Block::new(raw).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
+        if let Some((c, id)) = &self.cache {
+            c.insert((*id, h.offset), b.clone());
+        }
         Ok((b, h.offset))
+    }
+
+    /// Opens a table whose data blocks go through `cache` under `id`
+    /// (unique per table file, e.g. its file number).
+    pub fn open_cached(file: FileRef, cache: Arc<BlockCache>, id: u64) -> Result<Table> {
+        let mut t = Table::open(file)?;
+        t.cache = Some((cache, id));
+        Ok(t)
     }
 
     /// Deletes the file once nothing uses this table any more.
