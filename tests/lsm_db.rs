@@ -262,12 +262,14 @@ proptest! {
     }
 }
 
-/// A batch of (key, Some(value byte) | None for delete), and whether it is synced.
-type SyncedBatch = (Vec<(u8, Option<u8>)>, bool);
+/// A batch of (key, Some(value byte) | None for delete), whether it is
+/// synced, and whether a full compaction follows it.
+type SyncedBatch = (Vec<(u8, Option<u8>)>, bool, bool);
 
 /// A workload of batches; after a crash at a random storage operation the
 /// database must equal the state after some prefix of the batches that
-/// includes every batch acknowledged with sync.
+/// includes every batch acknowledged with sync. Flushes (small write
+/// buffer) and compactions run in between, so crashes hit them too.
 fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> Result<(), String> {
     let fault = FaultStorage::new(seed);
     fault.set_torn_writes(torn);
@@ -277,7 +279,7 @@ fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> R
     fault.fail(OpClass::Mutating, crash_at, Errno::Eio, true);
     let mut states = vec![Model::new()];
     let mut must_have = 0; // index into states
-    for (i, (items, sync)) in writes.iter().enumerate() {
+    for (i, (items, sync, compact)) in writes.iter().enumerate() {
         let mut b = WriteBatch::new();
         let mut next = states.last().cloned().unwrap_or_default();
         for (k, v) in items {
@@ -309,6 +311,10 @@ fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> R
         if *sync {
             must_have = i + 1;
         }
+        // A crash may also strike in the middle of a compaction.
+        if *compact && db.compact_range(None, None).is_err() {
+            break;
+        }
     }
     drop(db);
     fault.crash();
@@ -336,7 +342,10 @@ proptest! {
         seed: u64,
         crash_at in 1u64..400,
         torn: bool,
-        writes in prop::collection::vec((prop::collection::vec((any::<u8>(), prop::option::of(any::<u8>())), 1..5), any::<bool>()), 1..60),
+        writes in prop::collection::vec(
+            (prop::collection::vec((any::<u8>(), prop::option::of(any::<u8>())), 1..5), any::<bool>(), prop::bool::weighted(0.05)),
+            1..60,
+        ),
     ) {
         if let Err(e) = crash_case(seed, crash_at, torn, &writes) {
             prop_assert!(false, "{}", e);
