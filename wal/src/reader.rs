@@ -192,6 +192,18 @@ pub(crate) fn find_entry_after(buf: &[u8], from: usize, tag: u32) -> Option<Foun
     let tag_bytes = tag.to_le_bytes();
     let mut p = from;
     while p + FRAGMENT_HEADER_LEN <= buf.len() {
+        // Jump to the next byte that could be a FULL or FIRST type byte:
+        // preallocated segments are mostly zeros, scanned in bulk here.
+        match buf
+            .get(p + 6..)
+            .and_then(|t| t.iter().position(|&b| b == 1 || b == 2))
+        {
+            Some(skip) => p += skip,
+            None => return None,
+        }
+        if p + FRAGMENT_HEADER_LEN > buf.len() {
+            return None;
+        }
         let room = BLOCK_SIZE - p % BLOCK_SIZE;
         // Cheap filters first: a FULL or FIRST fragment of this segment.
         let plausible = room >= FRAGMENT_HEADER_LEN
