@@ -1,17 +1,27 @@
-//! # strata-lsm: the key-value engine (in progress)
+//! # strata-lsm: the key-value engine
 //!
-//! A log-structured merge tree over [`strata_wal`]: writes go to the WAL (group
-//! commit) and then to a concurrent memtable keyed by user key, sequence number
-//! and kind; full memtables are flushed to SSTables; a manifest of version
-//! edits records which tables form each level.
+//! A log-structured merge tree over [`strata_wal`]. [`Db`] is the engine:
+//! a write batch gets consecutive sequence numbers, goes to the WAL, then
+//! into a concurrent memtable (crossbeam-skiplist) keyed by internal key
+//! (user key, 56-bit sequence number, kind; newest first). Full memtables
+//! are flushed in the background to SSTables, which the manifest (version
+//! edits over the WAL machinery) records with the WAL position they cover.
+//! Reads at a [`Snapshot`] see exactly the writes up to its sequence number;
+//! iterators merge memtables and tables and show each live key once.
 //!
-//! Built so far: internal keys ([`key`]: user key + 56-bit sequence number +
-//! kind, newest version first) and SSTables ([`table`]: prefix-compressed
-//! blocks with restart points, a bloom filter, a properties block, an index
-//! block and a checksummed footer; every block carries a CRC-32, and any
-//! damage is [`Error::Corruption`] naming file and offset). Format:
-//! docs/sstable.md. The memtable, the engine (`Db`), the manifest, snapshots
-//! and compaction come next (issues #3 and #4).
+//! On disk: SSTables ([`table`]: prefix-compressed blocks with restart
+//! points, a bloom filter, properties, range tombstones, an index, and a
+//! checksummed footer; docs/sstable.md) and the manifest (docs/manifest.md).
+//!
+//! Guarantees: a write acknowledged with `sync` survives power loss; a batch
+//! is all or nothing after a crash; a table joins the database only through
+//! a durable manifest edit after its file and directory are fsynced; any
+//! damaged block is [`Error::Corruption`] naming file and offset, never
+//! wrong data. Tables leave the disk when no version or iterator uses them.
+//!
+//! Still to come (issue #4): levels, leveled and tiered compaction, write
+//! stalls beyond "one memtable flushing", statistics. `compact_range` today
+//! merges every table into one sorted run.
 
 #![deny(clippy::unwrap_used)]
 
