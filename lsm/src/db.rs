@@ -516,6 +516,15 @@ impl Inner {
         }
     }
 
+    /// A builder for a new table file with a fresh number.
+    fn new_table(&self) -> Result<(u64, TableBuilder)> {
+        let n = self.manifest.lock().new_file_number();
+        let f = self
+            .storage
+            .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
+        Ok((n, TableBuilder::new(f, self.opts.table)))
+    }
+
     fn compact_all(&self) -> Result<()> {
         let _one_at_a_time = self.compaction.lock();
         let inputs = self.version.read().tables.clone();
@@ -546,11 +555,7 @@ impl Inner {
                         let (size, props) = b.finish()?;
                         done.push((n, size, props));
                     }
-                    let n = self.manifest.lock().new_file_number();
-                    let f = self
-                        .storage
-                        .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
-                    outputs.push((n, TableBuilder::new(f, self.opts.table)));
+                    outputs.push(self.new_table()?);
                 }
                 if let Some((_, b)) = outputs.last_mut() {
                     b.add(merged.key(), merged.value())?;
@@ -571,11 +576,7 @@ impl Inner {
             .cloned()
             .collect();
         if !kept.is_empty() && outputs.is_empty() {
-            let n = self.manifest.lock().new_file_number();
-            let f = self
-                .storage
-                .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
-            outputs.push((n, TableBuilder::new(f, self.opts.table)));
+            outputs.push(self.new_table()?);
         }
         if let Some((_, b)) = outputs.last_mut() {
             kept.into_iter().for_each(|t| b.add_range_tombstone(t));
@@ -690,10 +691,8 @@ impl Inner {
         let Some((imm, lsn)) = self.version.read().imm.clone() else {
             return Ok(());
         };
-        let number = self.manifest.lock().new_file_number();
+        let (number, mut b) = self.new_table()?;
         let path = table_path(&self.dir, number);
-        let file = self.storage.open(&path, OpenOptions::create_new())?;
-        let mut b = TableBuilder::new(file, self.opts.table);
         for (k, v) in imm.entries() {
             b.add(&k, &v)?;
         }
