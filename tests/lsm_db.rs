@@ -601,3 +601,40 @@ fn repeated_reads_hit_the_block_cache_and_the_db_is_shareable() {
     assert!(after.usage > 0);
     db.close().expect("close");
 }
+
+#[test]
+fn statistics_show_bloom_skips_amplification_and_flushes() {
+    let storage: StorageRef = Arc::new(FaultStorage::new(15));
+    let db = Db::open(storage, "/db", small_options()).expect("open");
+    for i in 0..400u32 {
+        db.put(
+            format!("k{i:04}").as_bytes(),
+            &[3u8; 40],
+            WriteOptions::default(),
+        )
+        .expect("put");
+    }
+    db.flush().expect("flush");
+    for i in 0..200u32 {
+        assert_eq!(
+            db.get(format!("absent{i}").as_bytes(), None).expect("get"),
+            None
+        );
+    }
+    let s = db.stats();
+    assert!(s.flushes > 0 && s.flushed_bytes > 0, "{s}");
+    assert_eq!(s.levels[0].files as usize, db.table_count());
+    assert!(
+        s.bloom_skips > 150 * s.levels[0].files,
+        "most absent-key probes are skipped: {s}"
+    );
+    assert_eq!(s.gets, 200);
+    assert!(s.user_bytes == 400 * (5 + 40), "{s}");
+    assert!(s.write_amplification() > 1.0, "{s}");
+    let text = s.to_string();
+    assert!(
+        text.contains("write amplification:") && text.contains("bloom skips:"),
+        "{text}"
+    );
+    db.close().expect("close");
+}

@@ -25,6 +25,8 @@ pub enum BatchOp {
 pub struct WriteBatch {
     ops: Vec<u8>,
     count: u32,
+    /// Key and value bytes (for write amplification).
+    payload: u64,
 }
 
 impl WriteBatch {
@@ -41,7 +43,13 @@ impl WriteBatch {
         put_varint(&mut self.ops, value.len() as u64);
         self.ops.extend_from_slice(value);
         self.count += 1;
+        self.payload += (key.len() + value.len()) as u64;
         self
+    }
+
+    /// Key and value bytes in the batch.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload
     }
 
     /// Deletes `key`.
@@ -50,6 +58,7 @@ impl WriteBatch {
         put_varint(&mut self.ops, key.len() as u64);
         self.ops.extend_from_slice(key);
         self.count += 1;
+        self.payload += key.len() as u64;
         self
     }
 
@@ -61,6 +70,7 @@ impl WriteBatch {
         put_varint(&mut self.ops, end.len() as u64);
         self.ops.extend_from_slice(end);
         self.count += 1;
+        self.payload += (start.len() + end.len()) as u64;
         self
     }
 

@@ -70,6 +70,112 @@ impl Default for Options {
     }
 }
 
+/// Counters behind [`Db::stats`].
+#[derive(Default)]
+struct Counters {
+    user_bytes: AtomicU64,
+    flushes: AtomicU64,
+    flushed_bytes: AtomicU64,
+    compactions: AtomicU64,
+    compacted_bytes: AtomicU64,
+    gets: AtomicU64,
+    tables_probed: AtomicU64,
+    bloom_skips: AtomicU64,
+    stalls: AtomicU64,
+    stall_micros: AtomicU64,
+}
+
+/// Files and bytes of one level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevelStats {
+    /// Tables.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+/// What the engine has done since it was opened.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DbStats {
+    /// Per level (only level 0 until leveled compaction, issue #4).
+    pub levels: Vec<LevelStats>,
+    /// Key and value bytes written by the user.
+    pub user_bytes: u64,
+    /// Bytes written to the WAL (framing included).
+    pub wal_bytes: u64,
+    /// Memtable flushes and the table bytes they wrote.
+    pub flushes: u64,
+    /// Table bytes written by flushes.
+    pub flushed_bytes: u64,
+    /// Compactions and the table bytes they wrote.
+    pub compactions: u64,
+    /// Table bytes written by compactions.
+    pub compacted_bytes: u64,
+    /// Point reads.
+    pub gets: u64,
+    /// Tables whose blocks point reads searched.
+    pub tables_probed: u64,
+    /// Tables point reads skipped because the bloom filter ruled the key out.
+    pub bloom_skips: u64,
+    /// Writes that waited for a flush, and how long in total.
+    pub stalls: u64,
+    /// Total stall time in microseconds.
+    pub stall_micros: u64,
+    /// The block cache.
+    pub cache: CacheStats,
+}
+
+impl DbStats {
+    /// (WAL + flush + compaction bytes) / user bytes.
+    pub fn write_amplification(&self) -> f64 {
+        (self.wal_bytes + self.flushed_bytes + self.compacted_bytes) as f64
+            / self.user_bytes.max(1) as f64
+    }
+
+    /// Tables searched per point read.
+    pub fn read_amplification(&self) -> f64 {
+        self.tables_probed as f64 / self.gets.max(1) as f64
+    }
+}
+
+impl std::fmt::Display for DbStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "level  files        bytes")?;
+        for (i, l) in self.levels.iter().enumerate() {
+            writeln!(f, "L{i:<5} {:>5} {:>12}", l.files, l.bytes)?;
+        }
+        writeln!(f, "user bytes written: {}", self.user_bytes)?;
+        writeln!(
+            f,
+            "wal bytes: {}  flushed: {} ({} flushes)  compacted: {} ({} compactions)",
+            self.wal_bytes,
+            self.flushed_bytes,
+            self.flushes,
+            self.compacted_bytes,
+            self.compactions
+        )?;
+        writeln!(f, "write amplification: {:.2}", self.write_amplification())?;
+        writeln!(
+            f,
+            "gets: {}  tables probed: {}  bloom skips: {}  read amplification: {:.2}",
+            self.gets,
+            self.tables_probed,
+            self.bloom_skips,
+            self.read_amplification()
+        )?;
+        writeln!(
+            f,
+            "block cache: {} hits, {} misses, {} bytes",
+            self.cache.hits, self.cache.misses, self.cache.usage
+        )?;
+        write!(
+            f,
+            "write stalls: {} ({} us)",
+            self.stalls, self.stall_micros
+        )
+    }
+}
+
 /// Per-write settings.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteOptions {
@@ -107,6 +213,7 @@ struct Inner {
     snapshots: Mutex<std::collections::BTreeMap<u64, usize>>,
     compaction: Mutex<()>,
     cache: Option<Arc<BlockCache>>,
+    stats: Counters,
     _lock: FileLock,
 }
 
@@ -306,6 +413,7 @@ impl Db {
             snapshots: Mutex::new(Default::default()),
             compaction: Mutex::new(()),
             cache,
+            stats: Counters::default(),
             _lock: lock,
         });
         let worker = inner.clone();
@@ -349,6 +457,10 @@ impl Db {
             let first = inner.last_seq.load(Ordering::Acquire) + 1;
             let rec = b.encode(first);
             let lsn = inner.wal.append(&rec)?;
+            inner
+                .stats
+                .user_bytes
+                .fetch_add(b.payload_bytes(), Ordering::Relaxed);
             let v = inner.version.read().clone();
             let (_, entries) = batch::decode(&rec)
                 .map_err(|r| Error::InvalidArgument(format!("batch encoding: {r}")))?;
@@ -385,6 +497,7 @@ impl Db {
             Some(s) => s.seq,
             None => self.inner.last_seq.load(Ordering::Acquire),
         };
+        self.inner.stats.gets.fetch_add(1, Ordering::Relaxed);
         let v = self.inner.version.read().clone();
         // The newest range tombstone over `key`, from every source.
         let mut hidden_below = v.mem.max_covering(key, seq);
@@ -410,7 +523,15 @@ impl Db {
             {
                 continue;
             }
-            if let Some(e) = t.get_entry(key, seq)? {
+            if !t.may_contain(key) {
+                self.inner.stats.bloom_skips.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.inner
+                .stats
+                .tables_probed
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = t.get_entry_unfiltered(key, seq)? {
                 if best.as_ref().is_none_or(|b| e.0 > b.0) {
                     best = Some(e);
                 }
@@ -480,6 +601,32 @@ impl Db {
     pub fn compact_range(&self, _start: Option<&[u8]>, _end: Option<&[u8]>) -> Result<()> {
         self.flush()?;
         self.inner.compact_all()
+    }
+
+    /// Counters since open: levels, bytes written at each stage, read and
+    /// write amplification, bloom skips, cache, stalls. `Display` prints them.
+    pub fn stats(&self) -> DbStats {
+        let c = &self.inner.stats;
+        let v = self.inner.version.read().clone();
+        let l0 = LevelStats {
+            files: v.tables.len() as u64,
+            bytes: v.tables.iter().map(|t| t.size()).sum(),
+        };
+        DbStats {
+            levels: vec![l0],
+            user_bytes: c.user_bytes.load(Ordering::Relaxed),
+            wal_bytes: self.inner.wal.stats().bytes_written,
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flushed_bytes: c.flushed_bytes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            compacted_bytes: c.compacted_bytes.load(Ordering::Relaxed),
+            gets: c.gets.load(Ordering::Relaxed),
+            tables_probed: c.tables_probed.load(Ordering::Relaxed),
+            bloom_skips: c.bloom_skips.load(Ordering::Relaxed),
+            stalls: c.stalls.load(Ordering::Relaxed),
+            stall_micros: c.stall_micros.load(Ordering::Relaxed),
+            cache: self.block_cache_stats(),
+        }
     }
 
     /// Block cache counters (zero if the cache is disabled).
@@ -586,6 +733,11 @@ impl Inner {
             done.push((n, size, props));
         }
         self.storage.sync_dir(&self.dir)?;
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        let written: u64 = done.iter().map(|d| d.1).sum();
+        self.stats
+            .compacted_bytes
+            .fetch_add(written, Ordering::Relaxed);
         let mut edits: Vec<Edit> = Vec::new();
         let input_numbers: Vec<u64> = inputs
             .iter()
@@ -641,7 +793,16 @@ impl Inner {
     /// Makes the memtable immutable (the caller holds the write lock),
     /// first waiting for an earlier flush to finish.
     fn switch_memtable(&self, lsn: Lsn) -> Result<()> {
+        let t0 = std::time::Instant::now();
         self.wait_flushed()?;
+        let waited = t0.elapsed();
+        if waited > std::time::Duration::from_micros(100) {
+            // The writer waited for the previous flush: a write stall.
+            self.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .stall_micros
+                .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        }
         let mut ver = self.version.write();
         let old = ver.clone();
         *ver = Arc::new(Version {
@@ -700,6 +861,8 @@ impl Inner {
             b.add_range_tombstone(t);
         }
         let (size, props) = b.finish()?;
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.flushed_bytes.fetch_add(size, Ordering::Relaxed);
         self.storage.sync_dir(&self.dir)?;
         let meta = TableMeta {
             level: 0,

@@ -38,7 +38,7 @@ pub mod range_del;
 pub mod table;
 
 pub use batch::WriteBatch;
-pub use db::{Db, Options, Snapshot, WriteOptions};
+pub use db::{Db, DbStats, LevelStats, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
 pub use iter::{DbIterator, ReadOptions};
 pub use strata_wal as wal;

@@ -178,6 +178,13 @@ impl Table {
         })
     }
 
+    /// False when the bloom filter rules `user_key` out.
+    pub fn may_contain(&self, user_key: &[u8]) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| f.may_contain(bloom::hash(user_key)))
+    }
+
     /// Like [`Table::get`] with the version's sequence number; `None` also
     /// when the bloom filter rules the key out.
     pub fn get_entry(
@@ -185,13 +192,18 @@ impl Table {
         user_key: &[u8],
         snapshot: u64,
     ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
-        if self
-            .filter
-            .as_ref()
-            .is_some_and(|f| !f.may_contain(bloom::hash(user_key)))
-        {
+        if !self.may_contain(user_key) {
             return Ok(None);
         }
+        self.get_entry_unfiltered(user_key, snapshot)
+    }
+
+    /// [`Table::get_entry`] for a caller that consulted [`Table::may_contain`].
+    pub fn get_entry_unfiltered(
+        &self,
+        user_key: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
         // Kind::Put has the larger trailer, so this sorts before every
         // version of the key at `snapshot` or older.
         let target = key::encode(user_key, snapshot, Kind::Put);
