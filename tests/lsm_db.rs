@@ -387,6 +387,11 @@ fn a_locked_database_is_refused_until_closed() {
         .expect("second open fails");
     assert!(err.to_string().contains("open in another process"), "{err}");
     db.close().expect("close");
+    assert!(
+        db.put(b"k", b"v", WriteOptions::default()).is_err(),
+        "a closed database refuses writes"
+    );
+    assert!(db.flush().is_err());
     drop(db);
     let db = Db::open(storage, "/db", Options::default()).expect("open after close");
     db.close().expect("close");

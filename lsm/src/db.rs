@@ -214,6 +214,7 @@ struct Inner {
     compaction: Mutex<()>,
     cache: Option<Arc<BlockCache>>,
     stats: Counters,
+    closed: std::sync::atomic::AtomicBool,
     _lock: FileLock,
 }
 
@@ -414,6 +415,7 @@ impl Db {
             compaction: Mutex::new(()),
             cache,
             stats: Counters::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         });
         let worker = inner.clone();
@@ -451,6 +453,7 @@ impl Db {
             return Ok(());
         }
         let inner = &*self.inner;
+        inner.check_open()?;
         inner.check_flush_error()?;
         let lsn = {
             let _w = inner.write.lock();
@@ -583,6 +586,7 @@ impl Db {
     /// Writes the memtable to a table and waits until it is in the manifest.
     pub fn flush(&self) -> Result<()> {
         let inner = &*self.inner;
+        inner.check_open()?;
         {
             let _w = inner.write.lock();
             if inner.version.read().mem.is_empty() {
@@ -646,6 +650,9 @@ impl Db {
     /// Syncs the WAL, stops the flush thread and releases the lock (once
     /// every clone is dropped). Unflushed writes stay in the WAL.
     pub fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        // Wait out a write or flush in progress before the flusher stops.
+        drop(self.inner.write.lock());
         self.inner.wal.sync()?;
         self.flusher.stop();
         self.inner.manifest.lock().close()?;
@@ -654,6 +661,13 @@ impl Db {
 }
 
 impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::InvalidArgument("the database is closed".into()));
+        }
+        Ok(())
+    }
+
     fn check_flush_error(&self) -> Result<()> {
         match &self.flush.lock().error {
             Some(e) => Err(Error::InvalidArgument(format!(
