@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata::io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
-use strata::io::{Storage, StorageRef};
+use strata::io::StorageRef;
 use strata::lsm::manifest::{Edit, Manifest, ManifestState, TableMeta};
 
 fn meta(n: u64) -> TableMeta {
