@@ -304,21 +304,28 @@ impl BlockIter {
             return;
         }
         // The last restart point strictly before the current entry.
-        let mut lo = 0;
-        let mut hi = self.block.num_restarts;
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2;
-            if self.block.restart(mid) < cur {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
+        let lo = self.last_restart_where(|it, i| it.block.restart(i) < cur);
         self.seek_restart(lo);
         while self.valid() && self.next < cur {
             let n = self.next;
             self.decode_at(n);
         }
+    }
+
+    /// Binary search over restart points: the last `i` for which `before`
+    /// holds (0 if none), where `before` holds for a prefix of them.
+    fn last_restart_where(&mut self, mut before: impl FnMut(&mut Self, usize) -> bool) -> usize {
+        let mut lo = 0;
+        let mut hi = self.block.num_restarts;
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if before(self, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Positions at the first entry whose key is >= `target`.
@@ -328,20 +335,14 @@ impl BlockIter {
             self.invalidate(None);
             return;
         }
-        // Last restart point whose key is < target.
-        let mut lo = 0;
-        let mut hi = self.block.num_restarts;
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2;
-            self.seek_restart(mid);
-            if !self.valid() {
-                return;
-            }
-            if (self.cmp)(&self.key, target) == Ordering::Less {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
+        // Last restart point whose key is < target (a damaged restart
+        // entry stops the cursor; the error is kept).
+        let lo = self.last_restart_where(|it, i| {
+            it.seek_restart(i);
+            it.valid() && (it.cmp)(&it.key, target) == Ordering::Less
+        });
+        if self.err.is_some() {
+            return;
         }
         self.seek_restart(lo);
         while self.valid() && (self.cmp)(&self.key, target) == Ordering::Less {
