@@ -376,8 +376,11 @@ impl DbIterator {
                 match self.effective(p.user_key, p.seqno, p.kind) {
                     Kind::Delete => skipping = Some(p.user_key.to_vec()),
                     Kind::Put => {
-                        self.key = p.user_key.to_vec();
-                        self.value = self.inner.value().to_vec();
+                        // Reuse the buffers: no allocation per step.
+                        self.key.clear();
+                        self.key.extend_from_slice(p.user_key);
+                        self.value.clear();
+                        self.value.extend_from_slice(self.inner.value());
                         self.valid = true;
                         return;
                     }
