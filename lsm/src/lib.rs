@@ -34,6 +34,7 @@ pub mod iter;
 pub mod key;
 pub mod manifest;
 pub mod memtable;
+pub mod picker;
 pub mod range_del;
 pub mod table;
 
