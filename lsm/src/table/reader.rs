@@ -362,31 +362,35 @@ impl TableIter {
         }
     }
 
-    /// Skips empty blocks forward.
-    fn settle_forward(&mut self) {
-        while self.err.is_none() && self.data.as_ref().is_some_and(|d| !d.valid()) {
-            self.index.next();
-            if !self.load() {
-                return;
-            }
-            if let Some(d) = self.data.as_mut() {
-                d.seek_to_first();
-            }
-            self.check_data();
+    /// Loads the block the index cursor is on and positions in it with
+    /// `place`; returns false if there is no such block (or it failed).
+    fn enter(&mut self, place: impl FnOnce(&mut BlockIter)) -> bool {
+        if !self.load() {
+            return false;
         }
+        if let Some(d) = self.data.as_mut() {
+            place(d);
+        }
+        self.check_data();
+        true
     }
 
-    /// Skips empty blocks backward.
-    fn settle_backward(&mut self) {
+    /// Skips blocks with nothing (left) in the direction of travel.
+    fn settle(&mut self, forward: bool) {
         while self.err.is_none() && self.data.as_ref().is_some_and(|d| !d.valid()) {
-            self.index.prev();
-            if !self.load() {
+            if forward {
+                self.index.next();
+            } else {
+                self.index.prev();
+            }
+            let entered = if forward {
+                self.enter(BlockIter::seek_to_first)
+            } else {
+                self.enter(BlockIter::seek_to_last)
+            };
+            if !entered {
                 return;
             }
-            if let Some(d) = self.data.as_mut() {
-                d.seek_to_last();
-            }
-            self.check_data();
         }
     }
 
@@ -394,12 +398,8 @@ impl TableIter {
     pub fn seek_to_first(&mut self) {
         self.err = None;
         self.index.seek_to_first();
-        if self.load() {
-            if let Some(d) = self.data.as_mut() {
-                d.seek_to_first();
-            }
-            self.check_data();
-            self.settle_forward();
+        if self.enter(BlockIter::seek_to_first) {
+            self.settle(true);
         }
     }
 
@@ -407,12 +407,8 @@ impl TableIter {
     pub fn seek_to_last(&mut self) {
         self.err = None;
         self.index.seek_to_last();
-        if self.load() {
-            if let Some(d) = self.data.as_mut() {
-                d.seek_to_last();
-            }
-            self.check_data();
-            self.settle_backward();
+        if self.enter(BlockIter::seek_to_last) {
+            self.settle(false);
         }
     }
 
@@ -420,12 +416,8 @@ impl TableIter {
     pub fn seek(&mut self, target: &[u8]) {
         self.err = None;
         self.index.seek(target);
-        if self.load() {
-            if let Some(d) = self.data.as_mut() {
-                d.seek(target);
-            }
-            self.check_data();
-            self.settle_forward();
+        if self.enter(|d| d.seek(target)) {
+            self.settle(true);
         }
     }
 
@@ -435,7 +427,7 @@ impl TableIter {
             d.next();
         }
         self.check_data();
-        self.settle_forward();
+        self.settle(true);
     }
 
     /// Moves to the previous entry.
@@ -444,6 +436,6 @@ impl TableIter {
             d.prev();
         }
         self.check_data();
-        self.settle_backward();
+        self.settle(false);
     }
 }

@@ -704,9 +704,8 @@ impl Drop for Inner {
         }
         // Best effort on drop: make what was appended durable. `close`
         // reports errors; drop can only log them.
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         let target = st.next_lsn - 1;
-        let mut st = st;
         st.sync_wanted = target;
         if let Err(e) = self.wait_for(st, target, Need::Durable) {
             tracing::warn!(error = %e, "WAL sync on drop failed");
