@@ -60,19 +60,12 @@ pub fn run(a: Args) -> Result<i32> {
     for p in &rec.discarded {
         println!("not part of the log: {}", p.display());
     }
+    let cuts = rec.truncated.iter().map(|d| ("log cut at", d));
+    let skips = rec.skipped.iter().map(|d| ("skipped damage at", d));
     let mut code = 0;
-    if let Some(t) = &rec.truncated {
+    for (what, d) in cuts.chain(skips) {
         println!(
-            "log cut at {} offset {}: {}",
-            t.path.display(),
-            t.offset,
-            t.reason
-        );
-        code = 1;
-    }
-    for d in &rec.skipped {
-        println!(
-            "skipped damage at {} offset {}: {}",
+            "{what} {} offset {}: {}",
             d.path.display(),
             d.offset,
             d.reason
