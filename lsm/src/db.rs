@@ -663,16 +663,14 @@ impl Db {
 impl Inner {
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::InvalidArgument("the database is closed".into()));
+            return Err(Error::Closed);
         }
         Ok(())
     }
 
     fn check_flush_error(&self) -> Result<()> {
         match &self.flush.lock().error {
-            Some(e) => Err(Error::InvalidArgument(format!(
-                "background flush failed earlier ({e}); the database is read-only until reopened"
-            ))),
+            Some(e) => Err(Error::Background(e.clone())),
             None => Ok(()),
         }
     }

@@ -22,6 +22,13 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A background flush failed; writes are refused until a reopen
+    /// recovers from the WAL.
+    #[error("background flush failed earlier ({0}); the database is read-only until reopened")]
+    Background(String),
+    /// The database was closed.
+    #[error("the database is closed")]
+    Closed,
     /// A bad option or argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
