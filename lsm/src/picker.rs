@@ -1,20 +1,29 @@
 //! Compaction policies, without I/O: given the shape of the tree (files
-//! per level with sizes and key ranges) a picker chooses the next
-//! compaction. Two policies sit behind one trait, as RocksDB keeps one
-//! picker per style; the merge machinery ([`crate::compaction`]) is shared.
-//! The engine does not run them yet: levels and background compaction
-//! come with issue #4, which will drive these pickers.
+//! per level with sizes, key ranges and whether a running compaction owns
+//! them) a picker chooses the next compaction. Two policies sit behind one
+//! trait, as RocksDB keeps one picker per style; the merge machinery
+//! ([`crate::compaction`]) and the engine's compaction threads are shared.
 //!
 //! * Leveled: L0 collects flushed tables; each deeper level holds
 //!   non-overlapping tables and may be `ratio` times larger than the one
-//!   above (`base_bytes` for L1). The level whose size is furthest over its
-//!   target (or L0 when it has `l0_trigger` files) is compacted into the next.
-//!   Low write-through cost per level, read and space amplification low.
+//!   above. With dynamic sizing (RocksDB's
+//!   `level_compaction_dynamic_level_bytes`) the targets are derived from
+//!   the largest level downwards and L0 compacts straight into the first
+//!   level whose target reaches `base_bytes`, so a small database has few
+//!   levels and little rewriting. The level furthest over its target (or
+//!   L0 at `l0_trigger` files) goes first; in a deeper level the file with
+//!   the least overlap in the next level per byte goes first (RocksDB's
+//!   `kMinOverlappingRatio`). Write amplification about `ratio` per level,
+//!   low read and space amplification.
 //! * Tiered (universal): every L0 table and every deeper level is a sorted
 //!   run. Runs of similar size are merged together (size-ratio trigger);
 //!   when the runs above the oldest outweigh it by `max_space_amp_percent`,
 //!   everything is merged. Less rewriting than leveled (lower write
 //!   amplification), at the price of more runs to read and more space.
+//!
+//! Files that a running compaction owns are `busy`: a leveled task never
+//! takes one, so compactions of disjoint key ranges run side by side.
+//! Tiered tasks take the newest runs whole; the engine runs one at a time.
 
 /// One table, as a picker sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +36,8 @@ pub struct FileInfo {
     pub smallest: Vec<u8>,
     /// Largest user key.
     pub largest: Vec<u8>,
+    /// A running compaction owns it.
+    pub busy: bool,
 }
 
 impl FileInfo {
@@ -44,7 +55,8 @@ pub struct TreeShape {
 }
 
 impl TreeShape {
-    fn level_bytes(&self, l: usize) -> u64 {
+    /// Bytes in level `l`.
+    pub fn level_bytes(&self, l: usize) -> u64 {
         self.levels
             .get(l)
             .map_or(0, |fs| fs.iter().map(|f| f.size).sum())
@@ -79,8 +91,14 @@ pub struct Task {
 
 /// A compaction policy.
 pub trait Picker: Send + Sync {
-    /// The next compaction, or `None` when the tree is in shape.
+    /// The next compaction, or `None` when the tree is in shape (or every
+    /// candidate is busy).
     fn pick(&self, tree: &TreeShape) -> Option<Task>;
+
+    /// Bytes the picker would still have to rewrite to bring the tree into
+    /// shape, roughly (RocksDB's "estimated pending compaction bytes"):
+    /// what write stalls watch.
+    fn pending_bytes(&self, tree: &TreeShape) -> u64;
 }
 
 fn key_range<'a>(files: impl IntoIterator<Item = &'a FileInfo>) -> Option<(Vec<u8>, Vec<u8>)> {
@@ -101,14 +119,17 @@ fn key_range<'a>(files: impl IntoIterator<Item = &'a FileInfo>) -> Option<(Vec<u
 /// Leveled compaction.
 #[derive(Clone, Debug)]
 pub struct LeveledPicker {
-    /// L0 files that trigger an L0 -> L1 compaction. Default 4.
+    /// L0 files that trigger an L0 compaction. Default 4.
     pub l0_trigger: usize,
-    /// Target size of L1. Default 256 MiB.
+    /// Target size of the level L0 compacts into. Default 256 MiB.
     pub base_bytes: u64,
     /// Size ratio between consecutive levels. Default 10.
     pub ratio: u64,
-    /// Number of levels. Default 7.
+    /// Number of levels, L0 included. Default 7.
     pub max_levels: usize,
+    /// Derive level targets from the largest level (see the module note).
+    /// Default true.
+    pub dynamic: bool,
 }
 
 impl Default for LeveledPicker {
@@ -118,53 +139,114 @@ impl Default for LeveledPicker {
             base_bytes: 256 << 20,
             ratio: 10,
             max_levels: 7,
+            dynamic: true,
         }
     }
 }
 
+/// Level targets: the level L0 compacts into and each level's size limit
+/// (0 for levels above that one, which should be empty).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LevelTargets {
+    /// The level L0 compacts into.
+    pub base_level: usize,
+    /// Byte limit per level (index 0 unused).
+    pub bytes: Vec<u64>,
+}
+
 impl LeveledPicker {
-    fn target(&self, level: usize) -> u64 {
-        let exp = u32::try_from(level.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.base_bytes
-            .saturating_mul(self.ratio.saturating_pow(exp))
+    /// Each level's target size.
+    pub fn targets(&self, tree: &TreeShape) -> LevelTargets {
+        let n = self.max_levels.max(2);
+        let ratio = self.ratio.max(2);
+        let mut bytes = vec![0u64; n];
+        if !self.dynamic {
+            for (l, b) in bytes.iter_mut().enumerate().skip(1) {
+                let exp = u32::try_from(l - 1).unwrap_or(u32::MAX);
+                *b = self.base_bytes.saturating_mul(ratio.saturating_pow(exp));
+            }
+            return LevelTargets {
+                base_level: 1,
+                bytes,
+            };
+        }
+        let last = n - 1;
+        let largest = (1..n).map(|l| tree.level_bytes(l)).max().unwrap_or(0);
+        let mut cur = largest.max(self.base_bytes);
+        let mut level = last;
+        bytes[last] = cur;
+        while level > 1 && cur > self.base_bytes {
+            level -= 1;
+            cur /= ratio;
+            bytes[level] = cur.max(1);
+        }
+        LevelTargets {
+            base_level: level,
+            bytes,
+        }
     }
 
-    /// Score per level (>= 1 means it needs compaction).
+    /// Score per level, L0 to the second-to-last (>= 1 means it needs
+    /// compaction). Busy files do not count: their compaction is under way.
     pub fn scores(&self, tree: &TreeShape) -> Vec<f64> {
-        (0..self.max_levels - 1)
+        let targets = self.targets(tree);
+        (0..self.max_levels.max(2) - 1)
             .map(|l| {
+                let files = tree.levels.get(l).map(Vec::as_slice).unwrap_or_default();
                 if l == 0 {
-                    tree.levels.first().map_or(0, |fs| fs.len()) as f64 / self.l0_trigger as f64
+                    files.len() as f64 / self.l0_trigger.max(1) as f64
                 } else {
-                    tree.level_bytes(l) as f64 / self.target(l) as f64
+                    let idle: u64 = files.iter().filter(|f| !f.busy).map(|f| f.size).sum();
+                    match targets.bytes[l] {
+                        // Above the base level: anything here moves down.
+                        0 if idle > 0 => 1e9,
+                        0 => 0.0,
+                        t => idle as f64 / t as f64,
+                    }
                 }
             })
             .collect()
     }
-}
 
-impl Picker for LeveledPicker {
-    fn pick(&self, tree: &TreeShape) -> Option<Task> {
-        let scores = self.scores(tree);
-        let (level, score) = scores
-            .iter()
-            .copied()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        if score < 1.0 {
-            return None;
-        }
+    /// The task that compacts `level`, if no file it needs is busy.
+    fn task_for(&self, tree: &TreeShape, level: usize, score: f64, base: usize) -> Option<Task> {
         let files = tree.levels.get(level)?;
-        // L0 files overlap each other: take them all. Deeper: the largest
-        // file, which frees the most space per rewrite.
         let chosen: Vec<&FileInfo> = if level == 0 {
+            // L0 files overlap each other: all of them, in one compaction.
+            if files.is_empty() || files.iter().any(|f| f.busy) {
+                return None;
+            }
             files.iter().collect()
         } else {
-            files.iter().max_by_key(|f| f.size).into_iter().collect()
+            // The idle file that drags the fewest next-level bytes along.
+            let mut best: Option<(u128, &FileInfo)> = None;
+            for f in files.iter().filter(|f| !f.busy) {
+                let below = tree.overlapping(level + 1, &f.smallest, &f.largest);
+                if below.iter().any(|b| b.busy) {
+                    continue;
+                }
+                let over: u64 = below.iter().map(|b| b.size).sum();
+                let ratio = u128::from(over) * 1024 / u128::from(f.size.max(1));
+                if best.is_none_or(|(r, _)| ratio < r) {
+                    best = Some((ratio, f));
+                }
+            }
+            vec![best?.1]
+        };
+        let next = if level == 0 {
+            // Never below a non-empty level between L0 and the base level:
+            // newer versions must stay above older ones.
+            (1..base)
+                .find(|&l| tree.levels.get(l).is_some_and(|fs| !fs.is_empty()))
+                .unwrap_or(base)
+        } else {
+            level + 1
         };
         let (lo, hi) = key_range(chosen.iter().copied())?;
-        let next = level + 1;
         let below = tree.overlapping(next, &lo, &hi);
+        if below.iter().any(|f| f.busy) {
+            return None;
+        }
         // The merged range may reach further than the chosen files alone.
         let (lo, hi) = key_range(chosen.iter().copied().chain(below.iter().copied()))?;
         let mut inputs = vec![(level, chosen.iter().map(|f| f.number).collect())];
@@ -177,6 +259,35 @@ impl Picker for LeveledPicker {
             bottom: tree.is_bottom(next, &lo, &hi),
             reason: format!("L{level} score {score:.2}"),
         })
+    }
+}
+
+impl Picker for LeveledPicker {
+    fn pick(&self, tree: &TreeShape) -> Option<Task> {
+        let base = self.targets(tree).base_level;
+        let mut scores: Vec<(usize, f64)> = self.scores(tree).into_iter().enumerate().collect();
+        scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scores
+            .into_iter()
+            .take_while(|&(_, s)| s >= 1.0)
+            .find_map(|(level, score)| self.task_for(tree, level, score, base))
+    }
+
+    fn pending_bytes(&self, tree: &TreeShape) -> u64 {
+        let targets = self.targets(tree);
+        let mut total = 0u64;
+        if tree.levels.first().map_or(0, Vec::len) >= self.l0_trigger {
+            total = total.saturating_add(tree.level_bytes(0));
+        }
+        // Bytes over a level's target move down and rewrite about `ratio`
+        // times as much of the next level (RocksDB's estimate).
+        for l in 1..self.max_levels.max(2) - 1 {
+            let excess = tree.level_bytes(l).saturating_sub(targets.bytes[l]);
+            if excess > 0 {
+                total = total.saturating_add(excess.saturating_mul(self.ratio + 1));
+            }
+        }
+        total
     }
 }
 
@@ -237,7 +348,19 @@ fn runs(tree: &TreeShape) -> Vec<Run> {
 }
 
 impl Picker for TieredPicker {
+    fn pending_bytes(&self, tree: &TreeShape) -> u64 {
+        let runs = runs(tree);
+        if runs.len() < self.run_trigger.max(2) {
+            return 0;
+        }
+        runs[..runs.len() - 1].iter().map(|r| r.bytes).sum()
+    }
+
     fn pick(&self, tree: &TreeShape) -> Option<Task> {
+        // Tasks take the newest runs whole, so one runs at a time.
+        if tree.levels.iter().flatten().any(|f| f.busy) {
+            return None;
+        }
         let runs = runs(tree); // newest first
         if runs.len() < self.run_trigger.max(2) {
             return None;
@@ -311,6 +434,7 @@ mod tests {
             size,
             smallest: lo.as_bytes().to_vec(),
             largest: hi.as_bytes().to_vec(),
+            busy: false,
         }
     }
 
@@ -321,6 +445,7 @@ mod tests {
             base_bytes: 1000,
             ratio: 10,
             max_levels: 4,
+            dynamic: false,
         };
         let mut tree = TreeShape {
             levels: vec![
@@ -348,6 +473,7 @@ mod tests {
             base_bytes: 100,
             ratio: 10,
             max_levels: 4,
+            dynamic: false,
         };
         let tree = TreeShape {
             levels: vec![
@@ -357,13 +483,61 @@ mod tests {
                 vec![f(4, 10, "a", "b")],
             ],
         };
-        // L1: 390/100 = 3.9; L2: 500/1000 = 0.5.
+        // L1: 390/100 = 3.9; L2: 500/1000 = 0.5. File 1 overlaps
+        // nothing in L2: moving it costs no rewriting.
         let t = p.pick(&tree).expect("L1 over target");
-        assert_eq!(t.inputs, vec![(1, vec![2]), (2, vec![3])]);
+        assert_eq!(t.inputs, vec![(1, vec![1])]);
         assert_eq!(t.output_level, 2);
-        assert!(t.bottom, "L3 holds nothing in [d, z]");
+        assert!(!t.bottom, "L3 holds [a, b]");
         let s = p.scores(&tree);
         assert!((s[1] - 3.9).abs() < 1e-9);
+        // With file 1 busy, file 2 goes, with the L2 file it overlaps.
+        let mut busy = tree.clone();
+        busy.levels[1][0].busy = true;
+        let t = p.pick(&busy).expect("L1 still over target");
+        assert_eq!(t.inputs, vec![(1, vec![2]), (2, vec![3])]);
+        assert!(t.bottom, "L3 holds nothing in [d, z]");
+        // And with the L2 file busy too, nothing can go.
+        busy.levels[2][0].busy = true;
+        assert_eq!(p.pick(&busy), None);
+    }
+
+    #[test]
+    fn dynamic_level_targets_grow_from_the_largest_level() {
+        let p = LeveledPicker {
+            l0_trigger: 4,
+            base_bytes: 100,
+            ratio: 10,
+            max_levels: 5,
+            dynamic: true,
+        };
+        // Empty tree: L0 goes straight to the last level.
+        let empty = TreeShape {
+            levels: vec![vec![]; 5],
+        };
+        let t = p.targets(&empty);
+        assert_eq!(t.base_level, 4);
+        assert_eq!(t.bytes, vec![0, 0, 0, 0, 100]);
+        // 5000 bytes at the bottom: 500 above it, 50 above that (<= 100).
+        let mut tree = empty.clone();
+        tree.levels[4] = vec![f(1, 5000, "a", "z")];
+        let t = p.targets(&tree);
+        assert_eq!(
+            (t.base_level, t.bytes.clone()),
+            (2, vec![0, 0, 50, 500, 5000])
+        );
+        // Four L0 files go to the base level, not L1.
+        tree.levels[0] = (10..14).map(|n| f(n, 10, "a", "c")).collect();
+        let task = p.pick(&tree).expect("L0 at trigger");
+        assert_eq!(task.output_level, 2);
+        // Data left in a level above the base level moves down first.
+        tree.levels[1] = vec![f(5, 1, "x", "y")];
+        let s = p.scores(&tree);
+        assert!(s[1] > s[0]);
+        assert!(
+            p.pending_bytes(&tree) >= 40,
+            "L0 at its trigger is pending work"
+        );
     }
 
     #[test]
@@ -459,6 +633,7 @@ mod tests {
             size,
             smallest,
             largest,
+            busy: false,
         }
     }
 
@@ -469,24 +644,48 @@ mod tests {
         })]
 
         #[test]
-        fn leveled_tasks_take_every_overlapping_file_below(t in tree(), base in 50u64..2000) {
-            let p = LeveledPicker { l0_trigger: 3, base_bytes: base, ratio: 4, max_levels: t.levels.len() + 1 };
+        fn leveled_tasks_take_every_overlapping_file_below(
+            mut t in tree(),
+            base in 50u64..2000,
+            dynamic in any::<bool>(),
+            busy in prop::collection::vec(any::<bool>(), 64),
+        ) {
+            for (i, f) in t.levels.iter_mut().flatten().enumerate() {
+                f.busy = busy[i % busy.len()] && i % 3 == 0;
+            }
+            let p = LeveledPicker { l0_trigger: 3, base_bytes: base, ratio: 4, max_levels: t.levels.len() + 1, dynamic };
             let scores = p.scores(&t);
+            let base_level = p.targets(&t).base_level;
+            let is_busy = |n: u64| t.levels.iter().flatten().any(|f| f.number == n && f.busy);
             match p.pick(&t) {
-                None => prop_assert!(scores.iter().all(|&s| s < 1.0)),
+                None => {
+                    // Nothing over target, or every candidate blocked by a busy file.
+                    let any_busy = t.levels.iter().flatten().any(|f| f.busy);
+                    prop_assert!(any_busy || scores.iter().all(|&s| s < 1.0));
+                }
                 Some(task) => {
                     let level = task.inputs[0].0;
-                    prop_assert_eq!(task.output_level, level + 1);
-                    prop_assert!(scores[level] >= 1.0 && scores.iter().all(|&s| s <= scores[level]));
+                    prop_assert!(scores[level] >= 1.0);
+                    prop_assert!(task.inputs.iter().flat_map(|(_, ns)| ns).all(|&n| !is_busy(n)), "a busy file was taken");
+                    let next = task.output_level;
+                    if level == 0 {
+                        let want = (1..base_level).find(|&l| !t.levels[l].is_empty()).unwrap_or(base_level);
+                        prop_assert_eq!(next, want);
+                        prop_assert_eq!(task.inputs[0].1.len(), t.levels[0].len(), "L0 goes down whole");
+                    } else {
+                        prop_assert_eq!(next, level + 1);
+                    }
+                    // Levels between the input and the output are empty.
+                    prop_assert!((level + 1..next).all(|l| t.levels[l].is_empty()));
                     let chosen: Vec<&FileInfo> = t.levels[level].iter().filter(|f| task.inputs[0].1.contains(&f.number)).collect();
                     let (lo, hi) = key_range(chosen.iter().copied()).expect("inputs");
-                    let want: Vec<u64> = t.overlapping(level + 1, &lo, &hi).iter().map(|f| f.number).collect();
+                    let want: Vec<u64> = t.overlapping(next, &lo, &hi).iter().map(|f| f.number).collect();
                     let got: Vec<u64> = task.inputs.get(1).map(|x| x.1.clone()).unwrap_or_default();
                     prop_assert_eq!(got, want);
                     // Bottom only if no deeper level overlaps what is written.
                     let all: Vec<&FileInfo> = task.inputs.iter().flat_map(|(l, ns)| t.levels[*l].iter().filter(move |f| ns.contains(&f.number))).collect();
                     let (lo, hi) = key_range(all).expect("inputs");
-                    let deeper_overlap = (level + 2..t.levels.len()).any(|l| !t.overlapping(l, &lo, &hi).is_empty());
+                    let deeper_overlap = (next + 1..t.levels.len()).any(|l| !t.overlapping(l, &lo, &hi).is_empty());
                     prop_assert_eq!(task.bottom, !deeper_overlap);
                 }
             }
