@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dir.path().join("db"),
         Options::default(),
     )?;
-    db.put(b"k", b"v", WriteOptions { sync: true })?; // durable when this returns
+    db.put(b"k", b"v", WriteOptions::sync(true))?; // durable when this returns
     let snap = db.snapshot();
     let mut b = WriteBatch::new();
     b.put(b"k", b"v2").delete(b"old");

@@ -22,10 +22,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A background flush failed; writes are refused until a reopen
-    /// recovers from the WAL.
-    #[error("background flush failed earlier ({0}); the database is read-only until reopened")]
+    /// A background flush or compaction failed; writes are refused until
+    /// a reopen recovers from the WAL and the manifest.
+    #[error("background work failed earlier ({0}); the database is read-only until reopened")]
     Background(String),
+    /// The write would have to wait for compaction to catch up and the
+    /// caller asked not to (`WriteOptions::no_slowdown`).
+    #[error("write stalled: {0}")]
+    WriteStall(String),
     /// The database was closed.
     #[error("the database is closed")]
     Closed,

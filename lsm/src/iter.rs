@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::key::{self, Kind};
 use crate::memtable::{InternalKey, Memtable};
 use crate::range_del::RangeTombstone;
-use crate::table::TableIter;
+use crate::table::{Table, TableIter};
 use crate::{Error, Result};
 
 /// A cursor over internal keys in [`key::compare`] order.
@@ -123,6 +123,141 @@ impl InternalIterator for TableIter {
     }
     fn error(&self) -> Option<String> {
         TableIter::error(self).map(|e| e.to_string())
+    }
+}
+
+/// One table of a sorted level, with its user-key upper bound.
+#[derive(Clone)]
+pub struct LevelFile {
+    /// The table.
+    pub table: Arc<Table>,
+    /// Its largest user key.
+    pub largest: Vec<u8>,
+    /// Whether `largest` itself is outside the table (a range tombstone's
+    /// exclusive end).
+    pub largest_exclusive: bool,
+}
+
+impl LevelFile {
+    /// Whether every key of the table is below `user_key`.
+    pub fn before(&self, user_key: &[u8]) -> bool {
+        match self.largest.as_slice().cmp(user_key) {
+            Ordering::Less => true,
+            Ordering::Equal => self.largest_exclusive,
+            Ordering::Greater => false,
+        }
+    }
+}
+
+/// A cursor over a level of non-overlapping tables sorted by key: one
+/// table open at a time, so a merge over a deep tree compares one cursor
+/// per level, not one per table.
+pub struct LevelIter {
+    files: Vec<LevelFile>,
+    idx: usize,
+    cur: Option<TableIter>,
+}
+
+impl LevelIter {
+    /// A cursor over `files` (sorted, non-overlapping).
+    pub fn new(files: Vec<LevelFile>) -> Self {
+        LevelIter {
+            files,
+            idx: 0,
+            cur: None,
+        }
+    }
+
+    fn open(&mut self, i: usize) -> bool {
+        self.idx = i;
+        self.cur = self.files.get(i).map(|f| f.table.iter());
+        self.cur.is_some()
+    }
+
+    fn stuck(&self) -> bool {
+        self.cur
+            .as_ref()
+            .is_some_and(|c| !c.valid() && c.error().is_none())
+    }
+
+    fn skip_forward(&mut self) {
+        while self.stuck() {
+            if !self.open(self.idx + 1) {
+                return;
+            }
+            if let Some(c) = self.cur.as_mut() {
+                c.seek_to_first();
+            }
+        }
+    }
+
+    fn skip_backward(&mut self) {
+        while self.stuck() {
+            if self.idx == 0 {
+                self.cur = None;
+                return;
+            }
+            self.open(self.idx - 1);
+            if let Some(c) = self.cur.as_mut() {
+                c.seek_to_last();
+            }
+        }
+    }
+}
+
+impl InternalIterator for LevelIter {
+    fn valid(&self) -> bool {
+        self.cur.as_ref().is_some_and(|c| c.valid())
+    }
+    fn key(&self) -> &[u8] {
+        self.cur.as_ref().map_or(&[], |c| c.key())
+    }
+    fn value(&self) -> &[u8] {
+        self.cur.as_ref().map_or(&[], |c| c.value())
+    }
+    fn seek_to_first(&mut self) {
+        if self.open(0) {
+            if let Some(c) = self.cur.as_mut() {
+                c.seek_to_first();
+            }
+            self.skip_forward();
+        }
+    }
+    fn seek_to_last(&mut self) {
+        if let Some(last) = self.files.len().checked_sub(1) {
+            self.open(last);
+            if let Some(c) = self.cur.as_mut() {
+                c.seek_to_last();
+            }
+            self.skip_backward();
+        }
+    }
+    fn seek(&mut self, target: &[u8]) {
+        let uk = key::user_key(target);
+        let i = self.files.partition_point(|f| f.before(uk));
+        if self.open(i) {
+            if let Some(c) = self.cur.as_mut() {
+                c.seek(target);
+            }
+            self.skip_forward();
+        }
+    }
+    fn next(&mut self) {
+        if let Some(c) = self.cur.as_mut() {
+            c.next();
+        }
+        self.skip_forward();
+    }
+    fn prev(&mut self) {
+        if let Some(c) = self.cur.as_mut() {
+            c.prev();
+        }
+        self.skip_backward();
+    }
+    fn error(&self) -> Option<String> {
+        self.cur
+            .as_ref()
+            .and_then(|c| c.error().map(|e| e.to_string()))
     }
 }
 

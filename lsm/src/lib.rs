@@ -19,9 +19,12 @@
 //! damaged block is [`Error::Corruption`] naming file and offset, never
 //! wrong data. Tables leave the disk when no version or iterator uses them.
 //!
-//! Still to come (issue #4): levels, leveled and tiered compaction, write
-//! stalls beyond "one memtable flushing", statistics. `compact_range` today
-//! merges every table into one sorted run.
+//! Compaction runs on background threads, leveled or tiered
+//! ([`CompactionStyle`]; policies in [`picker`]), over levels L0..Ln kept
+//! in the manifest. Writers meet backpressure instead of an unbounded
+//! tree: too many memtables, L0 files or pending compaction bytes slow
+//! them down or make them wait, and [`DbStats`] counts every stall along
+//! with per-level sizes, reads and writes and the amplification figures.
 
 #![deny(clippy::unwrap_used)]
 
@@ -39,7 +42,9 @@ pub mod range_del;
 pub mod table;
 
 pub use batch::WriteBatch;
-pub use db::{Db, DbStats, LevelStats, Options, Snapshot, WriteOptions};
+pub use db::{
+    CompactionStyle, Db, DbStats, LevelStats, Options, Snapshot, StallStats, WriteOptions,
+};
 pub use error::{Error, Result};
 pub use iter::{DbIterator, ReadOptions};
 pub use strata_wal as wal;

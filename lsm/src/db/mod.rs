@@ -1,0 +1,943 @@
+//! The engine: `Db::open`, writes through the WAL into the memtable,
+//! background flushes to L0 tables, background compactions (leveled or
+//! tiered) recorded in the manifest, point reads and iterators at a
+//! snapshot, write stalls, and recovery.
+//!
+//! Directory layout: `STRATA` (identity and format version), `LOCK`
+//! (exclusive lock), `wal/` (the write-ahead log), `manifest/` (version
+//! edits), `<number:06>.sst` (tables).
+//!
+//! Write path: under the write lock a batch gets consecutive sequence
+//! numbers, goes to the WAL (written to the OS) and into the memtable, and
+//! becomes visible; a `sync` write then waits, outside the lock, until the
+//! WAL has fsynced it, so concurrent synced writers share one fsync. A
+//! full memtable becomes immutable and the flush thread writes it to an L0
+//! table, fsyncs it and the directory, records it in the manifest with the
+//! WAL LSN it covers, and releases older WAL segments.
+//!
+//! Backpressure, as in RocksDB: when every memtable is full, or L0 holds
+//! `level0_stop_writes_trigger` files, or the compaction debt passes the
+//! hard limit, writers wait; at the slowdown triggers each write is
+//! delayed so writers together get `delayed_write_rate`. Every wait is
+//! counted in [`DbStats::stalls`].
+
+mod compact;
+mod options;
+mod stats;
+mod version;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use strata_io::{FileLock, OpenOptions, StorageRef};
+use strata_wal::{Lsn, SyncPolicy, Wal, WalOptions};
+
+use crate::batch::{self, BatchEntry, BatchOp, WriteBatch};
+use crate::cache::{BlockCache, CacheStats};
+use crate::iter::{DbIterator, InternalIterator, LevelIter, MemIter, MergingIter, ReadOptions};
+use crate::key::Kind;
+use crate::manifest::{Edit, Manifest, TableMeta};
+use crate::memtable::Memtable;
+use crate::picker::{LeveledPicker, Picker};
+use crate::range_del;
+use crate::table::{Table, TableBuilder};
+use crate::{Error, Result};
+
+pub use options::{CompactionStyle, Options, WriteOptions};
+pub use stats::{DbStats, LevelStats, StallStats};
+
+use compact::RateLimiter;
+use stats::{Counters, StallCause};
+use version::{sort_level, Sst, Version};
+
+const IDENTITY: &str = "STRATA";
+const IDENTITY_CONTENTS: &[u8] = b"strata-db format 1\n";
+
+/// How long a waiting thread sleeps before it looks again (a safety net:
+/// every state change also wakes waiters).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Write-stall state, recomputed whenever the tables change.
+const STALL_NONE: u8 = 0;
+const STALL_L0_SLOW: u8 = 1;
+const STALL_PENDING_SLOW: u8 = 2;
+const STALL_L0_STOP: u8 = 3;
+const STALL_PENDING_STOP: u8 = 4;
+
+/// Background work: the flush thread and the compaction threads.
+struct BgState {
+    closing: bool,
+    /// The first failure of a flush or compaction; writes are refused.
+    error: Option<String>,
+    /// Files owned by running compactions.
+    busy: HashSet<u64>,
+    /// Compactions running.
+    running: usize,
+    /// A manual compaction runs or waits: no new automatic ones start.
+    manual: bool,
+}
+
+/// State serialised by the write lock.
+struct WriteState {
+    /// Bytes written while slowed down and not yet paid for by a sleep.
+    delay_debt: u64,
+}
+
+struct Inner {
+    storage: StorageRef,
+    dir: PathBuf,
+    opts: Options,
+    picker: Box<dyn Picker>,
+    wal: Wal,
+    manifest: Mutex<Manifest>,
+    write: Mutex<WriteState>,
+    last_seq: AtomicU64,
+    version: RwLock<Arc<Version>>,
+    bg: Mutex<BgState>,
+    /// Signalled on every change of versions and background state.
+    bg_cv: Condvar,
+    stall: AtomicU8,
+    snapshots: Mutex<BTreeMap<u64, usize>>,
+    cache: Option<Arc<BlockCache>>,
+    limiter: RateLimiter,
+    stats: Counters,
+    closed: AtomicBool,
+    _lock: FileLock,
+}
+
+/// A key-value database. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+    threads: Arc<Threads>,
+}
+
+/// A consistent read view: reads through it see the database as of its
+/// creation, and compactions keep the versions it needs. Released on drop.
+pub struct Snapshot {
+    seq: u64,
+    inner: Arc<Inner>,
+}
+
+impl Snapshot {
+    /// The sequence number it reads at.
+    pub fn seqno(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut s = self.inner.snapshots.lock();
+        if let Some(n) = s.get_mut(&self.seq) {
+            *n -= 1;
+            if *n == 0 {
+                s.remove(&self.seq);
+            }
+        }
+    }
+}
+
+/// Applies one batch entry to a memtable at sequence number `seq`.
+fn apply(mem: &Memtable, e: &BatchEntry<'_>, seq: u64) {
+    match e.op {
+        BatchOp::Put => mem.insert(e.key, seq, Kind::Put, e.value),
+        BatchOp::Delete => mem.insert(e.key, seq, Kind::Delete, &[]),
+        BatchOp::DeleteRange => mem.delete_range(e.key, e.value, seq),
+    }
+}
+
+fn table_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:06}.sst"))
+}
+
+impl Db {
+    /// Opens the database in `dir`, creating it if allowed, and recovers:
+    /// the manifest names the tables and their levels, and WAL records
+    /// newer than the last flush are replayed into the memtable (a torn
+    /// WAL tail is cut off).
+    pub fn open(storage: StorageRef, dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let exists = storage.exists(&dir)?;
+        if !exists && !opts.create_if_missing {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no database here (create_if_missing is off)",
+                dir.display()
+            )));
+        }
+        storage.create_dir_all(&dir)?;
+        let lock = storage.lock(&dir.join("LOCK")).map_err(|e| match e {
+            strata_io::Error::Locked { path } => Error::InvalidArgument(format!(
+                "{}: the database is open in another process or handle",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
+        let identity = dir.join(IDENTITY);
+        if storage.exists(&identity)? {
+            let f = storage.open(&identity, OpenOptions::existing())?;
+            if f.read_all()? != IDENTITY_CONTENTS {
+                return Err(Error::corruption(
+                    &identity,
+                    0,
+                    "not a Strata database identity file",
+                ));
+            }
+        } else {
+            let others: Vec<String> = storage
+                .list_dir(&dir)?
+                .into_iter()
+                .filter(|n| n != "LOCK")
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: not a Strata database (it holds {} and no {IDENTITY} file)",
+                    dir.display(),
+                    others.join(", ")
+                )));
+            }
+            if !opts.create_if_missing {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: no database here",
+                    dir.display()
+                )));
+            }
+            strata_io::write_file_atomic(&*storage, &identity, IDENTITY_CONTENTS)?;
+        }
+
+        let cache =
+            (opts.block_cache_size > 0).then(|| Arc::new(BlockCache::new(opts.block_cache_size)));
+        let manifest = Manifest::open(storage.clone(), &dir.join("manifest"))?;
+        let state = manifest.state().clone();
+        let mut levels: Vec<Vec<Arc<Sst>>> = vec![Vec::new(); opts.num_levels];
+        for meta in state.tables.values() {
+            let level = meta.level as usize;
+            let path = table_path(&dir, meta.number);
+            let Some(slot) = levels.get_mut(level) else {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: table {} is in level {level} but num_levels is {}",
+                    dir.display(),
+                    meta.number,
+                    opts.num_levels
+                )));
+            };
+            let f = storage.open(&path, OpenOptions::existing()).map_err(|e| {
+                if e.is_not_found() {
+                    Error::corruption(&path, 0, "table named by the manifest is missing")
+                } else {
+                    e.into()
+                }
+            })?;
+            let table = Arc::new(open_table(f, cache.as_ref(), meta.number)?);
+            slot.push(Arc::new(Sst::new(table, meta.number)));
+        }
+        for (l, fs) in levels.iter_mut().enumerate() {
+            sort_level(l, fs);
+        }
+        // Files a crash left behind (a flush or compaction that never
+        // reached the manifest).
+        for name in storage.list_dir(&dir)? {
+            if let Some(num) = name
+                .strip_suffix(".sst")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                if !state.tables.keys().any(|(_, n)| *n == num) {
+                    storage.remove_file(&dir.join(&name))?;
+                }
+            }
+        }
+
+        let mem = Arc::new(Memtable::new());
+        let mut last_seq = state.last_seq;
+        let log_lsn = state.log_lsn;
+        let wal_opts = WalOptions {
+            sync: SyncPolicy::Never,
+            ..WalOptions::default()
+        };
+        let wal_dir = dir.join("wal");
+        let (wal, _) = Wal::open(storage.clone(), &wal_dir, wal_opts, |lsn, rec| {
+            if lsn <= log_lsn {
+                return Ok(());
+            }
+            let (first, entries) =
+                batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
+                    path: wal_dir.clone(),
+                    offset: 0,
+                    reason: format!("WAL record {lsn} is not a write batch: {r}"),
+                })?;
+            for (i, e) in entries.iter().enumerate() {
+                apply(&mem, e, first + i as u64);
+            }
+            last_seq = last_seq.max(first + entries.len() as u64 - 1);
+            Ok(())
+        })?;
+
+        let version = Version {
+            mem,
+            imms: Vec::new(),
+            levels,
+        };
+        if let Some((l, a, b)) = version.overlap_in_level() {
+            return Err(Error::corruption(
+                &dir.join("manifest"),
+                0,
+                format!("tables {a} and {b} overlap in level {l}"),
+            ));
+        }
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            picker: opts.picker(),
+            limiter: RateLimiter::new(opts.rate_limit_bytes_per_sec),
+            stats: Counters::new(opts.num_levels),
+            opts,
+            wal,
+            manifest: Mutex::new(manifest),
+            write: Mutex::new(WriteState { delay_debt: 0 }),
+            last_seq: AtomicU64::new(last_seq),
+            version: RwLock::new(Arc::new(version)),
+            bg: Mutex::new(BgState {
+                closing: false,
+                error: None,
+                busy: HashSet::new(),
+                running: 0,
+                manual: false,
+            }),
+            bg_cv: Condvar::new(),
+            stall: AtomicU8::new(STALL_NONE),
+            snapshots: Mutex::new(Default::default()),
+            cache,
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        });
+        inner.update_stall();
+        let threads = Arc::new(Threads {
+            inner: inner.clone(),
+            handles: Mutex::new(Vec::new()),
+        });
+        threads.spawn("strata-flush", {
+            let w = inner.clone();
+            move || w.flush_loop()
+        })?;
+        for i in 0..inner.opts.max_background_compactions {
+            let w = inner.clone();
+            threads.spawn(&format!("strata-compact-{i}"), move || w.compaction_loop())?;
+        }
+        Ok(Db { inner, threads })
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8], opts: WriteOptions) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(&b, opts)
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &[u8], opts: WriteOptions) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(&b, opts)
+    }
+
+    /// Applies a batch atomically: after a crash it is there whole or not
+    /// at all; readers see all of it or none.
+    pub fn write(&self, b: &WriteBatch, opts: WriteOptions) -> Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let inner = &*self.inner;
+        inner.check_open()?;
+        inner.check_bg_error()?;
+        let lsn = {
+            let mut w = inner.write.lock();
+            inner.throttle(&mut w, b.payload_bytes(), opts.no_slowdown)?;
+            let first = inner.last_seq.load(Ordering::Acquire) + 1;
+            let rec = b.encode(first);
+            let lsn = inner.wal.append(&rec)?;
+            inner
+                .stats
+                .user_bytes
+                .fetch_add(b.payload_bytes(), Ordering::Relaxed);
+            let v = inner.version.read().clone();
+            let (_, entries) = batch::decode(&rec)
+                .map_err(|r| Error::InvalidArgument(format!("batch encoding: {r}")))?;
+            for (i, e) in entries.iter().enumerate() {
+                apply(&v.mem, e, first + i as u64);
+            }
+            inner
+                .last_seq
+                .store(first + entries.len() as u64 - 1, Ordering::Release);
+            if v.mem.approximate_bytes() >= inner.opts.write_buffer_size {
+                inner.switch_memtable(lsn)?;
+            }
+            lsn
+        };
+        if opts.sync || inner.opts.sync_by_default {
+            inner.wal.wait_durable(lsn)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key in `[start, end)` (nothing if `start >= end`).
+    pub fn delete_range(&self, start: &[u8], end: &[u8], opts: WriteOptions) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        b.delete_range(start, end);
+        self.write(&b, opts)
+    }
+
+    /// The newest value of `key` (as of `snapshot` if given).
+    pub fn get(&self, key: &[u8], snapshot: Option<&Snapshot>) -> Result<Option<Vec<u8>>> {
+        let seq = match snapshot {
+            Some(s) => s.seq,
+            None => self.inner.last_seq.load(Ordering::Acquire),
+        };
+        let stats = &self.inner.stats;
+        stats.gets.fetch_add(1, Ordering::Relaxed);
+        let v = self.inner.version.read().clone();
+        // The newest range tombstone over `key`, from every source.
+        let mut hidden_below = v.mem.max_covering(key, seq);
+        for (imm, _) in &v.imms {
+            hidden_below = hidden_below.max(imm.max_covering(key, seq));
+        }
+        for f in v.tables_for_key(key) {
+            hidden_below = hidden_below.max(range_del::max_covering(
+                f.table.range_tombstones(),
+                key,
+                seq,
+            ));
+        }
+        // The newest point version: the first source, newest first, that
+        // has one (see the version invariants).
+        let mut best = v.mem.get_entry(key, seq);
+        for (imm, _) in &v.imms {
+            if best.is_some() {
+                break;
+            }
+            best = imm.get_entry(key, seq);
+        }
+        if best.is_none() {
+            for f in v.tables_for_key(key) {
+                if !f.table.may_contain(key) {
+                    stats.bloom_skips.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                stats.tables_probed.fetch_add(1, Ordering::Relaxed);
+                if let Some(e) = f.table.get_entry_unfiltered(key, seq)? {
+                    best = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(match best {
+            Some((s, Kind::Put, value)) if s > hidden_below => Some(value),
+            _ => None,
+        })
+    }
+
+    /// A cursor over the live keys, at `opts.snapshot` (or now), within
+    /// the bounds or prefix, forwards and backwards.
+    pub fn iter(&self, opts: ReadOptions) -> DbIterator {
+        let seq = opts
+            .snapshot
+            .unwrap_or_else(|| self.inner.last_seq.load(Ordering::Acquire));
+        let v = self.inner.version.read().clone();
+        let mut children: Vec<Box<dyn InternalIterator>> =
+            vec![Box::new(MemIter::new(v.mem.clone()))];
+        let mut tombstones = v.mem.range_tombstones();
+        for (imm, _) in &v.imms {
+            children.push(Box::new(MemIter::new(imm.clone())));
+            tombstones.extend(imm.range_tombstones());
+        }
+        for (l, files) in v.levels.iter().enumerate() {
+            for f in files {
+                tombstones.extend(f.table.range_tombstones().iter().cloned());
+            }
+            if l == 0 {
+                for f in files {
+                    children.push(Box::new(f.table.iter()));
+                }
+            } else if !files.is_empty() {
+                children.push(Box::new(LevelIter::new(
+                    files.iter().map(|f| f.level_file()).collect(),
+                )));
+            }
+        }
+        tombstones.retain(|t| t.seqno <= seq);
+        let pin: Arc<dyn Send + Sync> = v;
+        DbIterator::new(MergingIter::new(children), seq, opts, tombstones, vec![pin])
+    }
+
+    /// A read view of the database as it is now.
+    pub fn snapshot(&self) -> Snapshot {
+        let seq = self.inner.last_seq.load(Ordering::Acquire);
+        *self.inner.snapshots.lock().entry(seq).or_insert(0) += 1;
+        Snapshot {
+            seq,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Writes the memtables to tables and waits until they are in the manifest.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        {
+            let _w = inner.write.lock();
+            if !inner.version.read().mem.is_empty() {
+                let lsn = inner.wal.last_lsn();
+                inner.switch_memtable(lsn)?;
+            }
+        }
+        inner.wait_flushed()
+    }
+
+    /// Compacts every table holding keys in `[start, end]` (`None`: no
+    /// bound) down to one level, dropping versions no snapshot can see,
+    /// deletes that hide nothing any more and what range deletes cover.
+    /// Flushes the memtables first and waits for running compactions.
+    /// Tiered (universal) compaction merges every run whatever the range.
+    pub fn compact_range(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
+        self.flush()?;
+        self.inner.manual_compaction(start, end)
+    }
+
+    /// Waits until no flush or compaction is running or due (RocksDB's
+    /// `WaitForCompact`): the tree is in the shape the options ask for.
+    pub fn wait_for_compactions(&self) -> Result<()> {
+        self.inner.wait_idle()
+    }
+
+    /// Counters since open, the tree's shape and the amplification figures.
+    /// `Display` prints them as a report.
+    pub fn stats(&self) -> DbStats {
+        let inner = &*self.inner;
+        let c = &inner.stats;
+        let v = inner.version.read().clone();
+        let shape = v.shape(&HashSet::new());
+        let targets = match inner.opts.compaction_style {
+            CompactionStyle::Level => Some(
+                LeveledPicker {
+                    l0_trigger: inner.opts.level0_file_num_compaction_trigger,
+                    base_bytes: inner.opts.max_bytes_for_level_base,
+                    ratio: inner.opts.max_bytes_for_level_multiplier,
+                    max_levels: inner.opts.num_levels,
+                    dynamic: inner.opts.level_compaction_dynamic_level_bytes,
+                }
+                .targets(&shape),
+            ),
+            CompactionStyle::Universal => None,
+        };
+        let load = |a: &[AtomicU64], i: usize| a.get(i).map_or(0, |x| x.load(Ordering::Relaxed));
+        let levels = v
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(l, fs)| LevelStats {
+                files: fs.len() as u64,
+                bytes: fs.iter().map(|f| f.size()).sum(),
+                target_bytes: targets
+                    .as_ref()
+                    .and_then(|t| t.bytes.get(l).copied())
+                    .filter(|_| l > 0)
+                    .unwrap_or(0),
+                read_bytes: load(&c.level_read, l),
+                write_bytes: load(&c.level_written, l),
+                compactions: load(&c.level_compactions, l),
+            })
+            .collect();
+        let stall = |cause: StallCause| {
+            (
+                c.stall_counts[cause.index()].load(Ordering::Relaxed),
+                c.stall_micros[cause.index()].load(Ordering::Relaxed),
+            )
+        };
+        DbStats {
+            levels,
+            user_bytes: c.user_bytes.load(Ordering::Relaxed),
+            wal_bytes: inner.wal.stats().bytes_written,
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flushed_bytes: c.flushed_bytes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            compacted_bytes: c.compacted_bytes.load(Ordering::Relaxed),
+            compaction_read_bytes: c.compaction_read_bytes.load(Ordering::Relaxed),
+            compaction_micros: c.compaction_micros.load(Ordering::Relaxed),
+            running_compactions: inner.bg.lock().running as u64,
+            pending_compaction_bytes: inner.picker.pending_bytes(&shape),
+            gets: c.gets.load(Ordering::Relaxed),
+            tables_probed: c.tables_probed.load(Ordering::Relaxed),
+            bloom_skips: c.bloom_skips.load(Ordering::Relaxed),
+            stalls: StallStats {
+                memtable: stall(StallCause::Memtable),
+                l0_slowdown: stall(StallCause::L0Slowdown),
+                l0_stop: stall(StallCause::L0Stop),
+                pending_slowdown: stall(StallCause::PendingSlowdown),
+                pending_stop: stall(StallCause::PendingStop),
+            },
+            rate_limit_micros: c.rate_limit_micros.load(Ordering::Relaxed),
+            cache: self.block_cache_stats(),
+        }
+    }
+
+    /// Block cache counters (zero if the cache is disabled).
+    pub fn block_cache_stats(&self) -> CacheStats {
+        self.inner
+            .cache
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default()
+    }
+
+    /// Number of tables, all levels.
+    pub fn table_count(&self) -> usize {
+        self.inner.version.read().levels.iter().map(Vec::len).sum()
+    }
+
+    /// Tables per level, L0 first.
+    pub fn level_file_counts(&self) -> Vec<usize> {
+        self.inner
+            .version
+            .read()
+            .levels
+            .iter()
+            .map(Vec::len)
+            .collect()
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// Syncs the WAL, stops the background threads (a running compaction
+    /// is abandoned; its outputs are deleted) and releases the lock once
+    /// every clone is dropped. Unflushed writes stay in the WAL.
+    pub fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.notify();
+        // Wait out a write in progress.
+        drop(self.inner.write.lock());
+        self.inner.wal.sync()?;
+        self.threads.stop();
+        self.inner.manifest.lock().close()?;
+        self.inner.check_bg_error()
+    }
+}
+
+fn open_table(
+    f: strata_io::FileRef,
+    cache: Option<&Arc<BlockCache>>,
+    number: u64,
+) -> Result<Table> {
+    match cache {
+        Some(c) => Table::open_cached(f, c.clone(), number),
+        None => Table::open(f),
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_bg_error(&self) -> Result<()> {
+        match &self.bg.lock().error {
+            Some(e) => Err(Error::Background(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Wakes every waiter (after a change of version or background state).
+    fn notify(&self) {
+        let _g = self.bg.lock();
+        self.bg_cv.notify_all();
+    }
+
+    /// Waits on the background condition variable; errors out when the
+    /// database fails or closes.
+    fn wait_bg(&self, bg: &mut MutexGuard<'_, BgState>) -> Result<()> {
+        if let Some(e) = &bg.error {
+            return Err(Error::Background(e.clone()));
+        }
+        if self.closed.load(Ordering::Acquire) || bg.closing {
+            return Err(Error::Closed);
+        }
+        self.bg_cv.wait_for(bg, WAIT_SLICE);
+        Ok(())
+    }
+
+    /// Replaces the version by `f(current)`; waiters are woken and the
+    /// stall state recomputed.
+    fn install(&self, f: impl FnOnce(&Version) -> Version) {
+        {
+            let mut v = self.version.write();
+            let new = f(&v);
+            *v = Arc::new(new);
+        }
+        self.update_stall();
+        self.notify();
+    }
+
+    /// Recomputes the write-stall state from the tables (RocksDB skips the
+    /// L0 and debt triggers when automatic compaction is off).
+    fn update_stall(&self) {
+        let o = &self.opts;
+        let state = if !o.auto_compactions {
+            STALL_NONE
+        } else {
+            let v = self.version.read().clone();
+            let l0 = v.levels.first().map_or(0, Vec::len);
+            let pending = self.picker.pending_bytes(&v.shape(&HashSet::new()));
+            if l0 >= o.level0_stop_writes_trigger {
+                STALL_L0_STOP
+            } else if pending >= o.hard_pending_compaction_bytes_limit {
+                STALL_PENDING_STOP
+            } else if l0 >= o.level0_slowdown_writes_trigger {
+                STALL_L0_SLOW
+            } else if pending >= o.soft_pending_compaction_bytes_limit {
+                STALL_PENDING_SLOW
+            } else {
+                STALL_NONE
+            }
+        };
+        self.stall.store(state, Ordering::Release);
+    }
+
+    /// Applies backpressure before a write of `bytes` (the caller holds
+    /// the write lock, so stalled writers queue behind it).
+    fn throttle(&self, w: &mut WriteState, bytes: u64, no_slowdown: bool) -> Result<()> {
+        loop {
+            let state = self.stall.load(Ordering::Acquire);
+            let (cause, stop) = match state {
+                STALL_NONE => return Ok(()),
+                STALL_L0_SLOW => (StallCause::L0Slowdown, false),
+                STALL_PENDING_SLOW => (StallCause::PendingSlowdown, false),
+                STALL_L0_STOP => (StallCause::L0Stop, true),
+                _ => (StallCause::PendingStop, true),
+            };
+            if no_slowdown {
+                return Err(Error::WriteStall(format!(
+                    "{cause:?}: compaction is behind (L0 files {}, pending {} bytes)",
+                    self.version.read().levels.first().map_or(0, Vec::len),
+                    self.picker
+                        .pending_bytes(&self.version.read().shape(&HashSet::new()))
+                )));
+            }
+            if stop {
+                let t0 = Instant::now();
+                let mut bg = self.bg.lock();
+                while self.stall.load(Ordering::Acquire) >= STALL_L0_STOP {
+                    self.wait_bg(&mut bg)?;
+                }
+                drop(bg);
+                self.stats.stall(cause, t0.elapsed().as_micros() as u64);
+                continue;
+            }
+            // Slowdown: pay for the bytes at `delayed_write_rate`, in
+            // sleeps of at least a millisecond (shorter ones are noise).
+            w.delay_debt += bytes;
+            let rate = self.opts.delayed_write_rate;
+            if w.delay_debt.saturating_mul(1000) >= rate {
+                let us = w.delay_debt.saturating_mul(1_000_000) / rate;
+                w.delay_debt = 0;
+                let t0 = Instant::now();
+                std::thread::sleep(Duration::from_micros(us));
+                self.stats.stall(cause, t0.elapsed().as_micros() as u64);
+            }
+            return Ok(());
+        }
+    }
+
+    /// Makes the memtable immutable (the caller holds the write lock),
+    /// first waiting while every memtable slot is taken.
+    fn switch_memtable(&self, lsn: Lsn) -> Result<()> {
+        let full = || self.version.read().imms.len() + 1 >= self.opts.max_write_buffer_number;
+        if full() {
+            let t0 = Instant::now();
+            let mut bg = self.bg.lock();
+            while full() {
+                self.wait_bg(&mut bg)?;
+            }
+            drop(bg);
+            self.stats
+                .stall(StallCause::Memtable, t0.elapsed().as_micros() as u64);
+        }
+        self.install(|old| {
+            let mut imms = Vec::with_capacity(old.imms.len() + 1);
+            imms.push((old.mem.clone(), lsn));
+            imms.extend(old.imms.iter().cloned());
+            old.with_memtables(Arc::new(Memtable::new()), imms)
+        });
+        Ok(())
+    }
+
+    fn wait_flushed(&self) -> Result<()> {
+        let mut bg = self.bg.lock();
+        while !self.version.read().imms.is_empty() {
+            self.wait_bg(&mut bg)?;
+        }
+        if let Some(e) = &bg.error {
+            return Err(Error::Background(e.clone()));
+        }
+        Ok(())
+    }
+
+    fn wait_idle(&self) -> Result<()> {
+        let mut bg = self.bg.lock();
+        loop {
+            let flushing = !self.version.read().imms.is_empty();
+            let due = self.opts.auto_compactions && self.pick(&bg).is_some();
+            if !flushing && bg.running == 0 && !bg.manual && !due {
+                return match &bg.error {
+                    Some(e) => Err(Error::Background(e.clone())),
+                    None => Ok(()),
+                };
+            }
+            self.wait_bg(&mut bg)?;
+        }
+    }
+
+    fn fail(&self, e: &Error) {
+        let mut bg = self.bg.lock();
+        if bg.error.is_none() {
+            tracing::error!(error = %e, dir = %self.dir.display(), "background work failed; writes stop");
+            bg.error = Some(e.to_string());
+        }
+        self.bg_cv.notify_all();
+    }
+
+    fn flush_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut bg = self.bg.lock();
+                loop {
+                    let pending = !self.version.read().imms.is_empty();
+                    if bg.closing && (!pending || bg.error.is_some()) {
+                        return;
+                    }
+                    if pending && bg.error.is_none() {
+                        break;
+                    }
+                    self.bg_cv.wait_for(&mut bg, WAIT_SLICE);
+                }
+            }
+            if let Err(e) = self.flush_oldest() {
+                self.fail(&e);
+            }
+        }
+    }
+
+    /// A builder for a new table file with a fresh number.
+    fn new_table(&self) -> Result<(u64, TableBuilder)> {
+        let n = self.manifest.lock().new_file_number();
+        let f = self
+            .storage
+            .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
+        Ok((n, TableBuilder::new(f, self.opts.table)))
+    }
+
+    fn open_sst(&self, number: u64) -> Result<Arc<Sst>> {
+        let f = self
+            .storage
+            .open(&table_path(&self.dir, number), OpenOptions::existing())?;
+        let table = Arc::new(open_table(f, self.cache.as_ref(), number)?);
+        Ok(Arc::new(Sst::new(table, number)))
+    }
+
+    /// Writes the oldest immutable memtable to a new L0 table.
+    fn flush_oldest(&self) -> Result<()> {
+        let Some((imm, lsn)) = self.version.read().imms.last().cloned() else {
+            return Ok(());
+        };
+        let (number, mut b) = self.new_table()?;
+        for (k, v) in imm.entries() {
+            b.add(&k, &v)?;
+        }
+        for t in imm.range_tombstones() {
+            b.add_range_tombstone(t);
+        }
+        let (size, props) = b.finish()?;
+        self.storage.sync_dir(&self.dir)?;
+        let meta = TableMeta {
+            level: 0,
+            number,
+            size,
+            min_seqno: props.min_seqno,
+            max_seqno: props.max_seqno,
+            smallest: props.smallest.clone(),
+            largest: props.largest.clone(),
+        };
+        self.manifest.lock().apply(&[
+            Edit::AddTable(meta),
+            Edit::LogLsn(lsn),
+            Edit::NextFile(number + 1),
+            Edit::LastSeq(props.max_seqno),
+        ])?;
+        let sst = self.open_sst(number)?;
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        self.stats.flushed_bytes.fetch_add(size, Ordering::Relaxed);
+        Counters::add(&self.stats.level_written, 0, size);
+        self.install(|old| {
+            let mut v = old.edit(&[], &[(0, sst)]);
+            v.imms.retain(|(m, _)| !Arc::ptr_eq(m, &imm));
+            v
+        });
+        // Records up to `lsn` live in tables now.
+        self.wal.purge_before(lsn + 1)?;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.wal.sync() {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "WAL sync on close failed");
+        }
+    }
+}
+
+/// The background threads; stopped when the last `Db` clone goes away.
+struct Threads {
+    inner: Arc<Inner>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Threads {
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let h = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| Error::InvalidArgument(format!("cannot start thread {name}: {e}")))?;
+        self.handles.lock().push(h);
+        Ok(())
+    }
+
+    fn stop(&self) {
+        {
+            let mut bg = self.inner.bg.lock();
+            bg.closing = true;
+            self.inner.bg_cv.notify_all();
+        }
+        for h in self.handles.lock().drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
