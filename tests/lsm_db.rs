@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use strata::io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
 use strata::io::{OpenOptions, Storage, StorageRef};
 use strata::lsm::table::TableOptions;
-use strata::lsm::{Db, Error, Options, ReadOptions, WriteBatch, WriteOptions};
+use strata::lsm::{CompactionStyle, Db, Error, Options, ReadOptions, WriteBatch, WriteOptions};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -46,6 +46,8 @@ enum Op {
     Get(u8),
     Flush,
     Compact,
+    CompactRange(u8, u8),
+    WaitIdle,
     Reopen,
     /// Scan at a snapshot (index) or now, within optional bounds, then a
     /// walk of next/prev moves from a seek.
@@ -76,6 +78,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<u8>().prop_map(Op::Get),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
+        1 => (any::<u8>(), 0u8..20).prop_map(|(a, n)| Op::CompactRange(a, n)),
+        1 => Just(Op::WaitIdle),
         1 => Just(Op::Reopen),
         2 => (
             prop::option::of(any::<usize>()),
@@ -160,8 +164,24 @@ fn check_iter(
     Ok(())
 }
 
-fn open(storage: &StorageRef) -> Db {
-    Db::open(storage.clone(), "/db", small_options()).expect("open")
+/// Options under which a few hundred small writes flush and compact many
+/// times: tiny memtables and tables, a low L0 trigger, a small level base
+/// and ratio, few levels, and two compaction threads.
+fn compacting_options(style: CompactionStyle) -> Options {
+    Options {
+        write_buffer_size: 512,
+        target_file_size: 1024,
+        compaction_style: style,
+        num_levels: 4,
+        level0_file_num_compaction_trigger: 2,
+        level0_slowdown_writes_trigger: 6,
+        level0_stop_writes_trigger: 10,
+        max_bytes_for_level_base: 2048,
+        max_bytes_for_level_multiplier: 2,
+        max_background_compactions: 2,
+        universal_max_size_amplification_percent: 150,
+        ..small_options()
+    }
 }
 
 proptest! {
@@ -169,12 +189,30 @@ proptest! {
 
     #[test]
     fn the_engine_behaves_like_a_sorted_map(ops in prop::collection::vec(op(), 1..150)) {
+        run_model(&ops, small_options())?;
+    }
+
+    #[test]
+    fn leveled_compaction_keeps_the_engine_a_sorted_map(ops in prop::collection::vec(op(), 1..250)) {
+        run_model(&ops, compacting_options(CompactionStyle::Level))?;
+    }
+
+    #[test]
+    fn tiered_compaction_keeps_the_engine_a_sorted_map(ops in prop::collection::vec(op(), 1..250)) {
+        run_model(&ops, compacting_options(CompactionStyle::Universal))?;
+    }
+}
+
+fn run_model(ops: &[Op], options: Options) -> Result<(), TestCaseError> {
+    {
+        let open =
+            |storage: &StorageRef| Db::open(storage.clone(), "/db", options.clone()).expect("open");
         let storage: StorageRef = Arc::new(FaultStorage::new(1));
         let mut db = open(&storage);
         let mut model = Model::new();
         let mut snaps: Vec<(strata::lsm::Snapshot, Model)> = Vec::new();
         let w = WriteOptions::default();
-        for op in ops {
+        for op in ops.iter().cloned() {
             match op {
                 Op::Put(k, v) => {
                     db.put(&key(k), &v, w).expect("put");
@@ -215,7 +253,10 @@ proptest! {
                 Op::ReadSnapshot(i, k) => {
                     if !snaps.is_empty() {
                         let (s, m) = &snaps[i % snaps.len()];
-                        prop_assert_eq!(db.get(&key(k), Some(s)).expect("get"), m.get(&key(k)).cloned());
+                        prop_assert_eq!(
+                            db.get(&key(k), Some(s)).expect("get"),
+                            m.get(&key(k)).cloned()
+                        );
                     }
                 }
                 Op::DropSnapshot(i) => {
@@ -225,11 +266,27 @@ proptest! {
                     }
                 }
                 Op::Get(k) => {
-                    prop_assert_eq!(db.get(&key(k), None).expect("get"), model.get(&key(k)).cloned());
+                    prop_assert_eq!(
+                        db.get(&key(k), None).expect("get"),
+                        model.get(&key(k)).cloned()
+                    );
                 }
                 Op::Flush => db.flush().expect("flush"),
                 Op::Compact => db.compact_range(None, None).expect("compact"),
-                Op::Scan { snap, lower, upper, prefix, seek, walk } => {
+                Op::CompactRange(a, n) => {
+                    let (lo, hi) = (key(a), key(a.wrapping_add(n)));
+                    db.compact_range(Some(&lo), Some(&hi))
+                        .expect("compact range");
+                }
+                Op::WaitIdle => db.wait_for_compactions().expect("wait"),
+                Op::Scan {
+                    snap,
+                    lower,
+                    upper,
+                    prefix,
+                    seek,
+                    walk,
+                } => {
                     let (seq, m) = match snap {
                         Some(i) if !snaps.is_empty() => {
                             let (s, m) = &snaps[i % snaps.len()];
@@ -255,11 +312,15 @@ proptest! {
             }
         }
         for k in 0..40u8 {
-            prop_assert_eq!(db.get(&key(k), None).expect("get"), model.get(&key(k)).cloned());
+            prop_assert_eq!(
+                db.get(&key(k), None).expect("get"),
+                model.get(&key(k)).cloned()
+            );
         }
         drop(snaps);
         db.close().expect("close");
     }
+    Ok(())
 }
 
 /// A batch of (key, Some(value byte) | None for delete), whether it is
@@ -270,12 +331,18 @@ type SyncedBatch = (Vec<(u8, Option<u8>)>, bool, bool);
 /// database must equal the state after some prefix of the batches that
 /// includes every batch acknowledged with sync. Flushes (small write
 /// buffer) and compactions run in between, so crashes hit them too.
-fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> Result<(), String> {
+fn crash_case(
+    seed: u64,
+    crash_at: u64,
+    torn: bool,
+    writes: &[SyncedBatch],
+    opts: Options,
+) -> Result<(), String> {
     let fault = FaultStorage::new(seed);
     fault.set_torn_writes(torn);
     fault.set_crash_keep(CrashKeep::Random);
     let storage: StorageRef = Arc::new(fault.clone());
-    let db = Db::open(storage, "/db", small_options()).map_err(|e| e.to_string())?;
+    let db = Db::open(storage, "/db", opts.clone()).map_err(|e| e.to_string())?;
     fault.fail(OpClass::Mutating, crash_at, Errno::Eio, true);
     let mut states = vec![Model::new()];
     let mut must_have = 0; // index into states
@@ -319,8 +386,7 @@ fn crash_case(seed: u64, crash_at: u64, torn: bool, writes: &[SyncedBatch]) -> R
     drop(db);
     fault.crash();
     let storage: StorageRef = Arc::new(fault.reopen());
-    let db =
-        Db::open(storage, "/db", small_options()).map_err(|e| format!("recovery failed: {e}"))?;
+    let db = Db::open(storage, "/db", opts).map_err(|e| format!("recovery failed: {e}"))?;
     let mut got = Model::new();
     for k in 0..40u8 {
         if let Some(v) = db.get(&key(k), None).map_err(|e| e.to_string())? {
@@ -347,7 +413,28 @@ proptest! {
             1..60,
         ),
     ) {
-        if let Err(e) = crash_case(seed, crash_at, torn, &writes) {
+        if let Err(e) = crash_case(seed, crash_at, torn, &writes, small_options()) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+
+    /// The same with tiny tables and background compactions of both
+    /// styles, so the crash often strikes inside a compaction: between
+    /// output writes, before or during the manifest edit, or while inputs
+    /// are deleted.
+    #[test]
+    fn crashes_during_compaction_keep_synced_writes_and_whole_batches(
+        seed: u64,
+        crash_at in 1u64..600,
+        torn: bool,
+        tiered: bool,
+        writes in prop::collection::vec(
+            (prop::collection::vec((any::<u8>(), prop::option::of(any::<u8>())), 1..5), any::<bool>(), prop::bool::weighted(0.05)),
+            1..80,
+        ),
+    ) {
+        let style = if tiered { CompactionStyle::Universal } else { CompactionStyle::Level };
+        if let Err(e) = crash_case(seed, crash_at, torn, &writes, compacting_options(style)) {
             prop_assert!(false, "{}", e);
         }
     }

@@ -417,8 +417,13 @@ impl Picker for TieredPicker {
             let all = n == runs.len();
             return Some(task(&runs[..n], format!("{n} runs of similar size"), all));
         }
-        // Too many runs: merge the newest ones down to the trigger.
-        let n = runs.len() - self.run_trigger + 2;
+        // Too many runs whatever their sizes: merge the newest ones so
+        // that `run_trigger` remain (RocksDB's "reduce sorted runs"); at
+        // the trigger itself only the size rules merge.
+        let n = (runs.len() + 1).saturating_sub(self.run_trigger.max(2));
+        if n < self.min_merge_width.max(2) {
+            return None;
+        }
         let all = n == runs.len();
         Some(task(&runs[..n], format!("{} runs", runs.len()), all))
     }

@@ -335,7 +335,7 @@ impl Inner {
             }
             merged.next();
             steps += 1;
-            if steps % 4096 == 0 && self.bg.lock().closing {
+            if steps.is_multiple_of(4096) && self.bg.lock().closing {
                 return Err(Error::Closed);
             }
         }
