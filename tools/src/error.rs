@@ -7,6 +7,9 @@ pub enum CliError {
     /// From the WAL.
     #[error(transparent)]
     Wal(#[from] strata_wal::Error),
+    /// From the LSM engine.
+    #[error(transparent)]
+    Lsm(#[from] strata_lsm::Error),
     /// A bad flag value.
     #[error("{0}")]
     Usage(String),

@@ -10,6 +10,7 @@
 //! The db_bench-compatible `strata bench` and the inspection commands for
 //! the LSM come with the engine (issue #5).
 
+mod bench;
 mod error;
 mod wal_bench;
 mod wal_dump;
@@ -27,6 +28,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// db_bench-compatible benchmark of the engine (no flags: the standard
+    /// suite on 1,000,000 keys in a temporary directory).
+    #[command(
+        after_help = "Examples:\n  strata bench\n  strata bench --benchmarks=fillrandom,overwrite,stats --num=10000000 --compaction_style=universal\n  strata bench --benchmarks=fillrandom --num=20000 --sync --histogram\n  strata bench --benchmarks=fillrandom,readrandom --db=/tmp/sdb --json"
+    )]
+    Bench(bench::Args),
     /// Benchmark WAL appends (run with no flags for the standard suite).
     #[command(
         after_help = "Examples:\n  strata wal-bench\n  strata wal-bench --only sync --threads 1,4,16 --io std,uring --num 20000\n  strata wal-bench --only append --num 2000000 --json"
@@ -46,6 +53,7 @@ fn main() {
         .with_max_level(tracing::Level::WARN)
         .init();
     let res: Result<i32, CliError> = match cli.command {
+        Command::Bench(a) => bench::run(a).map(|_| 0),
         Command::WalBench(a) => wal_bench::run(a).map(|_| 0),
         Command::WalDump(a) => wal_dump::run(a),
     };

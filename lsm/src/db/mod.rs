@@ -355,12 +355,22 @@ impl Db {
         let inner = &*self.inner;
         inner.check_open()?;
         inner.check_bg_error()?;
+        let sync = opts.sync || inner.opts.sync_by_default;
+        if opts.disable_wal && sync {
+            return Err(Error::InvalidArgument(
+                "a write cannot be synced without the WAL (sync with disable_wal)".into(),
+            ));
+        }
         let lsn = {
             let mut w = inner.write.lock();
             inner.throttle(&mut w, b.payload_bytes(), opts.no_slowdown)?;
             let first = inner.last_seq.load(Ordering::Acquire) + 1;
             let rec = b.encode(first);
-            let lsn = inner.wal.append(&rec)?;
+            let lsn = if opts.disable_wal {
+                inner.wal.last_lsn()
+            } else {
+                inner.wal.append(&rec)?
+            };
             inner
                 .stats
                 .user_bytes
@@ -379,7 +389,7 @@ impl Db {
             }
             lsn
         };
-        if opts.sync || inner.opts.sync_by_default {
+        if sync {
             inner.wal.wait_durable(lsn)?;
         }
         Ok(())

@@ -197,6 +197,9 @@ pub struct WriteOptions {
     /// Fail with [`Error::WriteStall`] instead of waiting when writes are
     /// slowed or stopped for compaction to catch up.
     pub no_slowdown: bool,
+    /// Skip the WAL: faster, but the write is lost on a crash unless a
+    /// flush wrote it to a table first. Cannot be combined with `sync`.
+    pub disable_wal: bool,
 }
 
 impl WriteOptions {
