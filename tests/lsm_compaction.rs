@@ -238,8 +238,8 @@ fn write_stalls_bound_l0_and_are_counted() {
             &k,
             &v,
             WriteOptions {
-                sync: false,
                 no_slowdown,
+                ..WriteOptions::default()
             },
         ) {
             Ok(()) => {}
