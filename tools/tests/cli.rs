@@ -156,6 +156,23 @@ fn bad_input_gets_a_message_and_a_non_zero_exit() {
         (vec!["wal-dump", "/no/such/wal"], "/no/such/wal"),
         (vec!["wal-dump", "/tmp", "--mode", "lenient"], "lenient"),
         (vec!["frobnicate"], "frobnicate"),
+        (
+            vec!["bench", "--benchmarks=fillrandom,teleport"],
+            "teleport",
+        ),
+        (vec!["bench", "--num=x"], "--num"),
+        (vec!["bench", "--key_size=4"], "--key_size"),
+        (vec!["bench", "--threads=0"], "--threads"),
+        (vec!["bench", "--sync=maybe"], "--sync"),
+        (vec!["bench", "--compaction_style=fifo"], "fifo"),
+        (vec!["bench", "--cache_size=12Q"], "--cache_size"),
+        (vec!["bench", "--use_existing_db"], "--use_existing_db"),
+        (vec!["bench", "--io=floppy"], "floppy"),
+        (vec!["bench", "--num-keys=3"], "--num-keys"),
+        (
+            vec!["bench", "--level0_slowdown_writes_trigger=1"],
+            "level0_slowdown_writes_trigger",
+        ),
     ] {
         let o = strata(&args);
         let (out, err) = text(&o);
@@ -174,4 +191,98 @@ fn bad_input_gets_a_message_and_a_non_zero_exit() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(err.contains("not a WAL segment name"), "{err}");
+}
+
+/// Parses db_bench's result line: `name : X micros/op Y ops/sec; Z MB/s`.
+fn bench_line(out: &str, name: &str) -> (f64, f64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains("micros/op"))
+        .unwrap_or_else(|| panic!("no {name} line in {out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let micros: f64 = words[2].parse().expect("micros/op");
+    let ops: f64 = words[4].parse().expect("ops/sec");
+    (micros, ops)
+}
+
+#[test]
+fn bench_runs_db_bench_workloads_with_db_bench_output() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("db");
+    let db = db.to_str().expect("utf8");
+    let o = strata(&[
+        "bench",
+        "--benchmarks=fillseq,fillrandom,overwrite,readrandom,readseq,readreverse,seekrandom,readwhilewriting,deleterandom,stats",
+        "--num=3000",
+        "--threads=2",
+        "--seek_nexts=5",
+        "--write_buffer_size=64k",
+        "--histogram",
+        "--statistics=1",
+        &format!("--db={db}"),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}\n{out}");
+    for name in [
+        "fillseq",
+        "fillrandom",
+        "overwrite",
+        "readrandom",
+        "readseq",
+        "readreverse",
+        "seekrandom",
+        "readwhilewriting",
+        "deleterandom",
+    ] {
+        let (micros, ops) = bench_line(&out, name);
+        assert!(micros > 0.0 && ops > 0.0, "{name}: {out}");
+    }
+    assert!(out.matches("Percentiles: P50:").count() >= 9, "{out}");
+    assert!(out.contains("P99.99:"), "{out}");
+    assert!(out.contains("write amplification:"), "{out}");
+    // Each thread's readrandom draws the key sequence its fillrandom and
+    // overwrite wrote (db_bench seeds per thread), so every read finds one.
+    let found = out
+        .lines()
+        .find(|l| l.starts_with("readrandom"))
+        .expect("readrandom line");
+    assert!(found.contains("of 3000 found"), "{found}");
+    // The database stays for --use_existing_db.
+    let o = strata(&[
+        "bench",
+        "--benchmarks=readseq",
+        "--num=3000",
+        "--use_existing_db",
+        "--json",
+        &format!("--db={db}"),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let line = out.lines().next().expect("json line");
+    assert!(line.starts_with("{\"benchmark\":\"readseq\""), "{line}");
+    // fillrandom (a fresh database) wrote fewer than 3000 distinct keys
+    // and deleterandom removed some.
+    let ops: u64 = line
+        .split("\"ops\":")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("ops");
+    assert!(ops > 0 && ops < 3000, "{line}");
+}
+
+#[test]
+fn bench_refuses_to_delete_a_directory_that_is_not_a_database() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("precious.txt"), b"keep me").expect("write");
+    let o = strata(&[
+        "bench",
+        "--benchmarks=fillrandom",
+        "--num=10",
+        &format!("--db={}", tmp.path().display()),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("refusing to delete"), "{err}");
+    assert!(tmp.path().join("precious.txt").exists());
 }
