@@ -22,7 +22,7 @@ def varint(n):
 
 def entry(first_lsn, records, synced):
     body = b"".join(varint(len(r)) + r for r in records)
-    return struct.pack("<QIQ", first_lsn, len(records), synced) + body
+    return varint(first_lsn) + varint(len(records)) + varint(first_lsn - synced) + body
 
 def fragments(pos, tag, payload):
     out = bytearray()

@@ -2,7 +2,7 @@
 //! consecutive sequence numbers. A batch is one WAL record:
 //!
 //! ```text
-//! first seqno u64 LE | count u32 LE | count x entry
+//! first seqno varint | count varint | count x entry
 //! entry: op u8 (0 delete, 1 put, 2 delete range) | key len varint | key
 //!        | (put: value, delete range: end key) len varint | bytes
 //! ```
@@ -86,9 +86,9 @@ impl WriteBatch {
 
     /// The WAL record for this batch starting at sequence number `first`.
     pub fn encode(&self, first: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.ops.len());
-        out.extend_from_slice(&first.to_le_bytes());
-        out.extend_from_slice(&self.count.to_le_bytes());
+        let mut out = Vec::with_capacity(15 + self.ops.len());
+        put_varint(&mut out, first);
+        put_varint(&mut out, u64::from(self.count));
         out.extend_from_slice(&self.ops);
         out
     }
@@ -108,12 +108,13 @@ pub struct BatchEntry<'a> {
 /// Decodes a batch record into its first sequence number and writes; every
 /// length is checked.
 pub fn decode(rec: &[u8]) -> Result<(u64, Vec<BatchEntry<'_>>), &'static str> {
-    let head = rec.get(..12).ok_or("batch shorter than its header")?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&head[..8]);
-    let first = u64::from_le_bytes(a);
-    let count = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
-    let mut rest = &rec[12..];
+    let (first, a) = get_varint(rec).ok_or("batch shorter than its header")?;
+    let (count, b) = rec
+        .get(a..)
+        .and_then(get_varint)
+        .ok_or("batch shorter than its header")?;
+    let count = usize::try_from(count).map_err(|_| "batch count overflows")?;
+    let mut rest = rec.get(a + b..).ok_or("batch shorter than its header")?;
     if count > rest.len() / 2 {
         return Err("batch count exceeds its length");
     }

@@ -170,20 +170,43 @@ impl LeveledPicker {
                 bytes,
             };
         }
+        // RocksDB's CalculateBaseBytes: the largest level sets the scale,
+        // the base level is the deepest one whose share reaches
+        // `base_bytes`, and no level's target is below `base_bytes` (else
+        // the tree becomes an hourglass that starves L0 compactions).
         let last = n - 1;
+        let base = self.base_bytes.max(1);
+        let Some(first) = (1..n).find(|&l| tree.level_bytes(l) > 0) else {
+            bytes[last] = base;
+            return LevelTargets {
+                base_level: last,
+                bytes,
+            };
+        };
         let largest = (1..n).map(|l| tree.level_bytes(l)).max().unwrap_or(0);
-        let mut cur = largest.max(self.base_bytes);
-        let mut level = last;
-        bytes[last] = cur;
-        while level > 1 && cur > self.base_bytes {
-            level -= 1;
+        let mut cur = largest;
+        for _ in first..last {
             cur /= ratio;
-            bytes[level] = cur.max(1);
         }
-        LevelTargets {
-            base_level: level,
-            bytes,
+        let (base_level, base_size) = if cur <= base / ratio {
+            // More levels hold data than the size needs.
+            (first, base / ratio + 1)
+        } else {
+            let mut level = first;
+            while level > 1 && cur > base {
+                level -= 1;
+                cur /= ratio;
+            }
+            (level, if cur > base { base } else { cur.max(1) })
+        };
+        let mut size = base_size;
+        for (l, b) in bytes.iter_mut().enumerate().skip(base_level) {
+            if l > base_level {
+                size = size.saturating_mul(ratio);
+            }
+            *b = size.max(base);
         }
+        LevelTargets { base_level, bytes }
     }
 
     /// Score per level, L0 to the second-to-last (>= 1 means it needs
@@ -523,26 +546,27 @@ mod tests {
         let t = p.targets(&empty);
         assert_eq!(t.base_level, 4);
         assert_eq!(t.bytes, vec![0, 0, 0, 0, 100]);
-        // 5000 bytes at the bottom: 500 above it, 50 above that (<= 100).
+        // 5000 bytes at the bottom: 500 above it, 50 above that (<= 100),
+        // but no target below 100.
         let mut tree = empty.clone();
         tree.levels[4] = vec![f(1, 5000, "a", "z")];
         let t = p.targets(&tree);
         assert_eq!(
             (t.base_level, t.bytes.clone()),
-            (2, vec![0, 0, 50, 500, 5000])
+            (2, vec![0, 0, 100, 500, 5000])
         );
         // Four L0 files go to the base level, not L1.
         tree.levels[0] = (10..14).map(|n| f(n, 10, "a", "c")).collect();
         let task = p.pick(&tree).expect("L0 at trigger");
         assert_eq!(task.output_level, 2);
-        // Data left in a level above the base level moves down first.
-        tree.levels[1] = vec![f(5, 1, "x", "y")];
-        let s = p.scores(&tree);
-        assert!(s[1] > s[0]);
         assert!(
             p.pending_bytes(&tree) >= 40,
             "L0 at its trigger is pending work"
         );
+        // Data in a level above that: it becomes the base level.
+        tree.levels[1] = vec![f(5, 1, "x", "y")];
+        assert_eq!(p.targets(&tree).base_level, 1);
+        assert_eq!(p.pick(&tree).expect("L0").output_level, 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub const BLOCK_SIZE: usize = 32 * 1024;
 /// crc (4) + length (2) + type (1) + segment tag (4).
 pub const FRAGMENT_HEADER_LEN: usize = 11;
 /// first LSN (8) + record count (4) + synced LSN (8).
-pub const ENTRY_HEADER_LEN: usize = 20;
+pub const ENTRY_HEADER_MAX: usize = 25;
 /// Largest record accepted by `append` (the entry count and varint lengths
 /// would allow more; this bounds memory a corrupt length can ask for).
 pub const MAX_RECORD_LEN: usize = 64 << 20;
@@ -297,12 +297,14 @@ pub struct EntryHeader {
 }
 
 impl EntryHeader {
-    /// Encodes the 20-byte entry header.
-    pub fn encode(&self) -> [u8; ENTRY_HEADER_LEN] {
-        let mut b = [0u8; ENTRY_HEADER_LEN];
-        b[0..8].copy_from_slice(&self.first_lsn.to_le_bytes());
-        b[8..12].copy_from_slice(&self.count.to_le_bytes());
-        b[12..20].copy_from_slice(&self.synced_lsn.to_le_bytes());
+    /// Encodes the entry header: first LSN, count, and how far the synced
+    /// LSN lies below the first LSN, as varints (a few bytes per entry,
+    /// which matters when every write is its own entry).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ENTRY_HEADER_MAX);
+        put_varint(&mut b, self.first_lsn);
+        put_varint(&mut b, u64::from(self.count));
+        put_varint(&mut b, self.first_lsn.saturating_sub(self.synced_lsn));
         b
     }
 
@@ -323,18 +325,23 @@ pub struct DecodedEntry<'a> {
 
 /// Decodes an entry payload; every length is checked against what remains.
 pub fn decode_entry(payload: &[u8]) -> Result<DecodedEntry<'_>, &'static str> {
-    let h = payload
-        .get(..ENTRY_HEADER_LEN)
-        .ok_or("entry shorter than its header")?;
-    let le64 = |s: &[u8]| -> u64 {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        u64::from_le_bytes(a)
-    };
+    let (first_lsn, a) = get_varint(payload).ok_or("bad entry first LSN")?;
+    let (count, b) = payload
+        .get(a..)
+        .and_then(get_varint)
+        .ok_or("bad entry count")?;
+    let (behind, c) = payload
+        .get(a + b..)
+        .and_then(get_varint)
+        .ok_or("bad entry synced LSN")?;
+    let count = u32::try_from(count).map_err(|_| "entry count out of range")?;
+    if behind == 0 || behind > first_lsn {
+        return Err("entry synced LSN out of range");
+    }
     let header = EntryHeader {
-        first_lsn: le64(&h[0..8]),
-        count: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
-        synced_lsn: le64(&h[12..20]),
+        first_lsn,
+        count,
+        synced_lsn: first_lsn - behind,
     };
     if header.count == 0 {
         return Err("entry with zero records");
@@ -350,7 +357,9 @@ pub fn decode_entry(payload: &[u8]) -> Result<DecodedEntry<'_>, &'static str> {
     if header.synced_lsn >= header.first_lsn {
         return Err("entry claims itself durable");
     }
-    let mut rest = &payload[ENTRY_HEADER_LEN..];
+    let mut rest = payload
+        .get(a + b + c..)
+        .ok_or("entry shorter than its header")?;
     // Each record takes at least one byte, which bounds a corrupt count.
     if header.count as usize > rest.len() {
         return Err("entry record count exceeds its length");
@@ -474,14 +483,19 @@ mod tests {
         extra.push(0);
         assert!(decode_entry(&extra).is_err(), "trailing bytes");
         assert!(decode_entry(&p[..p.len() - 2]).is_err(), "truncated");
+        // Header bytes: first LSN 10, count 2, behind 1 (one byte each).
+        assert_eq!(&p[..3], &[10, 2, 1]);
         let mut selfsync = p.clone();
-        selfsync[12..20].copy_from_slice(&10u64.to_le_bytes());
+        selfsync[2] = 0;
         assert!(
             decode_entry(&selfsync).is_err(),
             "synced LSN must precede the entry"
         );
+        let mut below_zero = p.clone();
+        below_zero[2] = 11;
+        assert!(decode_entry(&below_zero).is_err(), "synced LSN below 0");
         let mut zero = p;
-        zero[8..12].copy_from_slice(&0u32.to_le_bytes());
+        zero[1] = 0;
         assert!(decode_entry(&zero).is_err(), "empty entry");
     }
 

@@ -24,12 +24,13 @@
 //! type: 1 FULL, 2 FIRST, 3 MIDDLE, 4 LAST (0 never written: zeros = nothing here)
 //! seg tag: low 32 bits of the segment number
 //! entry (the payload of FULL, or of FIRST+MIDDLE*+LAST joined) = one group commit:
-//! +-------------+---------+---------------+---------------------------------+
-//! | first LSN 8 | count 4 | synced LSN 8  | count x (varint len, record)    |
-//! +-------------+---------+---------------+---------------------------------+
+//! +------------------+--------------+---------------+------------------------------+
+//! | first LSN varint | count varint | behind varint | count x (varint len, record) |
+//! +------------------+--------------+---------------+------------------------------+
+//! synced LSN = first LSN - behind (1 <= behind <= first LSN)
 //! ```
 //!
-//! All integers are little-endian. An entry larger than the rest of a block
+//! Fixed-width integers are little-endian. An entry larger than the rest of a block
 //! is split into FIRST, MIDDLE.. and LAST fragments, so a reader
 //! resynchronises at any block boundary, and after damage by trying each
 //! byte offset for a fragment whose checksum and segment tag are good.

@@ -291,6 +291,24 @@ impl Inner {
         // An L0 output must stay one sorted run: never split it.
         let split = out_level > 0;
         let target = self.opts.target_file_size;
+        // The level below the output ("grandparents"): an output that
+        // ends where one of their tables ends overlaps fewer of them when
+        // it is compacted in turn, so outputs past half the target size
+        // are cut at their boundaries (RocksDB's
+        // level_compaction_dynamic_file_size), and any output is cut once
+        // it overlaps 25 targets' worth of them (max_compaction_bytes).
+        let grandparents: Vec<Arc<Sst>> = if split {
+            self.version
+                .read()
+                .levels
+                .get(out_level + 1)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut gp_idx = 0usize;
+        let mut gp_overlap = 0u64;
         let mut outputs = Vec::new();
         let mut cur: Option<(u64, TableBuilder)> = None;
         // Lower edge of the current output's tombstone span.
@@ -302,8 +320,24 @@ impl Inner {
             let ikey = merged.key();
             if gc.keep(ikey) {
                 let uk = key::user_key(ikey);
+                let new_key = uk != last_user_key.as_slice();
+                let mut crossed = false;
+                if new_key {
+                    while gp_idx < grandparents.len() && grandparents[gp_idx].before(uk) {
+                        if cur.is_some() {
+                            gp_overlap += grandparents[gp_idx].size();
+                            crossed = true;
+                        }
+                        gp_idx += 1;
+                    }
+                }
                 if let Some((_, b)) = &cur {
-                    if split && b.file_size() >= target && uk != last_user_key.as_slice() {
+                    let size = b.file_size();
+                    let cut = size >= target
+                        || (crossed && size >= target / 2)
+                        || gp_overlap >= target.saturating_mul(25);
+                    if split && new_key && cut {
+                        gp_overlap = 0;
                         let hi = successor(&last_user_key);
                         let (n, mut b) = cur.take().ok_or_else(|| {
                             Error::InvalidArgument("no output table (engine bug)".into())

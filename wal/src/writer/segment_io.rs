@@ -10,8 +10,7 @@ use strata_io::{AlignedBuf, FileRef, OpenOptions, SyncMode};
 
 use super::{Inner, Preallocate, SyncPolicy};
 use crate::format::{
-    encode_fragments, encoded_len, segment_tag, EntryHeader, SegmentHeader, ENTRY_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    encode_fragments, encoded_len, segment_tag, EntryHeader, SegmentHeader, SEGMENT_HEADER_LEN,
 };
 use crate::segment::{segment_path, SegmentFile};
 use crate::Lsn;
@@ -43,7 +42,8 @@ impl Inner {
         records: &[u8],
         sync: bool,
     ) -> strata_io::Result<u64> {
-        let payload_len = ENTRY_HEADER_LEN + records.len();
+        let hdr = header.encode();
+        let payload_len = hdr.len() + records.len();
         let (offset, segno) = match &io.active {
             Some(a) => (a.offset, a.segno),
             None => {
@@ -67,7 +67,6 @@ impl Inner {
             ));
         };
         io.enc.clear();
-        let hdr = header.encode();
         encode_fragments(
             &mut io.enc,
             active.offset,
