@@ -372,11 +372,21 @@ fn runs(tree: &TreeShape) -> Vec<Run> {
 
 impl Picker for TieredPicker {
     fn pending_bytes(&self, tree: &TreeShape) -> u64 {
-        let runs = runs(tree);
-        if runs.len() < self.run_trigger.max(2) {
+        // What the next merge would read; nothing when no rule fires.
+        let Some(task) = self.pick(tree) else {
             return 0;
-        }
-        runs[..runs.len() - 1].iter().map(|r| r.bytes).sum()
+        };
+        task.inputs
+            .iter()
+            .flat_map(|(l, ns)| {
+                tree.levels
+                    .get(*l)
+                    .into_iter()
+                    .flatten()
+                    .filter(move |f| ns.contains(&f.number))
+            })
+            .map(|f| f.size)
+            .sum()
     }
 
     fn pick(&self, tree: &TreeShape) -> Option<Task> {

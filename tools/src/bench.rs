@@ -273,6 +273,19 @@ impl Outcome {
             self.name, micros, ops_s, mb_s
         );
         if histogram {
+            let h = &self.hist;
+            println!(
+                "Count: {} Average: {:.4}  StdDev: {:.2}",
+                h.len(),
+                h.mean() / 1000.0,
+                h.stdev() / 1000.0
+            );
+            println!(
+                "Min: {:.2}  Median: {:.2}  Max: {:.2}",
+                h.min() as f64 / 1000.0,
+                p(0.5),
+                h.max() as f64 / 1000.0
+            );
             println!(
                 "Percentiles: P50: {:.2} P75: {:.2} P99: {:.2} P99.9: {:.2} P99.99: {:.2}",
                 p(0.5),
