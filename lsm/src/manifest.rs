@@ -84,6 +84,11 @@ pub struct ManifestState {
 }
 
 impl ManifestState {
+    /// Applies one edit (as replay does).
+    pub fn apply_edit(&mut self, e: &Edit) {
+        self.apply(e);
+    }
+
     fn apply(&mut self, e: &Edit) {
         match e {
             Edit::Snapshot => *self = ManifestState::default(),

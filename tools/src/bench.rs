@@ -169,6 +169,10 @@ pub struct Args {
     /// One JSON object per benchmark instead of text.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = parse_bool)]
     json: bool,
+    /// Write a flamegraph (SVG) of the whole run to this file, sampled
+    /// in-process at 999 Hz across all threads (background work included).
+    #[arg(long)]
+    profile: Option<PathBuf>,
 }
 
 /// db_bench's key layout.
@@ -198,6 +202,63 @@ impl Values {
         self.pos += len;
         s
     }
+}
+
+/// Which keys exist, as far as this run's writes say: a bitmap over key
+/// numbers, for the live-data size behind space amplification.
+struct KeySet {
+    bits: Vec<AtomicU64>,
+    /// False when the database held data this run did not write.
+    known: AtomicBool,
+}
+
+impl KeySet {
+    fn new(num: u64) -> KeySet {
+        KeySet {
+            bits: (0..num.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            known: AtomicBool::new(true),
+        }
+    }
+
+    fn set(&self, k: u64, present: bool) {
+        let (w, b) = ((k / 64) as usize, 1u64 << (k % 64));
+        if let Some(word) = self.bits.get(w) {
+            if present {
+                word.fetch_or(b, Ordering::Relaxed);
+            } else {
+                word.fetch_and(!b, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn clear(&self) {
+        for w in &self.bits {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.known.store(true, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> Option<u64> {
+        self.known.load(Ordering::Relaxed).then(|| {
+            self.bits
+                .iter()
+                .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+                .sum()
+        })
+    }
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// One thread's tally.
@@ -383,6 +444,7 @@ struct Bench {
     storage: StorageRef,
     dir: PathBuf,
     db: Option<Db>,
+    keys: KeySet,
 }
 
 impl Bench {
@@ -422,6 +484,7 @@ impl Bench {
             &self.dir,
             self.args.options(),
         )?);
+        self.keys.clear();
         Ok(())
     }
 
@@ -438,8 +501,30 @@ impl Bench {
             let db = self.db()?;
             db.wait_for_compactions()?;
             let s = db.stats();
-            println!("{:<12} : waited for background work to finish", "stats");
+            let kv = (self.args.key_size + self.args.value_size) as u64;
+            let on_disk = dir_bytes(&self.dir);
+            let live = self.keys.count();
+            println!(
+                "{:<12} : waited for background work to finish; user writes {:.1} MB; disk writes {:.1} MB (flush {:.1} + compaction {:.1} + WAL {:.1} MB); live {}; db dir {:.1} MB",
+                "stats",
+                s.user_bytes as f64 / 1048576.0,
+                (s.flushed_bytes + s.compacted_bytes + s.wal_bytes) as f64 / 1048576.0,
+                s.flushed_bytes as f64 / 1048576.0,
+                s.compacted_bytes as f64 / 1048576.0,
+                s.wal_bytes as f64 / 1048576.0,
+                live.map_or("unknown (existing database)".to_string(), |n| format!(
+                    "{:.1} MB ({n} keys x {kv} B)",
+                    (n * kv) as f64 / 1048576.0
+                )),
+                on_disk as f64 / 1048576.0
+            );
             println!("{s}");
+            if let Some(n) = live.filter(|&n| n > 0) {
+                println!(
+                    "space amplification (db dir / live data): {:.2}",
+                    on_disk as f64 / (n * kv) as f64
+                );
+            }
             return Ok(None);
         }
         if matches!(name, "fillseq" | "fillrandom") && !self.args.use_existing_db {
@@ -447,6 +532,7 @@ impl Bench {
         }
         let a = self.args.clone();
         let db = self.db()?.clone();
+        let keys = &self.keys;
         let wo = self.write_opts();
         let threads = a.threads;
         let reads = a.reads.unwrap_or(a.num);
@@ -473,8 +559,10 @@ impl Bench {
                     let mut values = Values::new(a.seed + threads as u64, a.value_size);
                     let mut key = vec![0u8; a.key_size];
                     while !stop.load(Ordering::Relaxed) {
-                        make_key(&mut key, rng.below(a.num));
+                        let k = rng.below(a.num);
+                        make_key(&mut key, k);
                         db.put(&key, values.next(a.value_size), wo)?;
+                        keys.set(k, true);
                         tally.ops += 1;
                     }
                     Ok(tally)
@@ -482,7 +570,7 @@ impl Bench {
             });
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (db, a, progress) = (&db, &a, &progress);
+                    let (db, a, progress, keys) = (&db, &a, &progress, keys);
                     let name = name.to_string();
                     s.spawn(move || -> Result<Tally> {
                         let mut tally = Tally::new()?;
@@ -505,16 +593,19 @@ impl Bench {
                                     let t0 = Instant::now();
                                     db.put(&key, v, wo)?;
                                     tally.record(t0);
+                                    keys.set(k, true);
                                     tally.bytes += row;
                                     progress.tick();
                                 }
                             }
                             "deleterandom" => {
                                 for _ in 0..per_thread(a.num, t) {
-                                    make_key(&mut key, rng.below(a.num));
+                                    let k = rng.below(a.num);
+                                    make_key(&mut key, k);
                                     let t0 = Instant::now();
                                     db.delete(&key, wo)?;
                                     tally.record(t0);
+                                    keys.set(k, false);
                                     progress.tick();
                                 }
                             }
@@ -700,6 +791,7 @@ pub fn run(a: Args) -> Result<Vec<Outcome>> {
         storage,
         dir: dir.clone(),
         db: None,
+        keys: KeySet::new(a.num),
         args: a.clone(),
     };
     let first_fresh = matches!(
@@ -708,6 +800,7 @@ pub fn run(a: Args) -> Result<Vec<Outcome>> {
     );
     if a.use_existing_db || first_fresh {
         if a.use_existing_db {
+            bench.keys.known.store(false, Ordering::Relaxed);
             bench.db = Some(Db::open(
                 bench.storage.clone(),
                 &dir,
@@ -720,6 +813,18 @@ pub fn run(a: Args) -> Result<Vec<Outcome>> {
     } else {
         bench.fresh()?;
     }
+    let profiler = match &a.profile {
+        Some(_) => Some(
+            pprof::ProfilerGuardBuilder::default()
+                .frequency(999)
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build()
+                .map_err(|e| {
+                    CliError::Usage(format!("--profile: cannot start the profiler: {e}"))
+                })?,
+        ),
+        None => None,
+    };
     let mut outcomes = Vec::new();
     for name in &names {
         if let Some(o) = bench.run_one(name)? {
@@ -733,6 +838,22 @@ pub fn run(a: Args) -> Result<Vec<Outcome>> {
             println!("{}", db.stats());
         }
         db.close()?;
+    }
+    if let (Some(guard), Some(path)) = (profiler, &a.profile) {
+        let report = guard
+            .report()
+            .build()
+            .map_err(|e| CliError::Usage(format!("--profile: {e}")))?;
+        let file = std::fs::File::create(path).map_err(|e| CliError::Local {
+            what: format!("create {}", path.display()),
+            source: e,
+        })?;
+        report
+            .flamegraph(file)
+            .map_err(|e| CliError::Usage(format!("--profile: writing the flamegraph: {e}")))?;
+        if !a.json {
+            println!("flamegraph written to {}", path.display());
+        }
     }
     Ok(outcomes)
 }

@@ -286,3 +286,138 @@ fn bench_refuses_to_delete_a_directory_that_is_not_a_database() {
     assert!(err.contains("refusing to delete"), "{err}");
     assert!(tmp.path().join("precious.txt").exists());
 }
+
+#[test]
+fn put_get_delete_scan_work_from_the_shell() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("db");
+    let db = db.to_str().expect("utf8");
+    for (k, v) in [("user:2", "bob"), ("user:1", "ann"), ("item:9", "pen")] {
+        let o = strata(&["put", "--sync", db, k, v]);
+        assert!(o.status.success(), "{}", text(&o).1);
+    }
+    let o = strata(&["get", db, "user:1"]);
+    assert!(o.status.success());
+    assert_eq!(text(&o).0, "ann\n", "get prints the value alone");
+    let o = strata(&["get", db, "user:3"]);
+    assert_eq!(o.status.code(), Some(1), "absent key: exit 1");
+    assert_eq!(text(&o).0, "");
+    let o = strata(&["scan", db, "--prefix", "user:"]);
+    assert_eq!(text(&o).0, "user:1 => ann\nuser:2 => bob\n");
+    let o = strata(&["scan", db, "--from", "item:9", "--limit", "2"]);
+    assert_eq!(text(&o).0, "item:9 => pen\nuser:1 => ann\n");
+    let o = strata(&["delete", db, "user:1"]);
+    assert!(o.status.success());
+    assert_eq!(strata(&["get", db, "user:1"]).status.code(), Some(1));
+    assert_eq!(text(&strata(&["scan", db])).0.lines().count(), 2);
+}
+
+/// A database with several tables on disk, made by the benchmark.
+fn bench_db(dir: &Path) {
+    let o = strata(&[
+        "bench",
+        "--benchmarks=fillseq,overwrite",
+        "--num=20000",
+        "--write_buffer_size=256k",
+        &format!("--db={}", dir.display()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+}
+
+fn tables_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn inspection_commands_describe_and_verify_a_database() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("db");
+    bench_db(&dir);
+    let d = dir.to_str().expect("utf8");
+
+    let o = strata(&["stats", d]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("write amplification:") && out.contains(".sst"),
+        "{out}"
+    );
+
+    let o = strata(&["manifest-dump", d]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("add L") && out.contains("state after"),
+        "{out}"
+    );
+
+    let tables = tables_in(&dir);
+    assert!(!tables.is_empty());
+    let t = tables[0].to_str().expect("utf8");
+    let o = strata(&["sst-dump", t, "--index", "--entries", "--limit", "5"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("entries:") && out.contains("data blocks:"),
+        "{out}"
+    );
+    let shown = out.lines().skip_while(|l| *l != "entries:").skip(1).count();
+    assert_eq!(shown, 5, "--limit 5: {out}");
+
+    let o = strata(&["check", d]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+
+    // Damage one byte in the middle of a table's first data block.
+    let mut bytes = std::fs::read(&tables[0]).expect("read");
+    bytes[100] ^= 0x40;
+    std::fs::write(&tables[0], &bytes).expect("write");
+    let o = strata(&["check", d]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let name = tables[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name");
+    assert!(
+        err.contains(name) && err.contains("offset 0"),
+        "names the file and the block: {err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn inspection_commands_refuse_bad_paths_and_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let junk = tmp.path().join("junk.sst");
+    std::fs::write(&junk, b"not a table at all").expect("write");
+    let j = junk.to_str().expect("utf8");
+    let none = tmp.path().join("nothing");
+    let n = none.to_str().expect("utf8");
+    for (args, needle) in [
+        (vec!["stats", n], "nothing"),
+        (vec!["check", n], "nothing"),
+        (vec!["get", n, "k"], "nothing"),
+        (vec!["scan", n], "nothing"),
+        (vec!["manifest-dump", n], "no manifest"),
+        (vec!["sst-dump", n], "nothing"),
+        (vec!["sst-dump", j], "junk.sst"),
+        (
+            vec!["stats", tmp.path().to_str().expect("utf8")],
+            "not a Strata database",
+        ),
+    ] {
+        let o = strata(&args);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{args:?} must fail: {out}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -177,6 +177,8 @@ impl Inner {
                 }
             }
         }
+        // Hold the inputs, not the version: see the end of `merge`.
+        drop(v);
         tracing::debug!(reason = %task.reason, output = task.output_level, files = inputs.len(), "compaction");
         self.merge(&inputs, task.output_level, task.bottom)
     }
@@ -231,6 +233,17 @@ impl Inner {
         );
         for (_, f) in inputs {
             f.table.delete_when_unused(self.storage.clone());
+        }
+        // The caller drops the inputs after this returns: wait (briefly)
+        // for readers of the old version to let go, so the unlinks happen
+        // in this thread and not in some reader's.
+        let deadline = Instant::now() + Duration::from_millis(100);
+        for (_, f) in inputs {
+            while (Arc::strong_count(f) > 1 || Arc::strong_count(&f.table) > 1)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
 
         let s = &self.stats;
@@ -487,6 +500,7 @@ impl Inner {
             }
             CompactionStyle::Level => deepest.max(self.base_level(&v)).max(1),
         };
+        drop(v);
         // Nothing overlapping lies below the output: it is the bottom.
         self.merge(&chosen, out, true)
     }

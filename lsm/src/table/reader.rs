@@ -241,6 +241,85 @@ impl Table {
         Ok(Some((p.seqno, p.kind, it.value().to_vec())))
     }
 
+    /// Whether the table has a bloom filter.
+    pub fn has_filter(&self) -> bool {
+        self.filter.is_some()
+    }
+
+    /// The index: per data block, its last key, offset and size.
+    pub fn index_entries(&self) -> Result<Vec<(Vec<u8>, u64, u64)>> {
+        let mut out = Vec::new();
+        let mut idx = self.index.iter(key::compare);
+        idx.seek_to_first();
+        while idx.valid() {
+            let h = BlockHandle::decode(idx.value()).ok_or_else(|| {
+                Error::corruption(&self.path, self.index_offset, "bad block handle in index")
+            })?;
+            out.push((idx.key().to_vec(), h.offset, h.size));
+            idx.next();
+        }
+        if let Some(r) = idx.error() {
+            return Err(Error::corruption(
+                &self.path,
+                self.index_offset,
+                format!("index block: {r}"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Reads every data block from the file (never from the cache),
+    /// checking its checksum, its structure, and that its keys are well
+    /// formed and in order; returns the number of blocks. The first damage
+    /// found is [`Error::Corruption`] naming the block's offset.
+    pub fn verify(&self) -> Result<u64> {
+        let mut blocks = 0;
+        let mut prev: Option<Vec<u8>> = None;
+        for (last, offset, size) in self.index_entries()? {
+            let raw = read_block(&self.file, &self.path, BlockHandle { offset, size })?;
+            let b = Block::new(raw).map_err(|r| Error::corruption(&self.path, offset, r))?;
+            let mut it = b.iter(key::compare);
+            it.seek_to_first();
+            while it.valid() {
+                if key::parse(it.key()).is_none() {
+                    return Err(Error::corruption(
+                        &self.path,
+                        offset,
+                        "malformed internal key in data block",
+                    ));
+                }
+                if prev
+                    .as_deref()
+                    .is_some_and(|p| key::compare(p, it.key()) != std::cmp::Ordering::Less)
+                {
+                    return Err(Error::corruption(
+                        &self.path,
+                        offset,
+                        "keys out of order in data block",
+                    ));
+                }
+                prev = Some(it.key().to_vec());
+                it.next();
+            }
+            if let Some(r) = it.error() {
+                return Err(Error::corruption(
+                    &self.path,
+                    offset,
+                    format!("data block: {r}"),
+                ));
+            }
+            if prev.as_deref() != Some(last.as_slice()) {
+                return Err(Error::corruption(
+                    &self.path,
+                    offset,
+                    "data block's last key differs from its index entry",
+                ));
+            }
+            blocks += 1;
+        }
+        Ok(blocks)
+    }
+
     /// A cursor over every entry (all versions), in internal-key order.
     pub fn iter(self: &Arc<Self>) -> TableIter {
         TableIter {
