@@ -207,6 +207,17 @@ pub trait File: Send + Sync {
     /// Allocates disk blocks so the file is at least `len` bytes long without
     /// writing data (`fallocate`); never shrinks.
     fn preallocate(&self, len: u64) -> Result<()>;
+    /// Starts writing `len` bytes at `offset` back to disk without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): a hint that spreads the
+    /// writeback of a large file over its writing, so the final fsync (and
+    /// the file system journal commit it forces, which stalls every other
+    /// writer's metadata updates) is short. Durability still needs
+    /// [`File::sync_data`]. Backends without it do nothing.
+    fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// `Some(n)` when the file was opened with `O_DIRECT`: offsets, lengths
     /// and buffer addresses of writes must be multiples of `n`.
     fn alignment(&self) -> Option<usize> {

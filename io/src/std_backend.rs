@@ -259,4 +259,32 @@ impl File for StdFile {
     fn alignment(&self) -> Option<usize> {
         self.align
     }
+
+    fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
+        start_writeback(&self.file, &self.path, offset, len)
+    }
+}
+
+pub(crate) fn start_writeback(file: &fs::File, path: &Path, offset: u64, len: u64) -> Result<()> {
+    let (Ok(off), Ok(n)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return Err(Error::InvalidArgument(format!(
+            "writeback range {offset}+{len} too large"
+        )));
+    };
+    // SAFETY: sync_file_range takes a valid open fd (borrowed from `file`,
+    // alive for the call) and plain integers; it touches no memory of ours.
+    let rc =
+        unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // A hint only: file systems without it lose nothing.
+        Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ESPIPE) => Ok(()),
+        _ => Err(Error::io("sync_file_range", path, err)),
+    }
 }

@@ -366,4 +366,8 @@ impl File for UringFile {
     fn alignment(&self) -> Option<usize> {
         self.inner.align
     }
+
+    fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
+        self.inner.start_writeback(offset, len)
+    }
 }
