@@ -51,6 +51,10 @@ fn files_read_write_length_and_truncate_alike() {
         f.write_at(b"HELLO", 0).expect("overwrite");
         assert_eq!(f.append(b"!!").expect("append"), 11, "{name}");
         f.write_at(b"z", 20).expect("write past end");
+        // A writeback hint changes nothing a reader sees, past the end too.
+        f.start_writeback(0, 21).expect("writeback");
+        f.start_writeback(0, 1 << 20)
+            .expect("writeback past the end");
         assert_eq!(f.len().expect("len"), 21, "{name}");
         let mut buf = [0u8; 21];
         f.read_exact_at(&mut buf, 0).expect("read");

@@ -36,60 +36,84 @@ pub trait InternalIterator: Send {
     fn error(&self) -> Option<String>;
 }
 
-/// A cursor over a memtable. It keeps a copy of the current entry and
-/// re-seeks the skiplist on every step (O(log n)), so it holds no borrow of
-/// the map and sees a consistent order while writers insert.
+/// A cursor over a memtable. It holds no borrow of the skiplist: it copies
+/// a batch of entries (the current one first) in one walk of the bottom
+/// level, and seeks again only when the batch runs out or the direction
+/// changes. Batches start small (a seek often reads a few entries) and
+/// double up to 256 for long scans. Writers may insert meanwhile; readers
+/// filter by sequence number, and every entry at or below their snapshot
+/// was in the memtable before the cursor was made.
 pub struct MemIter {
     mem: Arc<Memtable>,
-    cur: Option<(Vec<u8>, Vec<u8>)>,
+    buf: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    forward: bool,
+    batch: usize,
 }
+
+const MEM_BATCH_MIN: usize = 16;
+const MEM_BATCH_MAX: usize = 256;
 
 impl MemIter {
     /// A cursor over `mem`.
     pub fn new(mem: Arc<Memtable>) -> Self {
-        MemIter { mem, cur: None }
+        MemIter {
+            mem,
+            buf: std::collections::VecDeque::new(),
+            forward: true,
+            batch: MEM_BATCH_MIN,
+        }
     }
 
-    fn set(&mut self, e: Option<(Vec<u8>, Vec<u8>)>) {
-        self.cur = e;
+    fn fill(&mut self, from: Bound<&InternalKey>, forward: bool, batch: usize) {
+        self.buf.clear();
+        self.forward = forward;
+        self.batch = batch;
+        self.mem.scan(from, forward, batch, &mut self.buf);
+    }
+
+    /// Moves one entry in `forward` direction.
+    fn step(&mut self, forward: bool) {
+        let Some((k, _)) = self.buf.pop_front() else {
+            return;
+        };
+        if self.forward != forward {
+            // Turned around: the batch runs the other way.
+            self.fill(Bound::Excluded(&InternalKey(k)), forward, MEM_BATCH_MIN);
+        } else if self.buf.is_empty() {
+            let batch = (self.batch * 2).min(MEM_BATCH_MAX);
+            self.fill(Bound::Excluded(&InternalKey(k)), forward, batch);
+        }
     }
 }
 
 impl InternalIterator for MemIter {
     fn valid(&self) -> bool {
-        self.cur.is_some()
+        !self.buf.is_empty()
     }
     fn key(&self) -> &[u8] {
-        self.cur.as_ref().map_or(&[], |c| &c.0)
+        self.buf.front().map_or(&[], |c| &c.0)
     }
     fn value(&self) -> &[u8] {
-        self.cur.as_ref().map_or(&[], |c| &c.1)
+        self.buf.front().map_or(&[], |c| &c.1)
     }
     fn seek_to_first(&mut self) {
-        let e = self.mem.first();
-        self.set(e);
+        self.fill(Bound::Unbounded, true, MEM_BATCH_MIN);
     }
     fn seek_to_last(&mut self) {
-        let e = self.mem.last();
-        self.set(e);
+        self.fill(Bound::Unbounded, false, MEM_BATCH_MIN);
     }
     fn seek(&mut self, target: &[u8]) {
-        let e = self
-            .mem
-            .bound(Bound::Included(&InternalKey(target.to_vec())), true);
-        self.set(e);
+        self.fill(
+            Bound::Included(&InternalKey(target.to_vec())),
+            true,
+            MEM_BATCH_MIN,
+        );
     }
     fn next(&mut self) {
-        if let Some((k, _)) = self.cur.take() {
-            let e = self.mem.bound(Bound::Excluded(&InternalKey(k)), true);
-            self.set(e);
-        }
+        self.step(true);
     }
     fn prev(&mut self) {
-        if let Some((k, _)) = self.cur.take() {
-            let e = self.mem.bound(Bound::Excluded(&InternalKey(k)), false);
-            self.set(e);
-        }
+        self.step(false);
     }
     fn error(&self) -> Option<String> {
         None

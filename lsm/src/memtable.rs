@@ -153,6 +153,32 @@ impl Memtable {
         e.map(|e| (e.key().0.clone(), e.value().clone()))
     }
 
+    /// Appends to `out` up to `n` entries from `from` on, forwards in key
+    /// order or backwards: one walk of the skiplist's bottom level, so a
+    /// cursor pays one seek per batch rather than per entry.
+    pub fn scan(
+        &self,
+        from: Bound<&InternalKey>,
+        forward: bool,
+        n: usize,
+        out: &mut std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    ) {
+        let copy = |e: crossbeam_skiplist::map::Entry<'_, InternalKey, Vec<u8>>| {
+            (e.key().0.clone(), e.value().clone())
+        };
+        if forward {
+            out.extend(self.map.range((from, Bound::Unbounded)).take(n).map(copy));
+        } else {
+            out.extend(
+                self.map
+                    .range((Bound::Unbounded, from))
+                    .rev()
+                    .take(n)
+                    .map(copy),
+            );
+        }
+    }
+
     /// Every entry in internal-key order (for flushing).
     pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
         self.map

@@ -421,3 +421,26 @@ fn inspection_commands_refuse_bad_paths_and_files() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn bench_profile_writes_a_flamegraph() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let svg = tmp.path().join("flame.svg");
+    let o = strata(&[
+        "bench",
+        "--benchmarks=fillrandom,readrandom",
+        "--num=200000",
+        &format!("--profile={}", svg.display()),
+        &format!("--db={}", tmp.path().join("db").display()),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("flamegraph written to"), "{out}");
+    let body = std::fs::read_to_string(&svg).expect("svg");
+    assert!(body.contains("<svg"), "not an SVG");
+    // Sampled stacks name the engine's own functions.
+    assert!(
+        body.contains("strata_lsm"),
+        "no engine frames in the profile"
+    );
+}

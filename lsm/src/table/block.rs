@@ -103,6 +103,8 @@ impl BlockBuilder {
 #[derive(Clone, Debug)]
 pub struct Block {
     data: Arc<[u8]>,
+    /// The block is `data[..len]`.
+    len: usize,
     /// Where the restart array starts: entries live in `..restarts_at`.
     restarts_at: usize,
     num_restarts: usize,
@@ -117,11 +119,20 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 impl Block {
     /// Validates the restart trailer of `data`.
     pub fn new(data: Arc<[u8]>) -> Result<Block, &'static str> {
+        let len = data.len();
+        Self::with_len(data, len)
+    }
+
+    /// A block made of the first `len` bytes of `data` (the rest, e.g. a
+    /// checksum trailer read along with it, is ignored).
+    pub fn with_len(data: Arc<[u8]>, len: usize) -> Result<Block, &'static str> {
+        let data_all = data;
+        let data = data_all.get(..len).ok_or("block length past its buffer")?;
         let n = data
             .len()
             .checked_sub(4)
             .ok_or("block shorter than its trailer")?;
-        let num = le32(&data, n).ok_or("block shorter than its trailer")? as usize;
+        let num = le32(data, n).ok_or("block shorter than its trailer")? as usize;
         let restarts_at = num
             .checked_mul(4)
             .and_then(|r| n.checked_sub(r))
@@ -131,17 +142,18 @@ impl Block {
         }
         let mut prev = None;
         for i in 0..num {
-            let r = le32(&data, restarts_at + 4 * i).ok_or("restart array truncated")? as usize;
+            let r = le32(data, restarts_at + 4 * i).ok_or("restart array truncated")? as usize;
             if (r >= restarts_at && restarts_at > 0) || prev.is_some_and(|p| r <= p) {
                 return Err("restart point out of order or out of range");
             }
             prev = Some(r);
         }
-        if num > 0 && le32(&data, restarts_at) != Some(0) {
+        if num > 0 && le32(data, restarts_at) != Some(0) {
             return Err("first restart point is not at offset 0");
         }
         Ok(Block {
-            data,
+            data: data_all,
+            len,
             restarts_at,
             num_restarts: num,
         })
@@ -164,9 +176,9 @@ impl Block {
         le32(&self.data, self.restarts_at + 4 * i).map_or(0, |r| r as usize)
     }
 
-    /// Raw bytes, trailer included.
+    /// Raw bytes, restart array included.
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        &self.data[..self.len]
     }
 }
 

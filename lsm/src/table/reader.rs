@@ -79,23 +79,23 @@ impl Table {
         let at = size - FOOTER_LEN as u64;
         file.read_exact_at(&mut fb, at)?;
         let footer = Footer::decode(&fb, size).map_err(|r| Error::corruption(&path, at, r))?;
-        let index = read_block(&file, &path, footer.index)?;
-        let index =
-            Block::new(index).map_err(|r| Error::corruption(&path, footer.index.offset, r))?;
+        let (index, n) = read_block(&file, &path, footer.index)?;
+        let index = Block::with_len(index, n)
+            .map_err(|r| Error::corruption(&path, footer.index.offset, r))?;
         let filter = if footer.filter.size == 0 {
             None
         } else {
-            let raw = read_block(&file, &path, footer.filter)?;
+            let (raw, n) = read_block(&file, &path, footer.filter)?;
             Some(
-                Bloom::decode(&raw)
+                Bloom::decode(&raw[..n])
                     .map_err(|r| Error::corruption(&path, footer.filter.offset, r))?,
             )
         };
-        let raw = read_block(&file, &path, footer.properties)?;
-        let props = Properties::decode(&raw)
+        let (raw, n) = read_block(&file, &path, footer.properties)?;
+        let props = Properties::decode(&raw[..n])
             .map_err(|r| Error::corruption(&path, footer.properties.offset, r))?;
-        let raw = read_block(&file, &path, footer.range_dels)?;
-        let range_dels = range_del::decode(&raw)
+        let (raw, n) = read_block(&file, &path, footer.range_dels)?;
+        let range_dels = range_del::decode(&raw[..n])
             .map_err(|r| Error::corruption(&path, footer.range_dels.offset, r))?;
         Ok(Table {
             cache: None,
@@ -136,8 +136,8 @@ impl Table {
                 return Ok((b, h.offset));
             }
         }
-        let raw = read_block(&self.file, &self.path, h)?;
-        let b = Block::new(raw).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
+        let (raw, n) = read_block(&self.file, &self.path, h)?;
+        let b = Block::with_len(raw, n).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
         if let Some((c, id)) = &self.cache {
             c.insert((*id, h.offset), b.clone());
         }
@@ -276,8 +276,9 @@ impl Table {
         let mut blocks = 0;
         let mut prev: Option<Vec<u8>> = None;
         for (last, offset, size) in self.index_entries()? {
-            let raw = read_block(&self.file, &self.path, BlockHandle { offset, size })?;
-            let b = Block::new(raw).map_err(|r| Error::corruption(&self.path, offset, r))?;
+            let (raw, n) = read_block(&self.file, &self.path, BlockHandle { offset, size })?;
+            let b =
+                Block::with_len(raw, n).map_err(|r| Error::corruption(&self.path, offset, r))?;
             let mut it = b.iter(key::compare);
             it.seek_to_first();
             while it.valid() {
@@ -332,19 +333,25 @@ impl Table {
     }
 }
 
-fn read_block(file: &FileRef, path: &Path, h: BlockHandle) -> Result<Arc<[u8]>> {
+/// Reads and checks a block: the buffer (trailer included) and the length
+/// of its contents.
+fn read_block(file: &FileRef, path: &Path, h: BlockHandle) -> Result<(Arc<[u8]>, usize)> {
     let len = usize::try_from(h.size)
         .ok()
         .and_then(|s| s.checked_add(BLOCK_TRAILER_LEN))
         .ok_or_else(|| Error::corruption(path, h.offset, "block size overflows"))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, h.offset)
-        .map_err(|e| match e {
-            strata_io::Error::ShortRead { .. } => {
-                Error::corruption(path, h.offset, "block runs past end of file")
-            }
-            e => e.into(),
-        })?;
+    // Read straight into the shared buffer the block will live in (one
+    // allocation, no copy); the trailer stays behind its end.
+    // (`collect` from an exact-size iterator allocates the Arc once.)
+    let mut arc: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let buf = Arc::get_mut(&mut arc)
+        .ok_or_else(|| Error::corruption(path, h.offset, "block buffer is shared"))?;
+    file.read_exact_at(buf, h.offset).map_err(|e| match e {
+        strata_io::Error::ShortRead { .. } => {
+            Error::corruption(path, h.offset, "block runs past end of file")
+        }
+        e => e.into(),
+    })?;
     let (contents, trailer) = buf.split_at(len - BLOCK_TRAILER_LEN);
     let kind = trailer[0];
     let stored = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
@@ -358,8 +365,7 @@ fn read_block(file: &FileRef, path: &Path, h: BlockHandle) -> Result<Arc<[u8]>> 
             format!("unknown block compression {kind}"),
         ));
     }
-    buf.truncate(len - BLOCK_TRAILER_LEN);
-    Ok(buf.into())
+    Ok((arc, len - BLOCK_TRAILER_LEN))
 }
 
 /// A two-level cursor: the index picks the data block, the block cursor
