@@ -1,26 +1,39 @@
 //! The block cache: decoded data blocks shared by all tables, bounded in
-//! bytes, least recently used evicted first. Sharded by key so concurrent
-//! readers rarely meet on one lock.
+//! bytes. Sharded by key so concurrent readers rarely meet on one lock.
+//!
+//! Eviction is CLOCK (second chance), an approximation of LRU that makes a
+//! hit a hash lookup and a flag store: a block found in the cache is marked
+//! referenced; the clock hand passes over referenced blocks once (clearing
+//! the mark) and evicts the first unreferenced one.
+//!
+//! Evicted blocks that no reader still holds leave their buffers in a small
+//! per-shard pool that reads take from, so a scan that streams blocks
+//! through a full cache reuses memory instead of allocating and freeing a
+//! block-sized buffer per block.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::table::block::Block;
 
 const SHARDS: usize = 16;
+/// Spare buffers kept per shard.
+const POOL: usize = 32;
 
 /// (table id, block offset).
 pub type BlockKey = (u64, u64);
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<BlockKey, (Block, u64)>,
-    /// Access tick -> key, oldest first.
-    lru: BTreeMap<u64, BlockKey>,
+    /// Block and its "referenced since the hand last passed" mark.
+    map: HashMap<BlockKey, (Block, bool)>,
+    /// Keys in clock order; the hand is at the front.
+    ring: VecDeque<BlockKey>,
     usage: usize,
-    tick: u64,
+    pool: Vec<Arc<[u8]>>,
 }
 
 /// Hit and miss counters.
@@ -34,7 +47,7 @@ pub struct CacheStats {
     pub usage: u64,
 }
 
-/// A sharded LRU cache of blocks.
+/// A sharded CLOCK cache of blocks.
 pub struct BlockCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
@@ -66,17 +79,12 @@ impl BlockCache {
         &self.shards[(h >> 59) as usize % SHARDS]
     }
 
-    /// The cached block, marking it recently used.
+    /// The cached block, marking it referenced.
     pub fn get(&self, k: &BlockKey) -> Option<Block> {
         let mut s = self.shard(k).lock();
-        let s = &mut *s;
-        s.tick += 1;
-        let tick = s.tick;
         match s.map.get_mut(k) {
-            Some((b, t)) => {
-                s.lru.remove(t);
-                *t = tick;
-                s.lru.insert(tick, *k);
+            Some((b, referenced)) => {
+                *referenced = true;
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(b.clone())
             }
@@ -87,7 +95,18 @@ impl BlockCache {
         }
     }
 
-    /// Adds a block, evicting the least recently used beyond capacity.
+    /// A spare buffer of at least `len` bytes (and not much more) for the
+    /// block that will be cached under `k`, if the pool has one.
+    pub fn take_buffer(&self, k: &BlockKey, len: usize) -> Option<Arc<[u8]>> {
+        let mut s = self.shard(k).lock();
+        let i = s
+            .pool
+            .iter()
+            .rposition(|b| b.len() >= len && b.len() <= len.saturating_mul(2))?;
+        Some(s.pool.swap_remove(i))
+    }
+
+    /// Adds a block, evicting beyond capacity.
     pub fn insert(&self, k: BlockKey, b: Block) {
         let size = b.bytes().len();
         if size > self.per_shard {
@@ -95,20 +114,33 @@ impl BlockCache {
         }
         let mut s = self.shard(&k).lock();
         let s = &mut *s;
-        s.tick += 1;
-        let tick = s.tick;
-        if let Some((old, t)) = s.map.insert(k, (b, tick)) {
-            s.lru.remove(&t);
-            s.usage -= old.bytes().len();
+        match s.map.insert(k, (b, false)) {
+            Some((old, _)) => s.usage -= old.bytes().len(),
+            None => s.ring.push_back(k),
         }
-        s.lru.insert(tick, k);
         s.usage += size;
-        while s.usage > self.per_shard {
-            let Some((_, victim)) = s.lru.pop_first() else {
+        // Each key gets at most one second chance per sweep.
+        let mut budget = 2 * s.ring.len();
+        while s.usage > self.per_shard && budget > 0 {
+            budget -= 1;
+            let Some(victim) = s.ring.pop_front() else {
                 break;
             };
-            if let Some((old, _)) = s.map.remove(&victim) {
-                s.usage -= old.bytes().len();
+            match s.map.get_mut(&victim) {
+                Some((_, referenced)) if *referenced => {
+                    *referenced = false;
+                    s.ring.push_back(victim);
+                }
+                Some(_) => {
+                    if let Some((old, _)) = s.map.remove(&victim) {
+                        s.usage -= old.bytes().len();
+                        let buf = old.into_buffer();
+                        if Arc::strong_count(&buf) == 1 && s.pool.len() < POOL {
+                            s.pool.push(buf);
+                        }
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -132,6 +164,24 @@ mod tests {
         let mut b = BlockBuilder::new(16);
         b.add(b"k", &vec![0u8; n]);
         Block::new(b.finish().into()).expect("block")
+    }
+
+    #[test]
+    fn evicted_buffers_are_reused() {
+        let c = BlockCache::new(16 * 1000);
+        for i in 0..2000u64 {
+            c.insert((1, i), block(100));
+        }
+        // Some shard has a spare buffer of a block's size.
+        let found = (0..2000u64).any(|i| c.take_buffer(&(2, i), 100).is_some());
+        assert!(found, "no evicted buffer was kept");
+        // A buffer still read elsewhere is not recycled.
+        let c = BlockCache::new(16 * 300);
+        let held: Vec<Block> = (0..200u64).map(|_| block(100)).collect();
+        for (i, b) in held.iter().enumerate() {
+            c.insert((1, i as u64), b.clone());
+        }
+        assert!((0..200u64).all(|i| c.take_buffer(&(2, i), 100).is_none()));
     }
 
     #[test]

@@ -180,6 +180,11 @@ impl Block {
     pub fn bytes(&self) -> &[u8] {
         &self.data[..self.len]
     }
+
+    /// The buffer the block lives in (possibly longer than the block).
+    pub fn into_buffer(self) -> Arc<[u8]> {
+        self.data
+    }
 }
 
 /// A cursor over a block's entries. Invalid when positioned past either

@@ -136,7 +136,11 @@ impl Table {
                 return Ok((b, h.offset));
             }
         }
-        let (raw, n) = read_block(&self.file, &self.path, h)?;
+        let spare = self.cache.as_ref().and_then(|(c, id)| {
+            let len = usize::try_from(h.size).ok()? + BLOCK_TRAILER_LEN;
+            c.take_buffer(&(*id, h.offset), len)
+        });
+        let (raw, n) = read_block_into(&self.file, &self.path, h, spare)?;
         let b = Block::with_len(raw, n).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
         if let Some((c, id)) = &self.cache {
             c.insert((*id, h.offset), b.clone());
@@ -336,6 +340,16 @@ impl Table {
 /// Reads and checks a block: the buffer (trailer included) and the length
 /// of its contents.
 fn read_block(file: &FileRef, path: &Path, h: BlockHandle) -> Result<(Arc<[u8]>, usize)> {
+    read_block_into(file, path, h, None)
+}
+
+/// [`read_block`] into `spare` when it is given, unshared and long enough.
+fn read_block_into(
+    file: &FileRef,
+    path: &Path,
+    h: BlockHandle,
+    spare: Option<Arc<[u8]>>,
+) -> Result<(Arc<[u8]>, usize)> {
     let len = usize::try_from(h.size)
         .ok()
         .and_then(|s| s.checked_add(BLOCK_TRAILER_LEN))
@@ -343,8 +357,12 @@ fn read_block(file: &FileRef, path: &Path, h: BlockHandle) -> Result<(Arc<[u8]>,
     // Read straight into the shared buffer the block will live in (one
     // allocation, no copy); the trailer stays behind its end.
     // (`collect` from an exact-size iterator allocates the Arc once.)
-    let mut arc: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let mut arc: Arc<[u8]> = match spare {
+        Some(b) if b.len() >= len && Arc::strong_count(&b) == 1 => b,
+        _ => std::iter::repeat_n(0u8, len).collect(),
+    };
     let buf = Arc::get_mut(&mut arc)
+        .and_then(|b| b.get_mut(..len))
         .ok_or_else(|| Error::corruption(path, h.offset, "block buffer is shared"))?;
     file.read_exact_at(buf, h.offset).map_err(|e| match e {
         strata_io::Error::ShortRead { .. } => {
