@@ -18,15 +18,16 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use strata_io::rng::Rng;
-use strata_io::{Backend, StorageRef, UringStorage};
+use strata_io::StorageRef;
 use strata_lsm::table::TableOptions;
 use strata_lsm::{CompactionStyle, Db, Options, ReadOptions, WriteOptions};
 
+use crate::common::storage_for;
 use crate::error::{CliError, Result};
 
 /// The suite run when `--benchmarks` is not given.
@@ -357,21 +358,6 @@ impl Outcome {
             );
         }
     }
-}
-
-fn storage_for(name: &str) -> Result<StorageRef> {
-    let backend: Backend = name.parse()?;
-    Ok(match backend {
-        Backend::Std => strata_io::open_storage(Backend::Std),
-        Backend::Uring => match UringStorage::try_new() {
-            Ok(u) => Arc::new(u),
-            Err(e) => {
-                return Err(CliError::Usage(format!(
-                    "--io uring: io_uring is unavailable here ({e})"
-                )))
-            }
-        },
-    })
 }
 
 impl Args {
@@ -761,16 +747,7 @@ pub fn run(a: Args) -> Result<Vec<Outcome>> {
     let dir = match &a.db {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile::Builder::new()
-                .prefix("strata-bench")
-                .tempdir_in(std::env::current_dir().map_err(|e| CliError::Local {
-                    what: "current dir".into(),
-                    source: e,
-                })?)
-                .map_err(|e| CliError::Local {
-                    what: "create temporary directory".into(),
-                    source: e,
-                })?;
+            tmp = crate::common::temp_dir("strata-bench")?;
             tmp.path().join("db")
         }
     };

@@ -13,6 +13,7 @@
 //!
 
 mod bench;
+mod common;
 mod error;
 mod inspect;
 mod wal_bench;

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use strata_io::{Backend, StorageRef, UringStorage};
+use strata_io::StorageRef;
 use strata_wal::{Preallocate, SyncPolicy, Wal, WalOptions};
 
+use crate::common::storage_for;
 use crate::error::{CliError, Result};
 
 #[derive(clap::Args, Debug)]
@@ -126,21 +127,6 @@ fn new_hist() -> Result<Histogram<u64>> {
         .map_err(|e| CliError::Usage(format!("histogram: {e}")))
 }
 
-fn storage_for(name: &str) -> Result<StorageRef> {
-    let backend: Backend = name.parse()?;
-    Ok(match backend {
-        Backend::Std => strata_io::open_storage(Backend::Std),
-        Backend::Uring => match UringStorage::try_new() {
-            Ok(u) => Arc::new(u),
-            Err(e) => {
-                return Err(CliError::Usage(format!(
-                    "--io uring: io_uring is unavailable here ({e})"
-                )))
-            }
-        },
-    })
-}
-
 fn record(i: u64, size: usize) -> Vec<u8> {
     let mut v = vec![0u8; size];
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -182,16 +168,7 @@ pub fn run(a: Args) -> Result<()> {
             d.clone()
         }
         None => {
-            tmp = tempfile::Builder::new()
-                .prefix("strata-wal-bench")
-                .tempdir_in(std::env::current_dir().map_err(|e| CliError::Local {
-                    what: "current dir".into(),
-                    source: e,
-                })?)
-                .map_err(|e| CliError::Local {
-                    what: "create temporary directory".into(),
-                    source: e,
-                })?;
+            tmp = crate::common::temp_dir("strata-wal-bench")?;
             tmp.path().to_path_buf()
         }
     };

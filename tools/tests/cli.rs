@@ -272,6 +272,41 @@ fn bench_runs_db_bench_workloads_with_db_bench_output() {
 }
 
 #[test]
+fn bench_counts_exactly_the_operations_asked_for() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = strata(&[
+        "bench",
+        "--benchmarks=fillseq,fillrandom,readrandom",
+        "--num=2500",
+        "--reads=700",
+        "--threads=3",
+        "--json",
+        &format!("--db={}", tmp.path().join("db").display()),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let field = |line: &str, name: &str| -> f64 {
+        line.split(&format!("\"{name}\":"))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, ops) in lines.iter().zip([2500.0, 2500.0, 700.0]) {
+        assert_eq!(field(line, "ops"), ops, "{line}");
+        assert_eq!(field(line, "threads"), 3.0);
+        let (secs, per_sec) = (field(line, "seconds"), field(line, "ops_per_sec"));
+        assert!((per_sec * secs - ops).abs() < ops * 0.01 + 1.0, "{line}");
+        assert!(field(line, "p50_us") <= field(line, "p99_us"), "{line}");
+        assert!(field(line, "p99_us") <= field(line, "max_us"), "{line}");
+    }
+    // Every read key was written by the same thread's fillrandom.
+    assert_eq!(field(lines[2], "found"), 700.0);
+}
+
+#[test]
 fn bench_refuses_to_delete_a_directory_that_is_not_a_database() {
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::write(tmp.path().join("precious.txt"), b"keep me").expect("write");
