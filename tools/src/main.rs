@@ -16,6 +16,7 @@ mod bench;
 mod common;
 mod error;
 mod inspect;
+mod torture;
 mod wal_bench;
 mod wal_dump;
 
@@ -78,6 +79,12 @@ enum Command {
         after_help = "Examples:\n  strata scan /tmp/db\n  strata scan /tmp/db --from user: --limit 10\n  strata scan /tmp/db --prefix user:"
     )]
     Scan(inspect::ScanArgs),
+    /// Crash-recovery torture: kill a writing child with SIGKILL again and
+    /// again, and check the recovered database each time.
+    #[command(
+        after_help = "Examples:\n  strata torture --cycles=200\n  strata torture --cycles=2000 --compaction_style=universal --seed=7 --io=uring"
+    )]
+    Torture(torture::Args),
     /// Benchmark WAL appends (run with no flags for the standard suite).
     #[command(
         after_help = "Examples:\n  strata wal-bench\n  strata wal-bench --only sync --threads 1,4,16 --io std,uring --num 20000\n  strata wal-bench --only append --num 2000000 --json"
@@ -98,6 +105,7 @@ fn main() {
         .init();
     let res: Result<i32, CliError> = match cli.command {
         Command::Bench(a) => bench::run(a).map(|_| 0),
+        Command::Torture(a) => torture::run(a),
         Command::Stats(a) => inspect::stats(a),
         Command::SstDump(a) => inspect::sst_dump(a),
         Command::ManifestDump(a) => inspect::manifest_dump(a),

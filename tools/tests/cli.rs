@@ -483,3 +483,37 @@ fn bench_profile_writes_a_flamegraph() {
         "no engine frames in the profile"
     );
 }
+
+#[test]
+fn torture_survives_kill_cycles_on_both_backends_and_styles() {
+    for (io, style, seed) in [
+        ("std", "level", "11"),
+        ("uring", "universal", "12"),
+        ("std", "universal", "13"),
+        ("uring", "level", "14"),
+    ] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let o = strata(&[
+            "torture",
+            "--cycles=12",
+            "--max_kill_ms=150",
+            &format!("--seed={seed}"),
+            &format!("--io={io}"),
+            &format!("--compaction_style={style}"),
+            &format!("--db={}", tmp.path().join("db").display()),
+        ]);
+        let (out, err) = text(&o);
+        // uring may be missing on a CI host: then the run is refused with a message.
+        if io == "uring" && err.contains("io_uring is unavailable") {
+            continue;
+        }
+        assert!(o.status.success(), "{io} {style}: {out}{err}");
+        assert!(
+            out.contains("12 kill cycles") && out.contains("0 failures"),
+            "{out}"
+        );
+    }
+    let o = strata(&["torture", "--sync_ratio=2"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--sync_ratio"));
+}

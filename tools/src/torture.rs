@@ -1,0 +1,449 @@
+//! `strata torture`: crash-recovery torture in the manner of RocksDB's
+//! db_stress / db_crashtest.
+//!
+//! A parent process runs cycles. In each, it starts a child (this binary
+//! with `--child`) that opens the database and runs a seeded mixed
+//! workload: puts, deletes, range deletes, batches, flushes and
+//! compactions. Before each operation the child writes `I n` to a pipe and
+//! after the engine acknowledges it `A n`, so the parent knows what was
+//! acknowledged even though the child dies. The parent kills the child with
+//! SIGKILL at a seeded moment, opens the database itself and checks it:
+//!
+//! * the state equals the model after every acknowledged operation, or
+//!   after those and the one in flight, applied whole (a batch is all or
+//!   nothing, and SIGKILL keeps what reached the OS, which with the WAL
+//!   written before each acknowledgement is every acknowledged write);
+//! * no value appears that was never written (values name their operation);
+//! * an iterator over everything agrees with point reads of every key;
+//! * every block of every table passes its checksum.
+//!
+//! The verified state is the model for the next cycle. Both the parent and
+//! the child derive operation `n` of cycle `c` from the seed, so nothing
+//! but the two counters crosses the pipe.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_io::rng::Rng;
+use strata_lsm::{CompactionStyle, Db, Options, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::common::storage_for;
+use crate::error::{CliError, Result};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Database directory [default: a temporary directory, removed after].
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Kill cycles to run.
+    #[arg(long, default_value_t = 100)]
+    cycles: u64,
+    /// Stop after this many seconds even if cycles remain (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+    /// Seed of the workload and of the kill times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// I/O backend: std or uring.
+    #[arg(long = "io", default_value = "std")]
+    io: String,
+    /// level or universal.
+    #[arg(long = "compaction_style", default_value = "level")]
+    compaction_style: CompactionStyle,
+    /// Fraction of writes that wait for an fsync (0.0 to 1.0).
+    #[arg(long = "sync_ratio", default_value_t = 0.1)]
+    sync_ratio: f64,
+    /// Longest time a child runs before it is killed, in milliseconds.
+    #[arg(long = "max_kill_ms", default_value_t = 300)]
+    max_kill_ms: u64,
+    /// Keys in the workload's key space.
+    #[arg(long, default_value_t = 2000)]
+    keys: u64,
+    /// Run as the child of a torture run (internal).
+    #[arg(long, hide = true)]
+    child: bool,
+    /// The cycle a child runs (internal).
+    #[arg(long, hide = true, default_value_t = 0)]
+    cycle: u64,
+}
+
+/// One workload operation.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u64, Vec<u8>, bool),
+    Delete(u64, bool),
+    DeleteRange(u64, u64, bool),
+    Batch(Vec<(u64, Option<Vec<u8>>)>, bool),
+    Flush,
+    Compact,
+}
+
+fn key(k: u64) -> Vec<u8> {
+    format!("key{k:08}").into_bytes()
+}
+
+/// The operations of one cycle, in order: the same for parent and child.
+struct Workload {
+    rng: Rng,
+    cycle: u64,
+    n: u64,
+    keys: u64,
+    sync_per_mille: u64,
+}
+
+impl Workload {
+    fn new(a: &Args, cycle: u64) -> Workload {
+        Workload {
+            rng: Rng::new(a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ cycle),
+            cycle,
+            n: 0,
+            keys: a.keys.max(2),
+            sync_per_mille: (a.sync_ratio.clamp(0.0, 1.0) * 1000.0) as u64,
+        }
+    }
+
+    fn value(&mut self, k: u64) -> Vec<u8> {
+        let pad = self.rng.below(120) as usize;
+        format!("{k}:{}:{}:{}", self.cycle, self.n, "v".repeat(pad)).into_bytes()
+    }
+
+    fn next(&mut self) -> Op {
+        self.n += 1;
+        let sync = self.rng.below(1000) < self.sync_per_mille;
+        let k = self.rng.below(self.keys);
+        match self.rng.below(1000) {
+            0..=599 => {
+                let v = self.value(k);
+                Op::Put(k, v, sync)
+            }
+            600..=799 => Op::Delete(k, sync),
+            800..=829 => Op::DeleteRange(k, k + 1 + self.rng.below(20), sync),
+            830..=989 => {
+                let n = 2 + self.rng.below(5);
+                let items = (0..n)
+                    .map(|_| {
+                        let k = self.rng.below(self.keys);
+                        let v = (self.rng.below(4) != 0).then(|| self.value(k));
+                        (k, v)
+                    })
+                    .collect();
+                Op::Batch(items, sync)
+            }
+            990..=996 => Op::Flush,
+            _ => Op::Compact,
+        }
+    }
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn apply(m: &mut Model, op: &Op) {
+    match op {
+        Op::Put(k, v, _) => {
+            m.insert(key(*k), v.clone());
+        }
+        Op::Delete(k, _) => {
+            m.remove(&key(*k));
+        }
+        Op::DeleteRange(a, b, _) => {
+            let (lo, hi) = (key(*a), key(*b));
+            m.retain(|k, _| !(k >= &lo && k < &hi));
+        }
+        Op::Batch(items, _) => {
+            for (k, v) in items {
+                match v {
+                    Some(v) => m.insert(key(*k), v.clone()),
+                    None => m.remove(&key(*k)),
+                };
+            }
+        }
+        Op::Flush | Op::Compact => {}
+    }
+}
+
+fn options(a: &Args) -> Options {
+    // Small memtables and tables, so flushes and compactions (and crashes
+    // inside them) happen many times per cycle.
+    Options {
+        write_buffer_size: 64 << 10,
+        target_file_size: 128 << 10,
+        max_bytes_for_level_base: 512 << 10,
+        compaction_style: a.compaction_style,
+        max_background_compactions: 2,
+        ..Options::default()
+    }
+}
+
+fn run_op(db: &Db, op: &Op) -> strata_lsm::Result<()> {
+    let w = |sync: bool| WriteOptions::sync(sync);
+    match op {
+        Op::Put(k, v, s) => db.put(&key(*k), v, w(*s)),
+        Op::Delete(k, s) => db.delete(&key(*k), w(*s)),
+        Op::DeleteRange(a, b, s) => db.delete_range(&key(*a), &key(*b), w(*s)),
+        Op::Batch(items, s) => {
+            let mut b = WriteBatch::new();
+            for (k, v) in items {
+                match v {
+                    Some(v) => b.put(&key(*k), v),
+                    None => b.delete(&key(*k)),
+                };
+            }
+            db.write(&b, w(*s))
+        }
+        Op::Flush => db.flush(),
+        Op::Compact => {
+            let a = key(0);
+            let b = key(u64::MAX / 2);
+            db.compact_range(Some(&a), Some(&b))
+        }
+    }
+}
+
+/// The child: run the cycle's workload until killed.
+fn child(a: &Args, dir: &Path) -> Result<i32> {
+    let db = Db::open(storage_for(&a.io)?, dir, options(a))?;
+    let mut out = std::io::stdout().lock();
+    let io = |e: std::io::Error| CliError::Local {
+        what: "write to the parent".into(),
+        source: e,
+    };
+    writeln!(out, "R").and_then(|()| out.flush()).map_err(io)?;
+    let mut w = Workload::new(a, a.cycle);
+    loop {
+        let op = w.next();
+        writeln!(out, "I {}", w.n)
+            .and_then(|()| out.flush())
+            .map_err(io)?;
+        run_op(&db, &op)?;
+        writeln!(out, "A {}", w.n)
+            .and_then(|()| out.flush())
+            .map_err(io)?;
+    }
+}
+
+/// What the parent checks after a kill; `Err` describes the failure.
+fn verify(
+    a: &Args,
+    dir: &Path,
+    before: &Model,
+    acked: &Model,
+    in_flight: Option<&Model>,
+) -> std::result::Result<Model, String> {
+    let db = Db::open(
+        storage_for(&a.io).map_err(|e| e.to_string())?,
+        dir,
+        options(a),
+    )
+    .map_err(|e| format!("recovery failed: {e}"))?;
+    let mut got = Model::new();
+    let mut it = db.iter(ReadOptions::default());
+    it.seek_to_first();
+    while it.valid() {
+        got.insert(it.key().to_vec(), it.value().to_vec());
+        it.next();
+    }
+    it.status().map_err(|e| format!("scan: {e}"))?;
+    drop(it);
+    for k in 0..a.keys.max(2) + 64 {
+        let g = db.get(&key(k), None).map_err(|e| format!("get: {e}"))?;
+        if g.as_ref() != got.get(&key(k)) {
+            return Err(format!(
+                "get and scan disagree on key {k}: get {:?}, scan {:?}",
+                g.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                got.get(&key(k))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            ));
+        }
+    }
+    db.verify_checksums()
+        .map_err(|e| format!("checksums: {e}"))?;
+    db.close().map_err(|e| format!("close: {e}"))?;
+    if got == *acked {
+        return Ok(got);
+    }
+    if in_flight.is_some_and(|m| got == *m) {
+        return Ok(got);
+    }
+    // Say what differs from the acknowledged state.
+    let mut diffs = Vec::new();
+    for k in acked.keys().chain(got.keys()) {
+        if acked.get(k) != got.get(k) && diffs.len() < 5 {
+            diffs.push(format!(
+                "{}: expected {:?}, found {:?}{}",
+                String::from_utf8_lossy(k),
+                acked
+                    .get(k)
+                    .map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned()),
+                got.get(k)
+                    .map(|v| String::from_utf8_lossy(&v[..v.len().min(24)]).into_owned()),
+                if before.get(k) == got.get(k) {
+                    " (the value before this cycle: an acknowledged write was lost)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Err(format!(
+        "recovered state matches neither the acknowledged writes nor those plus the one in flight: {}",
+        diffs.join("; ")
+    ))
+}
+
+/// Runs the torture; exit code 1 on a failure.
+pub fn run(a: Args) -> Result<i32> {
+    if !(0.0..=1.0).contains(&a.sync_ratio) {
+        return Err(CliError::Usage(format!(
+            "--sync_ratio={}: must be between 0 and 1",
+            a.sync_ratio
+        )));
+    }
+    if a.keys < 2 {
+        return Err(CliError::Usage("--keys must be at least 2".into()));
+    }
+    let tmp;
+    let dir = match &a.db {
+        Some(d) => d.clone(),
+        None => {
+            tmp = crate::common::temp_dir("strata-torture")?;
+            tmp.path().join("db")
+        }
+    };
+    if a.child {
+        return child(&a, &dir);
+    }
+    let exe = std::env::current_exe().map_err(|e| CliError::Local {
+        what: "find this program".into(),
+        source: e,
+    })?;
+    let started = Instant::now();
+    let mut rng = Rng::new(a.seed ^ 0x5EED);
+    let mut model = Model::new();
+    let (mut cycles, mut ops_verified, mut acked_total) = (0u64, 0u64, 0u64);
+    let mut failure: Option<String> = None;
+    for cycle in 0..a.cycles {
+        if a.duration > 0 && started.elapsed() >= Duration::from_secs(a.duration) {
+            break;
+        }
+        let mut cmd = Command::new(&exe);
+        cmd.args(["torture", "--child"])
+            .arg(format!("--db={}", dir.display()))
+            .arg(format!("--cycle={cycle}"))
+            .arg(format!("--seed={}", a.seed))
+            .arg(format!("--io={}", a.io))
+            .arg(format!("--keys={}", a.keys))
+            .arg(format!("--sync_ratio={}", a.sync_ratio))
+            .arg(format!(
+                "--compaction_style={}",
+                match a.compaction_style {
+                    CompactionStyle::Level => "level",
+                    CompactionStyle::Universal => "universal",
+                }
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = cmd.spawn().map_err(|e| CliError::Local {
+            what: "start the child".into(),
+            source: e,
+        })?;
+        let stdout = proc
+            .stdout
+            .take()
+            .ok_or_else(|| CliError::Usage("no child stdout".into()))?;
+        // The reader thread follows the pipe until the child dies.
+        let reader = std::thread::spawn(move || {
+            let (mut ready, mut intent, mut acked) = (false, 0u64, 0u64);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut parts = line.split(' ');
+                match (
+                    parts.next(),
+                    parts.next().and_then(|n| n.parse::<u64>().ok()),
+                ) {
+                    (Some("R"), _) => ready = true,
+                    (Some("I"), Some(n)) => intent = n,
+                    (Some("A"), Some(n)) => acked = n,
+                    _ => {}
+                }
+            }
+            (ready, intent, acked)
+        });
+        std::thread::sleep(Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1))));
+        let _ = proc.kill(); // SIGKILL
+        let status = proc.wait().map_err(|e| CliError::Local {
+            what: "wait for the child".into(),
+            source: e,
+        })?;
+        let (ready, intent, acked) = reader
+            .join()
+            .map_err(|_| CliError::Usage("pipe reader panicked".into()))?;
+        if !ready && status.success() {
+            failure = Some(format!(
+                "cycle {cycle}: the child exited before opening the database"
+            ));
+            break;
+        }
+        // The child's own error (not a kill): report it.
+        if !status.success() && status.code().is_some() {
+            let mut err = String::new();
+            if let Some(mut e) = proc.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            failure = Some(format!("cycle {cycle}: the child failed: {}", err.trim()));
+            break;
+        }
+        let before = model.clone();
+        let mut w = Workload::new(&a, cycle);
+        let mut acked_model = model.clone();
+        for _ in 0..acked {
+            let op = w.next();
+            apply(&mut acked_model, &op);
+        }
+        let in_flight = (intent > acked).then(|| {
+            let mut m = acked_model.clone();
+            apply(&mut m, &w.next());
+            m
+        });
+        match verify(&a, &dir, &before, &acked_model, in_flight.as_ref()) {
+            Ok(state) => model = state,
+            Err(e) => {
+                failure = Some(format!(
+                    "cycle {cycle} (killed after {acked} acknowledged operations): {e}"
+                ));
+                break;
+            }
+        }
+        cycles += 1;
+        ops_verified += intent;
+        acked_total += acked;
+    }
+    println!(
+        "strata torture: {cycles} kill cycles, {ops_verified} operations issued, {acked_total} acknowledged and checked, {} keys live, {:.1} s; {}",
+        model.len(),
+        started.elapsed().as_secs_f64(),
+        if failure.is_some() { "1 failure" } else { "0 failures" }
+    );
+    match failure {
+        None => Ok(0),
+        Some(f) => {
+            eprintln!("strata torture: FAILED: {f}");
+            eprintln!(
+                "reproduce: strata torture --seed={} --cycles={} --compaction_style={} --io={} --sync_ratio={} --keys={}",
+                a.seed,
+                a.cycles,
+                match a.compaction_style {
+                    CompactionStyle::Level => "level",
+                    CompactionStyle::Universal => "universal",
+                },
+                a.io,
+                a.sync_ratio,
+                a.keys
+            );
+            Ok(1)
+        }
+    }
+}
