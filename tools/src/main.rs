@@ -5,6 +5,7 @@
 //! * `strata stats DB`, `sst-dump FILE`, `manifest-dump DB`, `check DB`:
 //!   inspection, like RocksDB's ldb and sst_dump.
 //! * `strata put|get|delete|scan DB ...`: quick manual use.
+//! * `strata torture`: crash-recovery torture (kill cycles).
 //! * `strata wal-bench`: WAL append benchmarks (throughput next to the
 //!   disk's own sequential write rate; group-commit scaling with latency
 //!   percentiles), on the std and io_uring backends.
