@@ -4,13 +4,16 @@
 //! stalls hold L0 back instead of letting it grow without bound.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod common;
+
+use common::table_bytes;
 use strata::io::fault::FaultStorage;
 use strata::io::rng::Rng;
-use strata::io::{Storage, StorageRef};
+use strata::io::StorageRef;
 use strata::lsm::table::TableOptions;
 use strata::lsm::{CompactionStyle, Db, Error, Options, WriteOptions};
 
@@ -36,21 +39,6 @@ fn options(style: CompactionStyle) -> Options {
 
 fn key(i: u64) -> Vec<u8> {
     format!("key{i:06}").into_bytes()
-}
-
-fn table_bytes(fault: &FaultStorage) -> u64 {
-    fault
-        .list_dir(Path::new("/db"))
-        .expect("list")
-        .into_iter()
-        .filter(|n| n.ends_with(".sst"))
-        .map(|n| {
-            fault
-                .contents(&Path::new("/db").join(n))
-                .expect("contents")
-                .len() as u64
-        })
-        .sum()
 }
 
 /// Random overwrites and deletes from a writer while a reader checks

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
 use proptest::prelude::*;
 use strata::io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
 use strata::io::{OpenOptions, Storage, StorageRef};
@@ -597,19 +599,6 @@ fn compaction_keeps_snapshot_reads_and_reclaims_space_after_release() {
         ..small_options()
     };
     let db = Db::open(storage.clone(), "/db", manual).expect("open");
-    let table_bytes = |s: &StorageRef| -> u64 {
-        s.list_dir(Path::new("/db"))
-            .expect("list")
-            .into_iter()
-            .filter(|n| n.ends_with(".sst"))
-            .map(|n| {
-                fault
-                    .contents(&Path::new("/db").join(n))
-                    .expect("contents")
-                    .len() as u64
-            })
-            .sum()
-    };
     for i in 0..100u32 {
         db.put(
             format!("k{i:03}").as_bytes(),
@@ -632,7 +621,7 @@ fn compaction_keeps_snapshot_reads_and_reclaims_space_after_release() {
     db.delete_range(b"k050", b"k060", WriteOptions::default())
         .expect("delete_range");
     db.flush().expect("flush");
-    let before = table_bytes(&storage);
+    let before = common::table_bytes(&fault);
     db.compact_range(None, None).expect("compact");
     // The snapshot still reads the old values, also inside the deleted range.
     for i in 0..100u32 {
@@ -648,10 +637,10 @@ fn compaction_keeps_snapshot_reads_and_reclaims_space_after_release() {
             assert_eq!(now.as_deref(), Some(&b"new19"[..]));
         }
     }
-    let with_snapshot = table_bytes(&storage);
+    let with_snapshot = common::table_bytes(&fault);
     drop(snap);
     db.compact_range(None, None).expect("compact");
-    let after = table_bytes(&storage);
+    let after = common::table_bytes(&fault);
     // 21 versions per key before; the newest and the snapshot's after the
     // first compaction; only the newest once the snapshot is gone.
     assert!(
