@@ -100,10 +100,15 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
-        .init();
+    // Power-loss torture injects I/O errors on purpose: the engine's
+    // reports of them are expected there, and would bury the summary.
+    let quiet = matches!(&cli.command, Command::Torture(a) if a.power_loss_mode());
+    if !quiet {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::WARN)
+            .init();
+    }
     let res: Result<i32, CliError> = match cli.command {
         Command::Bench(a) => bench::run(a).map(|_| 0),
         Command::Torture(a) => torture::run(a),

@@ -20,6 +20,13 @@
 //! The verified state is the model for the next cycle. Both the parent and
 //! the child derive operation `n` of cycle `c` from the seed, so nothing
 //! but the two counters crosses the pipe.
+//!
+//! SIGKILL keeps the OS page cache, so it never loses what was written to
+//! the OS. `--power_loss` runs the workload in this process on the
+//! fault-injecting backend instead, cuts power at a seeded storage
+//! operation (unsynced data and directory entries dropped or kept at
+//! random, torn sectors) and requires the recovered state to be a prefix of
+//! the operations that contains every write acknowledged with sync.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -27,7 +34,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use strata_io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
 use strata_io::rng::Rng;
+use strata_io::StorageRef;
 use strata_lsm::{CompactionStyle, Db, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::common::storage_for;
@@ -62,12 +73,25 @@ pub struct Args {
     /// Keys in the workload's key space.
     #[arg(long, default_value_t = 2000)]
     keys: u64,
+    /// Power-loss mode: run the workload in this process on the
+    /// fault-injecting backend, cut power at a seeded storage operation
+    /// (unsynced writes and directory entries dropped, torn sectors) and
+    /// check that every write acknowledged with sync survived.
+    #[arg(long = "power_loss")]
+    power_loss: bool,
     /// Run as the child of a torture run (internal).
     #[arg(long, hide = true)]
     child: bool,
     /// The cycle a child runs (internal).
     #[arg(long, hide = true, default_value_t = 0)]
     cycle: u64,
+}
+
+impl Args {
+    /// Whether this run cuts power in-process (`--power_loss`).
+    pub fn power_loss_mode(&self) -> bool {
+        self.power_loss
+    }
 }
 
 /// One workload operation.
@@ -293,6 +317,155 @@ fn verify(
     ))
 }
 
+fn is_synced_write(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Put(_, _, true)
+            | Op::Delete(_, true)
+            | Op::DeleteRange(_, _, true)
+            | Op::Batch(_, true)
+    )
+}
+
+/// Opens the database after a crash and reads it whole, checking the
+/// iterator against point reads and every checksum.
+fn recovered_state(a: &Args, storage: StorageRef) -> std::result::Result<Model, String> {
+    let db = Db::open(storage, "/db", options(a)).map_err(|e| format!("recovery failed: {e}"))?;
+    let mut got = Model::new();
+    let mut it = db.iter(ReadOptions::default());
+    it.seek_to_first();
+    while it.valid() {
+        got.insert(it.key().to_vec(), it.value().to_vec());
+        it.next();
+    }
+    it.status().map_err(|e| format!("scan: {e}"))?;
+    drop(it);
+    for k in 0..a.keys.max(2) + 64 {
+        let g = db.get(&key(k), None).map_err(|e| format!("get: {e}"))?;
+        if g.as_ref() != got.get(&key(k)) {
+            return Err(format!("get and scan disagree on key {k}"));
+        }
+    }
+    db.verify_checksums()
+        .map_err(|e| format!("checksums: {e}"))?;
+    db.close().map_err(|e| format!("close: {e}"))?;
+    Ok(got)
+}
+
+/// Power-loss cycles on the fault backend, in this process.
+fn power_loss(a: &Args) -> Result<i32> {
+    let fault = FaultStorage::new(a.seed);
+    fault.set_torn_writes(true);
+    fault.set_crash_keep(CrashKeep::Random);
+    let mut storage: StorageRef = Arc::new(fault.clone());
+    let mut rng = Rng::new(a.seed ^ 0xC0FFEE);
+    let started = Instant::now();
+    let mut model = Model::new();
+    let (mut cycles, mut issued, mut synced_checked) = (0u64, 0u64, 0u64);
+    let mut failure = None;
+    for cycle in 0..a.cycles {
+        if a.duration > 0 && started.elapsed() >= Duration::from_secs(a.duration) {
+            break;
+        }
+        let db = match Db::open(storage.clone(), "/db", options(a)) {
+            Ok(db) => db,
+            Err(e) => {
+                failure = Some(format!("cycle {cycle}: open failed: {e}"));
+                break;
+            }
+        };
+        // Power fails at the n-th storage write, sync or rename from here.
+        fault.fail(OpClass::Mutating, 1 + rng.below(4000), Errno::Eio, true);
+        let mut w = Workload::new(a, cycle);
+        // The states from the last synced write on: recovery must land on
+        // one of them (a prefix of the operations, each batch whole).
+        let mut states = vec![model.clone()];
+        let mut synced_ops = 0u64;
+        loop {
+            let op = w.next();
+            let res = run_op(&db, &op);
+            let mut next = states.last().cloned().unwrap_or_default();
+            apply(&mut next, &op);
+            states.push(next);
+            if res.is_err() || w.n >= 20_000 {
+                break;
+            }
+            if is_synced_write(&op) {
+                // Everything before this write is durable with it.
+                let keep = states.len() - 1;
+                states.drain(..keep);
+                synced_ops += 1;
+            }
+        }
+        drop(db);
+        fault.crash();
+        fault.clear_failures();
+        storage = Arc::new(fault.reopen());
+        match recovered_state(a, storage.clone()) {
+            Ok(got) => match states.iter().position(|s| *s == got) {
+                Some(_) => model = got,
+                None => {
+                    let synced = &states[0];
+                    let mut diffs = Vec::new();
+                    for k in synced.keys().chain(got.keys()) {
+                        if synced.get(k) != got.get(k) && diffs.len() < 6 {
+                            let show = |v: Option<&Vec<u8>>| {
+                                v.map(|v| {
+                                    String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()
+                                })
+                            };
+                            diffs.push(format!(
+                                "{}: after the last synced write {:?}, recovered {:?}",
+                                String::from_utf8_lossy(k),
+                                show(synced.get(k)),
+                                show(got.get(k))
+                            ));
+                        }
+                    }
+                    failure = Some(format!(
+                        "cycle {cycle}: the recovered state is no prefix of the operations that contains every synced write ({} operations, the last {} unsynced): {}",
+                        w.n,
+                        states.len() - 1,
+                        diffs.join("; ")
+                    ));
+                    break;
+                }
+            },
+            Err(e) => {
+                failure = Some(format!("cycle {cycle}: {e}"));
+                break;
+            }
+        }
+        cycles += 1;
+        issued += w.n;
+        synced_checked += synced_ops;
+    }
+    println!(
+        "strata torture --power_loss: {cycles} power cuts, {issued} operations issued, {synced_checked} synced writes checked, {} keys live, {:.1} s; {}",
+        model.len(),
+        started.elapsed().as_secs_f64(),
+        if failure.is_some() { "1 failure" } else { "0 failures" }
+    );
+    match failure {
+        None => Ok(0),
+        Some(f) => {
+            eprintln!("strata torture: FAILED: {f}");
+            eprintln!(
+                "reproduce: strata torture --power_loss --seed={} --cycles={} --compaction_style={} --sync_ratio={} --keys={}",
+                a.seed,
+                a.cycles,
+                match a.compaction_style {
+                    CompactionStyle::Level => "level",
+                    CompactionStyle::Universal => "universal",
+                },
+                a.sync_ratio,
+                a.keys
+            );
+            Ok(1)
+        }
+    }
+}
+
 /// Runs the torture; exit code 1 on a failure.
 pub fn run(a: Args) -> Result<i32> {
     if !(0.0..=1.0).contains(&a.sync_ratio) {
@@ -314,6 +487,9 @@ pub fn run(a: Args) -> Result<i32> {
     };
     if a.child {
         return child(&a, &dir);
+    }
+    if a.power_loss {
+        return power_loss(&a);
     }
     let exe = std::env::current_exe().map_err(|e| CliError::Local {
         what: "find this program".into(),

@@ -286,22 +286,28 @@ impl Db {
 
         let mem = Arc::new(Memtable::new());
         let mut last_seq = state.last_seq;
-        let log_lsn = state.log_lsn;
+        let flushed_seq = state.last_seq;
         let wal_opts = WalOptions {
             sync: SyncPolicy::Never,
             ..WalOptions::default()
         };
         let wal_dir = dir.join("wal");
         let (wal, _) = Wal::open(storage.clone(), &wal_dir, wal_opts, |lsn, rec| {
-            if lsn <= log_lsn {
-                return Ok(());
-            }
             let (first, entries) =
                 batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
                     path: wal_dir.clone(),
                     offset: 0,
                     reason: format!("WAL record {lsn} is not a write batch: {r}"),
                 })?;
+            // Skip by sequence number, not by WAL LSN: a crash can lose an
+            // unsynced WAL tail that a flush already made durable in a
+            // table, and the next life then hands out those LSNs again;
+            // sequence numbers only ever grow. A batch lies whole in one
+            // memtable, and memtables are flushed in order, so a batch is
+            // in a table exactly when its last number is.
+            if first + entries.len() as u64 - 1 <= flushed_seq {
+                return Ok(());
+            }
             for (i, e) in entries.iter().enumerate() {
                 apply(&mem, e, first + i as u64);
             }
