@@ -256,35 +256,7 @@ fn verify(
     acked: &Model,
     in_flight: Option<&Model>,
 ) -> std::result::Result<Model, String> {
-    let db = Db::open(
-        storage_for(&a.io).map_err(|e| e.to_string())?,
-        dir,
-        options(a),
-    )
-    .map_err(|e| format!("recovery failed: {e}"))?;
-    let mut got = Model::new();
-    let mut it = db.iter(ReadOptions::default());
-    it.seek_to_first();
-    while it.valid() {
-        got.insert(it.key().to_vec(), it.value().to_vec());
-        it.next();
-    }
-    it.status().map_err(|e| format!("scan: {e}"))?;
-    drop(it);
-    for k in 0..a.keys.max(2) + 64 {
-        let g = db.get(&key(k), None).map_err(|e| format!("get: {e}"))?;
-        if g.as_ref() != got.get(&key(k)) {
-            return Err(format!(
-                "get and scan disagree on key {k}: get {:?}, scan {:?}",
-                g.map(|v| String::from_utf8_lossy(&v).into_owned()),
-                got.get(&key(k))
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            ));
-        }
-    }
-    db.verify_checksums()
-        .map_err(|e| format!("checksums: {e}"))?;
-    db.close().map_err(|e| format!("close: {e}"))?;
+    let got = recovered_state(a, storage_for(&a.io).map_err(|e| e.to_string())?, dir)?;
     if got == *acked {
         return Ok(got);
     }
@@ -329,8 +301,12 @@ fn is_synced_write(op: &Op) -> bool {
 
 /// Opens the database after a crash and reads it whole, checking the
 /// iterator against point reads and every checksum.
-fn recovered_state(a: &Args, storage: StorageRef) -> std::result::Result<Model, String> {
-    let db = Db::open(storage, "/db", options(a)).map_err(|e| format!("recovery failed: {e}"))?;
+fn recovered_state(
+    a: &Args,
+    storage: StorageRef,
+    dir: &Path,
+) -> std::result::Result<Model, String> {
+    let db = Db::open(storage, dir, options(a)).map_err(|e| format!("recovery failed: {e}"))?;
     let mut got = Model::new();
     let mut it = db.iter(ReadOptions::default());
     it.seek_to_first();
@@ -343,13 +319,49 @@ fn recovered_state(a: &Args, storage: StorageRef) -> std::result::Result<Model, 
     for k in 0..a.keys.max(2) + 64 {
         let g = db.get(&key(k), None).map_err(|e| format!("get: {e}"))?;
         if g.as_ref() != got.get(&key(k)) {
-            return Err(format!("get and scan disagree on key {k}"));
+            return Err(format!(
+                "get and scan disagree on key {k}: get {:?}, scan {:?}",
+                g.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                got.get(&key(k))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            ));
         }
     }
     db.verify_checksums()
         .map_err(|e| format!("checksums: {e}"))?;
     db.close().map_err(|e| format!("close: {e}"))?;
     Ok(got)
+}
+
+/// Prints the summary and, on a failure, the failure and the command that
+/// reproduces it; the exit code.
+fn report(a: &Args, summary: String, failure: Option<String>) -> i32 {
+    println!(
+        "{summary}; {}",
+        if failure.is_some() {
+            "1 failure"
+        } else {
+            "0 failures"
+        }
+    );
+    let Some(f) = failure else {
+        return 0;
+    };
+    eprintln!("strata torture: FAILED: {f}");
+    let style = match a.compaction_style {
+        CompactionStyle::Level => "level",
+        CompactionStyle::Universal => "universal",
+    };
+    eprintln!(
+        "reproduce: strata torture{} --seed={} --cycles={} --compaction_style={style} --io={} --sync_ratio={} --keys={}",
+        if a.power_loss { " --power_loss" } else { "" },
+        a.seed,
+        a.cycles,
+        a.io,
+        a.sync_ratio,
+        a.keys
+    );
+    1
 }
 
 /// Power-loss cycles on the fault backend, in this process.
@@ -401,7 +413,7 @@ fn power_loss(a: &Args) -> Result<i32> {
         fault.crash();
         fault.clear_failures();
         storage = Arc::new(fault.reopen());
-        match recovered_state(a, storage.clone()) {
+        match recovered_state(a, storage.clone(), Path::new("/db")) {
             Ok(got) => match states.iter().position(|s| *s == got) {
                 Some(_) => model = got,
                 None => {
@@ -440,30 +452,12 @@ fn power_loss(a: &Args) -> Result<i32> {
         issued += w.n;
         synced_checked += synced_ops;
     }
-    println!(
-        "strata torture --power_loss: {cycles} power cuts, {issued} operations issued, {synced_checked} synced writes checked, {} keys live, {:.1} s; {}",
+    let summary = format!(
+        "strata torture --power_loss: {cycles} power cuts, {issued} operations issued, {synced_checked} synced writes checked, {} keys live, {:.1} s",
         model.len(),
-        started.elapsed().as_secs_f64(),
-        if failure.is_some() { "1 failure" } else { "0 failures" }
+        started.elapsed().as_secs_f64()
     );
-    match failure {
-        None => Ok(0),
-        Some(f) => {
-            eprintln!("strata torture: FAILED: {f}");
-            eprintln!(
-                "reproduce: strata torture --power_loss --seed={} --cycles={} --compaction_style={} --sync_ratio={} --keys={}",
-                a.seed,
-                a.cycles,
-                match a.compaction_style {
-                    CompactionStyle::Level => "level",
-                    CompactionStyle::Universal => "universal",
-                },
-                a.sync_ratio,
-                a.keys
-            );
-            Ok(1)
-        }
-    }
+    Ok(report(a, summary, failure))
 }
 
 /// Runs the torture; exit code 1 on a failure.
@@ -597,29 +591,10 @@ pub fn run(a: Args) -> Result<i32> {
         ops_verified += intent;
         acked_total += acked;
     }
-    println!(
-        "strata torture: {cycles} kill cycles, {ops_verified} operations issued, {acked_total} acknowledged and checked, {} keys live, {:.1} s; {}",
+    let summary = format!(
+        "strata torture: {cycles} kill cycles, {ops_verified} operations issued, {acked_total} acknowledged and checked, {} keys live, {:.1} s",
         model.len(),
-        started.elapsed().as_secs_f64(),
-        if failure.is_some() { "1 failure" } else { "0 failures" }
+        started.elapsed().as_secs_f64()
     );
-    match failure {
-        None => Ok(0),
-        Some(f) => {
-            eprintln!("strata torture: FAILED: {f}");
-            eprintln!(
-                "reproduce: strata torture --seed={} --cycles={} --compaction_style={} --io={} --sync_ratio={} --keys={}",
-                a.seed,
-                a.cycles,
-                match a.compaction_style {
-                    CompactionStyle::Level => "level",
-                    CompactionStyle::Universal => "universal",
-                },
-                a.io,
-                a.sync_ratio,
-                a.keys
-            );
-            Ok(1)
-        }
-    }
+    Ok(report(&a, summary, failure))
 }
