@@ -531,6 +531,70 @@ fn a_missing_or_damaged_table_is_corruption_naming_the_file() {
     let _ = OpenOptions::existing();
 }
 
+/// Damage that cuts the manifest's last edit reads as a torn tail; if that
+/// edit was a flush that let the WAL release its segments, the older state
+/// would silently lack those writes. The open is refused instead, naming
+/// the gap and the cut, and it changes nothing: with the file put back,
+/// the database opens whole.
+#[test]
+fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing() {
+    let fault = FaultStorage::new(12);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let put = |db: &Db, i: u32| {
+        db.put(
+            format!("k{i:03}").as_bytes(),
+            format!("v{i}").as_bytes(),
+            WriteOptions::sync(true),
+        )
+        .expect("put");
+    };
+    // Life 1 leaves its writes in WAL segment 1.
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    (0..50).for_each(|i| put(&db, i));
+    db.close().expect("close");
+    drop(db);
+    // Life 2 writes to its own segment; the flush puts everything in a
+    // table and releases segment 1.
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    (50..60).for_each(|i| put(&db, i));
+    db.flush().expect("flush");
+    db.close().expect("close");
+    drop(db);
+
+    let mdir = Path::new("/db/manifest");
+    let last = storage
+        .list_dir(mdir)
+        .expect("list")
+        .into_iter()
+        .rfind(|n| n.ends_with(".wal"))
+        .expect("a manifest segment");
+    let seg = mdir.join(last);
+    let original = fault.contents(&seg).expect("contents");
+    // One byte off the end tears the flush's edit.
+    fault
+        .install(&seg, &original[..original.len() - 1])
+        .expect("cut");
+    match Db::open(storage.clone(), "/db", Options::default()) {
+        Err(Error::Corruption { path, reason, .. }) => {
+            assert!(path.starts_with("/db/wal"), "{}", path.display());
+            assert!(reason.contains("WAL starts at LSN"), "{reason}");
+            assert!(reason.contains("the manifest was cut"), "{reason}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a manifest missing a flush edit was accepted"),
+    }
+    // The refused open cut nothing and deleted no table.
+    fault.install(&seg, &original).expect("restore");
+    let db = Db::open(storage, "/db", Options::default()).expect("open after restore");
+    for i in 0..60u32 {
+        assert_eq!(
+            db.get(format!("k{i:03}").as_bytes(), None).expect("get"),
+            Some(format!("v{i}").into_bytes()),
+            "key {i}"
+        );
+    }
+}
+
 #[test]
 fn concurrent_writers_and_snapshot_readers() {
     let storage: StorageRef = Arc::new(FaultStorage::new(12));

@@ -36,9 +36,30 @@ pub enum Error {
     /// A bad option or argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An iterator's source failed with an error other than corruption
+    /// (an I/O error while reading a block); the message is the source's.
+    #[error("read failed: {0}")]
+    ReadFailed(String),
 }
 
 impl Error {
+    /// The same failure for another reader (I/O errors are not `Clone`):
+    /// corruption keeps its file and offset, the rest their message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Corruption {
+                path,
+                offset,
+                reason,
+            } => Error::Corruption {
+                path: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            e => Error::ReadFailed(e.to_string()),
+        }
+    }
+
     pub(crate) fn corruption(
         path: &std::path::Path,
         offset: u64,

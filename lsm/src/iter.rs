@@ -33,7 +33,7 @@ pub trait InternalIterator: Send {
     /// Back one entry.
     fn prev(&mut self);
     /// The error that stopped it, if any.
-    fn error(&self) -> Option<String>;
+    fn error(&self) -> Option<Error>;
 }
 
 /// A cursor over a memtable. It holds no borrow of the skiplist: it copies
@@ -115,7 +115,7 @@ impl InternalIterator for MemIter {
     fn prev(&mut self) {
         self.step(false);
     }
-    fn error(&self) -> Option<String> {
+    fn error(&self) -> Option<Error> {
         None
     }
 }
@@ -145,8 +145,8 @@ impl InternalIterator for TableIter {
     fn prev(&mut self) {
         TableIter::prev(self)
     }
-    fn error(&self) -> Option<String> {
-        TableIter::error(self).map(|e| e.to_string())
+    fn error(&self) -> Option<Error> {
+        TableIter::error(self).map(Error::duplicate)
     }
 }
 
@@ -278,10 +278,10 @@ impl InternalIterator for LevelIter {
         }
         self.skip_backward();
     }
-    fn error(&self) -> Option<String> {
+    fn error(&self) -> Option<Error> {
         self.cur
             .as_ref()
-            .and_then(|c| c.error().map(|e| e.to_string()))
+            .and_then(|c| c.error().map(Error::duplicate))
     }
 }
 
@@ -387,7 +387,7 @@ impl InternalIterator for MergingIter {
         self.children[cur].prev();
         self.pick(Ordering::Greater);
     }
-    fn error(&self) -> Option<String> {
+    fn error(&self) -> Option<Error> {
         self.children.iter().find_map(|c| c.error())
     }
 }
@@ -488,11 +488,7 @@ impl DbIterator {
     /// `Err` if a source failed (e.g. a damaged block); the cursor is then invalid.
     pub fn status(&self) -> Result<()> {
         match self.inner.error() {
-            Some(e) => Err(Error::Corruption {
-                path: Default::default(),
-                offset: 0,
-                reason: e,
-            }),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }

@@ -20,9 +20,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use strata_io::StorageRef;
+use strata_io::{Storage, StorageRef};
 use strata_wal::format::{get_varint, put_varint};
-use strata_wal::{Lsn, Preallocate, SyncPolicy, Wal, WalOptions};
+use strata_wal::{Lsn, Preallocate, Recovery, SyncPolicy, Wal, WalOptions};
 
 use crate::{Error, Result};
 
@@ -221,6 +221,17 @@ pub fn decode(mut b: &[u8]) -> std::result::Result<Vec<Edit>, &'static str> {
     Ok(out)
 }
 
+/// A manifest replayed but not yet opened for writing.
+#[derive(Debug)]
+pub struct RecoveredManifest {
+    dir: PathBuf,
+    /// The state its edits describe.
+    pub state: ManifestState,
+    since_snapshot: u64,
+    /// What replaying its log found, a cut tail included.
+    pub recovery: Recovery,
+}
+
 /// The open manifest log.
 pub struct Manifest {
     wal: Wal,
@@ -241,30 +252,47 @@ impl Manifest {
 
     /// Opens (or creates) the manifest in `dir` and replays it.
     pub fn open(storage: StorageRef, dir: &Path) -> Result<Manifest> {
+        let r = Manifest::recover(&*storage, dir)?;
+        Manifest::open_recovered(storage, r)
+    }
+
+    /// Replays the manifest in `dir` without changing anything on disk
+    /// (a missing directory is an empty manifest). The database checks
+    /// the state against its tables and WAL before it commits to it with
+    /// [`Manifest::open_recovered`], so an open it refuses leaves the
+    /// manifest as it was.
+    pub fn recover(storage: &dyn Storage, dir: &Path) -> Result<RecoveredManifest> {
         let mut state = ManifestState {
             next_file: 1,
             ..ManifestState::default()
         };
         let mut since = 0;
         let mut bad: Option<(Lsn, &'static str)> = None;
-        let (wal, _) = Wal::open(storage, dir, Self::options(), |lsn, rec| {
-            match decode(rec) {
-                Ok(edits) => {
-                    if edits.first() == Some(&Edit::Snapshot) {
-                        since = 0;
+        let rec = if storage.exists(dir)? {
+            strata_wal::recover(storage, dir, Self::options().recovery, |lsn, rec| {
+                match decode(rec) {
+                    Ok(edits) => {
+                        if edits.first() == Some(&Edit::Snapshot) {
+                            since = 0;
+                        }
+                        since += 1;
+                        for e in &edits {
+                            state.apply(e);
+                        }
                     }
-                    since += 1;
-                    for e in &edits {
-                        state.apply(e);
-                    }
+                    // A record whose checksum passed but whose edit does
+                    // not parse was written by a broken or newer writer.
+                    Err(r) if bad.is_none() => bad = Some((lsn, r)),
+                    Err(_) => {}
                 }
-                // A record whose checksum passed but whose edit does not
-                // parse was written by a broken or newer writer.
-                Err(r) if bad.is_none() => bad = Some((lsn, r)),
-                Err(_) => {}
+                Ok(())
+            })?
+        } else {
+            Recovery {
+                next_lsn: 1,
+                ..Recovery::default()
             }
-            Ok(())
-        })?;
+        };
         if let Some((lsn, r)) = bad {
             return Err(Error::corruption(
                 &PathBuf::from(dir),
@@ -273,10 +301,22 @@ impl Manifest {
             ));
         }
         state.next_file = state.next_file.max(1);
-        Ok(Manifest {
-            wal,
+        Ok(RecoveredManifest {
+            dir: dir.to_path_buf(),
             state,
             since_snapshot: since,
+            recovery: rec,
+        })
+    }
+
+    /// Opens a recovered manifest for new edits (cutting a torn tail for
+    /// good).
+    pub fn open_recovered(storage: StorageRef, r: RecoveredManifest) -> Result<Manifest> {
+        let wal = Wal::open_recovered(storage, &r.dir, Self::options(), &r.recovery)?;
+        Ok(Manifest {
+            wal,
+            state: r.state,
+            since_snapshot: r.since_snapshot,
         })
     }
 

@@ -15,6 +15,7 @@
 
 mod bench;
 mod common;
+mod corrupt;
 mod error;
 mod inspect;
 mod torture;
@@ -100,9 +101,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    // Power-loss torture injects I/O errors on purpose: the engine's
-    // reports of them are expected there, and would bury the summary.
-    let quiet = matches!(&cli.command, Command::Torture(a) if a.power_loss_mode());
+    // Power-loss and corruption torture provoke errors on purpose: the
+    // engine's reports of them are expected there, and would bury the
+    // summary.
+    let quiet = matches!(&cli.command, Command::Torture(a) if a.provokes_errors());
     if !quiet {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)

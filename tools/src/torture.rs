@@ -27,6 +27,14 @@
 //! operation (unsynced data and directory entries dropped or kept at
 //! random, torn sectors) and requires the recovered state to be a prefix of
 //! the operations that contains every write acknowledged with sync.
+//!
+//! `--corrupt` adds damage to kill mode: after each verified cycle one file
+//! (a table, a WAL or manifest segment, the identity file) gets bits
+//! flipped, bytes overwritten or its tail cut off. The database must then
+//! recover exactly; or, for damage in the WAL, cut the log there as it
+//! would a torn tail, landing on a state it really passed through; or
+//! refuse with an error naming a file of it. A refusal must change
+//! nothing: with the file put back, the database recovers exactly.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -42,6 +50,7 @@ use strata_io::StorageRef;
 use strata_lsm::{CompactionStyle, Db, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::common::storage_for;
+use crate::corrupt;
 use crate::error::{CliError, Result};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -79,6 +88,16 @@ pub struct Args {
     /// check that every write acknowledged with sync survived.
     #[arg(long = "power_loss")]
     power_loss: bool,
+    /// Corruption mode: after each kill cycle, damage one file of the
+    /// database (flip bits, overwrite bytes or truncate it) and require the
+    /// next open to recover exactly, cut a WAL at the damage as it would a
+    /// torn tail, or refuse with an error naming a file; after a refusal
+    /// the file is restored and the database must recover exactly.
+    #[arg(long)]
+    corrupt: bool,
+    /// Print each damage and what the database made of it.
+    #[arg(long, short = 'v')]
+    verbose: bool,
     /// Run as the child of a torture run (internal).
     #[arg(long, hide = true)]
     child: bool,
@@ -88,9 +107,10 @@ pub struct Args {
 }
 
 impl Args {
-    /// Whether this run cuts power in-process (`--power_loss`).
-    pub fn power_loss_mode(&self) -> bool {
-        self.power_loss
+    /// Whether this run provokes errors on purpose (`--power_loss`,
+    /// `--corrupt`), whose reports by the engine would bury the summary.
+    pub fn provokes_errors(&self) -> bool {
+        self.power_loss || self.corrupt
     }
 }
 
@@ -256,7 +276,8 @@ fn verify(
     acked: &Model,
     in_flight: Option<&Model>,
 ) -> std::result::Result<Model, String> {
-    let got = recovered_state(a, storage_for(&a.io).map_err(|e| e.to_string())?, dir)?;
+    let got = recovered_state(a, storage_for(&a.io).map_err(|e| e.to_string())?, dir)
+        .map_err(|e| e.to_string())?;
     if got == *acked {
         return Ok(got);
     }
@@ -299,14 +320,36 @@ fn is_synced_write(op: &Op) -> bool {
     )
 }
 
+/// Why a recovered database could not be read whole.
+#[derive(Debug)]
+enum Unreadable {
+    /// The engine returned an error (at open, in a scan, a get, a checksum
+    /// check or at close).
+    Refused(String),
+    /// The engine answered, inconsistently.
+    Inconsistent(String),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Refused(m) | Unreadable::Inconsistent(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Opens the database after a crash and reads it whole, checking the
 /// iterator against point reads and every checksum.
 fn recovered_state(
     a: &Args,
     storage: StorageRef,
     dir: &Path,
-) -> std::result::Result<Model, String> {
-    let db = Db::open(storage, dir, options(a)).map_err(|e| format!("recovery failed: {e}"))?;
+) -> std::result::Result<Model, Unreadable> {
+    let refused = |what: &str| {
+        let what = what.to_string();
+        move |e: strata_lsm::Error| Unreadable::Refused(format!("{what}: {e}"))
+    };
+    let db = Db::open(storage, dir, options(a)).map_err(refused("recovery failed"))?;
     let mut got = Model::new();
     let mut it = db.iter(ReadOptions::default());
     it.seek_to_first();
@@ -314,23 +357,164 @@ fn recovered_state(
         got.insert(it.key().to_vec(), it.value().to_vec());
         it.next();
     }
-    it.status().map_err(|e| format!("scan: {e}"))?;
+    it.status().map_err(refused("scan"))?;
     drop(it);
     for k in 0..a.keys.max(2) + 64 {
-        let g = db.get(&key(k), None).map_err(|e| format!("get: {e}"))?;
+        let g = db.get(&key(k), None).map_err(refused("get"))?;
         if g.as_ref() != got.get(&key(k)) {
-            return Err(format!(
+            return Err(Unreadable::Inconsistent(format!(
                 "get and scan disagree on key {k}: get {:?}, scan {:?}",
                 g.map(|v| String::from_utf8_lossy(&v).into_owned()),
                 got.get(&key(k))
                     .map(|v| String::from_utf8_lossy(v).into_owned())
+            )));
+        }
+    }
+    db.verify_checksums().map_err(refused("checksums"))?;
+    db.close().map_err(refused("close"))?;
+    Ok(got)
+}
+
+/// A cycle whose operations the WAL may still hold: the state it started
+/// from and how many of its operations the verified state after it holds.
+struct Past {
+    start: Model,
+    cycle: u64,
+    applied: u64,
+}
+
+/// Where in the recent operations the database was in state `got`, if it
+/// ever was.
+fn earlier_state(a: &Args, history: &[Past], got: &Model) -> Option<String> {
+    for p in history {
+        let mut m = p.start.clone();
+        let mut w = Workload::new(a, p.cycle);
+        for i in 0..=p.applied {
+            if i > 0 {
+                apply(&mut m, &w.next());
+            }
+            if m == *got {
+                return Some(format!("cycle {}, after operation {i}", p.cycle));
+            }
+        }
+    }
+    None
+}
+
+/// The first few keys where `got` differs from `want`.
+fn diff(want: &Model, got: &Model) -> String {
+    let show = |v: Option<&Vec<u8>>| {
+        v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned())
+    };
+    let mut out = Vec::new();
+    for k in want.keys().chain(got.keys()) {
+        if want.get(k) != got.get(k) && out.len() < 5 {
+            out.push(format!(
+                "{}: expected {:?}, found {:?}",
+                String::from_utf8_lossy(k),
+                show(want.get(k)),
+                show(got.get(k))
             ));
         }
     }
-    db.verify_checksums()
-        .map_err(|e| format!("checksums: {e}"))?;
-    db.close().map_err(|e| format!("close: {e}"))?;
-    Ok(got)
+    out.join("; ")
+}
+
+/// What damage did, over a run.
+#[derive(Default)]
+struct DamageCounts {
+    damaged: u64,
+    intact: u64,
+    cut: u64,
+    refused: u64,
+}
+
+/// Damages one file of the closed database, then checks what the engine
+/// makes of it (see `--corrupt`). `Err` is a failure.
+fn damage_and_check(
+    a: &Args,
+    dir: &Path,
+    rng: &mut Rng,
+    model: &mut Model,
+    history: &mut Vec<Past>,
+    counts: &mut DamageCounts,
+) -> std::result::Result<(), String> {
+    let Some(d) = corrupt::damage_one_file(dir, rng).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    counts.damaged += 1;
+    let what = format!("{} {}", d.path.display(), d.what);
+    let read = || {
+        let storage = storage_for(&a.io).map_err(|e| Unreadable::Refused(e.to_string()))?;
+        // A panic on damaged bytes is a failure to report, not a crash of
+        // the torture.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            recovered_state(a, storage, dir)
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Unreadable::Inconsistent(format!(
+                "the engine panicked: {msg}"
+            )))
+        })
+    };
+    match read() {
+        Ok(got) if got == *model => {
+            counts.intact += 1;
+            if a.verbose {
+                println!("damage: {what}: recovered intact");
+            }
+            Ok(())
+        }
+        Ok(got) => {
+            // Damage at the end of the WAL looks like a torn write, and
+            // recovery cuts the log there: an earlier state, never a mix.
+            if d.part == corrupt::Part::Wal {
+                if let Some(at) = earlier_state(a, history, &got) {
+                    if a.verbose {
+                        println!("damage: {what}: WAL cut there, back to {at}");
+                    }
+                    counts.cut += 1;
+                    *model = got;
+                    history.clear();
+                    return Ok(());
+                }
+            }
+            Err(format!(
+                "after damage ({what}) the database opened and served a state it never had: {}",
+                diff(model, &got)
+            ))
+        }
+        Err(Unreadable::Inconsistent(e)) => Err(format!("after damage ({what}): {e}")),
+        Err(Unreadable::Refused(e)) => {
+            if !e.contains(&*dir.to_string_lossy()) {
+                return Err(format!(
+                    "after damage ({what}) the database refused with an error naming no file of it: {e}"
+                ));
+            }
+            counts.refused += 1;
+            if a.verbose {
+                println!("damage: {what}: refused: {e}");
+            }
+            // A refused open must have changed nothing: with the file put
+            // back, the database is whole again.
+            d.restore().map_err(|e| e.to_string())?;
+            match read() {
+                Ok(got) if got == *model => Ok(()),
+                Ok(got) => Err(format!(
+                    "the database refused damage ({what}) with \"{e}\", but with the file restored it serves a different state: {}",
+                    diff(model, &got)
+                )),
+                Err(e2) => Err(format!(
+                    "the database refused damage ({what}) with \"{e}\", and with the file restored it still fails: {e2}"
+                )),
+            }
+        }
+    }
 }
 
 /// Prints the summary and, on a failure, the failure and the command that
@@ -354,7 +538,13 @@ fn report(a: &Args, summary: String, failure: Option<String>) -> i32 {
     };
     eprintln!(
         "reproduce: strata torture{} --seed={} --cycles={} --compaction_style={style} --io={} --sync_ratio={} --keys={}",
-        if a.power_loss { " --power_loss" } else { "" },
+        if a.power_loss {
+            " --power_loss"
+        } else if a.corrupt {
+            " --corrupt"
+        } else {
+            ""
+        },
         a.seed,
         a.cycles,
         a.io,
@@ -468,6 +658,11 @@ pub fn run(a: Args) -> Result<i32> {
             a.sync_ratio
         )));
     }
+    if a.power_loss && a.corrupt {
+        return Err(CliError::Usage(
+            "--power_loss and --corrupt are separate modes: pick one".into(),
+        ));
+    }
     if a.keys < 2 {
         return Err(CliError::Usage("--keys must be at least 2".into()));
     }
@@ -491,6 +686,9 @@ pub fn run(a: Args) -> Result<i32> {
     })?;
     let started = Instant::now();
     let mut rng = Rng::new(a.seed ^ 0x5EED);
+    let mut damage_rng = Rng::new(a.seed ^ 0xDA3A6E);
+    let mut counts = DamageCounts::default();
+    let mut history: Vec<Past> = Vec::new();
     let mut model = Model::new();
     let (mut cycles, mut ops_verified, mut acked_total) = (0u64, 0u64, 0u64);
     let mut failure: Option<String> = None;
@@ -579,7 +777,22 @@ pub fn run(a: Args) -> Result<i32> {
             m
         });
         match verify(&a, &dir, &before, &acked_model, in_flight.as_ref()) {
-            Ok(state) => model = state,
+            Ok(state) => {
+                let applied = if state == acked_model {
+                    acked
+                } else {
+                    acked + 1
+                };
+                model = state;
+                history.push(Past {
+                    start: before,
+                    cycle,
+                    applied,
+                });
+                if history.len() > 64 {
+                    history.remove(0);
+                }
+            }
             Err(e) => {
                 failure = Some(format!(
                     "cycle {cycle} (killed after {acked} acknowledged operations): {e}"
@@ -590,11 +803,30 @@ pub fn run(a: Args) -> Result<i32> {
         cycles += 1;
         ops_verified += intent;
         acked_total += acked;
+        if a.corrupt {
+            if let Err(e) = damage_and_check(
+                &a,
+                &dir,
+                &mut damage_rng,
+                &mut model,
+                &mut history,
+                &mut counts,
+            ) {
+                failure = Some(format!("cycle {cycle}: {e}"));
+                break;
+            }
+        }
     }
-    let summary = format!(
+    let mut summary = format!(
         "strata torture: {cycles} kill cycles, {ops_verified} operations issued, {acked_total} acknowledged and checked, {} keys live, {:.1} s",
         model.len(),
         started.elapsed().as_secs_f64()
     );
+    if a.corrupt {
+        summary += &format!(
+            "; {} files damaged: {} recovered intact, {} WAL cuts to an earlier state, {} refused with an error",
+            counts.damaged, counts.intact, counts.cut, counts.refused
+        );
+    }
     Ok(report(&a, summary, failure))
 }

@@ -258,13 +258,20 @@ fn read_segment(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Replays every record of the WAL in `dir` through `replay`, in LSN order,
-/// and reports what it found. Nothing is modified.
+/// and reports what it found. Nothing is modified; a missing directory is an
+/// empty log.
 pub fn recover(
     storage: &dyn Storage,
     dir: &Path,
     mode: RecoveryMode,
     mut replay: impl FnMut(Lsn, &[u8]) -> Result<()>,
 ) -> Result<Recovery> {
+    if !storage.exists(dir)? {
+        return Ok(Recovery {
+            next_lsn: 1,
+            ..Recovery::default()
+        });
+    }
     let listing = list_segments(storage, dir)?;
     let mut rec = Recovery {
         recycled: listing.recycled,

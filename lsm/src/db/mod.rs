@@ -244,8 +244,36 @@ impl Db {
 
         let cache =
             (opts.block_cache_size > 0).then(|| Arc::new(BlockCache::new(opts.block_cache_size)));
-        let manifest = Manifest::open(storage.clone(), &dir.join("manifest"))?;
-        let state = manifest.state().clone();
+        // Everything is read and checked before anything on disk changes
+        // (a torn manifest or WAL tail cut for good, orphans deleted): an
+        // open that refuses leaves the files as they were, so putting a
+        // damaged file back from a copy brings the database back.
+        let man = Manifest::recover(&*storage, &dir.join("manifest"))?;
+        let state = man.state.clone();
+        // If the manifest lost its tail, say so with whatever that breaks:
+        // a cut that was damage rather than a torn write lost an edit the
+        // database had acted on.
+        let manifest_cut = |e: Error| match (&man.recovery.truncated, e) {
+            (
+                Some(cut),
+                Error::Corruption {
+                    path,
+                    offset,
+                    reason,
+                },
+            ) => Error::Corruption {
+                path,
+                offset,
+                reason: format!(
+                    "{reason} (the manifest was cut at {} offset {}: {}; if that was damage \
+                     rather than a torn write, an edit the database had acted on is lost)",
+                    cut.path.display(),
+                    cut.offset,
+                    cut.reason
+                ),
+            },
+            (_, e) => e,
+        };
         let mut levels: Vec<Vec<Arc<Sst>>> = vec![Vec::new(); opts.num_levels];
         for meta in state.tables.values() {
             let level = meta.level as usize;
@@ -260,7 +288,11 @@ impl Db {
             };
             let f = storage.open(&path, OpenOptions::existing()).map_err(|e| {
                 if e.is_not_found() {
-                    Error::corruption(&path, 0, "table named by the manifest is missing")
+                    manifest_cut(Error::corruption(
+                        &path,
+                        0,
+                        "table named by the manifest is missing",
+                    ))
                 } else {
                     e.into()
                 }
@@ -271,18 +303,6 @@ impl Db {
         for (l, fs) in levels.iter_mut().enumerate() {
             sort_level(l, fs);
         }
-        // Files a crash left behind (a flush or compaction that never
-        // reached the manifest).
-        for name in storage.list_dir(&dir)? {
-            if let Some(num) = name
-                .strip_suffix(".sst")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                if !state.tables.keys().any(|(_, n)| *n == num) {
-                    storage.remove_file(&dir.join(&name))?;
-                }
-            }
-        }
 
         let mem = Arc::new(Memtable::new());
         let mut last_seq = state.last_seq;
@@ -292,7 +312,7 @@ impl Db {
             ..WalOptions::default()
         };
         let wal_dir = dir.join("wal");
-        let (wal, _) = Wal::open(storage.clone(), &wal_dir, wal_opts, |lsn, rec| {
+        let wal_rec = strata_wal::recover(&*storage, &wal_dir, wal_opts.recovery, |lsn, rec| {
             let (first, entries) =
                 batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
                     path: wal_dir.clone(),
@@ -314,6 +334,23 @@ impl Db {
             last_seq = last_seq.max(first + entries.len() as u64 - 1);
             Ok(())
         })?;
+        // WAL segments are released only after a durable manifest edit
+        // covers them, so the log starts at or before the first record the
+        // tables lack. A later start means the manifest lost such an edit
+        // (damage read as a torn tail) and the records between are gone.
+        if let Some(first) = wal_rec.segments.first() {
+            if first.first_lsn > state.log_lsn + 1 {
+                return Err(manifest_cut(Error::corruption(
+                    &first.path,
+                    0,
+                    format!(
+                        "the WAL starts at LSN {} but the tables hold its records only up to LSN {}: \
+                         the records between were released by a flush the manifest no longer has",
+                        first.first_lsn, state.log_lsn
+                    ),
+                )));
+            }
+        }
 
         let version = Version {
             mem,
@@ -326,6 +363,22 @@ impl Db {
                 0,
                 format!("tables {a} and {b} overlap in level {l}"),
             ));
+        }
+
+        // Checked: commit to the recovered state.
+        let manifest = Manifest::open_recovered(storage.clone(), man)?;
+        let wal = Wal::open_recovered(storage.clone(), &wal_dir, wal_opts, &wal_rec)?;
+        // Files a crash left behind (a flush or compaction that never
+        // reached the manifest).
+        for name in storage.list_dir(&dir)? {
+            if let Some(num) = name
+                .strip_suffix(".sst")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                if !state.tables.keys().any(|(_, n)| *n == num) {
+                    storage.remove_file(&dir.join(&name))?;
+                }
+            }
         }
         let inner = Arc::new(Inner {
             storage,

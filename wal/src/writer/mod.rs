@@ -152,7 +152,25 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         storage.create_dir_all(&dir)?;
         let rec = recover(&*storage, &dir, opts.recovery, replay)?;
+        let wal = Wal::open_recovered(storage, &dir, opts, &rec)?;
+        Ok((wal, rec))
+    }
 
+    /// Opens the WAL in `dir` for appends after the caller recovered it with
+    /// [`crate::recover`] (same `opts.recovery`, nothing written since):
+    /// applies what recovery decided (a cut tail, discarded segments) and
+    /// starts a new segment. Splitting the two lets a caller check what it
+    /// replayed before anything on disk changes, so an open it refuses
+    /// leaves the files as they were.
+    pub fn open_recovered(
+        storage: StorageRef,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+        rec: &Recovery,
+    ) -> Result<Wal> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        storage.create_dir_all(&dir)?;
         let mut changed = false;
         for p in rec.discarded.iter().rev() {
             storage.remove_file(p)?;
@@ -256,7 +274,7 @@ impl Wal {
                 })?;
             *inner.flusher.lock() = Some(handle);
         }
-        Ok((Wal { inner }, rec))
+        Ok(Wal { inner })
     }
 
     /// Appends a record and returns its LSN once the sync policy is met:
