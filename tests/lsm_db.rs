@@ -586,6 +586,8 @@ fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing(
     // The refused open cut nothing and deleted no table.
     fault.install(&seg, &original).expect("restore");
     let db = Db::open(storage, "/db", Options::default()).expect("open after restore");
+    assert_eq!(db.recovery().manifest_cut, None);
+    assert_eq!(db.recovery().orphans_deleted, 0);
     for i in 0..60u32 {
         assert_eq!(
             db.get(format!("k{i:03}").as_bytes(), None).expect("get"),
@@ -593,6 +595,41 @@ fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing(
             "key {i}"
         );
     }
+}
+
+/// A damaged last WAL record is indistinguishable from a torn write: the
+/// log is cut there, the records before it are recovered, and the open
+/// says so in `Db::recovery`.
+#[test]
+fn a_torn_wal_tail_is_cut_and_reported() {
+    let fault = FaultStorage::new(13);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    for i in 0..10u32 {
+        db.put(format!("k{i}").as_bytes(), b"v", WriteOptions::sync(true))
+            .expect("put");
+    }
+    db.close().expect("close");
+    drop(db);
+    let wdir = Path::new("/db/wal");
+    let last = storage
+        .list_dir(wdir)
+        .expect("list")
+        .into_iter()
+        .rfind(|n| n.ends_with(".wal"))
+        .expect("a WAL segment");
+    let seg = wdir.join(last);
+    let mut bytes = fault.contents(&seg).expect("contents");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("records");
+    bytes[end] ^= 0xFF;
+    fault.install(&seg, &bytes).expect("damage");
+    let db = Db::open(storage, "/db", Options::default()).expect("open");
+    let r = db.recovery().clone();
+    let cut = r.wal_cut.expect("the cut is reported");
+    assert_eq!(cut.path, seg);
+    assert_eq!(r.wal_batches_replayed, 9);
+    assert_eq!(db.get(b"k8", None).expect("get"), Some(b"v".to_vec()));
+    assert_eq!(db.get(b"k9", None).expect("get"), None);
 }
 
 #[test]

@@ -43,8 +43,8 @@ pub mod table;
 
 pub use batch::WriteBatch;
 pub use db::{
-    CompactionStyle, Db, DbStats, LevelStats, Options, Snapshot, StallStats, TableInfo,
-    WriteOptions,
+    CompactionStyle, Db, DbStats, LevelStats, Options, RecoveryInfo, Snapshot, StallStats,
+    TableInfo, WriteOptions,
 };
 pub use error::{Error, Result};
 pub use iter::{DbIterator, ReadOptions};

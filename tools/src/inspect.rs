@@ -243,6 +243,23 @@ pub fn check(a: CheckArgs) -> Result<i32> {
         }
         Err(e) => return Err(e),
     };
+    let r = db.recovery();
+    for (what, cut) in [("WAL", &r.wal_cut), ("manifest", &r.manifest_cut)] {
+        if let Some(c) = cut {
+            println!(
+                "note: the {what} was cut at {} offset {} ({}): a torn tail, or damage nothing later showed durable; what followed it was not recovered",
+                c.path.display(),
+                c.offset,
+                c.reason
+            );
+        }
+    }
+    if r.orphans_deleted > 0 {
+        println!(
+            "note: deleted {} table(s) a crash left outside the manifest",
+            r.orphans_deleted
+        );
+    }
     let res = db.verify_checksums();
     // Every key once, in order, through the merged view.
     let scan = (|| -> strata_lsm::Result<u64> {

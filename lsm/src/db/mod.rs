@@ -108,6 +108,7 @@ struct Inner {
     stats: Counters,
     closed: AtomicBool,
     _lock: FileLock,
+    recovery: RecoveryInfo,
 }
 
 /// A key-value database. Cheap to clone; clones share it.
@@ -115,6 +116,21 @@ struct Inner {
 pub struct Db {
     inner: Arc<Inner>,
     threads: Arc<Threads>,
+}
+
+/// What opening the database found and did, as [`Db::recovery`] reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryInfo {
+    /// WAL batches replayed into the memtable (those newer than the tables).
+    pub wal_batches_replayed: u64,
+    /// Where the WAL was cut: a torn tail, or damage nothing later showed
+    /// to be durable; the records after it were not recovered.
+    pub wal_cut: Option<strata_wal::Damage>,
+    /// Where the manifest was cut, likewise (the edits after it were lost).
+    pub manifest_cut: Option<strata_wal::Damage>,
+    /// Tables left by a flush or compaction that never reached the
+    /// manifest, deleted.
+    pub orphans_deleted: u64,
 }
 
 /// One table, as [`Db::tables`] lists it.
@@ -312,6 +328,7 @@ impl Db {
             ..WalOptions::default()
         };
         let wal_dir = dir.join("wal");
+        let mut replayed = 0u64;
         let wal_rec = strata_wal::recover(&*storage, &wal_dir, wal_opts.recovery, |lsn, rec| {
             let (first, entries) =
                 batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
@@ -332,6 +349,7 @@ impl Db {
                 apply(&mem, e, first + i as u64);
             }
             last_seq = last_seq.max(first + entries.len() as u64 - 1);
+            replayed += 1;
             Ok(())
         })?;
         // WAL segments are released only after a durable manifest edit
@@ -366,6 +384,25 @@ impl Db {
         }
 
         // Checked: commit to the recovered state.
+        let mut recovery = RecoveryInfo {
+            wal_batches_replayed: replayed,
+            wal_cut: wal_rec.truncated.clone(),
+            manifest_cut: man.recovery.truncated.clone(),
+            orphans_deleted: 0,
+        };
+        for (what, cut) in [
+            ("WAL", &recovery.wal_cut),
+            ("manifest", &recovery.manifest_cut),
+        ] {
+            if let Some(c) = cut {
+                tracing::warn!(
+                    file = %c.path.display(),
+                    offset = c.offset,
+                    reason = %c.reason,
+                    "{what} cut at a torn tail; what followed it is not recovered"
+                );
+            }
+        }
         let manifest = Manifest::open_recovered(storage.clone(), man)?;
         let wal = Wal::open_recovered(storage.clone(), &wal_dir, wal_opts, &wal_rec)?;
         // Files a crash left behind (a flush or compaction that never
@@ -377,6 +414,7 @@ impl Db {
             {
                 if !state.tables.keys().any(|(_, n)| *n == num) {
                     storage.remove_file(&dir.join(&name))?;
+                    recovery.orphans_deleted += 1;
                 }
             }
         }
@@ -405,6 +443,7 @@ impl Db {
             cache,
             closed: AtomicBool::new(false),
             _lock: lock,
+            recovery,
         });
         inner.update_stall();
         let threads = Arc::new(Threads {
@@ -726,6 +765,12 @@ impl Db {
             tables += 1;
         }
         Ok((tables, blocks))
+    }
+
+    /// What opening the database found and did: WAL batches replayed, a
+    /// WAL or manifest tail cut, orphan tables deleted.
+    pub fn recovery(&self) -> &RecoveryInfo {
+        &self.inner.recovery
     }
 
     /// The tables per level: file number, size and user-key range.
