@@ -52,6 +52,33 @@ pub use error::{Error, Result};
 pub use std_backend::StdStorage;
 pub use uring::UringStorage;
 
+/// A read-only memory map of (a prefix of) a file; dereferences to its
+/// bytes. Cheap reads of immutable files, such as sealed log indexes.
+pub struct Mapped {
+    map: memmap2::Mmap,
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapped")
+            .field("len", &self.map.len())
+            .finish()
+    }
+}
+
 /// A shared handle to a storage backend.
 pub type StorageRef = Arc<dyn Storage>;
 /// A shared handle to an open file.
@@ -222,6 +249,16 @@ pub trait File: Send + Sync {
     /// and buffer addresses of writes must be multiples of `n`.
     fn alignment(&self) -> Option<usize> {
         None
+    }
+
+    /// A read-only memory map of the file's first `len` bytes, or `None`
+    /// where the backend cannot map (the fault backend: callers then read
+    /// the bytes). The caller must never shrink or rewrite the file while
+    /// the map lives: replace it by write-temp and rename instead, which
+    /// leaves the mapped inode intact.
+    fn map_readonly(&self, len: u64) -> Result<Option<Mapped>> {
+        let _ = len;
+        Ok(None)
     }
 
     /// Writes each `(offset, bytes)` in order and, with `sync`, makes them

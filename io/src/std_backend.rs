@@ -209,6 +209,28 @@ impl File for StdFile {
         &self.path
     }
 
+    fn map_readonly(&self, len: u64) -> Result<Option<crate::Mapped>> {
+        if len == 0 {
+            // A zero-length map is an error on Linux; there is nothing to read.
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| {
+            Error::io(
+                "mmap",
+                &self.path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "length over usize"),
+            )
+        })?;
+        // SAFETY: the map is read-only (PROT_READ, MAP_SHARED) and covers at
+        // most the file's current length; `File::map_readonly` obliges
+        // callers never to shrink or rewrite a mapped file (they replace it by
+        // rename, which keeps the mapped inode's pages), so the bytes behind
+        // the slice stay valid and unchanged for the map's lifetime.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file) }
+            .map_err(|e| Error::io("mmap", &self.path, e))?;
+        Ok(Some(crate::Mapped { map }))
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         loop {
             match self.file.read_at(buf, offset) {

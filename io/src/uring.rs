@@ -239,6 +239,10 @@ impl File for UringFile {
         &self.inner.path
     }
 
+    fn map_readonly(&self, len: u64) -> Result<Option<crate::Mapped>> {
+        self.inner.map_readonly(len)
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         let len = buf.len().min(MAX_IO);
         let entry = opcode::Read::new(self.fd(), buf.as_mut_ptr(), len as u32)

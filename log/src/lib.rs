@@ -1,8 +1,49 @@
-//! # strata-log: a Kafka-like segmented log (not built yet)
+//! # strata-log: a Kafka-like segmented log
 //!
-//! Partitions made of segment files with offset and time indexes, retention
-//! by size and time, key compaction, truncation and idempotent-producer state;
-//! the log's own metadata lives in the LSM ([`strata_lsm`]). The segment
-//! format will be documented in docs/segment.md.
+//! A topic has partitions; a partition ([`Partition`]) is a directory of
+//! segments named by base offset: `<base>.log` holds record batches back to
+//! back ([`batch`]: Kafka's v2 format, CRC-32 over everything after the CRC
+//! field, every decoded byte checked), `<base>.index` maps offsets to file
+//! positions sparsely (an entry every `index.interval.bytes`) and
+//! `<base>.timeindex` maps timestamps to offsets. Sealed segments' indexes
+//! are memory-mapped (memmap2, through strata-io). Formats: docs/segment.md.
+//!
+//! Everything else a partition knows lives in a Strata LSM database
+//! (`<root>/meta`, [`meta`]): topic configurations, log start offsets,
+//! recovery points, high watermarks, the leader-epoch cache, producer-state
+//! snapshots and consumer-group committed offsets.
+//!
+//! Guarantees:
+//! * An append returns offsets; with `sync` (or `flush.messages=1`), or
+//!   after [`Partition::flush`], the batch survives power loss. Unflushed
+//!   batches may be lost from the tail, never from the middle.
+//! * Recovery reads every batch past the recovery point (the last flush),
+//!   cuts a torn or damaged tail there and deletes what follows; indexes
+//!   found missing or inconsistent are rebuilt from the log. A batch that
+//!   fails its checksum before the recovery point is reported on read as
+//!   [`Error::Corruption`] with file and offset, never served.
+//! * `truncate_to` is durable when it returns: nothing past the new end is
+//!   read again, even after a crash.
+//! * Idempotent producers ([`producer`]): a retried batch returns its
+//!   original offsets; a sequence gap or an old epoch is an error; the
+//!   state survives restarts (snapshot at roll plus replay).
+//! * Retention deletes whole segments by age or total size; a compacted
+//!   topic's cleaner keeps the latest record per key, preserving offsets.
 
+#![deny(clippy::unwrap_used)]
+
+pub mod batch;
+pub mod config;
+mod error;
+pub mod manager;
+pub mod meta;
+pub mod partition;
+pub mod producer;
+pub mod segment;
+
+pub use batch::{Batch, Header, ProducerInfo, Record};
+pub use config::{CleanupPolicy, LogConfig};
+pub use error::{Error, Result};
+pub use manager::LogManager;
+pub use partition::{AppendInfo, Partition, RecoveryReport};
 pub use strata_lsm as lsm;

@@ -1,0 +1,757 @@
+//! Record batches, modelled on Kafka's v2 (magic 2) format. Byte layout,
+//! checksum and validation rules: docs/segment.md.
+//!
+//! ```text
+//! offset  size  field                     (fixed fields big-endian, as Kafka)
+//!  0      8     base offset
+//!  8      4     batch length              (bytes after this field)
+//! 12      4     partition leader epoch
+//! 16      1     magic = 2
+//! 17      4     crc                       CRC-32 (IEEE) of bytes 21..end
+//! 21      2     attributes                bit 3 timestamp type, 4 transactional, 5 control
+//! 23      4     last offset delta
+//! 27      8     base timestamp            (the first record's)
+//! 35      8     max timestamp
+//! 43      8     producer id               (-1: none)
+//! 51      2     producer epoch
+//! 53      4     base sequence
+//! 57      4     record count
+//! 61            records
+//!
+//! record := length varint | attributes i8 | timestamp delta varlong
+//!           | offset delta varint | key length varint (-1 null) | key
+//!           | value length varint (-1 null) | value
+//!           | header count varint | (key len varint, key, value len varint, value)*
+//! ```
+//!
+//! Varints are zigzag LEB128 as in Kafka (and protobuf's sint32/sint64).
+//! The CRC does not cover base offset, length and leader epoch, so a
+//! leader can assign offsets and stamp its epoch without recomputing it.
+//! Unlike Kafka (CRC-32C) the checksum is CRC-32 IEEE, as everywhere else
+//! in Strata. Compression is not supported: attribute bits 0-2 must be 0.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{Error, Result};
+
+/// Bytes before the records.
+pub const HEADER_LEN: usize = 61;
+/// Bytes of the base offset and length fields, the part of the header a
+/// reader needs to find the batch's end.
+pub const LOG_OVERHEAD: usize = 12;
+/// The only format this reads and writes.
+pub const MAGIC: u8 = 2;
+/// Producer id meaning "not an idempotent producer".
+pub const NO_PRODUCER_ID: i64 = -1;
+/// Largest batch accepted (the length field is an i32; this is far below).
+pub const MAX_BATCH_LEN: usize = 64 << 20;
+
+const ATTR_COMPRESSION_MASK: u16 = 0x07;
+const ATTR_TIMESTAMP_TYPE: u16 = 0x08;
+const ATTR_TRANSACTIONAL: u16 = 0x10;
+const ATTR_CONTROL: u16 = 0x20;
+const ATTR_KNOWN: u16 =
+    ATTR_COMPRESSION_MASK | ATTR_TIMESTAMP_TYPE | ATTR_TRANSACTIONAL | ATTR_CONTROL;
+
+/// A header of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header key.
+    pub key: Bytes,
+    /// Header value (`None`: null).
+    pub value: Option<Bytes>,
+}
+
+/// One record as a producer hands it in and a consumer reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Offset (assigned by the log; ignored when building).
+    pub offset: u64,
+    /// Timestamp in milliseconds.
+    pub timestamp: i64,
+    /// Key (`None`: null).
+    pub key: Option<Bytes>,
+    /// Value (`None`: null, a tombstone in compacted topics).
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// A record with a key and a value at `timestamp`.
+    pub fn new(timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Record {
+        Record {
+            offset: 0,
+            timestamp,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Who produced a batch, for idempotence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerInfo {
+    /// Producer id (`NO_PRODUCER_ID`: none).
+    pub id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// Sequence number of the batch's first record.
+    pub base_sequence: i32,
+}
+
+impl ProducerInfo {
+    /// No idempotent producer.
+    pub const NONE: ProducerInfo = ProducerInfo {
+        id: NO_PRODUCER_ID,
+        epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// The fixed fields of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record (of the batch as written; a compacted
+    /// batch may have lost its first records and keeps this).
+    pub base_offset: u64,
+    /// Bytes after the length field.
+    pub batch_length: u32,
+    /// Epoch of the leader that appended it.
+    pub leader_epoch: i32,
+    /// The stored checksum.
+    pub crc: u32,
+    /// Attribute bits.
+    pub attributes: u16,
+    /// `last offset - base offset`.
+    pub last_offset_delta: u32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Producer.
+    pub producer: ProducerInfo,
+    /// Records in the batch.
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Offset of the last record the batch was written with.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// Next offset after this batch.
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+
+    /// Total bytes of the batch on disk.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    /// Sequence number of the last record.
+    pub fn last_sequence(&self) -> i32 {
+        if self.producer.base_sequence < 0 {
+            return -1;
+        }
+        let last = i64::from(self.producer.base_sequence) + i64::from(self.last_offset_delta);
+        // Sequences wrap at i32::MAX back to 0, as in Kafka.
+        (last % (i64::from(i32::MAX) + 1)) as i32
+    }
+
+    /// Whether the batch is a control batch (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Parses and checks the fixed fields of the batch starting at `buf[0]`
+    /// (which must hold at least [`HEADER_LEN`] bytes). The checksum is not
+    /// checked here (see [`Batch::parse`]).
+    pub fn parse(buf: &[u8]) -> std::result::Result<BatchHeader, &'static str> {
+        if buf.len() < HEADER_LEN {
+            return Err("batch header truncated");
+        }
+        let be_u64 = |at: usize| u64::from_be_bytes(arr8(&buf[at..at + 8]));
+        let be_u32 = |at: usize| u32::from_be_bytes(arr4(&buf[at..at + 4]));
+        let be_u16 = |at: usize| u16::from_be_bytes([buf[at], buf[at + 1]]);
+        let base_offset = be_u64(0);
+        let batch_length = be_u32(8);
+        if base_offset > i64::MAX as u64 {
+            return Err("negative base offset");
+        }
+        if (batch_length as usize) < HEADER_LEN - LOG_OVERHEAD {
+            return Err("batch length shorter than the header");
+        }
+        if batch_length as usize > MAX_BATCH_LEN {
+            return Err("batch length over the limit");
+        }
+        if buf[16] != MAGIC {
+            return Err("unsupported magic (record format version)");
+        }
+        let attributes = be_u16(21);
+        if attributes & !ATTR_KNOWN != 0 {
+            return Err("unknown attribute bits");
+        }
+        if attributes & ATTR_COMPRESSION_MASK != 0 {
+            return Err("compressed batches are not supported");
+        }
+        let last_offset_delta = be_u32(23);
+        if last_offset_delta > i32::MAX as u32 {
+            return Err("negative last offset delta");
+        }
+        if base_offset
+            .checked_add(u64::from(last_offset_delta))
+            .is_none_or(|l| l > i64::MAX as u64)
+        {
+            return Err("last offset overflows");
+        }
+        let record_count = be_u32(57);
+        if record_count > i32::MAX as u32 {
+            return Err("negative record count");
+        }
+        if u64::from(record_count) > u64::from(last_offset_delta) + 1 {
+            return Err("more records than offsets");
+        }
+        Ok(BatchHeader {
+            base_offset,
+            batch_length,
+            leader_epoch: be_u32(12) as i32,
+            crc: be_u32(17),
+            attributes,
+            last_offset_delta,
+            base_timestamp: be_u64(27) as i64,
+            max_timestamp: be_u64(35) as i64,
+            producer: ProducerInfo {
+                id: be_u64(43) as i64,
+                epoch: be_u16(51) as i16,
+                base_sequence: be_u32(53) as i32,
+            },
+            record_count,
+        })
+    }
+}
+
+fn arr8(b: &[u8]) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    a
+}
+
+fn arr4(b: &[u8]) -> [u8; 4] {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    a
+}
+
+/// A whole, checked batch: its header and its bytes (shared, not copied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Its fixed fields.
+    pub header: BatchHeader,
+    /// All of its bytes, header included.
+    pub bytes: Bytes,
+}
+
+/// What [`Batch::parse`] found at a position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole valid batch.
+    Batch(Batch),
+    /// The bytes end inside a batch (a torn tail when at a file's end).
+    Incomplete,
+    /// Damage: the reason.
+    Invalid(&'static str),
+}
+
+impl Batch {
+    /// Reads the batch at the start of `buf`, checking the header, the
+    /// checksum and every record (lengths, varints, offset deltas and count,
+    /// timestamps against the header). `buf` may hold more after it.
+    pub fn parse(buf: &Bytes) -> Parsed {
+        if buf.len() < LOG_OVERHEAD {
+            return Parsed::Incomplete;
+        }
+        let len = u32::from_be_bytes(arr4(&buf[8..12])) as usize;
+        if len > MAX_BATCH_LEN {
+            return Parsed::Invalid("batch length over the limit");
+        }
+        if buf.len() < HEADER_LEN.min(LOG_OVERHEAD + len) || buf.len() < LOG_OVERHEAD + len {
+            // Check what can be checked of a partial header: a length
+            // that could never be valid is damage, not a torn tail.
+            if len < HEADER_LEN - LOG_OVERHEAD {
+                return Parsed::Invalid("batch length shorter than the header");
+            }
+            return Parsed::Incomplete;
+        }
+        let header = match BatchHeader::parse(buf) {
+            Ok(h) => h,
+            Err(r) => return Parsed::Invalid(r),
+        };
+        let end = header.total_len();
+        if crc32fast::hash(&buf[21..end]) != header.crc {
+            return Parsed::Invalid("batch checksum mismatch");
+        }
+        let bytes = buf.slice(..end);
+        if let Err(r) = check_records(&header, &bytes[HEADER_LEN..]) {
+            return Parsed::Invalid(r);
+        }
+        Parsed::Batch(Batch { header, bytes })
+    }
+
+    /// Parses exactly one batch that must fill `bytes`.
+    pub fn from_bytes(bytes: Bytes) -> Result<Batch> {
+        match Batch::parse(&bytes) {
+            Parsed::Batch(b) if b.bytes.len() == bytes.len() => Ok(b),
+            Parsed::Batch(_) => Err(Error::InvalidBatch("bytes left after the batch".into())),
+            Parsed::Incomplete => Err(Error::InvalidBatch("truncated batch".into())),
+            Parsed::Invalid(r) => Err(Error::InvalidBatch(r.into())),
+        }
+    }
+
+    /// Base offset.
+    pub fn base_offset(&self) -> u64 {
+        self.header.base_offset
+    }
+
+    /// Last offset.
+    pub fn last_offset(&self) -> u64 {
+        self.header.last_offset()
+    }
+
+    /// The records (already validated by `parse`).
+    pub fn records(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.header.record_count as usize);
+        let mut pos = HEADER_LEN;
+        for _ in 0..self.header.record_count {
+            match decode_record(&self.header, &self.bytes, pos) {
+                Ok((r, next)) => {
+                    out.push(r);
+                    pos = next;
+                }
+                // Unreachable for a parsed batch; stop rather than panic.
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The same batch with a new base offset and leader epoch (fields the
+    /// checksum does not cover).
+    pub fn with_offset_and_epoch(&self, base_offset: u64, leader_epoch: i32) -> Batch {
+        let mut b = BytesMut::from(&self.bytes[..]);
+        b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+        Batch {
+            header: BatchHeader {
+                base_offset,
+                leader_epoch,
+                ..self.header
+            },
+            bytes: b.freeze(),
+        }
+    }
+}
+
+/// Builds a batch from records. Offsets of the records are their position
+/// (`base_offset + i`); timestamps are the records'.
+pub fn build(
+    base_offset: u64,
+    leader_epoch: i32,
+    producer: ProducerInfo,
+    records: &[Record],
+) -> Result<Batch> {
+    if records.is_empty() {
+        return Err(Error::InvalidBatch(
+            "a batch needs at least one record".into(),
+        ));
+    }
+    if records.len() > i32::MAX as usize {
+        return Err(Error::InvalidBatch("too many records".into()));
+    }
+    let fields = Fields {
+        base_offset,
+        leader_epoch,
+        attributes: 0, // create time, not transactional, no compression
+        last_offset_delta: (records.len() - 1) as u32,
+        base_timestamp: records[0].timestamp,
+        producer,
+    };
+    assemble(
+        &fields,
+        records.iter().enumerate().map(|(i, r)| (i as i32, r)),
+    )
+}
+
+/// Rebuilds `batch` keeping only the records `keep` accepts, with the same
+/// base offset, last offset delta, producer fields and epoch (so offsets
+/// and producer state stay exact); `None` if no record is kept.
+pub fn filter(batch: &Batch, mut keep: impl FnMut(&Record) -> bool) -> Result<Option<Batch>> {
+    let kept: Vec<Record> = batch.records().into_iter().filter(|r| keep(r)).collect();
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let h = &batch.header;
+    let fields = Fields {
+        base_offset: h.base_offset,
+        leader_epoch: h.leader_epoch,
+        attributes: h.attributes,
+        last_offset_delta: h.last_offset_delta,
+        base_timestamp: h.base_timestamp,
+        producer: h.producer,
+    };
+    let deltas = kept.iter().map(|r| ((r.offset - h.base_offset) as i32, r));
+    assemble(&fields, deltas).map(Some)
+}
+
+/// The header fields a writer chooses.
+struct Fields {
+    base_offset: u64,
+    leader_epoch: i32,
+    attributes: u16,
+    last_offset_delta: u32,
+    base_timestamp: i64,
+    producer: ProducerInfo,
+}
+
+/// Encodes a batch of `(offset delta, record)` and checks the result.
+fn assemble<'a>(f: &Fields, records: impl Iterator<Item = (i32, &'a Record)>) -> Result<Batch> {
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    let (mut count, mut max_ts) = (0u32, f.base_timestamp);
+    for (delta, r) in records {
+        count += 1;
+        max_ts = max_ts.max(r.timestamp);
+        rec.clear();
+        rec.push(0u8); // record attributes: unused
+        put_varlong(&mut rec, r.timestamp.wrapping_sub(f.base_timestamp));
+        put_varint(&mut rec, delta);
+        put_bytes(&mut rec, r.key.as_deref());
+        put_bytes(&mut rec, r.value.as_deref());
+        put_varint(&mut rec, r.headers.len() as i32);
+        for h in &r.headers {
+            put_bytes(&mut rec, Some(&h.key));
+            put_bytes(&mut rec, h.value.as_deref());
+        }
+        put_varint(&mut body, rec.len() as i32);
+        body.extend_from_slice(&rec);
+    }
+    let total = HEADER_LEN + body.len();
+    if total > MAX_BATCH_LEN {
+        return Err(Error::InvalidBatch(format!(
+            "batch of {total} bytes is over the {MAX_BATCH_LEN}-byte limit"
+        )));
+    }
+    let mut b = BytesMut::with_capacity(total);
+    b.put_u64(f.base_offset);
+    b.put_u32((total - LOG_OVERHEAD) as u32);
+    b.put_i32(f.leader_epoch);
+    b.put_u8(MAGIC);
+    b.put_u32(0); // crc, set below
+    b.put_u16(f.attributes);
+    b.put_u32(f.last_offset_delta);
+    b.put_i64(f.base_timestamp);
+    b.put_i64(max_ts);
+    b.put_i64(f.producer.id);
+    b.put_i16(f.producer.epoch);
+    b.put_i32(f.producer.base_sequence);
+    b.put_u32(count);
+    b.put_slice(&body);
+    let crc = crc32fast::hash(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Batch::from_bytes(b.freeze())
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Zigzag LEB128 of an i32.
+pub fn put_varint(out: &mut Vec<u8>, v: i32) {
+    put_uvarint(out, ((v << 1) ^ (v >> 31)) as u32 as u64);
+}
+
+/// Zigzag LEB128 of an i64.
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an unsigned LEB128 of at most `max_bytes` bytes at `*pos`.
+fn get_uvarint(
+    buf: &[u8],
+    pos: &mut usize,
+    max_bytes: usize,
+) -> std::result::Result<u64, &'static str> {
+    let mut v = 0u64;
+    for i in 0..max_bytes {
+        let b = *buf.get(*pos).ok_or("varint runs past the record")?;
+        *pos += 1;
+        v |= u64::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long")
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> std::result::Result<i32, &'static str> {
+    let u = get_uvarint(buf, pos, 5)?;
+    if u > u64::from(u32::MAX) {
+        return Err("varint out of range");
+    }
+    let u = u as u32;
+    Ok(((u >> 1) as i32) ^ -((u & 1) as i32))
+}
+
+fn get_varlong(buf: &[u8], pos: &mut usize) -> std::result::Result<i64, &'static str> {
+    let u = get_uvarint(buf, pos, 10)?;
+    Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+}
+
+/// A nullable byte string: (start, len) in `buf`, or `None`.
+fn get_bytes(
+    buf: &[u8],
+    pos: &mut usize,
+    end: usize,
+) -> std::result::Result<Option<(usize, usize)>, &'static str> {
+    let len = get_varint(buf, pos)?;
+    if len < -1 {
+        return Err("negative length");
+    }
+    if len == -1 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if *pos + len > end {
+        return Err("field runs past the record");
+    }
+    let at = *pos;
+    *pos += len;
+    Ok(Some((at, len)))
+}
+
+/// Decodes the record at `pos` of `bytes` (a whole batch); returns it and
+/// the position after it.
+fn decode_record(
+    h: &BatchHeader,
+    bytes: &Bytes,
+    pos: usize,
+) -> std::result::Result<(Record, usize), &'static str> {
+    let mut p = pos;
+    let len = get_varint(bytes, &mut p)?;
+    if len < 0 {
+        return Err("negative record length");
+    }
+    let end = p + len as usize;
+    if end > bytes.len() {
+        return Err("record runs past the batch");
+    }
+    let _attributes = *bytes.get(p).ok_or("record too short")?;
+    p += 1;
+    let ts_delta = get_varlong(&bytes[..end], &mut p)?;
+    let off_delta = get_varint(&bytes[..end], &mut p)?;
+    if off_delta < 0 || off_delta as u32 > h.last_offset_delta {
+        return Err("record offset delta outside the batch");
+    }
+    let slice = |x: Option<(usize, usize)>| x.map(|(a, l)| bytes.slice(a..a + l));
+    let key = slice(get_bytes(bytes, &mut p, end)?);
+    let value = slice(get_bytes(bytes, &mut p, end)?);
+    let n = get_varint(&bytes[..end], &mut p)?;
+    if n < 0 {
+        return Err("negative header count");
+    }
+    let mut headers = Vec::new();
+    for _ in 0..n {
+        let k = get_bytes(bytes, &mut p, end)?.ok_or("null header key")?;
+        let v = get_bytes(bytes, &mut p, end)?;
+        headers.push(Header {
+            key: bytes.slice(k.0..k.0 + k.1),
+            value: slice(v),
+        });
+    }
+    if p != end {
+        return Err("record length does not match its fields");
+    }
+    Ok((
+        Record {
+            offset: h.base_offset + off_delta as u64,
+            timestamp: h.base_timestamp.wrapping_add(ts_delta),
+            key,
+            value,
+            headers,
+        },
+        end,
+    ))
+}
+
+/// Checks every record of a batch body: the count, strictly increasing
+/// offset deltas within the batch, and timestamps no later than the
+/// header's maximum.
+fn check_records(h: &BatchHeader, body: &[u8]) -> std::result::Result<(), &'static str> {
+    let mut p = 0usize;
+    let mut last_delta: i64 = -1;
+    let full = body;
+    for _ in 0..h.record_count {
+        let mut q = p;
+        let len = get_varint(full, &mut q)?;
+        if len < 0 {
+            return Err("negative record length");
+        }
+        let end = q + len as usize;
+        if end > full.len() {
+            return Err("record runs past the batch");
+        }
+        let rec = &full[..end];
+        q += 1; // attributes
+        if q > end {
+            return Err("record too short");
+        }
+        let ts_delta = get_varlong(rec, &mut q)?;
+        let off_delta = get_varint(rec, &mut q)?;
+        if i64::from(off_delta) <= last_delta || off_delta as u32 > h.last_offset_delta {
+            return Err("record offset deltas out of order or outside the batch");
+        }
+        last_delta = i64::from(off_delta);
+        if h.base_timestamp
+            .checked_add(ts_delta)
+            .is_none_or(|t| t > h.max_timestamp)
+        {
+            return Err("record timestamp past the batch's max timestamp");
+        }
+        let _key = get_bytes(rec, &mut q, end)?;
+        let _value = get_bytes(rec, &mut q, end)?;
+        let n = get_varint(rec, &mut q)?;
+        if n < 0 {
+            return Err("negative header count");
+        }
+        for _ in 0..n {
+            get_bytes(rec, &mut q, end)?.ok_or("null header key")?;
+            get_bytes(rec, &mut q, end)?;
+        }
+        if q != end {
+            return Err("record length does not match its fields");
+        }
+        p = end;
+    }
+    if p != full.len() {
+        return Err("bytes after the last record");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let mut r = Record::new(
+                    1000 + i as i64,
+                    Some(format!("k{i}").as_bytes()),
+                    (i % 3 != 0).then_some(&b"value"[..]),
+                );
+                r.headers.push(Header {
+                    key: Bytes::from_static(b"h"),
+                    value: None,
+                });
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_every_damage_is_caught() {
+        let p = ProducerInfo {
+            id: 7,
+            epoch: 2,
+            base_sequence: 10,
+        };
+        let b = build(42, 3, p, &recs(5)).expect("build");
+        assert_eq!(b.header.base_offset, 42);
+        assert_eq!(b.header.last_offset(), 46);
+        assert_eq!(b.header.producer, p);
+        assert_eq!(b.header.last_sequence(), 14);
+        let got = b.records();
+        assert_eq!(got.len(), 5);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.offset, 42 + i as u64);
+            assert_eq!(r.timestamp, 1000 + i as i64);
+            assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
+        }
+        // Every truncation is incomplete; every flipped bit past the
+        // length and epoch fields is caught.
+        for cut in 0..b.bytes.len() {
+            assert!(
+                !matches!(Batch::parse(&b.bytes.slice(..cut)), Parsed::Batch(_)),
+                "cut {cut}"
+            );
+        }
+        for at in 16..b.bytes.len() {
+            for bit in 0..8 {
+                let mut d = BytesMut::from(&b.bytes[..]);
+                d[at] ^= 1 << bit;
+                assert!(
+                    matches!(Batch::parse(&d.freeze()), Parsed::Invalid(_)),
+                    "byte {at} bit {bit}"
+                );
+            }
+        }
+        // Offsets and epoch are outside the checksum: reassigning works.
+        let moved = b.with_offset_and_epoch(100, 9);
+        assert_eq!(
+            Batch::from_bytes(moved.bytes.clone())
+                .expect("valid")
+                .header
+                .base_offset,
+            100
+        );
+        assert_eq!(moved.records()[4].offset, 104);
+    }
+
+    #[test]
+    fn filter_keeps_offsets_and_the_batch_span() {
+        let b = build(10, 0, ProducerInfo::NONE, &recs(6)).expect("build");
+        let f = filter(&b, |r| r.offset % 2 == 1)
+            .expect("filter")
+            .expect("some");
+        assert_eq!(f.header.base_offset, 10);
+        assert_eq!(f.header.last_offset(), 15);
+        let offs: Vec<u64> = f.records().iter().map(|r| r.offset).collect();
+        assert_eq!(offs, vec![11, 13, 15]);
+        assert!(filter(&b, |_| false).expect("filter").is_none());
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [0, 1, -1, 63, -64, 64, i32::MAX, i32::MIN] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            let mut p = 0;
+            assert_eq!(get_varint(&b, &mut p), Ok(v));
+            assert_eq!(p, b.len());
+        }
+        for v in [0i64, -1, i64::MAX, i64::MIN, 1 << 40] {
+            let mut b = Vec::new();
+            put_varlong(&mut b, v);
+            let mut p = 0;
+            assert_eq!(get_varlong(&b, &mut p), Ok(v));
+        }
+    }
+}

@@ -1,0 +1,663 @@
+//! One segment of a partition: `<base>.log` (batches back to back),
+//! `<base>.index` (sparse offset index) and `<base>.timeindex` (time
+//! index). Formats: docs/segment.md.
+//!
+//! The indexes are derived data: they are written unsynced as batches are
+//! appended, fsynced when the segment is flushed or sealed, checked when a
+//! sealed segment is opened (rebuilt from the log if missing or
+//! inconsistent) and always rebuilt for segments recovery scans. A sealed
+//! segment's indexes are memory-mapped where the backend can map.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use strata_io::{FileRef, Mapped, OpenOptions, Storage};
+
+use crate::batch::{Batch, BatchHeader, Parsed, HEADER_LEN, LOG_OVERHEAD};
+use crate::{Error, Result};
+
+/// Bytes of an offset index entry: relative offset u32, position u32 (BE).
+pub const INDEX_ENTRY: usize = 8;
+/// Bytes of a time index entry: timestamp i64, relative offset u32 (BE).
+pub const TIME_ENTRY: usize = 12;
+
+/// File name of a segment's log, index or time index.
+pub fn file_name(base: u64, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+/// The base offset a segment file name carries, if it is one.
+pub fn parse_name(name: &str, ext: &str) -> Option<u64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+/// Index bytes: owned and growing for the active segment, mapped (or read)
+/// for a sealed one.
+enum IndexBytes {
+    Owned(Vec<u8>),
+    Mapped(Mapped),
+}
+
+impl IndexBytes {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            IndexBytes::Owned(v) => v,
+            IndexBytes::Mapped(m) => m,
+        }
+    }
+}
+
+/// Where an index is kept.
+struct Index {
+    path: PathBuf,
+    file: FileRef,
+    bytes: IndexBytes,
+    /// Bytes written to the file (the owned form may run ahead only
+    /// between `push` and the write that follows it).
+    written: usize,
+}
+
+impl Index {
+    fn entries(&self) -> &[u8] {
+        self.bytes.bytes()
+    }
+
+    fn push(&mut self, entry: &[u8]) -> Result<()> {
+        if let IndexBytes::Mapped(m) = &self.bytes {
+            self.bytes = IndexBytes::Owned(m.to_vec());
+        }
+        if let IndexBytes::Owned(v) = &mut self.bytes {
+            v.extend_from_slice(entry);
+        }
+        self.file.write_at(entry, self.written as u64)?;
+        self.written += entry.len();
+        Ok(())
+    }
+}
+
+/// Options a segment needs.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentOptions {
+    /// Bytes of log between offset index entries.
+    pub index_interval_bytes: u64,
+    /// Largest index file; a full index rolls the segment.
+    pub max_index_bytes: u64,
+}
+
+/// A segment.
+pub struct Segment {
+    base: u64,
+    dir: PathBuf,
+    log: FileRef,
+    /// Valid bytes of the log.
+    size: u64,
+    /// Offset after the last batch (`base` when empty).
+    next_offset: u64,
+    index: Index,
+    time_index: Index,
+    bytes_since_entry: u64,
+    /// Largest record timestamp and the offset of the batch holding it.
+    max_timestamp: i64,
+    /// When the first batch was appended (ms), for time-based rolls.
+    first_batch_time: Option<i64>,
+    opts: SegmentOptions,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("base", &self.base)
+            .field("size", &self.size)
+            .field("next_offset", &self.next_offset)
+            .finish()
+    }
+}
+
+/// What a scan of a segment's log found.
+pub struct Scan {
+    /// Bytes of whole valid batches from the start.
+    pub valid_bytes: u64,
+    /// Where and why the scan stopped early, if it did (`None`: the file
+    /// ended cleanly at a batch boundary).
+    pub stop: Option<(u64, &'static str)>,
+    /// The batches' headers, in order.
+    pub headers: Vec<(u64, BatchHeader)>,
+}
+
+impl Segment {
+    /// Creates a new empty segment starting at `base` and syncs its
+    /// directory (a new file counts only once its name is durable).
+    pub fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        opts: SegmentOptions,
+    ) -> Result<Segment> {
+        let log = storage.open(&dir.join(file_name(base, "log")), OpenOptions::create_new())?;
+        let index = new_index(storage, dir, base, "index")?;
+        let time_index = new_index(storage, dir, base, "timeindex")?;
+        storage.sync_dir(dir)?;
+        Ok(Segment {
+            base,
+            dir: dir.to_path_buf(),
+            log,
+            size: 0,
+            next_offset: base,
+            index,
+            time_index,
+            bytes_since_entry: 0,
+            max_timestamp: i64::MIN,
+            first_batch_time: None,
+            opts,
+        })
+    }
+
+    /// Opens an existing segment. With `scan`, every batch is read and
+    /// checked, a bad or torn tail is cut off (the file is truncated and
+    /// synced) and the indexes are rebuilt; `Scan::stop` says what was cut.
+    /// Without, the segment is trusted up to its length and its indexes
+    /// are checked and rebuilt only if missing or inconsistent; `Err` if a
+    /// rebuild meets damage (the data was flushed: it is reported, not cut).
+    pub fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        opts: SegmentOptions,
+        scan: bool,
+    ) -> Result<(Segment, Option<(u64, &'static str)>)> {
+        let log_path = dir.join(file_name(base, "log"));
+        let log = storage.open(&log_path, OpenOptions::existing())?;
+        let len = log.len()?;
+        let mut seg = Segment {
+            base,
+            dir: dir.to_path_buf(),
+            log,
+            size: len,
+            next_offset: base,
+            index: open_index(storage, dir, base, "index")?,
+            time_index: open_index(storage, dir, base, "timeindex")?,
+            bytes_since_entry: 0,
+            max_timestamp: i64::MIN,
+            first_batch_time: None,
+            opts,
+        };
+        if !scan && seg.indexes_look_sane() {
+            seg.load_tail_facts()?;
+            return Ok((seg, None));
+        }
+        let s = seg.scan_log(0, len)?;
+        if s.stop.is_some() && !scan {
+            let (at, why) = s.stop.unwrap_or((0, ""));
+            return Err(Error::corruption(seg.log.path(), at, why));
+        }
+        if s.valid_bytes < len {
+            seg.log.set_len(s.valid_bytes)?;
+            seg.log.sync_data()?;
+        }
+        seg.size = s.valid_bytes;
+        seg.rebuild_indexes(storage, &s.headers)?;
+        Ok((seg, s.stop))
+    }
+
+    /// Reads the log from `from` to `to` and checks every batch.
+    pub fn scan_log(&self, from: u64, to: u64) -> Result<Scan> {
+        const CHUNK: u64 = 1 << 20;
+        let mut headers = Vec::new();
+        let mut pos = from;
+        // The bytes from `pos` on that have been read.
+        let mut buf = Bytes::new();
+        let stop = |pos: u64, why: &'static str, headers: Vec<(u64, BatchHeader)>| Scan {
+            valid_bytes: pos,
+            stop: Some((pos, why)),
+            headers,
+        };
+        while pos < to {
+            match Batch::parse(&buf) {
+                Parsed::Batch(b) => {
+                    let n = b.bytes.len();
+                    headers.push((pos, b.header));
+                    pos += n as u64;
+                    buf = buf.slice(n..);
+                }
+                Parsed::Incomplete => {
+                    if pos + buf.len() as u64 >= to {
+                        return Ok(stop(pos, "batch cut short by the end of the file", headers));
+                    }
+                    let need = if buf.len() >= LOG_OVERHEAD {
+                        LOG_OVERHEAD as u64
+                            + u64::from(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]))
+                    } else {
+                        0
+                    };
+                    let n = need.max(CHUNK).min(to - pos) as usize;
+                    let mut fresh = vec![0u8; n];
+                    let got = read_full(&self.log, &mut fresh, pos)?;
+                    if got <= buf.len() {
+                        return Ok(stop(pos, "batch cut short by the end of the file", headers));
+                    }
+                    fresh.truncate(got);
+                    buf = Bytes::from(fresh);
+                }
+                Parsed::Invalid(why) => return Ok(stop(pos, why, headers)),
+            }
+        }
+        Ok(Scan {
+            valid_bytes: pos,
+            stop: None,
+            headers,
+        })
+    }
+
+    fn indexes_look_sane(&self) -> bool {
+        let idx = self.index.entries();
+        let tix = self.time_index.entries();
+        if !idx.len().is_multiple_of(INDEX_ENTRY) || !tix.len().is_multiple_of(TIME_ENTRY) {
+            return false;
+        }
+        let mut last = (None::<u32>, None::<u32>);
+        for e in idx.chunks_exact(INDEX_ENTRY) {
+            let (rel, pos) = index_entry(e);
+            if last.0.is_some_and(|r| rel <= r) || last.1.is_some_and(|p| pos <= p) {
+                return false;
+            }
+            if u64::from(pos) >= self.size {
+                return false;
+            }
+            last = (Some(rel), Some(pos));
+        }
+        let mut last_ts = i64::MIN;
+        let mut last_rel = None::<u32>;
+        for e in tix.chunks_exact(TIME_ENTRY) {
+            let (ts, rel) = time_entry(e);
+            if ts < last_ts || last_rel.is_some_and(|r| rel < r) {
+                return false;
+            }
+            last_ts = ts;
+            last_rel = Some(rel);
+        }
+        // An empty index for a non-empty log is fine only if the log is
+        // shorter than one index interval (the first entry is at byte 0,
+        // so a non-empty log always has one).
+        !(self.size > 0 && idx.is_empty())
+    }
+
+    /// For a trusted sealed segment: the next offset and the max
+    /// timestamp, from the last index entry on.
+    fn load_tail_facts(&mut self) -> Result<()> {
+        let start = self
+            .index
+            .entries()
+            .chunks_exact(INDEX_ENTRY)
+            .last()
+            .map_or(0, |e| u64::from(index_entry(e).1));
+        let s = self.scan_log(start, self.size)?;
+        if let Some((at, why)) = s.stop {
+            return Err(Error::corruption(self.log.path(), at, why));
+        }
+        if let Some((_, h)) = s.headers.last() {
+            self.next_offset = h.next_offset();
+        }
+        self.max_timestamp = self
+            .time_index
+            .entries()
+            .chunks_exact(TIME_ENTRY)
+            .last()
+            .map_or(i64::MIN, |e| time_entry(e).0);
+        for (_, h) in &s.headers {
+            self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        }
+        if self.first_batch_time.is_none() {
+            self.first_batch_time = s.headers.first().map(|(_, h)| h.base_timestamp);
+        }
+        Ok(())
+    }
+
+    /// Writes fresh indexes for the batches `headers` (all of the log).
+    fn rebuild_indexes(
+        &mut self,
+        storage: &dyn Storage,
+        headers: &[(u64, BatchHeader)],
+    ) -> Result<()> {
+        for (ext, ix) in [
+            ("index", &mut self.index),
+            ("timeindex", &mut self.time_index),
+        ] {
+            let path = self.dir.join(file_name(self.base, ext));
+            let tmp = self.dir.join(file_name(self.base, &format!("{ext}.tmp")));
+            let f = storage.open(&tmp, OpenOptions::create())?;
+            f.set_len(0)?;
+            f.sync_data()?;
+            storage.rename(&tmp, &path)?;
+            storage.sync_dir(&self.dir)?;
+            *ix = Index {
+                path,
+                file: storage.open(
+                    &self.dir.join(file_name(self.base, ext)),
+                    OpenOptions::existing(),
+                )?,
+                bytes: IndexBytes::Owned(Vec::new()),
+                written: 0,
+            };
+        }
+        self.next_offset = self.base;
+        self.max_timestamp = i64::MIN;
+        self.bytes_since_entry = 0;
+        self.first_batch_time = None;
+        for (pos, h) in headers {
+            self.note_batch(*pos, h)?;
+        }
+        Ok(())
+    }
+
+    /// Index bookkeeping for a batch at `pos`.
+    fn note_batch(&mut self, pos: u64, h: &BatchHeader) -> Result<()> {
+        let rel = (h.base_offset.max(self.base) - self.base) as u32;
+        if pos == 0 || self.bytes_since_entry >= self.opts.index_interval_bytes {
+            let mut e = [0u8; INDEX_ENTRY];
+            e[..4].copy_from_slice(&rel.to_be_bytes());
+            e[4..].copy_from_slice(&(pos as u32).to_be_bytes());
+            self.index.push(&e)?;
+            if h.max_timestamp > self.time_index_last_ts() {
+                let mut t = [0u8; TIME_ENTRY];
+                t[..8].copy_from_slice(&h.max_timestamp.to_be_bytes());
+                t[8..].copy_from_slice(&rel.to_be_bytes());
+                self.time_index.push(&t)?;
+            }
+            self.bytes_since_entry = 0;
+        }
+        self.bytes_since_entry += h.total_len() as u64;
+        self.next_offset = h.next_offset();
+        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        if self.first_batch_time.is_none() {
+            self.first_batch_time = Some(h.base_timestamp);
+        }
+        Ok(())
+    }
+
+    fn time_index_last_ts(&self) -> i64 {
+        self.time_index
+            .entries()
+            .chunks_exact(TIME_ENTRY)
+            .last()
+            .map_or(i64::MIN, |e| time_entry(e).0)
+    }
+
+    /// Appends a batch (its offsets already assigned). Not durable until
+    /// [`Segment::flush`].
+    pub fn append(&mut self, b: &Batch) -> Result<()> {
+        self.log.write_at(&b.bytes, self.size)?;
+        let pos = self.size;
+        self.size += b.bytes.len() as u64;
+        self.note_batch(pos, &b.header)
+    }
+
+    /// Makes the log and the indexes durable.
+    pub fn flush(&self) -> Result<()> {
+        self.log.sync_data()?;
+        self.index.file.sync_data()?;
+        self.time_index.file.sync_data()?;
+        Ok(())
+    }
+
+    /// Seals the segment: flushes it and maps its indexes read-only.
+    pub fn seal(&mut self) -> Result<()> {
+        self.flush()?;
+        for ix in [&mut self.index, &mut self.time_index] {
+            if let Some(m) = ix.file.map_readonly(ix.written as u64)? {
+                ix.bytes = IndexBytes::Mapped(m);
+            }
+        }
+        Ok(())
+    }
+
+    /// The position of the first batch that may hold `offset` (from the
+    /// index: the last entry at or below it).
+    fn lookup(&self, offset: u64) -> u64 {
+        let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
+        let idx = self.index.entries();
+        let n = idx.len() / INDEX_ENTRY;
+        let (mut lo, mut hi) = (0usize, n);
+        // Last entry with relative offset <= rel.
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (r, _) = index_entry(&idx[mid * INDEX_ENTRY..(mid + 1) * INDEX_ENTRY]);
+            if r <= rel {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            0
+        } else {
+            u64::from(index_entry(&idx[(lo - 1) * INDEX_ENTRY..lo * INDEX_ENTRY]).1)
+        }
+    }
+
+    /// Position of the first batch whose last offset is at least `offset`
+    /// (`None` if none in this segment), with its header.
+    pub fn find(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
+        let mut pos = self.lookup(offset);
+        let mut hdr = [0u8; HEADER_LEN];
+        while pos < self.size {
+            let got = read_full(&self.log, &mut hdr, pos)?;
+            if got < HEADER_LEN {
+                return Err(Error::corruption(
+                    self.log.path(),
+                    pos,
+                    "batch header cut short",
+                ));
+            }
+            let h =
+                BatchHeader::parse(&hdr).map_err(|r| Error::corruption(self.log.path(), pos, r))?;
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches from position `pos`: at most `max_bytes` (but at
+    /// least one batch), only batches whose last offset is below `upper`.
+    /// Each batch is checked; the batches share one buffer.
+    pub fn read_from(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
+        let mut out = Vec::new();
+        if pos >= self.size {
+            return Ok(out);
+        }
+        let want = (max_bytes.max(HEADER_LEN) as u64).min(self.size - pos) as usize;
+        let mut buf = vec![0u8; want];
+        let got = read_full(&self.log, &mut buf, pos)?;
+        buf.truncate(got);
+        let mut bytes = Bytes::from(buf);
+        let mut at = pos;
+        loop {
+            if bytes.is_empty() {
+                break;
+            }
+            match Batch::parse(&bytes) {
+                Parsed::Batch(b) => {
+                    if b.last_offset() >= upper {
+                        break;
+                    }
+                    let n = b.bytes.len();
+                    out.push(b);
+                    bytes = bytes.slice(n..);
+                    at += n as u64;
+                }
+                Parsed::Incomplete if out.is_empty() => {
+                    // The first batch is larger than max_bytes: read it whole.
+                    if bytes.len() < LOG_OVERHEAD {
+                        return Err(Error::corruption(self.log.path(), at, "batch cut short"));
+                    }
+                    let len = LOG_OVERHEAD
+                        + u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+                    if at + len as u64 > self.size {
+                        return Err(Error::corruption(
+                            self.log.path(),
+                            at,
+                            "batch runs past the segment",
+                        ));
+                    }
+                    let mut whole = vec![0u8; len];
+                    read_full(&self.log, &mut whole, at)?;
+                    bytes = Bytes::from(whole);
+                }
+                Parsed::Incomplete => break,
+                Parsed::Invalid(why) => {
+                    if out.is_empty() {
+                        return Err(Error::corruption(self.log.path(), at, why));
+                    }
+                    // Serve what came before; the next read reports it.
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cuts the segment to the batches before position `pos` (rewriting
+    /// the log into a new file if its indexes are mapped, so no map sees a
+    /// shrinking file) and rebuilds its indexes; durable on return.
+    pub fn truncate_at(&mut self, storage: &dyn Storage, pos: u64) -> Result<()> {
+        let s = self.scan_log(0, pos)?;
+        if let Some((at, why)) = s.stop {
+            return Err(Error::corruption(self.log.path(), at, why));
+        }
+        self.log.set_len(pos)?;
+        self.log.sync_data()?;
+        self.size = pos;
+        self.rebuild_indexes(storage, &s.headers)?;
+        self.flush()
+    }
+
+    /// Base offset.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+    /// Next offset.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+    /// Bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Largest timestamp (`i64::MIN` when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    /// First batch's timestamp.
+    pub fn first_batch_time(&self) -> Option<i64> {
+        self.first_batch_time
+    }
+    /// Whether the offset index is full.
+    pub fn index_full(&self) -> bool {
+        (self.index.written + INDEX_ENTRY) as u64 > self.opts.max_index_bytes
+            || (self.time_index.written + TIME_ENTRY) as u64 > self.opts.max_index_bytes
+    }
+    /// Log file path.
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// The position from which batches may hold a timestamp at or after
+    /// `ts` (time index: the entry before the first one reaching `ts`).
+    pub fn time_lookup(&self, ts: i64) -> u64 {
+        let tix = self.time_index.entries();
+        let mut rel = None;
+        for e in tix.chunks_exact(TIME_ENTRY) {
+            let (t, r) = time_entry(e);
+            if t >= ts {
+                break;
+            }
+            rel = Some(r);
+        }
+        rel.map_or(0, |r| self.lookup(self.base + u64::from(r)))
+    }
+
+    /// Deletes the segment's files (the caller syncs the directory).
+    pub fn delete(self, storage: &dyn Storage) -> Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            let p = self.dir.join(file_name(self.base, ext));
+            match storage.remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Paths of the index files (for tests and tools).
+    pub fn index_paths(&self) -> (PathBuf, PathBuf) {
+        (self.index.path.clone(), self.time_index.path.clone())
+    }
+}
+
+fn index_entry(e: &[u8]) -> (u32, u32) {
+    (
+        u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+        u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+    )
+}
+
+fn time_entry(e: &[u8]) -> (i64, u32) {
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&e[..8]);
+    (
+        i64::from_be_bytes(t),
+        u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
+    )
+}
+
+fn new_index(storage: &dyn Storage, dir: &Path, base: u64, ext: &str) -> Result<Index> {
+    let path = dir.join(file_name(base, ext));
+    let file = storage.open(&path, OpenOptions::create())?;
+    file.set_len(0)?;
+    Ok(Index {
+        path,
+        file,
+        bytes: IndexBytes::Owned(Vec::new()),
+        written: 0,
+    })
+}
+
+/// Opens an index as found; a missing one reads as empty (and the segment
+/// then fails the sanity check and is rebuilt).
+fn open_index(storage: &dyn Storage, dir: &Path, base: u64, ext: &str) -> Result<Index> {
+    let path = dir.join(file_name(base, ext));
+    let file: FileRef = match storage.open(&path, OpenOptions::existing()) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => storage.open(&path, OpenOptions::create())?,
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.len()?;
+    let bytes = match file.map_readonly(len)? {
+        Some(m) => IndexBytes::Mapped(m),
+        None => IndexBytes::Owned(file.read_all()?),
+    };
+    Ok(Index {
+        path,
+        file,
+        bytes,
+        written: len as usize,
+    })
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_full(f: &FileRef, buf: &mut [u8], at: u64) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = f.read_at(&mut buf[got..], at + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
+}
