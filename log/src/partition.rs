@@ -210,10 +210,22 @@ impl Partition {
         // Segments wholly below the log start: a crash interrupted their
         // deletion.
         self.drop_segments_below_start(&mut st)?;
-        let leo = st.leo();
+        let mut leo = st.leo();
         if st.log_start > leo {
-            // The start was moved past data a crash then lost: keep it.
-            st.log_start = leo;
+            // The start was moved (durably) past data a crash then lost:
+            // the start stands and the log begins again there, empty, as
+            // Kafka does; offsets below it are never handed out again.
+            let all: Vec<u64> = st.segments.keys().rev().copied().collect();
+            for b in all {
+                if let Some(s) = st.segments.remove(&b) {
+                    s.delete(storage)?;
+                }
+            }
+            storage.sync_dir(&self.dir)?;
+            let start = st.log_start;
+            st.segments
+                .insert(start, Segment::create(storage, &self.dir, start, opts)?);
+            leo = start;
         }
         st.hwm = self
             .meta
@@ -618,13 +630,22 @@ impl Partition {
                 storage.sync_dir(&self.dir)?;
             }
         }
+        let log_start = st.log_start;
         let res = (|| {
             let seg = st.active()?;
-            if let Some((pos, _)) = seg.find(offset)? {
-                seg.truncate_at(storage, pos)?;
+            match seg.find(offset)? {
+                // The batch to cut starts at or before the log start: the
+                // log keeps nothing.
+                Some((_, h)) if h.base_offset <= log_start => Ok(true),
+                Some((pos, _)) => seg.truncate_at(storage, pos).map(|()| false),
+                None => Ok(false),
             }
-            Ok(())
         })();
+        if let Ok(true) = res {
+            drop(st);
+            self.truncate_fully_and_start_at(log_start)?;
+            return Ok(log_start);
+        }
         if let Err(e) = res {
             st.failed = Some(format!("{e}"));
             return Err(e);

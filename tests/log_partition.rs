@@ -1,0 +1,585 @@
+//! The segmented log against a model: appends, reads, rolls, flushes,
+//! retention, log-start moves, truncation, reopens and power cuts on the
+//! fault-injecting backend; idempotent producers under retries and
+//! restarts; damaged indexes and batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use strata::io::fault::{CrashKeep, FaultStorage};
+use strata::io::{Storage, StorageRef};
+use strata::log::batch::{self, ProducerInfo, Record};
+use strata::log::{Error, LogConfig, LogManager, Partition};
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 200,
+        segment_index_bytes: 256,
+        retention_bytes: Some(6000),
+        retention_ms: None,
+        segment_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+/// A record as the model keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MRec {
+    offset: u64,
+    ts: i64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+#[derive(Default, Debug)]
+struct Model {
+    /// Batches: (base offset, records).
+    batches: Vec<(u64, Vec<MRec>)>,
+    start: u64,
+    end: u64,
+    /// Log end offset known durable.
+    durable: u64,
+}
+
+impl Model {
+    fn records_from(&self, from: u64) -> Vec<MRec> {
+        self.batches
+            .iter()
+            .flat_map(|(_, rs)| rs.iter())
+            .filter(|r| r.offset >= from)
+            .cloned()
+            .collect()
+    }
+
+    fn cut_to(&mut self, end: u64) {
+        self.batches.retain(|(b, _)| *b < end);
+        self.end = end;
+        self.durable = self.durable.min(end);
+    }
+
+    fn drop_before(&mut self, start: u64) {
+        self.start = start;
+        self.batches
+            .retain(|(_, rs)| rs.last().is_some_and(|r| r.offset >= start));
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append { n: u8, vlen: u16, sync: bool },
+    Read { at: u16, max: u16 },
+    Roll,
+    Flush,
+    Retention,
+    DeleteBefore(u16),
+    Truncate(u16),
+    TimeLookup(u16),
+    Reopen,
+    Crash { seed: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (1u8..6, 0u16..300, any::<bool>()).prop_map(|(n, vlen, sync)| Op::Append { n, vlen, sync }),
+        4 => (any::<u16>(), 1u16..3000).prop_map(|(at, max)| Op::Read { at, max }),
+        1 => Just(Op::Roll),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Retention),
+        1 => any::<u16>().prop_map(Op::DeleteBefore),
+        1 => any::<u16>().prop_map(Op::Truncate),
+        1 => any::<u16>().prop_map(Op::TimeLookup),
+        1 => Just(Op::Reopen),
+        1 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
+    ]
+}
+
+fn open(storage: &StorageRef) -> (LogManager, Arc<Partition>) {
+    let m = LogManager::open(storage.clone(), "/logs").expect("open manager");
+    if m.topics().is_empty() {
+        m.create_topic("t", 1, small_config()).expect("create");
+    }
+    let p = m.partition("t", 0).expect("partition");
+    (m, p)
+}
+
+/// Every record from `from` on, read batch by batch, with the batches'
+/// base offsets.
+fn read_all(p: &Partition, from: u64) -> Result<(Vec<u64>, Vec<MRec>), Error> {
+    let mut out = Vec::new();
+    let mut bases = Vec::new();
+    let mut at = from;
+    let end = p.log_end_offset();
+    while at < end {
+        let bs = p.read(at, 700, None)?;
+        assert!(
+            !bs.is_empty(),
+            "read at {at} below the end {end} returned nothing"
+        );
+        for b in &bs {
+            bases.push(b.base_offset());
+            for r in b.records() {
+                if r.offset >= from {
+                    out.push(to_m(&r));
+                }
+            }
+            at = b.last_offset() + 1;
+        }
+    }
+    Ok((bases, out))
+}
+
+fn to_m(r: &Record) -> MRec {
+    MRec {
+        offset: r.offset,
+        ts: r.timestamp,
+        key: r.key.as_deref().unwrap_or_default().to_vec(),
+        value: r.value.as_deref().unwrap_or_default().to_vec(),
+    }
+}
+
+fn check_whole(p: &Partition, m: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(p.log_end_offset(), m.end);
+    prop_assert_eq!(p.log_start_offset(), m.start);
+    let (bases, got) = read_all(p, m.start).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let want_bases: Vec<u64> = m.batches.iter().map(|(b, _)| *b).collect();
+    prop_assert_eq!(bases, want_bases);
+    prop_assert_eq!(got, m.records_from(m.start));
+    Ok(())
+}
+
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let fault = FaultStorage::new(7);
+    fault.set_torn_writes(true);
+    let mut storage: StorageRef = Arc::new(fault.clone());
+    let (mut mgr, mut p) = open(&storage);
+    let mut m = Model::default();
+    let mut clock = 1_000i64;
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Append { n, vlen, sync } => {
+                let recs: Vec<Record> = (0..*n)
+                    .map(|j| {
+                        clock += 1 + (j as i64 % 2);
+                        let key = format!("k{}", (i + j as usize) % 7);
+                        let value = vec![b'a' + (i % 26) as u8; *vlen as usize];
+                        Record::new(clock, Some(key.as_bytes()), Some(&value))
+                    })
+                    .collect();
+                let a = p
+                    .append_records(&recs, ProducerInfo::NONE, 0, *sync)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(a.first_offset, m.end);
+                prop_assert_eq!(a.last_offset, m.end + u64::from(*n) - 1);
+                let rs = recs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| MRec {
+                        offset: m.end + j as u64,
+                        ..to_m(r)
+                    })
+                    .collect();
+                m.batches.push((m.end, rs));
+                m.end += u64::from(*n);
+                if *sync {
+                    m.durable = m.end;
+                }
+            }
+            Op::Read { at, max } => {
+                let span = m.end - m.start + 1;
+                let from = m.start + u64::from(*at) % span;
+                let bs = p
+                    .read(from, *max as usize, None)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(bs.is_empty(), from == m.end);
+                let got: Vec<MRec> = bs
+                    .iter()
+                    .flat_map(|b| b.records())
+                    .filter(|r| r.offset >= from)
+                    .map(|r| to_m(&r))
+                    .collect();
+                let want = m.records_from(from);
+                prop_assert_eq!(&got[..], &want[..got.len()]);
+                // Out of range is an error, not an empty answer.
+                let out_of_range = matches!(
+                    p.read(m.end + 1, 100, None),
+                    Err(Error::OffsetOutOfRange { .. })
+                );
+                prop_assert!(out_of_range);
+            }
+            Op::Roll => p.roll().map_err(|e| TestCaseError::fail(e.to_string()))?,
+            Op::Flush => {
+                p.flush().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                m.durable = m.end;
+            }
+            Op::Retention => {
+                let before: u64 = p.segments().iter().map(|s| s.1).sum();
+                p.enforce_retention(clock)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let after: u64 = p.segments().iter().map(|s| s.1).sum();
+                let start = p.log_start_offset();
+                prop_assert!(start >= m.start && start <= m.end);
+                // Only whole old segments go, and only while over the limit.
+                if start > m.start {
+                    prop_assert!(before > 6000);
+                    prop_assert!(after >= 6000, "{} -> {}", before, after);
+                }
+                m.drop_before(start);
+            }
+            Op::DeleteBefore(x) => {
+                let hwm = p
+                    .set_high_watermark(m.end)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(hwm, m.end);
+                let to = m.start + u64::from(*x) % (m.end - m.start + 1);
+                let s = p
+                    .delete_records_before(to)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(s, to.max(m.start));
+                m.drop_before(s);
+                let below = matches!(
+                    p.read(s.saturating_sub(1), 100, None),
+                    Err(Error::OffsetOutOfRange { .. })
+                );
+                prop_assert!(below || s == 0);
+            }
+            Op::Truncate(x) => {
+                let to = m.start + u64::from(*x) % (m.end - m.start + 1);
+                let end = p
+                    .truncate_to(to)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                // By whole batches: the first batch holding `to` or later
+                // goes; a cut at or below the log start empties the log.
+                let want = if to >= m.end {
+                    m.end
+                } else if to <= m.start {
+                    to
+                } else {
+                    let b = m
+                        .batches
+                        .iter()
+                        .find(|(_, rs)| rs.last().is_some_and(|r| r.offset >= to))
+                        .map_or(m.end, |(b, _)| *b);
+                    b.max(m.start)
+                };
+                prop_assert_eq!(end, want);
+                if want < m.end && want <= m.start {
+                    m.batches.clear();
+                    m.start = want;
+                    m.end = want;
+                    m.durable = want;
+                } else {
+                    m.cut_to(want);
+                }
+            }
+            Op::TimeLookup(x) => {
+                let ts = 1000 + i64::from(*x) % (clock - 999);
+                let got = p
+                    .offset_for_timestamp(ts)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let want = m
+                    .records_from(m.start)
+                    .iter()
+                    .find(|r| r.ts >= ts)
+                    .map(|r| r.offset);
+                prop_assert_eq!(got, want, "timestamp {}", ts);
+            }
+            Op::Reopen => {
+                drop(p);
+                mgr.close()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                drop(mgr);
+                (mgr, p) = open(&storage);
+                m.durable = m.end;
+                check_whole(&p, &m)?;
+            }
+            Op::Crash { seed } => {
+                drop(p);
+                drop(mgr);
+                fault.set_crash_keep(CrashKeep::Random);
+                let _ = seed;
+                fault.crash();
+                storage = Arc::new(fault.reopen());
+                (mgr, p) = open(&storage);
+                let end = p.log_end_offset();
+                // Everything flushed survives; a start moved durably past
+                // data the cut lost stands, with the log empty from there.
+                let floor = m.durable.max(m.start);
+                prop_assert!(
+                    end >= floor && end <= m.end.max(m.start),
+                    "recovered end {} outside [{}, {}]",
+                    end,
+                    floor,
+                    m.end
+                );
+                prop_assert!(
+                    end == m.end || m.batches.iter().any(|(b, _)| *b == end) || end == m.start,
+                    "recovered end {} is not a batch boundary",
+                    end
+                );
+                m.cut_to(end);
+                if end == m.start {
+                    m.batches.clear();
+                }
+                m.durable = end;
+                check_whole(&p, &m)?;
+            }
+        }
+        prop_assert_eq!(p.log_end_offset(), m.end, "after op {} {:?}", i, op);
+    }
+    check_whole(&p, &m)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_log_matches_a_vec_model_through_reopens_and_power_cuts(ops in prop::collection::vec(op(), 1..80)) {
+        run(&ops)?;
+    }
+}
+
+fn producer(id: i64, epoch: i16, seq: i32) -> ProducerInfo {
+    ProducerInfo {
+        id,
+        epoch,
+        base_sequence: seq,
+    }
+}
+
+fn recs(n: usize, tag: &str) -> Vec<Record> {
+    (0..n)
+        .map(|i| {
+            Record::new(
+                5000 + i as i64,
+                Some(tag.as_bytes()),
+                Some(format!("{tag}{i}").as_bytes()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn idempotent_producer_retries_are_never_appended_twice_across_restarts_and_crashes() {
+    let fault = FaultStorage::new(3);
+    let mut storage: StorageRef = Arc::new(fault.clone());
+    let (mut mgr, mut p) = open(&storage);
+    // Sequences 0..=2, 3..=5, 6..=8 from producer 9, epoch 0.
+    let mut sent = Vec::new();
+    for k in 0..3 {
+        let b = batch::build(0, 0, producer(9, 0, 3 * k), &recs(3, "x")).expect("build");
+        let a = p.append(&b, 0, true).expect("append");
+        assert!(!a.duplicate);
+        sent.push((b, a));
+    }
+    let end = p.log_end_offset();
+    // A retry of any of the last five batches returns its original offsets.
+    for (b, a) in &sent {
+        let r = p.append(b, 0, true).expect("retry");
+        assert!(r.duplicate);
+        assert_eq!(
+            (r.first_offset, r.last_offset),
+            (a.first_offset, a.last_offset)
+        );
+    }
+    assert_eq!(p.log_end_offset(), end, "a duplicate was appended");
+    // A gap in the sequence is refused, naming what was expected.
+    let gap = batch::build(0, 0, producer(9, 0, 11), &recs(1, "x")).expect("build");
+    match p.append(&gap, 0, true) {
+        Err(Error::OutOfOrderSequence { expected, got, .. }) => {
+            assert_eq!((expected, got), (9, 11))
+        }
+        other => panic!("gap accepted: {other:?}"),
+    }
+    // A new producer must start at 0.
+    let fresh = batch::build(0, 0, producer(10, 0, 4), &recs(1, "y")).expect("build");
+    assert!(matches!(
+        p.append(&fresh, 0, true),
+        Err(Error::OutOfOrderSequence { .. })
+    ));
+    // A roll snapshots the state; more batches follow in the new segment.
+    p.roll().expect("roll");
+    let b4 = batch::build(0, 0, producer(9, 0, 9), &recs(2, "x")).expect("build");
+    let a4 = p.append(&b4, 0, true).expect("append");
+    // After a clean restart (snapshot + replay) retries are still caught.
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+    (mgr, p) = open(&storage);
+    let r = p.append(&b4, 0, true).expect("retry after restart");
+    assert!(r.duplicate);
+    assert_eq!(r.first_offset, a4.first_offset);
+    let r = p.append(&sent[2].0, 0, true).expect("retry after restart");
+    assert!(r.duplicate);
+    // After a power cut too (everything was appended with sync).
+    drop(p);
+    drop(mgr);
+    fault.set_crash_keep(CrashKeep::None);
+    fault.crash();
+    storage = Arc::new(fault.reopen());
+    let (_mgr, p) = open(&storage);
+    let r = p.append(&b4, 0, true).expect("retry after crash");
+    assert!(r.duplicate, "a retry after a crash was appended again");
+    // A new epoch fences the old one.
+    let e1 = batch::build(0, 0, producer(9, 1, 0), &recs(1, "x")).expect("build");
+    assert!(!p.append(&e1, 0, true).expect("new epoch").duplicate);
+    let old = batch::build(0, 0, producer(9, 0, 11), &recs(1, "x")).expect("build");
+    assert!(matches!(
+        p.append(&old, 0, true),
+        Err(Error::ProducerFenced { current: 1, .. })
+    ));
+}
+
+fn segment_files(storage: &StorageRef, ext: &str) -> Vec<PathBuf> {
+    let dir = Path::new("/logs/t-0");
+    let mut v: Vec<PathBuf> = storage
+        .list_dir(dir)
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.ends_with(&format!(".{ext}")))
+        .map(|n| dir.join(n))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn damaged_or_missing_indexes_are_rebuilt_and_a_damaged_flushed_batch_is_reported() {
+    let fault = FaultStorage::new(4);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let (mgr, p) = open(&storage);
+    for i in 0..60 {
+        p.append_records(&recs(2, &format!("k{i}")), ProducerInfo::NONE, 0, false)
+            .expect("append");
+    }
+    p.flush().expect("flush");
+    assert!(p.segments().len() >= 3, "{:?}", p.segments());
+    let mut m = Model {
+        end: p.log_end_offset(),
+        ..Model::default()
+    };
+    let (bases, got) = read_all(&p, 0).expect("read");
+    let _ = bases;
+    m.batches = vec![(0, got)];
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+
+    // Garbage in one index, another index gone: both rebuilt.
+    let idx = segment_files(&storage, "index");
+    let bytes = fault.contents(&idx[0]).expect("index");
+    let mut bad = bytes.clone();
+    bad[5] ^= 0x80;
+    fault.install(&idx[0], &bad).expect("damage");
+    storage.remove_file(&idx[1]).expect("remove");
+    let (mgr, p) = open(&storage);
+    let (_, got) = read_all(&p, 0).expect("read after rebuild");
+    assert_eq!(got, m.batches[0].1);
+    for off in [0u64, 17, 55, 119] {
+        let bs = p.read(off, 1, None).expect("read");
+        let first = bs[0].records();
+        assert!(first.iter().any(|r| r.offset == off), "offset {off}");
+    }
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+
+    // A flipped bit in a flushed batch of the first segment: reads of it
+    // fail naming the file and offset; nothing wrong is served.
+    let log = &segment_files(&storage, "log")[0];
+    let mut bytes = fault.contents(log).expect("log");
+    bytes[100] ^= 0x01;
+    fault.install(log, &bytes).expect("damage");
+    let (_mgr, p) = open(&storage);
+    let err = read_all(&p, 0).expect_err("damage served");
+    match err {
+        Error::Corruption { path, .. } => assert_eq!(&path, log),
+        e => panic!("wrong error {e}"),
+    }
+}
+
+#[test]
+fn a_torn_unflushed_tail_is_cut_at_the_last_whole_batch() {
+    let fault = FaultStorage::new(5);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let (mgr, p) = open(&storage);
+    for i in 0..5 {
+        p.append_records(&recs(1, &format!("k{i}")), ProducerInfo::NONE, 0, i == 2)
+            .expect("append");
+    }
+    drop(p);
+    drop(mgr);
+    // Cut the last batch in half.
+    let log = segment_files(&storage, "log").pop().expect("a segment");
+    let bytes = fault.contents(&log).expect("log");
+    fault
+        .install(&log, &bytes[..bytes.len() - 10])
+        .expect("cut");
+    let (_mgr, p) = open(&storage);
+    assert_eq!(p.log_end_offset(), 4);
+    let (_, got) = read_all(&p, 0).expect("read");
+    assert_eq!(got.len(), 4);
+    // The log goes on from the cut.
+    let a = p
+        .append_records(&recs(1, "z"), ProducerInfo::NONE, 0, true)
+        .expect("append");
+    assert_eq!(a.first_offset, 4);
+}
+
+#[test]
+fn committed_reads_stop_at_the_high_watermark_and_epochs_answer_end_offsets() {
+    let fault = FaultStorage::new(6);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let (mgr, p) = open(&storage);
+    p.assign_epoch(1).expect("epoch");
+    for i in 0..4 {
+        p.append_records(&recs(2, &format!("k{i}")), ProducerInfo::NONE, 1, false)
+            .expect("append");
+    }
+    p.assign_epoch(3).expect("epoch");
+    p.append_records(&recs(2, "k9"), ProducerInfo::NONE, 3, false)
+        .expect("append");
+    assert_eq!(p.set_high_watermark(5).expect("hwm"), 5);
+    let got: Vec<u64> = p
+        .read_committed(0, 1 << 20)
+        .expect("read")
+        .iter()
+        .flat_map(|b| b.records())
+        .map(|r| r.offset)
+        .collect();
+    // Whole batches below the watermark only: [0,1], [2,3].
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert_eq!(p.end_offset_for_epoch(1), Some((1, 8)));
+    assert_eq!(p.end_offset_for_epoch(2), Some((1, 8)));
+    assert_eq!(p.end_offset_for_epoch(3), Some((3, 10)));
+    assert_eq!(p.end_offset_for_epoch(0), None);
+    // Truncation drops the epochs that started past the new end, durably.
+    assert_eq!(p.truncate_to(7).expect("truncate"), 6);
+    assert_eq!(p.epochs(), vec![(1, 0)]);
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+    let (mgr, p) = open(&storage);
+    assert_eq!(p.epochs(), vec![(1, 0)]);
+    assert_eq!(p.log_end_offset(), 6);
+    // Consumer-group offsets.
+    mgr.commit_offset("g1", "t", 0, 4, b"meta").expect("commit");
+    assert_eq!(
+        mgr.fetch_offset("g1", "t", 0).expect("fetch"),
+        Some((4, b"meta".to_vec()))
+    );
+    assert_eq!(mgr.fetch_offset("g2", "t", 0).expect("fetch"), None);
+    assert!(mgr.commit_offset("", "t", 0, 1, b"").is_err());
+    assert!(mgr.partition("t", 5).is_err());
+    assert!(mgr
+        .create_topic("bad/name", 1, LogConfig::default())
+        .is_err());
+}
