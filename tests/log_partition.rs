@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use strata::io::fault::{CrashKeep, FaultStorage};
-use strata::io::{Storage, StorageRef};
+use strata::io::StorageRef;
 use strata::log::batch::{self, ProducerInfo, Record};
 use strata::log::{Error, LogConfig, LogManager, Partition};
 

@@ -107,11 +107,6 @@ pub struct Args {
 }
 
 impl Args {
-    /// Whether this run provokes errors on purpose (`--power_loss`,
-    /// `--corrupt`), whose reports by the engine would bury the summary.
-    pub fn provokes_errors(&self) -> bool {
-        self.power_loss || self.corrupt
-    }
 }
 
 /// One workload operation.
