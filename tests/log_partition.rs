@@ -376,14 +376,14 @@ fn idempotent_producer_retries_are_never_appended_twice_across_restarts_and_cras
     let mut sent = Vec::new();
     for k in 0..3 {
         let b = batch::build(0, 0, producer(9, 0, 3 * k), &recs(3, "x")).expect("build");
-        let a = p.append(&b, 0, true).expect("append");
+        let a = p.append(b.clone(), 0, true).expect("append");
         assert!(!a.duplicate);
         sent.push((b, a));
     }
     let end = p.log_end_offset();
     // A retry of any of the last five batches returns its original offsets.
     for (b, a) in &sent {
-        let r = p.append(b, 0, true).expect("retry");
+        let r = p.append(b.clone(), 0, true).expect("retry");
         assert!(r.duplicate);
         assert_eq!(
             (r.first_offset, r.last_offset),
@@ -393,7 +393,7 @@ fn idempotent_producer_retries_are_never_appended_twice_across_restarts_and_cras
     assert_eq!(p.log_end_offset(), end, "a duplicate was appended");
     // A gap in the sequence is refused, naming what was expected.
     let gap = batch::build(0, 0, producer(9, 0, 11), &recs(1, "x")).expect("build");
-    match p.append(&gap, 0, true) {
+    match p.append(gap.clone(), 0, true) {
         Err(Error::OutOfOrderSequence { expected, got, .. }) => {
             assert_eq!((expected, got), (9, 11))
         }
@@ -402,22 +402,24 @@ fn idempotent_producer_retries_are_never_appended_twice_across_restarts_and_cras
     // A new producer must start at 0.
     let fresh = batch::build(0, 0, producer(10, 0, 4), &recs(1, "y")).expect("build");
     assert!(matches!(
-        p.append(&fresh, 0, true),
+        p.append(fresh.clone(), 0, true),
         Err(Error::OutOfOrderSequence { .. })
     ));
     // A roll snapshots the state; more batches follow in the new segment.
     p.roll().expect("roll");
     let b4 = batch::build(0, 0, producer(9, 0, 9), &recs(2, "x")).expect("build");
-    let a4 = p.append(&b4, 0, true).expect("append");
+    let a4 = p.append(b4.clone(), 0, true).expect("append");
     // After a clean restart (snapshot + replay) retries are still caught.
     drop(p);
     mgr.close().expect("close");
     drop(mgr);
     (mgr, p) = open(&storage);
-    let r = p.append(&b4, 0, true).expect("retry after restart");
+    let r = p.append(b4.clone(), 0, true).expect("retry after restart");
     assert!(r.duplicate);
     assert_eq!(r.first_offset, a4.first_offset);
-    let r = p.append(&sent[2].0, 0, true).expect("retry after restart");
+    let r = p
+        .append(sent[2].0.clone(), 0, true)
+        .expect("retry after restart");
     assert!(r.duplicate);
     // After a power cut too (everything was appended with sync).
     drop(p);
@@ -426,14 +428,14 @@ fn idempotent_producer_retries_are_never_appended_twice_across_restarts_and_cras
     fault.crash();
     storage = Arc::new(fault.reopen());
     let (_mgr, p) = open(&storage);
-    let r = p.append(&b4, 0, true).expect("retry after crash");
+    let r = p.append(b4.clone(), 0, true).expect("retry after crash");
     assert!(r.duplicate, "a retry after a crash was appended again");
     // A new epoch fences the old one.
     let e1 = batch::build(0, 0, producer(9, 1, 0), &recs(1, "x")).expect("build");
-    assert!(!p.append(&e1, 0, true).expect("new epoch").duplicate);
+    assert!(!p.append(e1.clone(), 0, true).expect("new epoch").duplicate);
     let old = batch::build(0, 0, producer(9, 0, 11), &recs(1, "x")).expect("build");
     assert!(matches!(
-        p.append(&old, 0, true),
+        p.append(old.clone(), 0, true),
         Err(Error::ProducerFenced { current: 1, .. })
     ));
 }

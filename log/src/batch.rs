@@ -346,8 +346,13 @@ impl Batch {
 
     /// The same batch with a new base offset and leader epoch, and its
     /// checksum recomputed.
-    pub fn with_offset_and_epoch(&self, base_offset: u64, leader_epoch: i32) -> Batch {
-        let mut b = BytesMut::from(&self.bytes[..]);
+    pub fn with_offset_and_epoch(self, base_offset: u64, leader_epoch: i32) -> Batch {
+        // In place when this is the only handle on the bytes (a producer's
+        // fresh batch); a copy otherwise.
+        let mut b = self
+            .bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         b[0..8].copy_from_slice(&base_offset.to_be_bytes());
         b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
         let crc = checksum(&b);
@@ -734,7 +739,7 @@ mod tests {
             }
         }
         // Reassigning offsets and epoch keeps the batch valid.
-        let moved = b.with_offset_and_epoch(100, 9);
+        let moved = b.clone().with_offset_and_epoch(100, 9);
         assert_eq!(
             Batch::from_bytes(moved.bytes.clone())
                 .expect("valid")

@@ -332,7 +332,7 @@ impl Partition {
     /// against its state first (a retried duplicate returns the original
     /// offsets). With `sync` (or `flush.messages=1`) the batch is fsynced
     /// before this returns.
-    pub fn append(&self, b: &Batch, leader_epoch: i32, sync: bool) -> Result<AppendInfo> {
+    pub fn append(&self, b: Batch, leader_epoch: i32, sync: bool) -> Result<AppendInfo> {
         let mut st = self.state.write();
         Self::check_failed(&st)?;
         if let Verdict::Duplicate {
@@ -365,7 +365,7 @@ impl Partition {
         sync: bool,
     ) -> Result<AppendInfo> {
         let b = batch::build(0, leader_epoch, producer, records)?;
-        self.append(&b, leader_epoch, sync)
+        self.append(b, leader_epoch, sync)
     }
 
     /// Appends a batch as a follower copying its leader: the batch keeps

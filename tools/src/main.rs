@@ -18,6 +18,7 @@ mod common;
 mod corrupt;
 mod error;
 mod inspect;
+mod logbench;
 mod torture;
 mod wal_bench;
 mod wal_dump;
@@ -87,6 +88,12 @@ enum Command {
         after_help = "Examples:\n  strata torture --cycles=200\n  strata torture --cycles=2000 --compaction_style=universal --seed=7 --io=uring"
     )]
     Torture(torture::Args),
+    /// Benchmark the segmented log: produce (appends) or consume (reads),
+    /// with the bare disk measured in the same run.
+    #[command(
+        after_help = "Examples:\n  strata logbench produce\n  strata logbench produce --num-records 200000 --record-size 1024 --batch-size 100 --sync\n  strata logbench consume --num-records 1000000 --fetch-size 1048576"
+    )]
+    Logbench(logbench::Args),
     /// Benchmark WAL appends (run with no flags for the standard suite).
     #[command(
         after_help = "Examples:\n  strata wal-bench\n  strata wal-bench --only sync --threads 1,4,16 --io std,uring --num 20000\n  strata wal-bench --only append --num 2000000 --json"
@@ -123,6 +130,7 @@ fn main() {
         Command::Delete(a) => inspect::delete(a),
         Command::Scan(a) => inspect::scan(a),
         Command::WalBench(a) => wal_bench::run(a).map(|_| 0),
+        Command::Logbench(a) => logbench::run(a).map(|_| 0),
         Command::WalDump(a) => wal_dump::run(a),
     };
     match res {

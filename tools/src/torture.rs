@@ -106,8 +106,7 @@ pub struct Args {
     cycle: u64,
 }
 
-impl Args {
-}
+impl Args {}
 
 /// One workload operation.
 #[derive(Clone, Debug)]
