@@ -585,3 +585,102 @@ fn committed_reads_stop_at_the_high_watermark_and_epochs_answer_end_offsets() {
         .create_topic("bad/name", 1, LogConfig::default())
         .is_err());
 }
+
+#[test]
+fn the_cleaner_keeps_the_latest_record_per_key_with_its_offset_and_drops_old_tombstones() {
+    use strata::log::CleanupPolicy;
+    let fault = FaultStorage::new(8);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let mgr = LogManager::open(storage.clone(), "/logs").expect("open");
+    let cfg = LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        delete_retention_ms: 1000,
+        ..small_config()
+    };
+    mgr.create_topic("c", 1, cfg).expect("create");
+    let p = mgr.partition("c", 0).expect("partition");
+    // Null keys are refused in a compacted topic.
+    let keyless = Record::new(1, None, Some(b"v"));
+    assert!(matches!(
+        p.append_records(&[keyless], ProducerInfo::NONE, 0, false),
+        Err(Error::InvalidBatch(_))
+    ));
+    // 400 writes over 10 keys; key 3 ends with a tombstone (at time 10_000
+    // + i), key 4 with an early tombstone then a value.
+    let mut latest: std::collections::BTreeMap<String, (u64, Option<Vec<u8>>)> = Default::default();
+    for i in 0..400u64 {
+        let k = format!("key{}", i % 10);
+        let tomb = (k == "key3" && i >= 390) || (k == "key4" && i == 104);
+        let v = format!("value-{i}");
+        let r = Record::new(
+            10_000 + i as i64,
+            Some(k.as_bytes()),
+            (!tomb).then_some(v.as_bytes()),
+        );
+        let a = p
+            .append_records(&[r], ProducerInfo::NONE, 0, false)
+            .expect("append");
+        latest.insert(k, (a.first_offset, (!tomb).then(|| v.into_bytes())));
+    }
+    let end = p.log_end_offset();
+    let segments_before = p.segments().len();
+    assert!(segments_before > 3);
+    // Tombstones are young at time 10_500: kept.
+    let s = p.compact(10_500).expect("compact");
+    assert!(s.segments_cleaned > 0 && s.records_removed > 300, "{s:?}");
+    assert!(s.bytes_after < s.bytes_before / 4, "{s:?}");
+    assert_eq!(p.log_end_offset(), end);
+    let check = |p: &Partition, tombstones_kept: bool| {
+        let (_, recs) = read_all(p, 0).expect("read");
+        let mut seen = std::collections::BTreeMap::new();
+        for r in &recs {
+            let k = String::from_utf8(r.key.clone()).expect("utf8");
+            seen.entry(k).or_insert_with(Vec::new).push(r.offset);
+        }
+        for (k, (off, v)) in &latest {
+            let offs = seen.get(k).cloned().unwrap_or_default();
+            // The latest record is there, at its own offset, with its value.
+            if v.is_some() || tombstones_kept {
+                assert_eq!(offs.last(), Some(off), "{k}");
+                let r = recs.iter().find(|r| r.offset == *off).expect("latest");
+                assert_eq!(r.value, v.clone().unwrap_or_default());
+            } else {
+                assert!(
+                    offs.is_empty() || offs.last() != Some(off) || v.is_some(),
+                    "{k}"
+                );
+            }
+        }
+        recs.len()
+    };
+    let n_before = check(&p, true);
+    assert!(n_before < 60, "{n_before} records left");
+    // Later the tombstones expire and go (the one in the active segment stays).
+    p.roll().expect("roll");
+    p.compact(1_000_000).expect("compact");
+    check(&p, false);
+    let (_, recs) = read_all(&p, 0).expect("read");
+    assert!(recs
+        .iter()
+        .all(|r| !(r.key == b"key3" && r.value.is_empty())));
+    // Survives a reopen, offsets and all; appends continue after the end.
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+    let mgr = LogManager::open(storage, "/logs").expect("reopen");
+    let p = mgr.partition("c", 0).expect("partition");
+    check(&p, false);
+    assert_eq!(p.log_end_offset(), end);
+    let a = p
+        .append_records(
+            &[Record::new(1, Some(b"key1"), Some(b"x"))],
+            ProducerInfo::NONE,
+            0,
+            true,
+        )
+        .expect("append");
+    assert_eq!(a.first_offset, end);
+    // A delete-policy topic has no cleaner.
+    mgr.create_topic("d", 1, small_config()).expect("create");
+    assert!(mgr.partition("d", 0).expect("p").compact(0).is_err());
+}

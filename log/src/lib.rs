@@ -45,5 +45,5 @@ pub use batch::{Batch, Header, ProducerInfo, Record};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use manager::LogManager;
-pub use partition::{AppendInfo, Partition, RecoveryReport};
+pub use partition::{AppendInfo, CleanerStats, Partition, RecoveryReport};
 pub use strata_lsm as lsm;

@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 use strata_io::StorageRef;
 
 use crate::batch::{self, Batch, ProducerInfo, Record};
-use crate::config::LogConfig;
+use crate::config::{CleanupPolicy, LogConfig};
 use crate::meta::{decode_u64, part_prefix, Meta};
 use crate::producer::{ProducerState, Verdict};
 use crate::segment::{self, Segment, SegmentOptions};
@@ -27,6 +27,19 @@ pub struct AppendInfo {
     /// The batch was a retried duplicate: these are the original's offsets
     /// and nothing was appended.
     pub duplicate: bool,
+}
+
+/// What a cleaner run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanerStats {
+    /// Segments rewritten.
+    pub segments_cleaned: usize,
+    /// Records dropped (older versions of a key, expired tombstones).
+    pub records_removed: u64,
+    /// Bytes of the sealed segments before.
+    pub bytes_before: u64,
+    /// And after.
+    pub bytes_after: u64,
 }
 
 /// What opening a partition found.
@@ -333,6 +346,13 @@ impl Partition {
     /// offsets). With `sync` (or `flush.messages=1`) the batch is fsynced
     /// before this returns.
     pub fn append(&self, b: Batch, leader_epoch: i32, sync: bool) -> Result<AppendInfo> {
+        if self.cfg.cleanup_policy == CleanupPolicy::Compact
+            && b.records().iter().any(|r| r.key.is_none())
+        {
+            return Err(Error::InvalidBatch(
+                "a compacted topic needs a key on every record".into(),
+            ));
+        }
         let mut st = self.state.write();
         Self::check_failed(&st)?;
         if let Verdict::Duplicate {
@@ -744,6 +764,10 @@ impl Partition {
     /// `retention.bytes` by total size): deletes whole segments from the
     /// oldest, never the active one. Returns the segments deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        if self.cfg.cleanup_policy == CleanupPolicy::Compact {
+            // A compacted topic keeps the latest record per key instead.
+            return Ok(0);
+        }
         let mut st = self.state.write();
         Self::check_failed(&st)?;
         let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
@@ -781,6 +805,112 @@ impl Partition {
         st.hwm = st.hwm.max(new_start);
         self.drop_segments_below_start(&mut st)?;
         Ok(n)
+    }
+
+    /// Runs the cleaner of a compacted topic once: every sealed segment is
+    /// rewritten keeping, for each key, only the record with the key's
+    /// latest offset in the whole log, and dropping tombstones (null
+    /// values) older than `delete.retention.ms` at `now_ms`. Offsets are
+    /// preserved (a batch keeps its base offset and span; a batch left
+    /// empty goes). Each segment is replaced by write-temp, fsync, rename,
+    /// fsync directory, its indexes rebuilt; a crash leaves the old or the
+    /// new segment whole. Appends wait while it runs.
+    pub fn compact(&self, now_ms: i64) -> Result<CleanerStats> {
+        if self.cfg.cleanup_policy != CleanupPolicy::Compact {
+            return Err(Error::InvalidArgument(format!(
+                "{}-{} is not a compacted topic (cleanup.policy=delete)",
+                self.topic, self.partition
+            )));
+        }
+        let mut st = self.state.write();
+        Self::check_failed(&st)?;
+        let leo = st.leo();
+        // The latest offset of every key, over the whole log.
+        let mut latest: std::collections::HashMap<bytes::Bytes, u64> =
+            std::collections::HashMap::new();
+        let mut at = st.log_start;
+        while at < leo {
+            let batches = Self::read_locked(&st, at, 4 << 20, leo)?;
+            let Some(last) = batches.last() else { break };
+            at = last.last_offset() + 1;
+            for b in &batches {
+                for r in b.records() {
+                    if let Some(k) = r.key {
+                        latest.insert(k, r.offset);
+                    }
+                }
+            }
+        }
+        let mut stats = CleanerStats::default();
+        let sealed: Vec<u64> = st.segments.keys().copied().collect();
+        let sealed = &sealed[..sealed.len().saturating_sub(1)];
+        let storage = &*self.storage;
+        let opts = Self::seg_opts(&self.cfg);
+        for &base in sealed {
+            let Some(seg) = st.segments.get(&base) else {
+                continue;
+            };
+            let mut out: Vec<u8> = Vec::new();
+            let mut pos = 0u64;
+            let mut changed = false;
+            loop {
+                let batches = seg.read_from(pos, 4 << 20, u64::MAX)?;
+                if batches.is_empty() {
+                    break;
+                }
+                for b in batches {
+                    pos += b.bytes.len() as u64;
+                    let n = b.header.record_count as usize;
+                    let kept = batch::filter(&b, |r| {
+                        let newest = r.key.as_ref().and_then(|k| latest.get(k)) == Some(&r.offset);
+                        let dead_tombstone = r.value.is_none()
+                            && r.timestamp < now_ms.saturating_sub(self.cfg.delete_retention_ms);
+                        newest && !dead_tombstone
+                    })?;
+                    let left = kept.as_ref().map_or(0, |k| k.header.record_count as usize);
+                    stats.records_removed += (n - left) as u64;
+                    changed |= left != n;
+                    if let Some(k) = kept {
+                        out.extend_from_slice(&k.bytes);
+                    }
+                }
+            }
+            stats.bytes_before += seg.size();
+            stats.bytes_after += if changed {
+                out.len() as u64
+            } else {
+                seg.size()
+            };
+            if !changed {
+                continue;
+            }
+            let log = self.dir.join(segment::file_name(base, "log"));
+            let cleaned = self
+                .dir
+                .join(format!("{}.cleaned", segment::file_name(base, "log")));
+            let f = storage.open(&cleaned, strata_io::OpenOptions::create())?;
+            f.set_len(0)?;
+            f.write_at(&out, 0)?;
+            f.sync_data()?;
+            drop(f);
+            // Indexes first: a crash then leaves a log with no index, which
+            // the next open rebuilds, never an index of the other log.
+            for ext in ["index", "timeindex"] {
+                match storage.remove_file(&self.dir.join(segment::file_name(base, ext))) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            storage.sync_dir(&self.dir)?;
+            storage.rename(&cleaned, &log)?;
+            storage.sync_dir(&self.dir)?;
+            let (mut fresh, _) = Segment::open(storage, &self.dir, base, opts, true)?;
+            fresh.seal()?;
+            st.segments.insert(base, fresh);
+            stats.segments_cleaned += 1;
+        }
+        Ok(stats)
     }
 
     /// Records that `epoch` starts at the log end (a new leader does this
