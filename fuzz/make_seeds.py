@@ -81,4 +81,39 @@ def main():
     open(os.path.join(dec, "entry"), "wb").write(entry(5, [b"abc", b"", b"d" * 200], 4))
     open(os.path.join(dec, "fragment"), "wb").write(fragments(0, 1, entry(1, [b"q"], 0)))
 
+def zigzag(n):
+    return varint((n << 1) ^ (n >> 63))
+
+def kbytes(b):
+    return zigzag(-1) if b is None else zigzag(len(b)) + b
+
+def log_batch(base, records, producer=(-1, -1, -1), epoch=0):
+    """A record batch (docs/segment.md): big-endian fixed fields, zigzag
+    varints, CRC-32 over every byte but the checksum field itself."""
+    ts0 = records[0][0]
+    body = bytearray()
+    for i, (ts, key, value, headers) in enumerate(records):
+        r = b"\0" + zigzag(ts - ts0) + zigzag(i) + kbytes(key) + kbytes(value) + zigzag(len(headers))
+        for hk, hv in headers:
+            r += kbytes(hk) + kbytes(hv)
+        body += zigzag(len(r)) + r
+    pid, pepoch, seq = producer
+    head = struct.pack(">qiibI", base, 61 - 12 + len(body), epoch, 2, 0)
+    rest = struct.pack(">hiqqqhii", 0, len(records) - 1, ts0, max(r[0] for r in records), pid, pepoch, seq, len(records))
+    b = bytearray(head + rest + body)
+    crc = zlib.crc32(bytes(b[:17]) + bytes(b[21:]))
+    b[17:21] = struct.pack(">I", crc)
+    return bytes(b)
+
+def log_seeds(here):
+    d = os.path.join(here, "corpus", "log_batch")
+    os.makedirs(d, exist_ok=True)
+    b1 = log_batch(0, [(1000, b"k", b"v", []), (1001, None, b"x" * 50, [(b"h", None)])])
+    b2 = log_batch(2, [(1005, b"key", None, [])], producer=(7, 1, 0), epoch=3)
+    b3 = log_batch(3, [(999, b"a" * 10, b"b" * 200, [(b"h1", b"v1"), (b"h2", b"")])] * 1)
+    seeds = {"one_batch": b1, "producer": b2, "segment": b1 + b2 + b3, "torn_segment": b1 + b2 + b3[:-9]}
+    for name, data in seeds.items():
+        open(os.path.join(d, name), "wb").write(data)
+
 main()
+log_seeds(os.path.dirname(os.path.abspath(__file__)))

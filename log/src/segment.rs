@@ -214,10 +214,17 @@ impl Segment {
             stop: Some((pos, why)),
             headers,
         };
+        // Offsets only grow along a segment (gaps are allowed: the cleaner
+        // leaves them) and start at its base.
+        let mut min_base = self.base;
         while pos < to {
             match Batch::parse(&buf) {
+                Parsed::Batch(b) if b.header.base_offset < min_base => {
+                    return Ok(stop(pos, "batch offsets go backwards", headers));
+                }
                 Parsed::Batch(b) => {
                     let n = b.bytes.len();
+                    min_base = b.header.next_offset();
                     headers.push((pos, b.header));
                     pos += n as u64;
                     buf = buf.slice(n..);
