@@ -684,3 +684,49 @@ fn the_cleaner_keeps_the_latest_record_per_key_with_its_offset_and_drops_old_tom
     mgr.create_topic("d", 1, small_config()).expect("create");
     assert!(mgr.partition("d", 0).expect("p").compact(0).is_err());
 }
+
+/// On the std backend sealed segments are memory-mapped and reads hand out
+/// slices of the map. Truncating into a sealed segment while a reader
+/// still holds such slices must not shrink the mapped file under it.
+#[test]
+fn reads_of_mapped_segments_stay_valid_through_truncation() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let storage = strata::io::open_storage(strata::io::Backend::Std);
+    let mgr = LogManager::open(storage.clone(), tmp.path()).expect("open");
+    mgr.create_topic("t", 1, small_config()).expect("create");
+    let p = mgr.partition("t", 0).expect("partition");
+    for i in 0..150 {
+        p.append_records(&recs(3, &format!("k{i}")), ProducerInfo::NONE, 0, false)
+            .expect("append");
+    }
+    assert!(p.segments().len() > 3);
+    // Hold batches read from the first (sealed, mapped) segment.
+    let held = p.read(0, 1 << 20, None).expect("read");
+    let before: Vec<Vec<MRec>> = held
+        .iter()
+        .map(|b| b.records().iter().map(to_m).collect())
+        .collect();
+    // Cut into that segment: the log ends after its first two batches.
+    let end = p.truncate_to(held[2].base_offset()).expect("truncate");
+    assert_eq!(end, held[2].base_offset());
+    assert_eq!(p.segments().len(), 1);
+    // The held slices still read as they did.
+    let after: Vec<Vec<MRec>> = held
+        .iter()
+        .map(|b| b.records().iter().map(to_m).collect())
+        .collect();
+    assert_eq!(before, after);
+    // And the log reads and grows from the cut, also after a reopen.
+    let a = p
+        .append_records(&recs(1, "new"), ProducerInfo::NONE, 0, true)
+        .expect("append");
+    assert_eq!(a.first_offset, end);
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+    let mgr = LogManager::open(storage, tmp.path()).expect("reopen");
+    let p = mgr.partition("t", 0).expect("partition");
+    let (_, got) = read_all(&p, 0).expect("read");
+    assert_eq!(got.len() as u64, end + 1);
+    assert_eq!(got[..end as usize], before.concat()[..end as usize]);
+}

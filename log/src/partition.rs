@@ -216,6 +216,11 @@ impl Partition {
             let s = Segment::create(storage, &self.dir, meta_start, opts)?;
             segments.insert(meta_start, s);
         }
+        // Every segment but the last is sealed: map it for reads.
+        let n = segments.len();
+        for s in segments.values_mut().take(n - 1) {
+            s.map_log()?;
+        }
         let first_base = segments.keys().next().copied().unwrap_or(meta_start);
         let mut st = self.state.write();
         st.segments = segments;

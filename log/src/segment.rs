@@ -104,6 +104,10 @@ pub struct Segment {
     /// When the first batch was appended (ms), for time-based rolls.
     first_batch_time: Option<i64>,
     opts: SegmentOptions,
+    /// A sealed segment's log, memory-mapped where the backend can: reads
+    /// hand out slices of it (zero-copy `Bytes` that keep the map alive).
+    /// The file is never shrunk while mapped (see `truncate_at`).
+    map: Option<Bytes>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -152,6 +156,7 @@ impl Segment {
             max_timestamp: i64::MIN,
             first_batch_time: None,
             opts,
+            map: None,
         })
     }
 
@@ -183,6 +188,7 @@ impl Segment {
             max_timestamp: i64::MIN,
             first_batch_time: None,
             opts,
+            map: None,
         };
         if !scan && seg.indexes_look_sane() {
             seg.load_tail_facts()?;
@@ -409,13 +415,23 @@ impl Segment {
         Ok(())
     }
 
+    /// Maps a sealed segment's log for zero-copy reads (nothing is
+    /// written to it again but by replacing the file).
+    pub fn map_log(&mut self) -> Result<()> {
+        if self.map.is_none() {
+            self.map = self.log.map_readonly(self.size)?.map(Bytes::from_owner);
+        }
+        Ok(())
+    }
+
     /// Seals the segment: makes the log and its indexes durable (a sealed
     /// segment's indexes are trusted at open if consistent) and maps the
-    /// indexes read-only.
+    /// log and the indexes read-only.
     pub fn seal(&mut self) -> Result<()> {
         self.log.sync_data()?;
         self.index.file.sync_data()?;
         self.time_index.file.sync_data()?;
+        self.map_log()?;
         for ix in [&mut self.index, &mut self.time_index] {
             if let Some(m) = ix.file.map_readonly(ix.written as u64)? {
                 ix.bytes = IndexBytes::Mapped(m);
@@ -481,10 +497,15 @@ impl Segment {
             return Ok(out);
         }
         let want = (max_bytes.max(HEADER_LEN) as u64).min(self.size - pos) as usize;
-        let mut buf = vec![0u8; want];
-        let got = read_full(&self.log, &mut buf, pos)?;
-        buf.truncate(got);
-        let mut bytes = Bytes::from(buf);
+        let mut bytes = match &self.map {
+            Some(m) => m.slice(pos as usize..pos as usize + want),
+            None => {
+                let mut buf = vec![0u8; want];
+                let got = read_full(&self.log, &mut buf, pos)?;
+                buf.truncate(got);
+                Bytes::from(buf)
+            }
+        };
         let mut at = pos;
         loop {
             if bytes.is_empty() {
@@ -514,9 +535,14 @@ impl Segment {
                             "batch runs past the segment",
                         ));
                     }
-                    let mut whole = vec![0u8; len];
-                    read_full(&self.log, &mut whole, at)?;
-                    bytes = Bytes::from(whole);
+                    bytes = match &self.map {
+                        Some(m) => m.slice(at as usize..at as usize + len),
+                        None => {
+                            let mut whole = vec![0u8; len];
+                            read_full(&self.log, &mut whole, at)?;
+                            Bytes::from(whole)
+                        }
+                    };
                 }
                 Parsed::Incomplete => break,
                 Parsed::Invalid(why) => {
@@ -539,8 +565,27 @@ impl Segment {
         if let Some((at, why)) = s.stop {
             return Err(Error::corruption(self.log.path(), at, why));
         }
-        self.log.set_len(pos)?;
-        self.log.sync_data()?;
+        match self.map.take() {
+            // Mapped: readers may hold slices of the map, and shrinking the
+            // file under them would fault. The kept prefix goes to a new
+            // file that replaces the old one; the old inode lives on for them.
+            Some(m) => {
+                let path = self.log.path().to_path_buf();
+                let tmp = self.dir.join(file_name(self.base, "log.tmp"));
+                let f = storage.open(&tmp, OpenOptions::create())?;
+                f.set_len(0)?;
+                f.write_at(&m[..pos as usize], 0)?;
+                f.sync_data()?;
+                drop(f);
+                storage.rename(&tmp, &path)?;
+                storage.sync_dir(&self.dir)?;
+                self.log = storage.open(&path, OpenOptions::existing())?;
+            }
+            None => {
+                self.log.set_len(pos)?;
+                self.log.sync_data()?;
+            }
+        }
         self.size = pos;
         self.rebuild_indexes(storage, &s.headers)?;
         self.index.file.sync_data()?;
