@@ -730,3 +730,49 @@ fn reads_of_mapped_segments_stay_valid_through_truncation() {
     assert_eq!(got.len() as u64, end + 1);
     assert_eq!(got[..end as usize], before.concat()[..end as usize]);
 }
+
+#[test]
+fn segments_roll_by_age_and_expire_by_retention_ms() {
+    let fault = FaultStorage::new(9);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let mgr = LogManager::open(storage, "/logs").expect("open");
+    let cfg = LogConfig {
+        segment_ms: Some(1000),
+        retention_ms: Some(5000),
+        retention_bytes: None,
+        ..LogConfig::default()
+    };
+    mgr.create_topic("aged", 1, cfg).expect("create");
+    let p = mgr.partition("aged", 0).expect("partition");
+    // Timestamps 0, 400, ..., 9600: a new segment whenever the first
+    // batch of the active one is 1000 ms older.
+    for i in 0..25i64 {
+        let r = Record::new(i * 400, Some(b"k"), Some(b"v"));
+        p.append_records(&[r], ProducerInfo::NONE, 0, false)
+            .expect("append");
+    }
+    let segs = p.segments();
+    assert_eq!(segs.len(), 9, "{segs:?}");
+    // At 10_000 everything older than 5000 goes: segments whose newest
+    // record is below 5000 (batches 0..=12), never the active segment.
+    let n = p.enforce_retention(10_000).expect("retention");
+    assert!(n >= 3, "{n}");
+    let start = p.log_start_offset();
+    let first = p.read(start, 1 << 20, None).expect("read");
+    let oldest = first[0].records()[0].timestamp;
+    assert!(p.segments().len() == 9 - n);
+    // What is left has a record at or after 5000 in every segment, and the
+    // records before the start are gone.
+    assert!(first
+        .iter()
+        .flat_map(|b| b.records())
+        .any(|r| r.timestamp >= 5000));
+    assert!(oldest >= 2800, "{oldest}");
+    assert!(matches!(
+        p.read(start - 1, 100, None),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(p.offset_for_timestamp(0).expect("lookup"), Some(start));
+    assert_eq!(p.offset_for_timestamp(9601).expect("lookup"), None);
+    assert_eq!(p.offset_for_timestamp(9600).expect("lookup"), Some(24));
+}

@@ -595,3 +595,79 @@ fn regression_power_loss_seed_301_reused_wal_lsns_lost_writes() {
         "{out}"
     );
 }
+
+/// The number before `unit` in `line`, e.g. `num(l, " records/sec")`.
+fn num_before(line: &str, unit: &str) -> f64 {
+    let at = line
+        .find(unit)
+        .unwrap_or_else(|| panic!("no {unit:?} in {line}"));
+    line[..at]
+        .rsplit(|c: char| c == ' ' || c == '(')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {unit:?} in {line}"))
+}
+
+#[test]
+fn logbench_produces_and_consumes_with_a_baseline_and_refuses_bad_flags() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("logs");
+    let d = format!("--dir={}", dir.display());
+    let o = strata(&[
+        "logbench",
+        "produce",
+        &d,
+        "--num-records",
+        "20000",
+        "--record-size",
+        "100",
+        "--batch-size",
+        "50",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let line = out.lines().next().expect("a line");
+    assert!(line.starts_with("20000 records sent"), "{line}");
+    assert!(num_before(line, " records/sec") > 0.0);
+    assert!(num_before(line, " ms 99th") >= num_before(line, " ms 50th"));
+    assert!(out.contains("produce / baseline = "), "{out}");
+    // Synced: one fdatasync per batch, compared with bare write+fdatasync.
+    let o = strata(&[
+        "logbench",
+        "produce",
+        &d,
+        "--num-records",
+        "1000",
+        "--batch-size",
+        "100",
+        "--sync",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("append / baseline P99 = "), "{out}");
+    // Consume reads what is there (21,000 records) and no more.
+    let o = strata(&[
+        "logbench",
+        "consume",
+        &d,
+        "--num-records",
+        "21000",
+        "--fetch-size",
+        "65536",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.starts_with("21000 records consumed"), "{out}");
+    assert!(num_before(&out, " MB/sec") > 0.0);
+    for bad in [
+        vec!["logbench", "eat"],
+        vec!["logbench", "produce", "--record-size", "0"],
+        vec!["logbench", "produce", "--throughput", "0"],
+        vec!["logbench", "produce", "--num-records", "many"],
+        vec!["logbench", "consume", "--fetch-size", "0"],
+    ] {
+        let o = strata(&bad);
+        assert!(!o.status.success(), "{bad:?} succeeded");
+        assert!(!text(&o).1.is_empty(), "{bad:?} said nothing");
+    }
+}
