@@ -602,7 +602,7 @@ fn num_before(line: &str, unit: &str) -> f64 {
         .find(unit)
         .unwrap_or_else(|| panic!("no {unit:?} in {line}"));
     line[..at]
-        .rsplit(|c: char| c == ' ' || c == '(')
+        .rsplit([' ', '('])
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no number before {unit:?} in {line}"))
