@@ -108,7 +108,12 @@ pub struct Segment {
     /// hand out slices of it (zero-copy `Bytes` that keep the map alive).
     /// The file is never shrunk while mapped (see `truncate_at`).
     map: Option<Bytes>,
+    /// Log bytes handed to writeback so far.
+    written_back: u64,
 }
+
+/// Log bytes between writeback hints.
+const WRITEBACK_EVERY: u64 = 1 << 20;
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,6 +162,7 @@ impl Segment {
             first_batch_time: None,
             opts,
             map: None,
+            written_back: 0,
         })
     }
 
@@ -189,6 +195,7 @@ impl Segment {
             first_batch_time: None,
             opts,
             map: None,
+            written_back: len,
         };
         if !scan && seg.indexes_look_sane() {
             seg.load_tail_facts()?;
@@ -404,6 +411,13 @@ impl Segment {
         self.log.write_at(&b.bytes, self.size)?;
         let pos = self.size;
         self.size += b.bytes.len() as u64;
+        // Start writing back every MiB, so the fsync at a roll (in some
+        // appender's path) finds little dirty data and the tail stays short.
+        if self.size - self.written_back >= WRITEBACK_EVERY {
+            self.log
+                .start_writeback(self.written_back, self.size - self.written_back)?;
+            self.written_back = self.size;
+        }
         self.note_batch(pos, &b.header)
     }
 
@@ -587,6 +601,7 @@ impl Segment {
             }
         }
         self.size = pos;
+        self.written_back = self.written_back.min(pos);
         self.rebuild_indexes(storage, &s.headers)?;
         self.index.file.sync_data()?;
         self.time_index.file.sync_data()?;

@@ -47,6 +47,9 @@ pub struct Args {
     /// I/O backend: std or uring.
     #[arg(long = "io", default_value = "std")]
     io: String,
+    /// segment.bytes of the benchmark topic when it is created.
+    #[arg(long = "segment-bytes", default_value_t = 1 << 30)]
+    segment_bytes: u64,
     /// Skip the bare-disk baseline.
     #[arg(long = "no-baseline")]
     no_baseline: bool,
@@ -87,12 +90,17 @@ fn pct(h: &Histogram<u64>) -> String {
     )
 }
 
-fn open_partition(storage: &StorageRef, dir: &Path) -> Result<(LogManager, Arc<Partition>)> {
+fn open_partition(
+    storage: &StorageRef,
+    dir: &Path,
+    segment_bytes: u64,
+) -> Result<(LogManager, Arc<Partition>)> {
     let m = LogManager::open(storage.clone(), dir).map_err(log_err)?;
     if !m.topics().iter().any(|(t, _)| t == TOPIC) {
         let cfg = LogConfig {
             retention_ms: None,
             segment_ms: None,
+            segment_bytes,
             ..LogConfig::default()
         };
         m.create_topic(TOPIC, 1, cfg).map_err(log_err)?;
@@ -116,17 +124,20 @@ struct Produced {
     records: u64,
     bytes: u64,
     secs: f64,
-    hist: Histogram<u64>,
-    batches: u64,
     batch_bytes: usize,
 }
 
-fn produce(a: &Args, p: &Partition, n: u64, quiet: bool) -> Result<Produced> {
+fn produce(
+    a: &Args,
+    p: &Partition,
+    n: u64,
+    quiet: bool,
+    h: &mut Histogram<u64>,
+) -> Result<Produced> {
     let mut value = vec![0u8; a.record_size];
     strata_io::rng::Rng::new(42).fill(&mut value);
     // Records share the value's bytes, as a client reusing a buffer would.
     let value = bytes::Bytes::from(value);
-    let mut h = hist()?;
     let started = Instant::now();
     let (mut sent, mut bytes, mut batches, mut batch_bytes) = (0u64, 0u64, 0u64, 0usize);
     while sent < n {
@@ -167,47 +178,34 @@ fn produce(a: &Args, p: &Partition, n: u64, quiet: bool) -> Result<Produced> {
         records: sent,
         bytes,
         secs: started.elapsed().as_secs_f64(),
-        hist: h,
-        batches,
         batch_bytes,
     })
 }
 
-/// The bare disk in the same run: the same bytes written sequentially in
-/// chunks of one batch, then one fdatasync; with `sync`, an fdatasync after
-/// every chunk and its latency.
+/// The bare disk in the same run: `total` bytes appended to `f` from `at`
+/// in chunks of one batch, then one fdatasync; with `sync`, an fdatasync
+/// after every chunk, its latency recorded in `h`. Returns the seconds.
 fn baseline(
-    storage: &StorageRef,
-    dir: &Path,
+    f: &strata_io::FileRef,
+    at: &mut u64,
     total: u64,
-    chunk: usize,
+    chunk: &[u8],
     sync: bool,
-    count: u64,
-) -> Result<(f64, Histogram<u64>)> {
-    let path = dir.join("logbench-baseline.tmp");
-    let f = storage.open(&path, OpenOptions::create())?;
-    f.set_len(0)?;
-    let mut buf = vec![0u8; chunk.max(1)];
-    strata_io::rng::Rng::new(7).fill(&mut buf);
-    let mut h = hist()?;
+    h: &mut Histogram<u64>,
+) -> Result<f64> {
     let started = Instant::now();
-    let mut at = 0u64;
-    let mut n = 0u64;
-    while at < total && n < count {
+    let end = *at + total;
+    while *at < end {
         let t = Instant::now();
-        f.write_at(&buf, at)?;
+        f.write_at(chunk, *at)?;
         if sync {
             f.sync_data()?;
         }
         h.saturating_record(t.elapsed().as_micros().max(1) as u64);
-        at += buf.len() as u64;
-        n += 1;
+        *at += chunk.len() as u64;
     }
     f.sync_data()?;
-    let secs = started.elapsed().as_secs_f64();
-    drop(f);
-    storage.remove_file(&path)?;
-    Ok((at as f64 / secs / 1e6, h))
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Runs the benchmark.
@@ -234,40 +232,60 @@ pub fn run(a: Args) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let (m, p) = open_partition(&storage, &dir)?;
+    let (m, p) = open_partition(&storage, &dir, a.segment_bytes)?;
     match a.mode.as_str() {
         "produce" => {
-            let r = produce(&a, &p, a.num_records, false)?;
+            // Rounds of produce and baseline in turn, so both meet the same
+            // disk: on a shared machine its speed drifts within a run.
+            let rounds = if a.no_baseline { 1 } else { 10 };
+            let (mut h, mut bh) = (hist()?, hist()?);
+            let (mut records, mut bytes, mut secs, mut disk_secs) = (0u64, 0u64, 0f64, 0f64);
+            let base_path = dir.join("logbench-baseline.tmp");
+            let base_file = storage.open(&base_path, OpenOptions::create())?;
+            base_file.set_len(0)?;
+            let mut base_at = 0u64;
+            let mut chunk = Vec::new();
+            for r in 0..rounds {
+                let n = a.num_records * (r + 1) / rounds - a.num_records * r / rounds;
+                if n == 0 {
+                    continue;
+                }
+                let got = produce(&a, &p, n, false, &mut h)?;
+                records += got.records;
+                bytes += got.bytes;
+                secs += got.secs;
+                if !a.no_baseline {
+                    if chunk.len() != got.batch_bytes {
+                        chunk = vec![0u8; got.batch_bytes];
+                        strata_io::rng::Rng::new(7).fill(&mut chunk);
+                    }
+                    disk_secs +=
+                        baseline(&base_file, &mut base_at, got.bytes, &chunk, a.sync, &mut bh)?;
+                }
+            }
+            drop(base_file);
+            storage.remove_file(&base_path)?;
             progress_done();
-            let mbs = r.bytes as f64 / r.secs / 1e6;
+            let mbs = bytes as f64 / secs / 1e6;
             println!(
-                "{} records sent, {:.1} records/sec ({:.2} MB/sec), {}.",
-                r.records,
-                r.records as f64 / r.secs,
-                mbs,
-                pct(&r.hist)
+                "{records} records sent, {:.1} records/sec ({mbs:.2} MB/sec), {}.",
+                records as f64 / secs,
+                pct(&h)
             );
             if !a.no_baseline {
-                // The same bytes in the same chunks; with --sync, a
-                // write+fdatasync per batch (up to 20,000 of them).
-                let count = if a.sync {
-                    r.batches.min(20_000)
-                } else {
-                    u64::MAX
-                };
-                let (disk, bh) = baseline(&storage, &dir, r.bytes, r.batch_bytes, a.sync, count)?;
+                let disk = bytes as f64 / disk_secs / 1e6;
                 println!(
-                    "baseline: bare sequential write of the same bytes in {}-byte chunks{}: {disk:.2} MB/sec; produce / baseline = {:.2}",
-                    r.batch_bytes,
-                    if a.sync { ", fdatasync after each" } else { ", one fdatasync" },
+                    "baseline: bare sequential write of the same bytes in {}-byte chunks{}, in turns with the produce (10 rounds): {disk:.2} MB/sec; produce / baseline = {:.2}",
+                    chunk.len(),
+                    if a.sync { ", fdatasync after each" } else { ", one fdatasync per round" },
                     mbs / disk
                 );
                 if a.sync {
                     println!(
                         "baseline: write+fdatasync P99 {:.3} ms, append P99 {:.3} ms; append / baseline P99 = {:.2}",
                         ms(bh.value_at_quantile(0.99)),
-                        ms(r.hist.value_at_quantile(0.99)),
-                        r.hist.value_at_quantile(0.99) as f64 / bh.value_at_quantile(0.99).max(1) as f64
+                        ms(h.value_at_quantile(0.99)),
+                        h.value_at_quantile(0.99) as f64 / bh.value_at_quantile(0.99).max(1) as f64
                     );
                 }
             }
@@ -278,7 +296,7 @@ pub fn run(a: Args) -> Result<()> {
                 let mut setup = a.clone();
                 setup.sync = false;
                 setup.throughput = -1;
-                produce(&setup, &p, a.num_records - have, false)?;
+                produce(&setup, &p, a.num_records - have, false, &mut hist()?)?;
                 progress_done();
             }
             let mut h = hist()?;
