@@ -569,110 +569,119 @@ fn get_bytes(
     Ok(Some((at, len)))
 }
 
+/// A record's fields as positions in its batch, before any copy.
+struct RawRecord {
+    ts_delta: i64,
+    off_delta: i32,
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+    /// Where the headers start and how many there are.
+    headers: (usize, i32),
+    /// Position after the record.
+    end: usize,
+}
+
+/// Reads and checks the record at `pos` of `buf` (a batch, or its body):
+/// its length, every varint and every length inside the record, an offset
+/// delta within the batch, and nothing left over.
+fn walk_record(
+    h: &BatchHeader,
+    buf: &[u8],
+    pos: usize,
+) -> std::result::Result<RawRecord, &'static str> {
+    let mut p = pos;
+    let len = get_varint(buf, &mut p)?;
+    if len < 0 {
+        return Err("negative record length");
+    }
+    let end = p + len as usize;
+    if end > buf.len() {
+        return Err("record runs past the batch");
+    }
+    let rec = &buf[..end];
+    let _attributes = *rec.get(p).ok_or("record too short")?;
+    p += 1;
+    let ts_delta = get_varlong(rec, &mut p)?;
+    let off_delta = get_varint(rec, &mut p)?;
+    if off_delta < 0 || off_delta as u32 > h.last_offset_delta {
+        return Err("record offset delta outside the batch");
+    }
+    let key = get_bytes(rec, &mut p, end)?;
+    let value = get_bytes(rec, &mut p, end)?;
+    let n = get_varint(rec, &mut p)?;
+    if n < 0 {
+        return Err("negative header count");
+    }
+    let headers_at = p;
+    for _ in 0..n {
+        get_bytes(rec, &mut p, end)?.ok_or("null header key")?;
+        get_bytes(rec, &mut p, end)?;
+    }
+    if p != end {
+        return Err("record length does not match its fields");
+    }
+    Ok(RawRecord {
+        ts_delta,
+        off_delta,
+        key,
+        value,
+        headers: (headers_at, n),
+        end,
+    })
+}
+
 /// Decodes the record at `pos` of `bytes` (a whole batch); returns it and
-/// the position after it.
+/// the position after it. Keys, values and headers are slices of `bytes`.
 fn decode_record(
     h: &BatchHeader,
     bytes: &Bytes,
     pos: usize,
 ) -> std::result::Result<(Record, usize), &'static str> {
-    let mut p = pos;
-    let len = get_varint(bytes, &mut p)?;
-    if len < 0 {
-        return Err("negative record length");
-    }
-    let end = p + len as usize;
-    if end > bytes.len() {
-        return Err("record runs past the batch");
-    }
-    let _attributes = *bytes.get(p).ok_or("record too short")?;
-    p += 1;
-    let ts_delta = get_varlong(&bytes[..end], &mut p)?;
-    let off_delta = get_varint(&bytes[..end], &mut p)?;
-    if off_delta < 0 || off_delta as u32 > h.last_offset_delta {
-        return Err("record offset delta outside the batch");
-    }
+    let r = walk_record(h, bytes, pos)?;
     let slice = |x: Option<(usize, usize)>| x.map(|(a, l)| bytes.slice(a..a + l));
-    let key = slice(get_bytes(bytes, &mut p, end)?);
-    let value = slice(get_bytes(bytes, &mut p, end)?);
-    let n = get_varint(&bytes[..end], &mut p)?;
-    if n < 0 {
-        return Err("negative header count");
-    }
-    let mut headers = Vec::new();
-    for _ in 0..n {
-        let k = get_bytes(bytes, &mut p, end)?.ok_or("null header key")?;
-        let v = get_bytes(bytes, &mut p, end)?;
+    let mut headers = Vec::with_capacity(r.headers.1 as usize);
+    let mut p = r.headers.0;
+    for _ in 0..r.headers.1 {
+        let k = get_bytes(bytes, &mut p, r.end)?.ok_or("null header key")?;
+        let v = get_bytes(bytes, &mut p, r.end)?;
         headers.push(Header {
             key: bytes.slice(k.0..k.0 + k.1),
             value: slice(v),
         });
     }
-    if p != end {
-        return Err("record length does not match its fields");
-    }
     Ok((
         Record {
-            offset: h.base_offset + off_delta as u64,
-            timestamp: h.base_timestamp.wrapping_add(ts_delta),
-            key,
-            value,
+            offset: h.base_offset + r.off_delta as u64,
+            timestamp: h.base_timestamp.wrapping_add(r.ts_delta),
+            key: slice(r.key),
+            value: slice(r.value),
             headers,
         },
-        end,
+        r.end,
     ))
 }
 
-/// Checks every record of a batch body: the count, strictly increasing
-/// offset deltas within the batch, and timestamps no later than the
-/// header's maximum.
+/// Checks every record of a batch body: each one whole (`walk_record`),
+/// the count, offset deltas strictly increasing, timestamps no later than
+/// the header's maximum, nothing after the last record.
 fn check_records(h: &BatchHeader, body: &[u8]) -> std::result::Result<(), &'static str> {
     let mut p = 0usize;
     let mut last_delta: i64 = -1;
-    let full = body;
     for _ in 0..h.record_count {
-        let mut q = p;
-        let len = get_varint(full, &mut q)?;
-        if len < 0 {
-            return Err("negative record length");
+        let r = walk_record(h, body, p)?;
+        if i64::from(r.off_delta) <= last_delta {
+            return Err("record offset deltas out of order");
         }
-        let end = q + len as usize;
-        if end > full.len() {
-            return Err("record runs past the batch");
-        }
-        let rec = &full[..end];
-        q += 1; // attributes
-        if q > end {
-            return Err("record too short");
-        }
-        let ts_delta = get_varlong(rec, &mut q)?;
-        let off_delta = get_varint(rec, &mut q)?;
-        if i64::from(off_delta) <= last_delta || off_delta as u32 > h.last_offset_delta {
-            return Err("record offset deltas out of order or outside the batch");
-        }
-        last_delta = i64::from(off_delta);
+        last_delta = i64::from(r.off_delta);
         if h.base_timestamp
-            .checked_add(ts_delta)
+            .checked_add(r.ts_delta)
             .is_none_or(|t| t > h.max_timestamp)
         {
             return Err("record timestamp past the batch's max timestamp");
         }
-        let _key = get_bytes(rec, &mut q, end)?;
-        let _value = get_bytes(rec, &mut q, end)?;
-        let n = get_varint(rec, &mut q)?;
-        if n < 0 {
-            return Err("negative header count");
-        }
-        for _ in 0..n {
-            get_bytes(rec, &mut q, end)?.ok_or("null header key")?;
-            get_bytes(rec, &mut q, end)?;
-        }
-        if q != end {
-            return Err("record length does not match its fields");
-        }
-        p = end;
+        p = r.end;
     }
-    if p != full.len() {
+    if p != body.len() {
         return Err("bytes after the last record");
     }
     Ok(())

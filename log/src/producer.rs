@@ -82,14 +82,16 @@ impl ProducerState {
             )));
         }
         let last_seq = h.last_sequence();
-        let Some(e) = self.producers.get(&p.id) else {
+        let out_of_order = |expected: i32| Error::OutOfOrderSequence {
+            producer_id: p.id,
+            epoch: p.epoch,
+            expected,
+            got: p.base_sequence,
+        };
+        // A new producer, or a new epoch of one, starts at sequence 0.
+        let Some(e) = self.producers.get(&p.id).filter(|e| p.epoch <= e.epoch) else {
             if p.base_sequence != 0 {
-                return Err(Error::OutOfOrderSequence {
-                    producer_id: p.id,
-                    epoch: p.epoch,
-                    expected: 0,
-                    got: p.base_sequence,
-                });
+                return Err(out_of_order(0));
             }
             return Ok(Verdict::Append);
         };
@@ -99,17 +101,6 @@ impl ProducerState {
                 epoch: p.epoch,
                 current: e.epoch,
             });
-        }
-        if p.epoch > e.epoch {
-            if p.base_sequence != 0 {
-                return Err(Error::OutOfOrderSequence {
-                    producer_id: p.id,
-                    epoch: p.epoch,
-                    expected: 0,
-                    got: p.base_sequence,
-                });
-            }
-            return Ok(Verdict::Append);
         }
         if let Some(b) = e
             .batches
@@ -123,12 +114,7 @@ impl ProducerState {
         }
         let expected = e.batches.back().map_or(0, |b| next_seq(b.last_seq));
         if p.base_sequence != expected {
-            return Err(Error::OutOfOrderSequence {
-                producer_id: p.id,
-                epoch: p.epoch,
-                expected,
-                got: p.base_sequence,
-            });
+            return Err(out_of_order(expected));
         }
         Ok(Verdict::Append)
     }

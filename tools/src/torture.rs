@@ -601,28 +601,11 @@ fn power_loss(a: &Args) -> Result<i32> {
             Ok(got) => match states.iter().position(|s| *s == got) {
                 Some(_) => model = got,
                 None => {
-                    let synced = &states[0];
-                    let mut diffs = Vec::new();
-                    for k in synced.keys().chain(got.keys()) {
-                        if synced.get(k) != got.get(k) && diffs.len() < 6 {
-                            let show = |v: Option<&Vec<u8>>| {
-                                v.map(|v| {
-                                    String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()
-                                })
-                            };
-                            diffs.push(format!(
-                                "{}: after the last synced write {:?}, recovered {:?}",
-                                String::from_utf8_lossy(k),
-                                show(synced.get(k)),
-                                show(got.get(k))
-                            ));
-                        }
-                    }
                     failure = Some(format!(
-                        "cycle {cycle}: the recovered state is no prefix of the operations that contains every synced write ({} operations, the last {} unsynced): {}",
+                        "cycle {cycle}: the recovered state is no prefix of the operations that contains every synced write ({} operations, the last {} unsynced); against the state after the last synced write: {}",
                         w.n,
                         states.len() - 1,
-                        diffs.join("; ")
+                        diff(&states[0], &got)
                     ));
                     break;
                 }
