@@ -776,3 +776,53 @@ fn segments_roll_by_age_and_expire_by_retention_ms() {
     assert_eq!(p.offset_for_timestamp(9601).expect("lookup"), None);
     assert_eq!(p.offset_for_timestamp(9600).expect("lookup"), Some(24));
 }
+
+#[test]
+fn the_manager_applies_retention_and_cleaning_in_the_background() {
+    use strata::log::{CleanupPolicy, ManagerOptions};
+    let fault = FaultStorage::new(10);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let opts = ManagerOptions {
+        maintenance_interval: Some(std::time::Duration::from_millis(20)),
+        ..ManagerOptions::default()
+    };
+    let mgr = LogManager::open_with(storage, "/logs", opts).expect("open");
+    mgr.create_topic("sized", 1, small_config())
+        .expect("create");
+    let compacted = LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        ..small_config()
+    };
+    mgr.create_topic("keyed", 1, compacted).expect("create");
+    let sized = mgr.partition("sized", 0).expect("partition");
+    let keyed = mgr.partition("keyed", 0).expect("partition");
+    for i in 0..120 {
+        sized
+            .append_records(&recs(2, &format!("k{i}")), ProducerInfo::NONE, 0, false)
+            .expect("append");
+        let r = Record::new(i, Some(b"same-key"), Some(format!("v{i}").as_bytes()));
+        keyed
+            .append_records(&[r], ProducerInfo::NONE, 0, false)
+            .expect("append");
+    }
+    // No call from here: the background thread must do it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let total: u64 = sized.segments().iter().map(|s| s.1).sum();
+        let (_, left) = read_all(&keyed, keyed.log_start_offset()).expect("read");
+        if sized.log_start_offset() > 0 && total < 6000 + 2048 && left.len() < 60 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background retention or cleaning: start {}, {} bytes, {} keyed records",
+            sized.log_start_offset(),
+            total,
+            left.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, left) = read_all(&keyed, 0).expect("read");
+    assert_eq!(left.last().map(|r| r.value.clone()), Some(b"v119".to_vec()));
+    mgr.close().expect("close");
+}

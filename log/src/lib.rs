@@ -29,6 +29,8 @@
 //!   state survives restarts (snapshot at roll plus replay).
 //! * Retention deletes whole segments by age or total size; a compacted
 //!   topic's cleaner keeps the latest record per key, preserving offsets.
+//!   [`LogManager`] runs both on a background thread (every 5 minutes by
+//!   default, as Kafka's `log.retention.check.interval.ms`).
 
 #![deny(clippy::unwrap_used)]
 
@@ -44,6 +46,6 @@ pub mod segment;
 pub use batch::{Batch, Header, ProducerInfo, Record};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{Error, Result};
-pub use manager::LogManager;
+pub use manager::{LogManager, MaintenanceStats, ManagerOptions};
 pub use partition::{AppendInfo, CleanerStats, Partition, RecoveryReport};
 pub use strata_lsm as lsm;

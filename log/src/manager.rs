@@ -5,14 +5,85 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use strata_io::StorageRef;
 
-use crate::config::LogConfig;
+use crate::config::{CleanupPolicy, LogConfig};
 use crate::meta::{decode_u64, Meta};
 use crate::partition::{Partition, RecoveryReport};
 use crate::{Error, Result};
+
+/// How a [`LogManager`] runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ManagerOptions {
+    /// How often a background thread applies retention to every open
+    /// partition and runs the cleaner of compacted ones
+    /// (`log.retention.check.interval.ms`, 5 minutes in Kafka); `None`: only
+    /// when [`LogManager::run_maintenance`] is called.
+    pub maintenance_interval: Option<Duration>,
+    /// `min.cleanable.dirty.ratio`: the cleaner runs on a compacted
+    /// partition once this share of its sealed bytes is uncleaned.
+    pub min_cleanable_dirty_ratio: f64,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            maintenance_interval: Some(Duration::from_secs(300)),
+            min_cleanable_dirty_ratio: 0.5,
+        }
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceStats {
+    /// Segments deleted by retention.
+    pub segments_deleted: usize,
+    /// Partitions the cleaner compacted.
+    pub partitions_cleaned: usize,
+}
+
+struct Shared {
+    partitions: Mutex<HashMap<(String, u32), Arc<Partition>>>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    opts: ManagerOptions,
+}
+
+impl Shared {
+    fn maintain(&self, now_ms: i64) -> MaintenanceStats {
+        let parts: Vec<Arc<Partition>> = self.partitions.lock().values().cloned().collect();
+        let mut stats = MaintenanceStats::default();
+        for p in parts {
+            match p.enforce_retention(now_ms) {
+                Ok(n) => stats.segments_deleted += n,
+                Err(e) => tracing::warn!(dir = %p.dir().display(), error = %e, "retention failed"),
+            }
+            if p.config().cleanup_policy == CleanupPolicy::Compact
+                && p.dirty_ratio() >= self.opts.min_cleanable_dirty_ratio
+            {
+                match p.compact(now_ms) {
+                    Ok(_) => stats.partitions_cleaned += 1,
+                    Err(e) => {
+                        tracing::warn!(dir = %p.dir().display(), error = %e, "cleaner failed")
+                    }
+                }
+            }
+        }
+        stats
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Open topics and partitions.
 pub struct LogManager {
@@ -20,7 +91,8 @@ pub struct LogManager {
     root: PathBuf,
     meta: Arc<Meta>,
     topics: Mutex<HashMap<String, (u32, LogConfig)>>,
-    partitions: Mutex<HashMap<(String, u32), Arc<Partition>>>,
+    shared: Arc<Shared>,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for LogManager {
@@ -60,8 +132,18 @@ fn check_group_name(name: &str) -> Result<()> {
 }
 
 impl LogManager {
-    /// Opens (creating if needed) the log directory `root`.
+    /// Opens (creating if needed) the log directory `root` with default
+    /// options (retention and cleaning every 5 minutes in the background).
     pub fn open(storage: StorageRef, root: impl AsRef<Path>) -> Result<LogManager> {
+        LogManager::open_with(storage, root, ManagerOptions::default())
+    }
+
+    /// Opens (creating if needed) the log directory `root`.
+    pub fn open_with(
+        storage: StorageRef,
+        root: impl AsRef<Path>,
+        opts: ManagerOptions,
+    ) -> Result<LogManager> {
         let root = root.as_ref().to_path_buf();
         storage.create_dir_all(&root)?;
         let meta = Arc::new(Meta::open(storage.clone(), &root.join("meta"))?);
@@ -79,13 +161,59 @@ impl LogManager {
             let cfg = LogConfig::decode(cfg).map_err(|e| meta.bad(&k, &e.to_string()))?;
             topics.insert(name, (count, cfg));
         }
+        let shared = Arc::new(Shared {
+            partitions: Mutex::new(HashMap::new()),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            opts,
+        });
+        let maintenance = match opts.maintenance_interval {
+            Some(every) => {
+                let sh = shared.clone();
+                let h = std::thread::Builder::new()
+                    .name("strata-log-maintenance".into())
+                    .spawn(move || loop {
+                        {
+                            let mut stop = sh.stop.lock();
+                            if !*stop {
+                                sh.wake.wait_for(&mut stop, every);
+                            }
+                            if *stop {
+                                return;
+                            }
+                        }
+                        sh.maintain(now_ms());
+                    })
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("cannot start the maintenance thread: {e}"))
+                    })?;
+                Some(h)
+            }
+            None => None,
+        };
         Ok(LogManager {
             storage,
             root,
             meta,
             topics: Mutex::new(topics),
-            partitions: Mutex::new(HashMap::new()),
+            shared,
+            maintenance: Mutex::new(maintenance),
         })
+    }
+
+    /// Applies retention to every open partition and runs the cleaner of
+    /// compacted partitions past the dirty ratio, as the background thread
+    /// does, at `now_ms`.
+    pub fn run_maintenance(&self, now_ms: i64) -> MaintenanceStats {
+        self.shared.maintain(now_ms)
+    }
+
+    fn stop_maintenance(&self) {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(h) = self.maintenance.lock().take() {
+            let _ = h.join();
+        }
     }
 
     /// Creates a topic with `partitions` partitions; durable on return.
@@ -143,7 +271,7 @@ impl LogManager {
         partition: u32,
     ) -> Result<(Arc<Partition>, Option<RecoveryReport>)> {
         let key = (topic.to_string(), partition);
-        let mut parts = self.partitions.lock();
+        let mut parts = self.shared.partitions.lock();
         if let Some(p) = parts.get(&key) {
             return Ok((p.clone(), None));
         }
@@ -210,9 +338,11 @@ impl LogManager {
         }
     }
 
-    /// Flushes every open partition and closes the metadata store.
+    /// Stops the maintenance thread, flushes every open partition and
+    /// closes the metadata store.
     pub fn close(&self) -> Result<()> {
-        for p in self.partitions.lock().values() {
+        self.stop_maintenance();
+        for p in self.shared.partitions.lock().values() {
             p.flush()?;
         }
         self.meta.close()
@@ -221,5 +351,11 @@ impl LogManager {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+impl Drop for LogManager {
+    fn drop(&mut self) {
+        self.stop_maintenance();
     }
 }

@@ -65,6 +65,9 @@ struct State {
     /// (epoch, start offset), ascending.
     epochs: Vec<(i32, u64)>,
     failed: Option<String>,
+    /// The cleaner has compacted everything below this offset (in memory:
+    /// after a restart the whole log counts as dirty once).
+    cleaned_to: u64,
 }
 
 impl State {
@@ -145,6 +148,7 @@ impl Partition {
                 producers: ProducerState::default(),
                 epochs: Vec::new(),
                 failed: None,
+                cleaned_to: 0,
             }),
         };
         let report = p.recover()?;
@@ -847,6 +851,7 @@ impl Partition {
             }
         }
         let mut stats = CleanerStats::default();
+        st.cleaned_to = st.segments.keys().next_back().copied().unwrap_or(leo);
         let sealed: Vec<u64> = st.segments.keys().copied().collect();
         let sealed = &sealed[..sealed.len().saturating_sub(1)];
         let storage = &*self.storage;
@@ -916,6 +921,26 @@ impl Partition {
             stats.segments_cleaned += 1;
         }
         Ok(stats)
+    }
+
+    /// The share of the sealed segments' bytes the cleaner has not yet
+    /// compacted (Kafka's cleanable ratio; the cleaner runs past
+    /// `min.cleanable.dirty.ratio`).
+    pub fn dirty_ratio(&self) -> f64 {
+        let st = self.state.read();
+        let n = st.segments.len().saturating_sub(1);
+        let (mut dirty, mut total) = (0u64, 0u64);
+        for s in st.segments.values().take(n) {
+            total += s.size();
+            if s.base() >= st.cleaned_to {
+                dirty += s.size();
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        }
     }
 
     /// Records that `epoch` starts at the log end (a new leader does this
