@@ -18,6 +18,7 @@ mod common;
 mod corrupt;
 mod error;
 mod inspect;
+mod log_dump;
 mod logbench;
 mod torture;
 mod wal_bench;
@@ -94,6 +95,14 @@ enum Command {
         after_help = "Examples:\n  strata logbench produce\n  strata logbench produce --num-records 200000 --record-size 1024 --batch-size 100 --sync\n  strata logbench consume --num-records 1000000 --fetch-size 1048576"
     )]
     Logbench(logbench::Args),
+    /// Print a segment file of the segmented log (batches and records, or
+    /// index entries), or a partition directory's segments; exits 1 naming
+    /// the position of any damage.
+    #[command(
+        name = "log-dump",
+        after_help = "Examples:\n  strata log-dump /var/lib/logs/events-0\n  strata log-dump /var/lib/logs/events-0/00000000000000000000.log --records --limit 5\n  strata log-dump /var/lib/logs/events-0/00000000000000000000.index"
+    )]
+    LogDump(log_dump::Args),
     /// Benchmark WAL appends (run with no flags for the standard suite).
     #[command(
         after_help = "Examples:\n  strata wal-bench\n  strata wal-bench --only sync --threads 1,4,16 --io std,uring --num 20000\n  strata wal-bench --only append --num 2000000 --json"
@@ -131,6 +140,7 @@ fn main() {
         Command::Scan(a) => inspect::scan(a),
         Command::WalBench(a) => wal_bench::run(a).map(|_| 0),
         Command::Logbench(a) => logbench::run(a).map(|_| 0),
+        Command::LogDump(a) => log_dump::run(a),
         Command::WalDump(a) => wal_dump::run(a),
     };
     match res {

@@ -659,6 +659,58 @@ fn logbench_produces_and_consumes_with_a_baseline_and_refuses_bad_flags() {
     assert!(o.status.success(), "{out}{err}");
     assert!(out.starts_with("21000 records consumed"), "{out}");
     assert!(num_before(&out, " MB/sec") > 0.0);
+    // log-dump: the partition, one segment with its records, its indexes.
+    let part = dir.join("logbench-0");
+    let o = strata(&["log-dump", &part.display().to_string()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.starts_with("segment 0: ") && out.contains("offsets 0..20999"),
+        "{out}"
+    );
+    let seg = part.join("00000000000000000000.log");
+    let o = strata(&[
+        "log-dump",
+        &seg.display().to_string(),
+        "--records",
+        "--limit",
+        "2",
+    ]);
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("position 0 base offset 0 last offset 49 count 50"),
+        "{out}"
+    );
+    assert!(out.contains("  offset 49 timestamp "), "{out}");
+    assert!(out.ends_with("2 batches\n"), "{out}");
+    for ext in ["index", "timeindex"] {
+        let o = strata(&[
+            "log-dump",
+            &part
+                .join(format!("00000000000000000000.{ext}"))
+                .display()
+                .to_string(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        assert!(text(&o).0.contains("offset 0"), "{}", text(&o).0);
+    }
+    // A flipped byte in the second batch: exit 1 naming its position.
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let second = bytes.len() / 2;
+    bytes[second] ^= 0x10;
+    let copy = tmp.path().join("00000000000000000000.log");
+    std::fs::write(&copy, &bytes).expect("write");
+    let o = strata(&["log-dump", &copy.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).0);
+    assert!(text(&o).0.contains("DAMAGE at position "), "{}", text(&o).0);
+    let o = strata(&["log-dump", &tmp.path().join("nope").display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    let other = tmp.path().join("notes.txt");
+    std::fs::write(&other, b"hello").expect("write");
+    let o = strata(&["log-dump", &other.display().to_string()]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("not a segment file"), "{}", text(&o).1);
     for bad in [
         vec!["logbench", "eat"],
         vec!["logbench", "produce", "--record-size", "0"],
