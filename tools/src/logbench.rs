@@ -4,6 +4,7 @@
 //! run, since the machine is shared).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,10 @@ pub struct Args {
     /// I/O backend: std or uring.
     #[arg(long = "io", default_value = "std")]
     io: String,
+    /// produce: consumer threads tailing the log while it is produced (the
+    /// usual Kafka pattern; shows what readers cost appenders).
+    #[arg(long, default_value_t = 0)]
+    consumers: usize,
     /// segment.bytes of the benchmark topic when it is created.
     #[arg(long = "segment-bytes", default_value_t = 1 << 30)]
     segment_bytes: u64,
@@ -208,6 +213,27 @@ fn baseline(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// A consumer tailing the log from `from` until `stop`.
+fn tail(p: &Partition, from: u64, fetch: usize, stop: &AtomicBool, consumed: &AtomicU64) {
+    let mut at = from;
+    while !stop.load(Ordering::Relaxed) {
+        match p.read(at, fetch, None) {
+            Ok(bs) => match bs.last() {
+                Some(last) => {
+                    at = last.last_offset() + 1;
+                    let n: usize = bs.iter().map(|b| b.bytes.len()).sum();
+                    consumed.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                None => std::thread::sleep(Duration::from_micros(100)),
+            },
+            Err(e) => {
+                eprintln!("strata logbench: consumer: {e}");
+                return;
+            }
+        }
+    }
+}
+
 /// Runs the benchmark.
 pub fn run(a: Args) -> Result<()> {
     if a.record_size == 0 || a.batch_size == 0 || a.num_records == 0 {
@@ -245,24 +271,44 @@ pub fn run(a: Args) -> Result<()> {
             base_file.set_len(0)?;
             let mut base_at = 0u64;
             let mut chunk = Vec::new();
-            for r in 0..rounds {
-                let n = a.num_records * (r + 1) / rounds - a.num_records * r / rounds;
-                if n == 0 {
-                    continue;
+            let stop = AtomicBool::new(false);
+            let consumed = AtomicU64::new(0);
+            let tail_from = p.log_end_offset();
+            let produced: Result<()> = std::thread::scope(|sc| {
+                for _ in 0..a.consumers {
+                    sc.spawn(|| tail(&p, tail_from, a.fetch_size, &stop, &consumed));
                 }
-                let got = produce(&a, &p, n, false, &mut h)?;
-                records += got.records;
-                bytes += got.bytes;
-                secs += got.secs;
-                if !a.no_baseline {
-                    if chunk.len() != got.batch_bytes {
-                        chunk = vec![0u8; got.batch_bytes];
-                        strata_io::rng::Rng::new(7).fill(&mut chunk);
+                let res = (|| -> Result<()> {
+                    for r in 0..rounds {
+                        let n = a.num_records * (r + 1) / rounds - a.num_records * r / rounds;
+                        if n == 0 {
+                            continue;
+                        }
+                        let got = produce(&a, &p, n, false, &mut h)?;
+                        records += got.records;
+                        bytes += got.bytes;
+                        secs += got.secs;
+                        if !a.no_baseline {
+                            if chunk.len() != got.batch_bytes {
+                                chunk = vec![0u8; got.batch_bytes];
+                                strata_io::rng::Rng::new(7).fill(&mut chunk);
+                            }
+                            disk_secs += baseline(
+                                &base_file,
+                                &mut base_at,
+                                got.bytes,
+                                &chunk,
+                                a.sync,
+                                &mut bh,
+                            )?;
+                        }
                     }
-                    disk_secs +=
-                        baseline(&base_file, &mut base_at, got.bytes, &chunk, a.sync, &mut bh)?;
-                }
-            }
+                    Ok(())
+                })();
+                stop.store(true, Ordering::Relaxed);
+                res
+            });
+            produced?;
             drop(base_file);
             storage.remove_file(&base_path)?;
             progress_done();
@@ -272,6 +318,13 @@ pub fn run(a: Args) -> Result<()> {
                 records as f64 / secs,
                 pct(&h)
             );
+            if a.consumers > 0 {
+                println!(
+                    "{} consumers tailing the log read {:.2} MB/sec between them",
+                    a.consumers,
+                    consumed.load(Ordering::Relaxed) as f64 / (secs + disk_secs) / 1e6
+                );
+            }
             if !a.no_baseline {
                 let disk = bytes as f64 / disk_secs / 1e6;
                 println!(
