@@ -57,53 +57,58 @@ use crate::error::{CliError, Result};
 pub struct Args {
     /// Database directory [default: a temporary directory, removed after].
     #[arg(long)]
-    db: Option<PathBuf>,
+    pub(crate) db: Option<PathBuf>,
     /// Kill cycles to run.
     #[arg(long, default_value_t = 100)]
-    cycles: u64,
+    pub(crate) cycles: u64,
     /// Stop after this many seconds even if cycles remain (0: no limit).
     #[arg(long, default_value_t = 0)]
-    duration: u64,
+    pub(crate) duration: u64,
     /// Seed of the workload and of the kill times.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// I/O backend: std or uring.
     #[arg(long = "io", default_value = "std")]
-    io: String,
+    pub(crate) io: String,
     /// level or universal.
     #[arg(long = "compaction_style", default_value = "level")]
-    compaction_style: CompactionStyle,
+    pub(crate) compaction_style: CompactionStyle,
     /// Fraction of writes that wait for an fsync (0.0 to 1.0).
     #[arg(long = "sync_ratio", default_value_t = 0.1)]
-    sync_ratio: f64,
+    pub(crate) sync_ratio: f64,
     /// Longest time a child runs before it is killed, in milliseconds.
     #[arg(long = "max_kill_ms", default_value_t = 300)]
-    max_kill_ms: u64,
+    pub(crate) max_kill_ms: u64,
     /// Keys in the workload's key space.
     #[arg(long, default_value_t = 2000)]
-    keys: u64,
+    pub(crate) keys: u64,
     /// Power-loss mode: run the workload in this process on the
     /// fault-injecting backend, cut power at a seeded storage operation
     /// (unsynced writes and directory entries dropped, torn sectors) and
     /// check that every write acknowledged with sync survived.
     #[arg(long = "power_loss")]
-    power_loss: bool,
+    pub(crate) power_loss: bool,
     /// Corruption mode: after each kill cycle, damage one file of the
     /// database (flip bits, overwrite bytes or truncate it) and require the
     /// next open to recover exactly, cut a WAL at the damage as it would a
     /// torn tail, or refuse with an error naming a file; after a refusal
     /// the file is restored and the database must recover exactly.
     #[arg(long)]
-    corrupt: bool,
+    pub(crate) corrupt: bool,
+    /// Torture the segmented log instead of the engine (kill mode): appends
+    /// (some fsynced), rolls, flushes, truncations and log-start moves;
+    /// every acknowledged one must be there after each kill, exactly.
+    #[arg(long)]
+    pub(crate) log: bool,
     /// Print each damage and what the database made of it.
     #[arg(long, short = 'v')]
-    verbose: bool,
+    pub(crate) verbose: bool,
     /// Run as the child of a torture run (internal).
     #[arg(long, hide = true)]
-    child: bool,
+    pub(crate) child: bool,
     /// The cycle a child runs (internal).
     #[arg(long, hide = true, default_value_t = 0)]
-    cycle: u64,
+    pub(crate) cycle: u64,
 }
 
 impl Args {}
@@ -513,7 +518,7 @@ fn damage_and_check(
 
 /// Prints the summary and, on a failure, the failure and the command that
 /// reproduces it; the exit code.
-fn report(a: &Args, summary: String, failure: Option<String>) -> i32 {
+pub(crate) fn report(a: &Args, summary: String, failure: Option<String>) -> i32 {
     println!(
         "{summary}; {}",
         if failure.is_some() {
@@ -536,6 +541,8 @@ fn report(a: &Args, summary: String, failure: Option<String>) -> i32 {
             " --power_loss"
         } else if a.corrupt {
             " --corrupt"
+        } else if a.log {
+            " --log"
         } else {
             ""
         },
@@ -627,6 +634,91 @@ fn power_loss(a: &Args) -> Result<i32> {
     Ok(report(a, summary, failure))
 }
 
+/// Starts a child for `cycle`, kills it with SIGKILL after `kill_after`,
+/// and returns what it reported: (last intent, last acknowledged), or a
+/// failure (the child's own error).
+pub(crate) fn kill_cycle(
+    a: &Args,
+    exe: &Path,
+    dir: &Path,
+    cycle: u64,
+    kill_after: Duration,
+) -> Result<std::result::Result<(u64, u64), String>> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["torture", "--child"])
+        .arg(format!("--db={}", dir.display()))
+        .arg(format!("--cycle={cycle}"))
+        .arg(format!("--seed={}", a.seed))
+        .arg(format!("--io={}", a.io))
+        .arg(format!("--keys={}", a.keys))
+        .arg(format!("--sync_ratio={}", a.sync_ratio))
+        .arg(format!(
+            "--compaction_style={}",
+            match a.compaction_style {
+                CompactionStyle::Level => "level",
+                CompactionStyle::Universal => "universal",
+            }
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if a.log {
+        cmd.arg("--log");
+    }
+    let mut proc = cmd.spawn().map_err(|e| CliError::Local {
+        what: "start the child".into(),
+        source: e,
+    })?;
+    let stdout = proc
+        .stdout
+        .take()
+        .ok_or_else(|| CliError::Usage("no child stdout".into()))?;
+    // The reader thread follows the pipe until the child dies.
+    let reader = std::thread::spawn(move || {
+        let (mut ready, mut intent, mut acked) = (false, 0u64, 0u64);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut parts = line.split(' ');
+            match (
+                parts.next(),
+                parts.next().and_then(|n| n.parse::<u64>().ok()),
+            ) {
+                (Some("R"), _) => ready = true,
+                (Some("I"), Some(n)) => intent = n,
+                (Some("A"), Some(n)) => acked = n,
+                _ => {}
+            }
+        }
+        (ready, intent, acked)
+    });
+    std::thread::sleep(kill_after);
+    let _ = proc.kill(); // SIGKILL
+    let status = proc.wait().map_err(|e| CliError::Local {
+        what: "wait for the child".into(),
+        source: e,
+    })?;
+    let (ready, intent, acked) = reader
+        .join()
+        .map_err(|_| CliError::Usage("pipe reader panicked".into()))?;
+    if !ready && status.success() {
+        return Ok(Err(format!(
+            "cycle {cycle}: the child exited before opening the database"
+        )));
+    }
+    // The child's own error (not a kill): report it.
+    if !status.success() && status.code().is_some() {
+        let mut err = String::new();
+        if let Some(mut e) = proc.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        return Ok(Err(format!(
+            "cycle {cycle}: the child failed: {}",
+            err.trim()
+        )));
+    }
+    Ok(Ok((intent, acked)))
+}
+
 /// Runs the torture; exit code 1 on a failure.
 pub fn run(a: Args) -> Result<i32> {
     if !(0.0..=1.0).contains(&a.sync_ratio) {
@@ -635,9 +727,14 @@ pub fn run(a: Args) -> Result<i32> {
             a.sync_ratio
         )));
     }
-    if a.power_loss && a.corrupt {
+    if [a.power_loss, a.corrupt, a.log]
+        .iter()
+        .filter(|&&m| m)
+        .count()
+        > 1
+    {
         return Err(CliError::Usage(
-            "--power_loss and --corrupt are separate modes: pick one".into(),
+            "--power_loss, --corrupt and --log are separate modes: pick one".into(),
         ));
     }
     if a.keys < 2 {
@@ -651,6 +748,9 @@ pub fn run(a: Args) -> Result<i32> {
             tmp.path().join("db")
         }
     };
+    if a.child && a.log {
+        return crate::log_torture::child(&a, &dir);
+    }
     if a.child {
         return child(&a, &dir);
     }
@@ -661,6 +761,9 @@ pub fn run(a: Args) -> Result<i32> {
         what: "find this program".into(),
         source: e,
     })?;
+    if a.log {
+        return crate::log_torture::run(&a, &dir, &exe);
+    }
     let started = Instant::now();
     let mut rng = Rng::new(a.seed ^ 0x5EED);
     let mut damage_rng = Rng::new(a.seed ^ 0xDA3A6E);
@@ -673,74 +776,14 @@ pub fn run(a: Args) -> Result<i32> {
         if a.duration > 0 && started.elapsed() >= Duration::from_secs(a.duration) {
             break;
         }
-        let mut cmd = Command::new(&exe);
-        cmd.args(["torture", "--child"])
-            .arg(format!("--db={}", dir.display()))
-            .arg(format!("--cycle={cycle}"))
-            .arg(format!("--seed={}", a.seed))
-            .arg(format!("--io={}", a.io))
-            .arg(format!("--keys={}", a.keys))
-            .arg(format!("--sync_ratio={}", a.sync_ratio))
-            .arg(format!(
-                "--compaction_style={}",
-                match a.compaction_style {
-                    CompactionStyle::Level => "level",
-                    CompactionStyle::Universal => "universal",
-                }
-            ))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut proc = cmd.spawn().map_err(|e| CliError::Local {
-            what: "start the child".into(),
-            source: e,
-        })?;
-        let stdout = proc
-            .stdout
-            .take()
-            .ok_or_else(|| CliError::Usage("no child stdout".into()))?;
-        // The reader thread follows the pipe until the child dies.
-        let reader = std::thread::spawn(move || {
-            let (mut ready, mut intent, mut acked) = (false, 0u64, 0u64);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut parts = line.split(' ');
-                match (
-                    parts.next(),
-                    parts.next().and_then(|n| n.parse::<u64>().ok()),
-                ) {
-                    (Some("R"), _) => ready = true,
-                    (Some("I"), Some(n)) => intent = n,
-                    (Some("A"), Some(n)) => acked = n,
-                    _ => {}
-                }
+        let kill_after = Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1)));
+        let (intent, acked) = match kill_cycle(&a, &exe, &dir, cycle, kill_after)? {
+            Ok(v) => v,
+            Err(f) => {
+                failure = Some(f);
+                break;
             }
-            (ready, intent, acked)
-        });
-        std::thread::sleep(Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1))));
-        let _ = proc.kill(); // SIGKILL
-        let status = proc.wait().map_err(|e| CliError::Local {
-            what: "wait for the child".into(),
-            source: e,
-        })?;
-        let (ready, intent, acked) = reader
-            .join()
-            .map_err(|_| CliError::Usage("pipe reader panicked".into()))?;
-        if !ready && status.success() {
-            failure = Some(format!(
-                "cycle {cycle}: the child exited before opening the database"
-            ));
-            break;
-        }
-        // The child's own error (not a kill): report it.
-        if !status.success() && status.code().is_some() {
-            let mut err = String::new();
-            if let Some(mut e) = proc.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            failure = Some(format!("cycle {cycle}: the child failed: {}", err.trim()));
-            break;
-        }
+        };
         let before = model.clone();
         let mut w = Workload::new(&a, cycle);
         let mut acked_model = model.clone();

@@ -549,12 +549,36 @@ fn torture_survives_kill_cycles_on_both_backends_and_styles() {
             "{out}"
         );
     }
+    // The segmented log under kill cycles, both backends.
+    for (io, seed) in [("std", "41"), ("uring", "42")] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let o = strata(&[
+            "torture",
+            "--log",
+            "--cycles=10",
+            "--max_kill_ms=150",
+            &format!("--seed={seed}"),
+            &format!("--io={io}"),
+            &format!("--db={}", tmp.path().join("logs").display()),
+        ]);
+        let (out, err) = text(&o);
+        if io == "uring" && err.contains("io_uring is unavailable") {
+            continue;
+        }
+        assert!(o.status.success(), "log {io}: {out}{err}");
+        assert!(
+            out.contains("10 kill cycles") && out.contains("0 failures"),
+            "{out}"
+        );
+    }
     let o = strata(&["torture", "--sync_ratio=2"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("--sync_ratio"));
     let o = strata(&["torture", "--power_loss", "--corrupt"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("pick one"));
+    let o = strata(&["torture", "--log", "--corrupt"]);
+    assert!(!o.status.success());
 }
 
 /// Found by `strata torture --corrupt --seed=3`: a manifest whose last
