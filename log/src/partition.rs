@@ -95,6 +95,10 @@ pub struct Partition {
     meta: Arc<Meta>,
     cfg: LogConfig,
     state: RwLock<State>,
+    /// Counts truncations. Reads copy bytes without holding `state` and
+    /// then check this did not move; if it did, what they read may be gone
+    /// and they read again.
+    truncations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -150,6 +154,7 @@ impl Partition {
                 failed: None,
                 cleaned_to: 0,
             }),
+            truncations: std::sync::atomic::AtomicU64::new(0),
         };
         let report = p.recover()?;
         Ok((p, report))
@@ -531,17 +536,50 @@ impl Partition {
         max_bytes: usize,
         upper_bound: Option<u64>,
     ) -> Result<Vec<Batch>> {
-        let st = self.state.read();
-        let leo = st.leo();
-        if from < st.log_start || from > leo {
-            return Err(Error::OffsetOutOfRange {
-                offset: from,
-                start: st.log_start,
-                end: leo,
-            });
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            // Under the lock: the range, and where to read (an index lookup
+            // and a few header reads). The copy and the checksums run after
+            // it, so appenders do not wait on them.
+            let (generation, plan, upper) = {
+                let st = self.state.read();
+                let leo = st.leo();
+                if from < st.log_start || from > leo {
+                    return Err(Error::OffsetOutOfRange {
+                        offset: from,
+                        start: st.log_start,
+                        end: leo,
+                    });
+                }
+                let upper = upper_bound.unwrap_or(leo).min(leo);
+                if from >= upper {
+                    return Ok(Vec::new());
+                }
+                let generation = self.truncations.load(SeqCst);
+                let start = st
+                    .segments
+                    .range(..=from)
+                    .next_back()
+                    .map_or(0, |(&b, _)| b);
+                let mut plan = None;
+                for (_, seg) in st.segments.range(start..) {
+                    if let Some((pos, _)) = seg.find(from)? {
+                        plan = Some((seg.source(), pos));
+                        break;
+                    }
+                }
+                (generation, plan, upper)
+            };
+            let Some((src, pos)) = plan else {
+                return Ok(Vec::new());
+            };
+            // Appends only add bytes past the size captured above; a
+            // truncation meanwhile may have removed what was read: again.
+            let res = src.read_from(pos, max_bytes, upper);
+            if self.truncations.load(SeqCst) == generation {
+                return res;
+            }
         }
-        let upper = upper_bound.unwrap_or(leo).min(leo);
-        Self::read_locked(&st, from, max_bytes, upper)
     }
 
     /// Reads committed batches: up to the high watermark.
@@ -633,6 +671,8 @@ impl Partition {
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         let mut st = self.state.write();
         Self::check_failed(&st)?;
+        self.truncations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if offset >= st.leo() {
             return Ok(st.leo());
         }
@@ -708,6 +748,8 @@ impl Partition {
     pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<()> {
         let mut st = self.state.write();
         Self::check_failed(&st)?;
+        self.truncations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let storage = &*self.storage;
         let all: Vec<u64> = st.segments.keys().rev().copied().collect();
         for b in all {

@@ -506,69 +506,19 @@ impl Segment {
     /// least one batch), only batches whose last offset is below `upper`.
     /// Each batch is checked; the batches share one buffer.
     pub fn read_from(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
-        let mut out = Vec::new();
-        if pos >= self.size {
-            return Ok(out);
+        self.source().read_from(pos, max_bytes, upper)
+    }
+
+    /// What a reader needs to read this segment's batches without holding
+    /// the segment: its file, its map and its size now. Appends only add
+    /// bytes past that size; a truncation or replacement must be detected
+    /// by the caller (the partition counts them).
+    pub fn source(&self) -> ReadSource {
+        ReadSource {
+            log: self.log.clone(),
+            map: self.map.clone(),
+            size: self.size,
         }
-        let want = (max_bytes.max(HEADER_LEN) as u64).min(self.size - pos) as usize;
-        let mut bytes = match &self.map {
-            Some(m) => m.slice(pos as usize..pos as usize + want),
-            None => {
-                let mut buf = vec![0u8; want];
-                let got = read_full(&self.log, &mut buf, pos)?;
-                buf.truncate(got);
-                Bytes::from(buf)
-            }
-        };
-        let mut at = pos;
-        loop {
-            if bytes.is_empty() {
-                break;
-            }
-            match Batch::parse(&bytes) {
-                Parsed::Batch(b) => {
-                    if b.last_offset() >= upper {
-                        break;
-                    }
-                    let n = b.bytes.len();
-                    out.push(b);
-                    bytes = bytes.slice(n..);
-                    at += n as u64;
-                }
-                Parsed::Incomplete if out.is_empty() => {
-                    // The first batch is larger than max_bytes: read it whole.
-                    if bytes.len() < LOG_OVERHEAD {
-                        return Err(Error::corruption(self.log.path(), at, "batch cut short"));
-                    }
-                    let len = LOG_OVERHEAD
-                        + u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
-                    if at + len as u64 > self.size {
-                        return Err(Error::corruption(
-                            self.log.path(),
-                            at,
-                            "batch runs past the segment",
-                        ));
-                    }
-                    bytes = match &self.map {
-                        Some(m) => m.slice(at as usize..at as usize + len),
-                        None => {
-                            let mut whole = vec![0u8; len];
-                            read_full(&self.log, &mut whole, at)?;
-                            Bytes::from(whole)
-                        }
-                    };
-                }
-                Parsed::Incomplete => break,
-                Parsed::Invalid(why) => {
-                    if out.is_empty() {
-                        return Err(Error::corruption(self.log.path(), at, why));
-                    }
-                    // Serve what came before; the next read reports it.
-                    break;
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Cuts the segment to the batches before position `pos` (rewriting
@@ -669,6 +619,86 @@ impl Segment {
     /// Paths of the index files (for tests and tools).
     pub fn index_paths(&self) -> (PathBuf, PathBuf) {
         (self.index.path.clone(), self.time_index.path.clone())
+    }
+}
+
+/// A segment's bytes as a reader sees them at one moment (see
+/// [`Segment::source`]).
+#[derive(Clone)]
+pub struct ReadSource {
+    log: FileRef,
+    map: Option<Bytes>,
+    size: u64,
+}
+
+impl ReadSource {
+    /// Reads whole batches from position `pos`: at most `max_bytes` (but at
+    /// least one batch), only batches whose last offset is below `upper`.
+    /// Each batch is checked; the batches share one buffer (or the map).
+    pub fn read_from(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
+        let mut out = Vec::new();
+        if pos >= self.size {
+            return Ok(out);
+        }
+        let want = (max_bytes.max(HEADER_LEN) as u64).min(self.size - pos) as usize;
+        let mut bytes = match &self.map {
+            Some(m) => m.slice(pos as usize..pos as usize + want),
+            None => {
+                let mut buf = vec![0u8; want];
+                let got = read_full(&self.log, &mut buf, pos)?;
+                buf.truncate(got);
+                Bytes::from(buf)
+            }
+        };
+        let mut at = pos;
+        loop {
+            if bytes.is_empty() {
+                break;
+            }
+            match Batch::parse(&bytes) {
+                Parsed::Batch(b) => {
+                    if b.last_offset() >= upper {
+                        break;
+                    }
+                    let n = b.bytes.len();
+                    out.push(b);
+                    bytes = bytes.slice(n..);
+                    at += n as u64;
+                }
+                Parsed::Incomplete if out.is_empty() => {
+                    // The first batch is larger than max_bytes: read it whole.
+                    if bytes.len() < LOG_OVERHEAD {
+                        return Err(Error::corruption(self.log.path(), at, "batch cut short"));
+                    }
+                    let len = LOG_OVERHEAD
+                        + u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+                    if at + len as u64 > self.size {
+                        return Err(Error::corruption(
+                            self.log.path(),
+                            at,
+                            "batch runs past the segment",
+                        ));
+                    }
+                    bytes = match &self.map {
+                        Some(m) => m.slice(at as usize..at as usize + len),
+                        None => {
+                            let mut whole = vec![0u8; len];
+                            read_full(&self.log, &mut whole, at)?;
+                            Bytes::from(whole)
+                        }
+                    };
+                }
+                Parsed::Incomplete => break,
+                Parsed::Invalid(why) => {
+                    if out.is_empty() {
+                        return Err(Error::corruption(self.log.path(), at, why));
+                    }
+                    // Serve what came before; the next read reports it.
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
