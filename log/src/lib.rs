@@ -24,6 +24,10 @@
 //!   [`Error::Corruption`] with file and offset, never served.
 //! * `truncate_to` is durable when it returns: nothing past the new end is
 //!   read again, even after a crash.
+//! * Concurrency: one writer at a time per partition; readers find their
+//!   position under the partition's read lock, then copy and check the
+//!   batches outside it (reading again if a truncation ran meanwhile), so
+//!   an append waits on a reader's index lookup, not on its copy.
 //! * Idempotent producers ([`producer`]): a retried batch returns its
 //!   original offsets; a sequence gap or an old epoch is an error; the
 //!   state survives restarts (snapshot at roll plus replay).
