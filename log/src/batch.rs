@@ -344,6 +344,18 @@ impl Batch {
         out
     }
 
+    /// Whether every record has a (non-null) key, read in place.
+    pub fn every_record_has_a_key(&self) -> bool {
+        let mut pos = HEADER_LEN;
+        for _ in 0..self.header.record_count {
+            match walk_record(&self.header, &self.bytes, pos) {
+                Ok(r) if r.key.is_some() => pos = r.end,
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// The same batch with a new base offset and leader epoch, and its
     /// checksum recomputed.
     pub fn with_offset_and_epoch(self, base_offset: u64, leader_epoch: i32) -> Batch {

@@ -112,6 +112,14 @@ impl Meta {
         Ok(out)
     }
 
+    /// The number after a key's last `/` (an epoch, an offset).
+    pub fn key_suffix<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        key.rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| self.bad(key, "no number at the end of the key"))
+    }
+
     /// A corruption error about `key`.
     pub fn bad(&self, key: &str, why: &str) -> Error {
         Error::corruption(&self.dir, 0, format!("metadata key {key}: {why}"))

@@ -11,7 +11,7 @@ use crate::batch::{self, Batch, ProducerInfo, Record};
 use crate::config::{CleanupPolicy, LogConfig};
 use crate::meta::{decode_u64, part_prefix, Meta};
 use crate::producer::{ProducerState, Verdict};
-use crate::segment::{self, Segment, SegmentOptions};
+use crate::segment::{self, ReadSource, Segment, SegmentOptions};
 use crate::{Error, Result};
 
 /// Snapshots of producer state kept per partition.
@@ -27,6 +27,15 @@ pub struct AppendInfo {
     /// The batch was a retried duplicate: these are the original's offsets
     /// and nothing was appended.
     pub duplicate: bool,
+}
+
+/// Files to fsync, taken under the partition lock and synced after it.
+struct FlushPlan {
+    files: Vec<strata_io::FileRef>,
+    /// The log end they make durable.
+    upto: u64,
+    /// The partition's truncation count when the plan was taken.
+    truncations: u64,
 }
 
 /// What a cleaner run did.
@@ -242,13 +251,7 @@ impl Partition {
             // The start was moved (durably) past data a crash then lost:
             // the start stands and the log begins again there, empty, as
             // Kafka does; offsets below it are never handed out again.
-            let all: Vec<u64> = st.segments.keys().rev().copied().collect();
-            for b in all {
-                if let Some(s) = st.segments.remove(&b) {
-                    s.delete(storage)?;
-                }
-            }
-            storage.sync_dir(&self.dir)?;
+            self.delete_all_segments(&mut st)?;
             let start = st.log_start;
             st.segments
                 .insert(start, Segment::create(storage, &self.dir, start, opts)?);
@@ -264,11 +267,7 @@ impl Partition {
         let mut epochs = Vec::new();
         let mut dead = Vec::new();
         for (k, v) in self.meta.scan(&self.key("epoch/"))? {
-            let e: i32 = k
-                .rsplit('/')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| self.meta.bad(&k, "bad epoch key"))?;
+            let e: i32 = self.meta.key_suffix(&k)?;
             let start = decode_u64(&v).ok_or_else(|| self.meta.bad(&k, "bad epoch start"))?;
             if start > leo {
                 dead.push(k);
@@ -289,11 +288,7 @@ impl Partition {
         let leo = st.leo();
         let mut best: Option<(u64, ProducerState)> = None;
         for (k, v) in self.meta.scan(&self.key("pidsnap/"))? {
-            let off: u64 = k
-                .rsplit('/')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| self.meta.bad(&k, "bad snapshot key"))?;
+            let off: u64 = self.meta.key_suffix(&k)?;
             if off > leo {
                 dead.push(k);
                 continue;
@@ -324,6 +319,15 @@ impl Partition {
         }
         st.producers = state;
         Ok(n)
+    }
+
+    /// Deletes every segment, newest first (a crash midway leaves a prefix).
+    fn delete_all_segments(&self, st: &mut State) -> Result<()> {
+        while let Some((_, s)) = st.segments.pop_last() {
+            s.delete(&*self.storage)?;
+        }
+        self.storage.sync_dir(&self.dir)?;
+        Ok(())
     }
 
     fn drop_segments_below_start(&self, st: &mut State) -> Result<()> {
@@ -360,9 +364,7 @@ impl Partition {
     /// offsets). With `sync` (or `flush.messages=1`) the batch is fsynced
     /// before this returns.
     pub fn append(&self, b: Batch, leader_epoch: i32, sync: bool) -> Result<AppendInfo> {
-        if self.cfg.cleanup_policy == CleanupPolicy::Compact
-            && b.records().iter().any(|r| r.key.is_none())
-        {
+        if self.cfg.cleanup_policy == CleanupPolicy::Compact && !b.every_record_has_a_key() {
             return Err(Error::InvalidBatch(
                 "a compacted topic needs a key on every record".into(),
             ));
@@ -382,7 +384,11 @@ impl Partition {
         }
         let leo = st.leo();
         let b = b.with_offset_and_epoch(leo, leader_epoch);
-        self.append_locked(&mut st, &b, sync)?;
+        let flush = self.append_locked(&mut st, &b, sync)?;
+        drop(st);
+        if let Some(plan) = flush {
+            self.complete_flush(plan)?;
+        }
         Ok(AppendInfo {
             first_offset: b.base_offset(),
             last_offset: b.last_offset(),
@@ -414,10 +420,17 @@ impl Partition {
                 b.base_offset()
             )));
         }
-        self.append_locked(&mut st, b, sync)
+        let flush = self.append_locked(&mut st, b, sync)?;
+        drop(st);
+        match flush {
+            Some(plan) => self.complete_flush(plan),
+            None => Ok(()),
+        }
     }
 
-    fn append_locked(&self, st: &mut State, b: &Batch, sync: bool) -> Result<()> {
+    /// Appends under the lock; what to fsync afterwards, outside it, if the
+    /// append must be durable before it returns.
+    fn append_locked(&self, st: &mut State, b: &Batch, sync: bool) -> Result<Option<FlushPlan>> {
         self.maybe_roll(st, b)?;
         let res = st.active().and_then(|a| a.append(b));
         if let Err(e) = res {
@@ -435,10 +448,7 @@ impl Partition {
                 true,
             )?;
         }
-        if sync || self.cfg.flush_every_append {
-            self.flush_locked(st)?;
-        }
-        Ok(())
+        Ok((sync || self.cfg.flush_every_append).then(|| self.flush_plan(st)))
     }
 
     fn maybe_roll(&self, st: &mut State, b: &Batch) -> Result<()> {
@@ -500,30 +510,59 @@ impl Partition {
         self.roll_locked(&mut st)
     }
 
-    fn flush_locked(&self, st: &mut State) -> Result<()> {
-        let leo = st.leo();
+    /// What makes everything appended so far durable: the logs of the
+    /// segments from the one holding the recovery point on.
+    fn flush_plan(&self, st: &State) -> FlushPlan {
         let rp = st.recovery_point;
-        // Segments from the one holding the recovery point on.
         let from = st.segments.range(..=rp).next_back().map_or(0, |(&b, _)| b);
-        let res = st.segments.range(from..).try_for_each(|(_, s)| s.flush());
-        if let Err(e) = res {
-            st.failed = Some(e.to_string());
-            return Err(e);
+        FlushPlan {
+            files: st
+                .segments
+                .range(from..)
+                .map(|(_, s)| s.log_file())
+                .collect(),
+            upto: st.leo(),
+            truncations: self.truncations.load(std::sync::atomic::Ordering::SeqCst),
         }
-        if leo > rp {
-            st.recovery_point = leo;
-            // Unsynced: an older recovery point after a crash only means a
-            // longer scan of data that is durable anyway.
-            self.meta.put_u64(&self.key("recovery"), leo, false)?;
+    }
+
+    /// Fsyncs a plan's files without the partition lock, so readers and
+    /// other appenders go on meanwhile (and concurrent syncs share the
+    /// disk's flush), then moves the recovery point.
+    fn complete_flush(&self, plan: FlushPlan) -> Result<()> {
+        for f in &plan.files {
+            if let Err(e) = f.sync_data() {
+                // Fatal for the partition, never retried: the kernel may
+                // already have dropped the dirty pages.
+                self.state.write().failed = Some(e.to_string());
+                return Err(e.into());
+            }
         }
-        Ok(())
+        {
+            let mut st = self.state.write();
+            // A truncation meanwhile may have cut what was synced; the
+            // next flush records the point then.
+            let same =
+                plan.truncations == self.truncations.load(std::sync::atomic::Ordering::SeqCst);
+            if !same || plan.upto <= st.recovery_point {
+                return Ok(());
+            }
+            st.recovery_point = plan.upto;
+        }
+        // Unsynced, and outside the lock: an older recovery point after a
+        // crash (or from a slower flusher overtaken here) only means a
+        // longer scan of data that is durable anyway.
+        self.meta.put_u64(&self.key("recovery"), plan.upto, false)
     }
 
     /// Makes every appended batch durable.
     pub fn flush(&self) -> Result<()> {
-        let mut st = self.state.write();
-        Self::check_failed(&st)?;
-        self.flush_locked(&mut st)
+        let plan = {
+            let st = self.state.read();
+            Self::check_failed(&st)?;
+            self.flush_plan(&st)
+        };
+        self.complete_flush(plan)
     }
 
     /// Reads whole batches from the one holding `from` on: up to
@@ -556,18 +595,7 @@ impl Partition {
                     return Ok(Vec::new());
                 }
                 let generation = self.truncations.load(SeqCst);
-                let start = st
-                    .segments
-                    .range(..=from)
-                    .next_back()
-                    .map_or(0, |(&b, _)| b);
-                let mut plan = None;
-                for (_, seg) in st.segments.range(start..) {
-                    if let Some((pos, _)) = seg.find(from)? {
-                        plan = Some((seg.source(), pos));
-                        break;
-                    }
-                }
+                let plan = Self::plan_read(&st, from)?;
                 (generation, plan, upper)
             };
             let Some((src, pos)) = plan else {
@@ -588,10 +616,9 @@ impl Partition {
         self.read(from, max_bytes, Some(hwm))
     }
 
-    fn read_locked(st: &State, from: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
-        if from >= upper {
-            return Ok(Vec::new());
-        }
+    /// Where the batch holding `from` (or the first after it) is: its
+    /// segment's bytes and its position.
+    fn plan_read(st: &State, from: u64) -> Result<Option<(ReadSource, u64)>> {
         let start = st
             .segments
             .range(..=from)
@@ -599,10 +626,21 @@ impl Partition {
             .map_or(0, |(&b, _)| b);
         for (_, seg) in st.segments.range(start..) {
             if let Some((pos, _)) = seg.find(from)? {
-                return seg.read_from(pos, max_bytes, upper);
+                return Ok(Some((seg.source(), pos)));
             }
         }
-        Ok(Vec::new())
+        Ok(None)
+    }
+
+    /// A read while the caller holds the lock (recovery, the cleaner).
+    fn read_locked(st: &State, from: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
+        if from >= upper {
+            return Ok(Vec::new());
+        }
+        match Self::plan_read(st, from)? {
+            Some((src, pos)) => src.read_from(pos, max_bytes, upper),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The offset of the first record with a timestamp at or after `ts`
@@ -751,13 +789,7 @@ impl Partition {
         self.truncations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let storage = &*self.storage;
-        let all: Vec<u64> = st.segments.keys().rev().copied().collect();
-        for b in all {
-            if let Some(s) = st.segments.remove(&b) {
-                s.delete(storage)?;
-            }
-        }
-        storage.sync_dir(&self.dir)?;
+        self.delete_all_segments(&mut st)?;
         let mut dead: Vec<String> = self
             .meta
             .scan(&self.key("pidsnap/"))?

@@ -421,12 +421,12 @@ impl Segment {
         self.note_batch(pos, &b.header)
     }
 
-    /// Makes the log durable. The indexes are not synced here: recovery
-    /// rebuilds them for every segment it scans (the active one always), so
-    /// a flush costs one fdatasync.
-    pub fn flush(&self) -> Result<()> {
-        self.log.sync_data()?;
-        Ok(())
+    /// The log file, for a flush: fsyncing it makes the segment's batches
+    /// durable. The indexes are not synced then: recovery rebuilds them for
+    /// every segment it scans (the active one always), so a flush costs one
+    /// fdatasync.
+    pub fn log_file(&self) -> FileRef {
+        self.log.clone()
     }
 
     /// Maps a sealed segment's log for zero-copy reads (nothing is
@@ -592,15 +592,23 @@ impl Segment {
     /// `ts` (time index: the entry before the first one reaching `ts`).
     pub fn time_lookup(&self, ts: i64) -> u64 {
         let tix = self.time_index.entries();
-        let mut rel = None;
-        for e in tix.chunks_exact(TIME_ENTRY) {
-            let (t, r) = time_entry(e);
-            if t >= ts {
-                break;
+        // Timestamps never decrease along the index: the entries below `ts`
+        // are a prefix.
+        let entry = |i: usize| time_entry(&tix[i * TIME_ENTRY..(i + 1) * TIME_ENTRY]);
+        let (mut lo, mut hi) = (0usize, tix.len() / TIME_ENTRY);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if entry(mid).0 < ts {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
-            rel = Some(r);
         }
-        rel.map_or(0, |r| self.lookup(self.base + u64::from(r)))
+        let below = lo;
+        match below.checked_sub(1) {
+            Some(i) => self.lookup(self.base + u64::from(entry(i).1)),
+            None => 0,
+        }
     }
 
     /// Deletes the segment's files (the caller syncs the directory).
