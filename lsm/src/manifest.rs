@@ -313,11 +313,20 @@ impl Manifest {
     /// good).
     pub fn open_recovered(storage: StorageRef, r: RecoveredManifest) -> Result<Manifest> {
         let wal = Wal::open_recovered(storage, &r.dir, Self::options(), &r.recovery)?;
-        Ok(Manifest {
+        let mut m = Manifest {
             wal,
             state: r.state,
             since_snapshot: r.since_snapshot,
-        })
+        };
+        // Each open starts a segment; left alone, a database opened often
+        // would keep one per open until the next snapshot and replay them
+        // all. Start from a snapshot instead (RocksDB writes a new MANIFEST
+        // at every open): the older segments are released once it is
+        // durable, and a crash before that replays them and then it.
+        if m.wal.segments().len() > 1 {
+            m.snapshot()?;
+        }
+        Ok(m)
     }
 
     /// The current state.
@@ -333,10 +342,17 @@ impl Manifest {
         }
         self.since_snapshot += 1;
         if self.since_snapshot >= SNAPSHOT_EVERY {
-            let lsn = self.wal.append(&encode(&self.state.snapshot_edits()))?;
-            self.wal.purge_before(lsn)?;
-            self.since_snapshot = 1;
+            self.snapshot()?;
         }
+        Ok(())
+    }
+
+    /// Appends the whole state as one record and releases the segments
+    /// before it.
+    fn snapshot(&mut self) -> Result<()> {
+        let lsn = self.wal.append(&encode(&self.state.snapshot_edits()))?;
+        self.wal.purge_before(lsn)?;
+        self.since_snapshot = 1;
         Ok(())
     }
 

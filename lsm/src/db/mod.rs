@@ -458,7 +458,17 @@ impl Db {
             let w = inner.clone();
             threads.spawn(&format!("strata-compact-{i}"), move || w.compaction_loop())?;
         }
-        Ok(Db { inner, threads })
+        let db = Db { inner, threads };
+        // What the WAL replayed goes to a table now (as RocksDB does), so
+        // its segments are released: otherwise every open would start a
+        // segment and replay all the older ones, and a database opened
+        // and closed often (a CLI, a test suite, a crash loop) would grow
+        // its WAL and its open time without bound. A crash during this
+        // flush is a crash during an ordinary flush.
+        if replayed > 0 {
+            db.flush()?;
+        }
+        Ok(db)
     }
 
     /// Sets `key` to `value`.
@@ -800,10 +810,19 @@ impl Db {
         &self.inner.opts
     }
 
-    /// Syncs the WAL, stops the background threads (a running compaction
-    /// is abandoned; its outputs are deleted) and releases the lock once
-    /// every clone is dropped. Unflushed writes stay in the WAL.
+    /// Flushes the memtables to tables (unless
+    /// `avoid_flush_during_shutdown`), syncs the WAL, stops the background
+    /// threads (a running compaction is abandoned; its outputs are deleted)
+    /// and releases the lock once every clone is dropped.
     pub fn close(&self) -> Result<()> {
+        let flushed = if self.inner.opts.avoid_flush_during_shutdown
+            || self.inner.closed.load(Ordering::Acquire)
+            || self.inner.check_bg_error().is_err()
+        {
+            Ok(())
+        } else {
+            self.flush()
+        };
         self.inner.closed.store(true, Ordering::Release);
         self.inner.notify();
         // Wait out a write in progress.
@@ -811,6 +830,7 @@ impl Db {
         self.inner.wal.sync()?;
         self.threads.stop();
         self.inner.manifest.lock().close()?;
+        flushed?;
         self.inner.check_bg_error()
     }
 }

@@ -90,6 +90,11 @@ pub struct Options {
     /// Run compactions in the background. Off: only `compact_range`
     /// compacts, and L0 grows until the stop trigger. Default true.
     pub auto_compactions: bool,
+    /// Keep the memtables in the WAL at `close` instead of flushing them to
+    /// a table (RocksDB's `avoid_flush_during_shutdown`). Off (default):
+    /// `close` flushes, so the next open replays no WAL. Either way, what
+    /// an open replays from the WAL is flushed before the open returns.
+    pub avoid_flush_during_shutdown: bool,
 }
 
 impl Default for Options {
@@ -119,6 +124,7 @@ impl Default for Options {
             max_background_compactions: 1,
             rate_limit_bytes_per_sec: 0,
             auto_compactions: true,
+            avoid_flush_during_shutdown: false,
         }
     }
 }

@@ -10,7 +10,8 @@ use strata_io::{AlignedBuf, FileRef, OpenOptions, SyncMode};
 
 use super::{Inner, Preallocate, SyncPolicy};
 use crate::format::{
-    encode_fragments, encoded_len, segment_tag, EntryHeader, SegmentHeader, SEGMENT_HEADER_LEN,
+    encode_fragments, encoded_len, segment_tag, EntryHeader, SegmentHeader, BLOCK_SIZE,
+    FRAGMENT_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::segment::{segment_path, SegmentFile};
 use crate::Lsn;
@@ -19,6 +20,13 @@ pub(super) struct Active {
     pub(super) segno: u64,
     pub(super) file: FileRef,
     pub(super) offset: u64,
+    /// Bytes of the file already allocated (`Preallocate::Allocate` grows
+    /// this in steps ahead of `offset`).
+    pub(super) allocated: u64,
+    /// The file held an earlier segment: the bytes after the end of the
+    /// log are that segment's, possibly a fragment cut in half by the last
+    /// write (see `end_marker`).
+    pub(super) recycled: bool,
     /// With O_DIRECT: the bytes of the current partial page, rewritten
     /// with the next write since writes must cover whole pages.
     pub(super) tail: Vec<u8>,
@@ -66,6 +74,12 @@ impl Inner {
                 "WAL has no open segment".into(),
             ));
         };
+        let end = active.offset + encoded_len(active.offset, payload_len) as u64;
+        if self.opts.preallocate == Preallocate::Allocate && end > active.allocated {
+            let want = next_allocation(active.allocated, end, self.opts.segment_size);
+            active.file.preallocate(want)?;
+            active.allocated = want;
+        }
         io.enc.clear();
         encode_fragments(
             &mut io.enc,
@@ -73,15 +87,23 @@ impl Inner {
             segment_tag(active.segno),
             &[&hdr, records],
         );
+        let entry_len = io.enc.len();
         let mode = sync.then_some(SyncMode::Data);
         match active.file.alignment() {
-            None => active.file.write_batch(&[(active.offset, &io.enc)], mode)?,
+            None => {
+                if active.recycled {
+                    end_marker(&mut io.enc, active.offset + entry_len as u64);
+                }
+                active.file.write_batch(&[(active.offset, &io.enc)], mode)?
+            }
+            // Direct writes are zero-padded to the page end, which ends the
+            // log there already.
             Some(align) => {
                 write_direct(active, &mut io.direct_buf, align, &io.enc, mode)?;
             }
         }
-        active.offset += io.enc.len() as u64;
-        Ok(io.enc.len() as u64)
+        active.offset += entry_len as u64;
+        Ok(entry_len as u64)
     }
 
     /// Waits for the background seal of the previous segment, if any.
@@ -119,10 +141,12 @@ impl Inner {
         }
         let path = segment_path(&self.dir, segno);
         let opts = OpenOptions::existing().direct(self.opts.direct_io);
-        let file = match io.recycled.pop() {
+        let (file, allocated, recycled) = match io.recycled.pop() {
             Some(from) => {
                 self.storage.rename(&from, &path)?;
-                self.storage.open(&path, opts)?
+                let f = self.storage.open(&path, opts)?;
+                let len = f.len()?;
+                (f, len, true)
             }
             None => {
                 let f = self.storage.open(
@@ -133,12 +157,19 @@ impl Inner {
                         ..opts
                     },
                 )?;
-                match self.opts.preallocate {
-                    Preallocate::None => {}
-                    Preallocate::Allocate => f.preallocate(self.opts.segment_size)?,
-                    Preallocate::ZeroFill => zero_fill(&f, self.opts.segment_size)?,
-                }
-                f
+                let allocated = match self.opts.preallocate {
+                    Preallocate::None => 0,
+                    Preallocate::Allocate => {
+                        let n = next_allocation(0, SEGMENT_HEADER_LEN as u64, self.opts.segment_size);
+                        f.preallocate(n)?;
+                        n
+                    }
+                    Preallocate::ZeroFill => {
+                        zero_fill(&f, self.opts.segment_size)?;
+                        self.opts.segment_size
+                    }
+                };
+                (f, allocated, false)
             }
         };
         let header = SegmentHeader { segno, first_lsn }.encode();
@@ -146,6 +177,8 @@ impl Inner {
             segno,
             file,
             offset: 0,
+            allocated,
+            recycled,
             tail: Vec::new(),
         };
         match active.file.alignment() {
@@ -167,6 +200,39 @@ impl Inner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Appends to an encoded entry ending at file offset `end` the zeros that
+/// end the log after it: a zero fragment header where the reader will look
+/// next (at `end`, or at the next block when the rest of this one is
+/// trailer). In a recycled file the bytes there are the old segment's; a
+/// new entry shorter than the old one leaves half an old fragment behind,
+/// which would read as damage (a torn tail reported at every open) rather
+/// than as the end. The next entry overwrites the marker.
+fn end_marker(enc: &mut Vec<u8>, end: u64) {
+    let room = BLOCK_SIZE as u64 - end % BLOCK_SIZE as u64;
+    let upto = if room < FRAGMENT_HEADER_LEN as u64 {
+        room + FRAGMENT_HEADER_LEN as u64
+    } else {
+        FRAGMENT_HEADER_LEN as u64
+    };
+    enc.resize(enc.len() + upto as usize, 0);
+}
+
+/// First allocation of a new segment under `Preallocate::Allocate`.
+const FIRST_ALLOCATION: u64 = 1 << 20;
+
+/// How far to allocate a segment whose writes reach `end`, given `allocated`
+/// so far. Allocation doubles from 1 MiB up to the segment size: a segment
+/// that holds a few records (a short-lived process, a database opened and
+/// closed again) costs a megabyte instead of the whole segment, and a busy
+/// one pays for a handful of `fallocate` calls per segment instead of one.
+fn next_allocation(allocated: u64, end: u64, segment_size: u64) -> u64 {
+    let mut n = allocated.saturating_mul(2).max(FIRST_ALLOCATION);
+    while n < end {
+        n = n.saturating_mul(2);
+    }
+    n.min(segment_size).max(end)
 }
 
 /// Writes `bytes` at the active offset of an O_DIRECT file: the write starts
