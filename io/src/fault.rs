@@ -3,8 +3,11 @@
 //!
 //! Each file (inode) holds its durable bytes and an ordered list of pending
 //! operations (writes, length changes) that only reached the "page cache".
-//! Each directory entry change (create, remove, rename) is likewise pending
-//! until `sync_dir` of its parent. Reads see the page-cache view.
+//! Each directory entry change (create, remove, rename, and the creation of
+//! a directory itself) is likewise pending until `sync_dir` of its parent,
+//! as on ext4: a power cut can lose a new directory, and with it every file
+//! in it, synced or not, unless its parent was synced after the mkdir.
+//! Reads see the page-cache view.
 //!
 //! [`FaultStorage::crash`] is a power cut: for every file it keeps the durable
 //! state plus — chosen by the seeded generator — none, all, or a random subset
@@ -106,6 +109,7 @@ struct Inode {
 #[derive(Clone, Debug)]
 enum DirOp {
     Link { path: PathBuf, ino: u64 },
+    MkDir { path: PathBuf },
     Unlink { path: PathBuf },
     Rename { from: PathBuf, to: PathBuf },
 }
@@ -113,13 +117,18 @@ enum DirOp {
 impl DirOp {
     fn dir(&self) -> PathBuf {
         match self {
-            DirOp::Link { path, .. } | DirOp::Unlink { path } => parent_dir(path),
+            DirOp::Link { path, .. } | DirOp::Unlink { path } | DirOp::MkDir { path } => {
+                parent_dir(path)
+            }
             DirOp::Rename { to, .. } => parent_dir(to),
         }
     }
 
-    fn apply(&self, names: &mut BTreeMap<PathBuf, u64>) {
+    fn apply(&self, names: &mut BTreeMap<PathBuf, u64>, dirs: &mut BTreeSet<PathBuf>) {
         match self {
+            DirOp::MkDir { path } => {
+                dirs.insert(path.clone());
+            }
             DirOp::Link { path, ino } => {
                 names.insert(path.clone(), *ino);
             }
@@ -159,6 +168,8 @@ struct FsState {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    /// Directories whose entry in their parent is durable.
+    durable_dirs: BTreeSet<PathBuf>,
     dir_ops: Vec<DirOp>,
     rng: Rng,
     keep: CrashKeep,
@@ -216,7 +227,7 @@ impl FsState {
     }
 
     fn dir_exists(&self, dir: &Path) -> bool {
-        dir == Path::new(".") || dir == Path::new("/") || self.dirs.contains(dir)
+        is_root(dir) || self.dirs.contains(dir)
     }
 }
 
@@ -266,6 +277,7 @@ impl FaultStorage {
                 names: BTreeMap::new(),
                 durable_names: BTreeMap::new(),
                 dirs: BTreeSet::new(),
+                durable_dirs: BTreeSet::new(),
                 dir_ops: Vec::new(),
                 rng: Rng::new(seed),
                 keep: CrashKeep::Random,
@@ -347,7 +359,21 @@ impl FaultStorage {
     /// file opened before it is dead afterwards: get a new one with
     /// [`FaultStorage::reopen`].
     pub fn crash(&self) -> usize {
+        self.crash_inner(None)
+    }
+
+    /// A power cut whose choices (what survives, where writes tear) come
+    /// from `seed` alone rather than from the file system's generator, so
+    /// a property test that generates the seed can vary and shrink them.
+    pub fn crash_seeded(&self, seed: u64) -> usize {
+        self.crash_inner(Some(seed))
+    }
+
+    fn crash_inner(&self, seed: Option<u64>) -> usize {
         let mut st = self.state.lock();
+        if let Some(seed) = seed {
+            st.rng = Rng::new(seed);
+        }
         let st = &mut *st;
         st.generation += 1;
         st.stats.crashes += 1;
@@ -411,9 +437,21 @@ impl FaultStorage {
             };
             if keep_it {
                 kept += 1;
-                op.apply(&mut st.durable_names);
+                op.apply(&mut st.durable_names, &mut st.durable_dirs);
             }
         }
+        // What lies in a directory the crash lost is lost with it (sorted
+        // order puts a parent before its children).
+        let mut dirs = BTreeSet::new();
+        for d in std::mem::take(&mut st.durable_dirs) {
+            if is_root(&parent_dir(&d)) || dirs.contains(&parent_dir(&d)) {
+                dirs.insert(d);
+            }
+        }
+        st.durable_names
+            .retain(|p, _| is_root(&parent_dir(p)) || dirs.contains(&parent_dir(p)));
+        st.durable_dirs = dirs.clone();
+        st.dirs = dirs;
         st.names = st.durable_names.clone();
         let live: BTreeSet<u64> = st.names.values().copied().collect();
         st.inodes.retain(|ino, _| live.contains(ino));
@@ -472,8 +510,22 @@ impl FaultStorage {
         );
         st.names.insert(path.to_path_buf(), ino);
         st.durable_names.insert(path.to_path_buf(), ino);
+        // Installing a file vouches for its directories too.
+        let mut cur = Some(dir.as_path());
+        while let Some(d) = cur {
+            if is_root(d) {
+                break;
+            }
+            st.durable_dirs.insert(d.to_path_buf());
+            cur = d.parent();
+        }
         Ok(())
     }
+}
+
+/// The roots every path hangs from; they always exist.
+fn is_root(d: &Path) -> bool {
+    d.as_os_str().is_empty() || d == Path::new(".") || d == Path::new("/")
 }
 
 fn not_found(op: &'static str, path: &Path) -> Error {
@@ -594,18 +646,33 @@ impl Storage for FaultStorage {
         Ok(out)
     }
 
-    /// Directories are created durable at once: Strata creates them only at
-    /// setup, and modelling their loss would test nothing of ours.
+    /// Each directory created is pending in its parent until `sync_dir`
+    /// of that parent.
     fn create_dir_all(&self, dir: &Path) -> Result<()> {
         let mut st = self.state.lock();
         self.alive(&st, dir)?;
+        let mut missing = Vec::new();
         let mut cur = Some(dir);
         while let Some(d) = cur {
-            if d.as_os_str().is_empty() {
+            if d.as_os_str().is_empty() || st.dir_exists(d) {
                 break;
             }
-            st.dirs.insert(d.to_path_buf());
+            if st.names.contains_key(d) {
+                return Err(Error::io(
+                    "mkdir",
+                    d,
+                    io::Error::from_raw_os_error(libc::EEXIST),
+                ));
+            }
+            missing.push(d.to_path_buf());
             cur = d.parent();
+        }
+        if !missing.is_empty() {
+            st.check_fail(OpClass::Mutating, "mkdir", dir)?;
+        }
+        for d in missing.into_iter().rev() {
+            st.dirs.insert(d.clone());
+            st.dir_ops.push(DirOp::MkDir { path: d });
         }
         Ok(())
     }
@@ -619,8 +686,9 @@ impl Storage for FaultStorage {
         st.check_fail(OpClass::Sync, "fsync dir", dir)?;
         let ops = std::mem::take(&mut st.dir_ops);
         let (mine, rest): (Vec<DirOp>, Vec<DirOp>) = ops.into_iter().partition(|o| o.dir() == dir);
+        let st = &mut *st;
         for op in &mine {
-            op.apply(&mut st.durable_names);
+            op.apply(&mut st.durable_names, &mut st.durable_dirs);
         }
         st.dir_ops = rest;
         st.stats.dir_syncs += 1;

@@ -327,6 +327,30 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Creates `dir` and any missing parents, durably: after each directory it
+/// creates, its parent is synced, so a power cut cannot take the new entry
+/// (and every file later synced inside it) away. Directories that already
+/// exist are left as they are.
+pub fn create_dir_durable(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || storage.exists(d)? {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    storage.create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        storage.sync_dir(&parent_dir(d))?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `contents` atomically and durably: write a temporary
 /// file, fsync it, rename it over `path`, fsync the directory.
 pub fn write_file_atomic(storage: &dyn Storage, path: &Path, contents: &[u8]) -> Result<()> {

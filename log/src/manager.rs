@@ -145,7 +145,7 @@ impl LogManager {
         opts: ManagerOptions,
     ) -> Result<LogManager> {
         let root = root.as_ref().to_path_buf();
-        storage.create_dir_all(&root)?;
+        strata_io::create_dir_durable(&*storage, &root)?;
         let meta = Arc::new(Meta::open(storage.clone(), &root.join("meta"))?);
         let mut topics = HashMap::new();
         for (k, v) in meta.scan("topic/")? {

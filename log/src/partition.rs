@@ -145,7 +145,7 @@ impl Partition {
         cfg: LogConfig,
     ) -> Result<(Partition, RecoveryReport)> {
         cfg.validate()?;
-        storage.create_dir_all(dir)?;
+        strata_io::create_dir_durable(&*storage, dir)?;
         let p = Partition {
             topic: topic.to_string(),
             partition,

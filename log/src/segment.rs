@@ -211,6 +211,8 @@ impl Segment {
             seg.log.sync_data()?;
         }
         seg.size = s.valid_bytes;
+        // Writeback starts from the new end: past it lies nothing now.
+        seg.written_back = s.valid_bytes;
         seg.rebuild_indexes(storage, &s.headers)?;
         Ok((seg, s.stop))
     }
@@ -413,7 +415,7 @@ impl Segment {
         self.size += b.bytes.len() as u64;
         // Start writing back every MiB, so the fsync at a roll (in some
         // appender's path) finds little dirty data and the tail stays short.
-        if self.size - self.written_back >= WRITEBACK_EVERY {
+        if self.size.saturating_sub(self.written_back) >= WRITEBACK_EVERY {
             self.log
                 .start_writeback(self.written_back, self.size - self.written_back)?;
             self.written_back = self.size;

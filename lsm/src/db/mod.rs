@@ -218,7 +218,7 @@ impl Db {
                 dir.display()
             )));
         }
-        storage.create_dir_all(&dir)?;
+        strata_io::create_dir_durable(&*storage, &dir)?;
         let lock = storage.lock(&dir.join("LOCK")).map_err(|e| match e {
             strata_io::Error::Locked { path } => Error::InvalidArgument(format!(
                 "{}: the database is open in another process or handle",
@@ -744,6 +744,11 @@ impl Db {
             .as_ref()
             .map(|c| c.stats())
             .unwrap_or_default()
+    }
+
+    /// WAL segments still needed for recovery (the current one included).
+    pub fn wal_segment_count(&self) -> usize {
+        self.inner.wal.segments().len()
     }
 
     /// Number of tables, all levels.

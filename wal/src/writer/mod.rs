@@ -150,7 +150,7 @@ impl Wal {
     ) -> Result<(Wal, Recovery)> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        storage.create_dir_all(&dir)?;
+        strata_io::create_dir_durable(&*storage, &dir)?;
         let rec = recover(&*storage, &dir, opts.recovery, replay)?;
         let wal = Wal::open_recovered(storage, &dir, opts, &rec)?;
         Ok((wal, rec))
@@ -170,7 +170,7 @@ impl Wal {
     ) -> Result<Wal> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        storage.create_dir_all(&dir)?;
+        strata_io::create_dir_durable(&*storage, &dir)?;
         let mut changed = false;
         for p in rec.discarded.iter().rev() {
             storage.remove_file(p)?;
