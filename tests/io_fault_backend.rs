@@ -10,8 +10,46 @@ use strata::io::{Error, OpenOptions, Storage};
 
 fn setup(seed: u64) -> FaultStorage {
     let s = FaultStorage::new(seed);
-    s.create_dir_all(Path::new("/d")).expect("mkdir");
+    strata::io::create_dir_durable(&s, Path::new("/d")).expect("mkdir");
     s
+}
+
+#[test]
+fn a_new_directory_needs_its_parent_synced_and_takes_its_files_with_it() {
+    let s = setup(3);
+    s.set_crash_keep(CrashKeep::None);
+    s.create_dir_all(Path::new("/d/sub/deeper")).expect("mkdir");
+    let f = s
+        .open(Path::new("/d/sub/deeper/f"), OpenOptions::create())
+        .expect("create");
+    f.write_at(b"data", 0).expect("write");
+    f.sync_all().expect("fsync file");
+    s.sync_dir(Path::new("/d/sub/deeper"))
+        .expect("fsync its directory");
+    s.crash();
+    let s = s.reopen();
+    assert!(
+        !s.exists(Path::new("/d/sub")).expect("exists"),
+        "the directory's entry was never made durable"
+    );
+    assert!(!s.exists(Path::new("/d/sub/deeper/f")).expect("exists"));
+    assert!(s.list_dir(Path::new("/d")).expect("list").is_empty());
+
+    // The helper syncs each parent of what it creates: all survive.
+    strata::io::create_dir_durable(&s, Path::new("/d/sub/deeper")).expect("mkdir");
+    let f = s
+        .open(Path::new("/d/sub/deeper/f"), OpenOptions::create())
+        .expect("create");
+    f.write_at(b"data", 0).expect("write");
+    f.sync_all().expect("fsync file");
+    s.sync_dir(Path::new("/d/sub/deeper"))
+        .expect("fsync its directory");
+    s.crash();
+    let s = s.reopen();
+    let f = s
+        .open(Path::new("/d/sub/deeper/f"), OpenOptions::existing())
+        .expect("the file survives with its directories");
+    assert_eq!(f.read_all().expect("read"), b"data");
 }
 
 #[test]

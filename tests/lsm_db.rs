@@ -572,7 +572,11 @@ fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing(
     // releases the segment.
     let db = Db::open(storage.clone(), "/db", wal_kept()).expect("open");
     assert_eq!(db.recovery().wal_batches_replayed, 50);
-    assert_eq!(db.wal_segment_count(), 1, "the replayed segment is released");
+    assert_eq!(
+        db.wal_segment_count(),
+        1,
+        "the replayed segment is released"
+    );
     db.close().expect("close");
     drop(db);
 
@@ -851,4 +855,107 @@ fn statistics_show_bloom_skips_amplification_and_flushes() {
         "{text}"
     );
     db.close().expect("close");
+}
+
+/// Appends raw records to the WAL of the closed database at `/db`, as a
+/// broken or hand-made writer would (their checksums are good).
+fn append_raw_wal_records(storage: &StorageRef, records: &[Vec<u8>]) {
+    let (wal, _) = strata::wal::Wal::open(
+        storage.clone(),
+        "/db/wal",
+        strata::wal::WalOptions::default(),
+        |_, _| Ok(()),
+    )
+    .expect("open wal");
+    for r in records {
+        wal.append(r).expect("append");
+    }
+    wal.close().expect("close wal");
+}
+
+/// A WAL record whose checksum is good but which the engine cannot apply
+/// (an empty batch, sequence number 0, numbers past 2^56, trailing bytes)
+/// refuses the open with corruption naming the segment and the offset, and
+/// changes nothing.
+#[test]
+fn a_wal_record_that_is_not_a_valid_batch_is_corruption_naming_file_and_offset() {
+    let mut empty = Vec::new();
+    strata::lsm::wal::format::put_varint(&mut empty, 5);
+    strata::lsm::wal::format::put_varint(&mut empty, 0);
+    let mut b = WriteBatch::new();
+    b.put(b"k", b"v");
+    let mut trailing = b.encode(7);
+    trailing.push(0);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", empty, "no entries"),
+        ("seqno 0", b.encode(0), "sequence number 0"),
+        (
+            "past 2^56",
+            b.encode(strata::lsm::key::MAX_SEQNO + 1),
+            "pass 2^56",
+        ),
+        ("trailing", trailing, "trailing bytes"),
+    ];
+    for (name, rec, want) in cases {
+        let fault = FaultStorage::new(21);
+        let storage: StorageRef = Arc::new(fault.clone());
+        let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+        db.put(b"a", b"1", WriteOptions::sync(true)).expect("put");
+        db.close().expect("close");
+        drop(db);
+        append_raw_wal_records(&storage, &[rec]);
+        match Db::open(storage.clone(), "/db", Options::default()) {
+            Err(Error::Corruption {
+                path,
+                offset,
+                reason,
+            }) => {
+                assert!(
+                    path.starts_with("/db/wal") && path.extension().is_some_and(|e| e == "wal"),
+                    "{name}: {}",
+                    path.display()
+                );
+                assert!(offset >= 32, "{name}: offset {offset} is inside the header");
+                assert!(reason.contains(want), "{name}: {reason}");
+            }
+            Err(e) => panic!("{name}: wrong error: {e}"),
+            Ok(_) => panic!("{name}: a bad batch was applied"),
+        }
+        // Refused twice the same way: the refusal changed nothing.
+        assert!(
+            matches!(
+                Db::open(storage, "/db", Options::default()),
+                Err(Error::Corruption { .. })
+            ),
+            "{name}"
+        );
+    }
+}
+
+/// Sequence numbers have 56 bits: a write that would pass the last one is
+/// refused with an error instead of being stored under a clamped number.
+#[test]
+fn a_write_past_the_last_sequence_number_is_refused() {
+    let fault = FaultStorage::new(22);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    db.close().expect("close");
+    drop(db);
+    let max = strata::lsm::key::MAX_SEQNO;
+    let mut b = WriteBatch::new();
+    b.put(b"last", b"v");
+    append_raw_wal_records(&storage, &[b.encode(max - 1)]);
+    let db = Db::open(storage, "/db", Options::default()).expect("open");
+    assert_eq!(db.get(b"last", None).expect("get"), Some(b"v".to_vec()));
+    db.put(b"one", b"more", WriteOptions::default())
+        .expect("the last number is usable");
+    let err = db
+        .put(b"two", b"many", WriteOptions::default())
+        .expect_err("past 2^56");
+    assert!(
+        err.to_string().contains("sequence numbers exhausted"),
+        "{err}"
+    );
+    assert_eq!(db.get(b"one", None).expect("get"), Some(b"more".to_vec()));
+    assert_eq!(db.get(b"two", None).expect("get"), None);
 }

@@ -308,8 +308,7 @@ trait TestSetup {
 
 impl TestSetup for FaultStorage {
     fn create_dir_all_for_test(&self) {
-        use strata::io::Storage;
-        self.create_dir_all(Path::new("/db/wal")).expect("mkdir");
+        strata::io::create_dir_durable(self, Path::new("/db/wal")).expect("mkdir");
     }
 }
 

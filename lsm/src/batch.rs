@@ -114,6 +114,20 @@ pub fn decode(rec: &[u8]) -> Result<(u64, Vec<BatchEntry<'_>>), &'static str> {
         .and_then(get_varint)
         .ok_or("batch shorter than its header")?;
     let count = usize::try_from(count).map_err(|_| "batch count overflows")?;
+    // Each entry takes a sequence number from `first` on; none is 0 and
+    // none passes 2^56 (the internal key's 56 bits).
+    if count == 0 {
+        return Err("batch with no entries");
+    }
+    if first == 0 {
+        return Err("batch starts at sequence number 0");
+    }
+    if first
+        .checked_add(count as u64 - 1)
+        .is_none_or(|last| last > crate::key::MAX_SEQNO)
+    {
+        return Err("batch sequence numbers pass 2^56");
+    }
     let mut rest = rec.get(a + b..).ok_or("batch shorter than its header")?;
     if count > rest.len() / 2 {
         return Err("batch count exceeds its length");

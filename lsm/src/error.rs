@@ -9,9 +9,10 @@ pub enum Error {
     /// The storage layer failed.
     #[error(transparent)]
     Io(#[from] strata_io::Error),
-    /// The write-ahead log failed.
+    /// The write-ahead log failed (its damage is reported as
+    /// [`Error::Corruption`] instead, with the segment and offset).
     #[error(transparent)]
-    Wal(#[from] strata_wal::Error),
+    Wal(strata_wal::Error),
     /// Bytes on disk are damaged or not what the format allows.
     #[error("corrupt {} at offset {offset}: {reason}", path.display())]
     Corruption {
@@ -40,6 +41,23 @@ pub enum Error {
     /// (an I/O error while reading a block); the message is the source's.
     #[error("read failed: {0}")]
     ReadFailed(String),
+}
+
+impl From<strata_wal::Error> for Error {
+    fn from(e: strata_wal::Error) -> Self {
+        match e {
+            strata_wal::Error::Corruption {
+                path,
+                offset,
+                reason,
+            } => Error::Corruption {
+                path,
+                offset,
+                reason,
+            },
+            e => Error::Wal(e),
+        }
+    }
 }
 
 impl Error {

@@ -434,6 +434,9 @@ pub struct DbIterator {
     tombstones: Vec<RangeTombstone>,
     /// Keeps memtables and tables alive while the cursor exists.
     _pins: Vec<Arc<dyn Send + Sync>>,
+    /// A key no source should have produced (tables check theirs): the
+    /// iterator stops on it and reports it.
+    err: Option<Error>,
 }
 
 impl DbIterator {
@@ -467,6 +470,7 @@ impl DbIterator {
             dir: Direction::Forward,
             tombstones,
             _pins: pins,
+            err: None,
         }
     }
 
@@ -487,10 +491,22 @@ impl DbIterator {
 
     /// `Err` if a source failed (e.g. a damaged block); the cursor is then invalid.
     pub fn status(&self) -> Result<()> {
+        if let Some(e) = &self.err {
+            return Err(e.duplicate());
+        }
         match self.inner.error() {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    fn malformed(&mut self) {
+        self.err = Some(Error::Corruption {
+            path: std::path::PathBuf::from("(memtable)"),
+            offset: 0,
+            reason: "malformed internal key".into(),
+        });
+        self.valid = false;
     }
 
     /// The kind a reader sees for this version: a put hidden by a range
@@ -521,8 +537,8 @@ impl DbIterator {
         self.dir = Direction::Forward;
         while self.inner.valid() {
             let Some(p) = key::parse(self.inner.key()) else {
-                self.inner.next();
-                continue;
+                self.malformed();
+                return;
             };
             if !self.in_upper(p.user_key) {
                 break;
@@ -554,8 +570,8 @@ impl DbIterator {
         let mut found: Option<(Vec<u8>, Kind, Vec<u8>)> = None;
         while self.inner.valid() {
             let Some(p) = key::parse(self.inner.key()) else {
-                self.inner.prev();
-                continue;
+                self.malformed();
+                return;
             };
             if let Some((k, kind, _)) = &found {
                 if p.user_key != k.as_slice() {

@@ -31,9 +31,20 @@ impl Kind {
 }
 
 /// Appends the internal key for (`user_key`, `seqno`, `kind`) to `out`.
+/// `seqno` must be at most [`MAX_SEQNO`]: the engine refuses a write that
+/// would pass it and recovery refuses a batch that claims one, so no stored
+/// key is ever silently given another number.
 pub fn encode_into(out: &mut Vec<u8>, user_key: &[u8], seqno: u64, kind: Kind) {
+    debug_assert!(seqno <= MAX_SEQNO, "sequence number {seqno} over 2^56");
     out.extend_from_slice(user_key);
-    out.extend_from_slice(&((seqno.min(MAX_SEQNO) << 8) | kind as u64).to_le_bytes());
+    out.extend_from_slice(&((seqno << 8) | kind as u64).to_le_bytes());
+}
+
+/// The search key for the newest version of `user_key` visible at
+/// `snapshot`. Unlike a stored key, a bound may exceed the largest sequence
+/// number (`u64::MAX` reads everything): it is capped, which sorts the same.
+pub fn seek_key(user_key: &[u8], snapshot: u64) -> Vec<u8> {
+    encode(user_key, snapshot.min(MAX_SEQNO), Kind::Put)
 }
 
 /// The internal key for (`user_key`, `seqno`, `kind`).

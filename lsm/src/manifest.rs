@@ -267,23 +267,22 @@ impl Manifest {
             ..ManifestState::default()
         };
         let mut since = 0;
-        let mut bad: Option<(Lsn, &'static str)> = None;
         let rec = if storage.exists(dir)? {
             strata_wal::recover(storage, dir, Self::options().recovery, |lsn, rec| {
-                match decode(rec) {
-                    Ok(edits) => {
-                        if edits.first() == Some(&Edit::Snapshot) {
-                            since = 0;
-                        }
-                        since += 1;
-                        for e in &edits {
-                            state.apply(e);
-                        }
-                    }
-                    // A record whose checksum passed but whose edit does
-                    // not parse was written by a broken or newer writer.
-                    Err(r) if bad.is_none() => bad = Some((lsn, r)),
-                    Err(_) => {}
+                // A record whose checksum passed but whose edit does not
+                // parse was written by a broken or newer writer: refuse
+                // (the WAL reader names the segment and offset).
+                let edits = decode(rec).map_err(|r| strata_wal::Error::Corruption {
+                    path: PathBuf::new(),
+                    offset: 0,
+                    reason: format!("manifest record at LSN {lsn}: {r}"),
+                })?;
+                if edits.first() == Some(&Edit::Snapshot) {
+                    since = 0;
+                }
+                since += 1;
+                for e in &edits {
+                    state.apply(e);
                 }
                 Ok(())
             })?
@@ -293,13 +292,6 @@ impl Manifest {
                 ..Recovery::default()
             }
         };
-        if let Some((lsn, r)) = bad {
-            return Err(Error::corruption(
-                &PathBuf::from(dir),
-                0,
-                format!("manifest record at LSN {lsn}: {r}"),
-            ));
-        }
         state.next_file = state.next_file.max(1);
         Ok(RecoveredManifest {
             dir: dir.to_path_buf(),

@@ -93,7 +93,7 @@ impl Memtable {
     /// The newest version of `user_key` at or below `snapshot`, with its
     /// sequence number.
     pub fn get_entry(&self, user_key: &[u8], snapshot: u64) -> Option<(u64, Kind, Vec<u8>)> {
-        let target = InternalKey(key::encode(user_key, snapshot, Kind::Put));
+        let target = InternalKey(key::seek_key(user_key, snapshot));
         let e = self.map.lower_bound(Bound::Included(&target))?;
         let p = key::parse(&e.key().0)?;
         (p.user_key == user_key).then(|| (p.seqno, p.kind, e.value().clone()))
@@ -101,7 +101,7 @@ impl Memtable {
 
     /// The newest version of `user_key` at or below `snapshot`.
     pub fn get(&self, user_key: &[u8], snapshot: u64) -> Lookup {
-        let target = InternalKey(key::encode(user_key, snapshot, Kind::Put));
+        let target = InternalKey(key::seek_key(user_key, snapshot));
         let Some(e) = self.map.lower_bound(Bound::Included(&target)) else {
             return Lookup::Absent;
         };

@@ -360,7 +360,7 @@ pub fn recover(
                     Stop::Bad("entry runs past the next segment's first LSN"),
                 ),
                 Ok(e) => {
-                    replay_entry(&e, &mut replay)?;
+                    replay_entry(&e, &seg.path, &mut replay)?;
                     rec.records += u64::from(e.header.count);
                     rec.last_lsn = e.header.last_lsn();
                     next = Some(rec.last_lsn + 1);
@@ -485,17 +485,30 @@ fn damage(path: &Path, offset: usize, reason: String) -> Damage {
 
 fn replay_entry(
     e: &FoundEntry<'_>,
+    path: &Path,
     replay: &mut impl FnMut(Lsn, &[u8]) -> Result<()>,
 ) -> Result<()> {
     // Decoded once already when found; decoding again borrows the records
     // from the payload without keeping a self-referential struct.
     let d = decode_entry(&e.payload).map_err(|r| Error::Corruption {
-        path: PathBuf::new(),
+        path: path.to_path_buf(),
         offset: e.offset as u64,
         reason: r.to_string(),
     })?;
     for (i, r) in d.records.iter().enumerate() {
-        replay(e.header.first_lsn + i as u64, r)?;
+        replay(e.header.first_lsn + i as u64, r).map_err(|err| match err {
+            // A record the caller cannot apply: name where it lies.
+            Error::Corruption {
+                path: p,
+                offset: 0,
+                reason,
+            } if p.as_os_str().is_empty() => Error::Corruption {
+                path: path.to_path_buf(),
+                offset: e.offset as u64,
+                reason,
+            },
+            err => err,
+        })?;
     }
     Ok(())
 }

@@ -331,6 +331,15 @@ impl Inner {
         let mut steps = 0u64;
         while merged.valid() {
             let ikey = merged.key();
+            // Tables check their keys as they are read; a key that still
+            // does not parse must stop the compaction, not be copied on.
+            if key::parse(ikey).is_none() {
+                return Err(Error::Corruption {
+                    path: self.dir.clone(),
+                    offset: 0,
+                    reason: "compaction input holds a malformed internal key".into(),
+                });
+            }
             if gc.keep(ikey) {
                 let uk = key::user_key(ikey);
                 let new_key = uk != last_user_key.as_slice();

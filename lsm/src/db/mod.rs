@@ -330,9 +330,10 @@ impl Db {
         let wal_dir = dir.join("wal");
         let mut replayed = 0u64;
         let wal_rec = strata_wal::recover(&*storage, &wal_dir, wal_opts.recovery, |lsn, rec| {
+            // The WAL names the segment and the entry's offset.
             let (first, entries) =
                 batch::decode(rec).map_err(|r| strata_wal::Error::Corruption {
-                    path: wal_dir.clone(),
+                    path: PathBuf::new(),
                     offset: 0,
                     reason: format!("WAL record {lsn} is not a write batch: {r}"),
                 })?;
@@ -504,6 +505,12 @@ impl Db {
             let mut w = inner.write.lock();
             inner.throttle(&mut w, b.payload_bytes(), opts.no_slowdown)?;
             let first = inner.last_seq.load(Ordering::Acquire) + 1;
+            if first + b.len() as u64 - 1 > crate::key::MAX_SEQNO {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence numbers exhausted: a batch of {} from {first} would pass 2^56",
+                    b.len()
+                )));
+            }
             let rec = b.encode(first);
             let lsn = if opts.disable_wal {
                 inner.wal.last_lsn()

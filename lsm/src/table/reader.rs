@@ -210,7 +210,7 @@ impl Table {
     ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
         // Kind::Put has the larger trailer, so this sorts before every
         // version of the key at `snapshot` or older.
-        let target = key::encode(user_key, snapshot, Kind::Put);
+        let target = key::seek_key(user_key, snapshot);
         let mut idx = self.index.iter(key::compare);
         idx.seek(&target);
         if let Some(r) = idx.error() {
@@ -461,6 +461,21 @@ impl TableIter {
     fn check_data(&mut self) {
         if let Some(r) = self.data.as_ref().and_then(|d| d.error()) {
             let e = Error::corruption(&self.table.path, self.data_at, format!("data block: {r}"));
+            self.fail(e);
+            return;
+        }
+        // Readers and compactions act on the parsed key: one they cannot
+        // parse is damage to report, never an entry to skip or copy.
+        if self
+            .data
+            .as_ref()
+            .is_some_and(|d| d.valid() && key::parse(d.key()).is_none())
+        {
+            let e = Error::corruption(
+                &self.table.path,
+                self.data_at,
+                "malformed internal key in data block",
+            );
             self.fail(e);
         }
     }

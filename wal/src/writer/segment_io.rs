@@ -160,7 +160,8 @@ impl Inner {
                 let allocated = match self.opts.preallocate {
                     Preallocate::None => 0,
                     Preallocate::Allocate => {
-                        let n = next_allocation(0, SEGMENT_HEADER_LEN as u64, self.opts.segment_size);
+                        let n =
+                            next_allocation(0, SEGMENT_HEADER_LEN as u64, self.opts.segment_size);
                         f.preallocate(n)?;
                         n
                     }
