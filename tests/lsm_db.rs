@@ -340,11 +340,27 @@ fn crash_case(
     writes: &[SyncedBatch],
     opts: Options,
 ) -> Result<(), String> {
+    crash_case_with_reopens(seed, crash_at, torn, writes, &[], opts)
+}
+
+/// [`crash_case`] where the process also stops and restarts (no power cut)
+/// after each batch `i` with `reopens[i]` true: dropped without `close` or,
+/// every other time, closed; so the crash may strike inside an open (its
+/// replay and flush of the WAL, its manifest snapshot) or a close's flush.
+fn crash_case_with_reopens(
+    seed: u64,
+    crash_at: u64,
+    torn: bool,
+    writes: &[SyncedBatch],
+    reopens: &[bool],
+    opts: Options,
+) -> Result<(), String> {
     let fault = FaultStorage::new(seed);
     fault.set_torn_writes(torn);
     fault.set_crash_keep(CrashKeep::Random);
     let storage: StorageRef = Arc::new(fault.clone());
-    let db = Db::open(storage, "/db", opts.clone()).map_err(|e| e.to_string())?;
+    let mut db = Db::open(storage.clone(), "/db", opts.clone()).map_err(|e| e.to_string())?;
+    let mut restarts = 0;
     fault.fail(OpClass::Mutating, crash_at, Errno::Eio, true);
     let mut states = vec![Model::new()];
     let mut must_have = 0; // index into states
@@ -384,9 +400,35 @@ fn crash_case(
         if *compact && db.compact_range(None, None).is_err() {
             break;
         }
+        if reopens.get(i).copied().unwrap_or(false) {
+            restarts += 1;
+            if restarts % 2 == 0 && db.close().is_err() {
+                break;
+            }
+            drop(db);
+            db = match Db::open(storage.clone(), "/db", opts.clone()) {
+                Ok(db) => db,
+                // The crash struck inside the open: check what it left.
+                Err(_) => {
+                    fault.crash();
+                    return check_after_crash(&fault, opts, &states, must_have);
+                }
+            };
+        }
     }
     drop(db);
     fault.crash();
+    check_after_crash(&fault, opts, &states, must_have)
+}
+
+/// Recovers after the crash and checks the state is that after some
+/// prefix of the batches, at least `must_have` long.
+fn check_after_crash(
+    fault: &FaultStorage,
+    opts: Options,
+    states: &[Model],
+    must_have: usize,
+) -> Result<(), String> {
     let storage: StorageRef = Arc::new(fault.reopen());
     let db = Db::open(storage, "/db", opts).map_err(|e| format!("recovery failed: {e}"))?;
     let mut got = Model::new();
@@ -429,8 +471,9 @@ proptest! {
             (prop::collection::vec((any::<u8>(), prop::option::of(any::<u8>())), 1..5), any::<bool>(), prop::bool::weighted(0.05)),
             1..60,
         ),
+        reopens in prop::collection::vec(prop::bool::weighted(0.08), 60),
     ) {
-        if let Err(e) = crash_case(seed, crash_at, torn, &writes, small_options()) {
+        if let Err(e) = crash_case_with_reopens(seed, crash_at, torn, &writes, &reopens, small_options()) {
             prop_assert!(false, "{}", e);
         }
     }
@@ -449,9 +492,10 @@ proptest! {
             (prop::collection::vec((any::<u8>(), prop::option::of(any::<u8>())), 1..5), any::<bool>(), prop::bool::weighted(0.05)),
             1..80,
         ),
+        reopens in prop::collection::vec(prop::bool::weighted(0.05), 80),
     ) {
         let style = if tiered { CompactionStyle::Universal } else { CompactionStyle::Level };
-        if let Err(e) = crash_case(seed, crash_at, torn, &writes, compacting_options(style)) {
+        if let Err(e) = crash_case_with_reopens(seed, crash_at, torn, &writes, &reopens, compacting_options(style)) {
             prop_assert!(false, "{}", e);
         }
     }

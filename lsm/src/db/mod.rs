@@ -406,6 +406,10 @@ impl Db {
         }
         let manifest = Manifest::open_recovered(storage.clone(), man)?;
         let wal = Wal::open_recovered(storage.clone(), &wal_dir, wal_opts, &wal_rec)?;
+        // Segments whose records the tables already hold (a flush at close
+        // cannot release the segment it was writing) go now, not at the
+        // next flush.
+        wal.purge_before(state.log_lsn + 1)?;
         // Files a crash left behind (a flush or compaction that never
         // reached the manifest).
         for name in storage.list_dir(&dir)? {
@@ -1103,13 +1107,15 @@ impl Inner {
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats.flushed_bytes.fetch_add(size, Ordering::Relaxed);
         Counters::add(&self.stats.level_written, 0, size);
+        // Records up to `lsn` live in tables now. Released before the
+        // memtable leaves the version, so a caller waiting for the flush
+        // (`Db::flush`, an open replaying the WAL) finds the WAL released.
+        self.wal.purge_before(lsn + 1)?;
         self.install(|old| {
             let mut v = old.edit(&[], &[(0, sst)]);
             v.imms.retain(|(m, _)| !Arc::ptr_eq(m, &imm));
             v
         });
-        // Records up to `lsn` live in tables now.
-        self.wal.purge_before(lsn + 1)?;
         release_here(imm);
         Ok(())
     }
