@@ -24,7 +24,7 @@ use strata_io::{Storage, StorageRef};
 use strata_wal::format::{get_varint, put_varint};
 use strata_wal::{Lsn, Preallocate, Recovery, SyncPolicy, Wal, WalOptions};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Records between snapshots before the manifest rewrites itself.
 const SNAPSHOT_EVERY: u64 = 1000;

@@ -271,7 +271,7 @@ pub fn run(a: &Args, dir: &Path, exe: &Path) -> Result<i32> {
         }
         let kill_after = Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1)));
         let (intent, acked) = match kill_cycle(a, exe, dir, cycle, kill_after)? {
-            Ok(v) => v,
+            Ok(k) => (k.intent, k.acked),
             Err(f) => {
                 failure = Some(f);
                 break;

@@ -207,6 +207,9 @@ fn apply(m: &mut Model, op: &Op) {
     }
 }
 
+/// Longest kill time of the cycles aimed at the child's open.
+const OPEN_KILL_MS: u64 = 25;
+
 fn options(a: &Args) -> Options {
     // Small memtables and tables, so flushes and compactions (and crashes
     // inside them) happen many times per cycle.
@@ -270,12 +273,13 @@ fn child(a: &Args, dir: &Path) -> Result<i32> {
 /// What the parent checks after a kill; `Err` describes the failure.
 fn verify(
     a: &Args,
+    opts: Options,
     dir: &Path,
     before: &Model,
     acked: &Model,
     in_flight: Option<&Model>,
 ) -> std::result::Result<Model, String> {
-    let got = recovered_state(a, storage_for(&a.io).map_err(|e| e.to_string())?, dir)
+    let got = recovered_state(a, opts, storage_for(&a.io).map_err(|e| e.to_string())?, dir)
         .map_err(|e| e.to_string())?;
     if got == *acked {
         return Ok(got);
@@ -341,6 +345,7 @@ impl std::fmt::Display for Unreadable {
 /// iterator against point reads and every checksum.
 fn recovered_state(
     a: &Args,
+    opts: Options,
     storage: StorageRef,
     dir: &Path,
 ) -> std::result::Result<Model, Unreadable> {
@@ -348,7 +353,7 @@ fn recovered_state(
         let what = what.to_string();
         move |e: strata_lsm::Error| Unreadable::Refused(format!("{what}: {e}"))
     };
-    let db = Db::open(storage, dir, options(a)).map_err(refused("recovery failed"))?;
+    let db = Db::open(storage, dir, opts).map_err(refused("recovery failed"))?;
     let mut got = Model::new();
     let mut it = db.iter(ReadOptions::default());
     it.seek_to_first();
@@ -448,7 +453,7 @@ fn damage_and_check(
         // A panic on damaged bytes is a failure to report, not a crash of
         // the torture.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            recovered_state(a, storage, dir)
+            recovered_state(a, options(a), storage, dir)
         }))
         .unwrap_or_else(|p| {
             let msg = p
@@ -536,7 +541,7 @@ pub(crate) fn report(a: &Args, summary: String, failure: Option<String>) -> i32 
         CompactionStyle::Universal => "universal",
     };
     eprintln!(
-        "reproduce: strata torture{} --seed={} --cycles={} --compaction_style={style} --io={} --sync_ratio={} --keys={}",
+        "reproduce: strata torture{} --seed={} --cycles={} --compaction_style={style} --io={} --sync_ratio={} --keys={} --max_kill_ms={}",
         if a.power_loss {
             " --power_loss"
         } else if a.corrupt {
@@ -550,7 +555,8 @@ pub(crate) fn report(a: &Args, summary: String, failure: Option<String>) -> i32 
         a.cycles,
         a.io,
         a.sync_ratio,
-        a.keys
+        a.keys,
+        a.max_kill_ms
     );
     1
 }
@@ -604,7 +610,7 @@ fn power_loss(a: &Args) -> Result<i32> {
         fault.crash();
         fault.clear_failures();
         storage = Arc::new(fault.reopen());
-        match recovered_state(a, storage.clone(), Path::new("/db")) {
+        match recovered_state(a, options(a), storage.clone(), Path::new("/db")) {
             Ok(got) => match states.iter().position(|s| *s == got) {
                 Some(_) => model = got,
                 None => {
@@ -643,7 +649,7 @@ pub(crate) fn kill_cycle(
     dir: &Path,
     cycle: u64,
     kill_after: Duration,
-) -> Result<std::result::Result<(u64, u64), String>> {
+) -> Result<std::result::Result<Killed, String>> {
     let mut cmd = Command::new(exe);
     cmd.args(["torture", "--child"])
         .arg(format!("--db={}", dir.display()))
@@ -716,7 +722,22 @@ pub(crate) fn kill_cycle(
             err.trim()
         )));
     }
-    Ok(Ok((intent, acked)))
+    Ok(Ok(Killed {
+        intent,
+        acked,
+        opened: ready,
+    }))
+}
+
+/// What a killed child had done.
+pub(crate) struct Killed {
+    /// Operations it had started.
+    pub(crate) intent: u64,
+    /// Operations it had acknowledged.
+    pub(crate) acked: u64,
+    /// Whether its open had returned (otherwise the kill struck inside the
+    /// open: recovery, its flush, the release of WAL segments).
+    pub(crate) opened: bool,
 }
 
 /// Runs the torture; exit code 1 on a failure.
@@ -771,14 +792,26 @@ pub fn run(a: Args) -> Result<i32> {
     let mut history: Vec<Past> = Vec::new();
     let mut model = Model::new();
     let (mut cycles, mut ops_verified, mut acked_total) = (0u64, 0u64, 0u64);
+    let mut killed_in_open = 0u64;
     let mut failure: Option<String> = None;
     for cycle in 0..a.cycles {
         if a.duration > 0 && started.elapsed() >= Duration::from_secs(a.duration) {
             break;
         }
-        let kill_after = Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1)));
+        let mut kill_after = Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1)));
+        // Every fourth cycle the child's open has the last cycle's WAL to
+        // replay and flush (the check before it left the WAL alone), and
+        // the kill comes early, often inside that open: its flush, the
+        // release of WAL segments, the manifest's snapshot.
+        let open_cycle = cycle % 4 == 0 && cycle > 0;
+        if open_cycle {
+            kill_after = Duration::from_millis(1 + rng.below(OPEN_KILL_MS));
+        }
         let (intent, acked) = match kill_cycle(&a, &exe, &dir, cycle, kill_after)? {
-            Ok(v) => v,
+            Ok(k) => {
+                killed_in_open += u64::from(!k.opened);
+                (k.intent, k.acked)
+            }
             Err(f) => {
                 failure = Some(f);
                 break;
@@ -796,7 +829,13 @@ pub fn run(a: Args) -> Result<i32> {
             apply(&mut m, &w.next());
             m
         });
-        match verify(&a, &dir, &before, &acked_model, in_flight.as_ref()) {
+        let leave_wal = (cycle + 1) % 4 == 0;
+        let check_opts = Options {
+            avoid_flush_during_recovery: leave_wal,
+            avoid_flush_during_shutdown: leave_wal,
+            ..options(&a)
+        };
+        match verify(&a, check_opts, &dir, &before, &acked_model, in_flight.as_ref()) {
             Ok(state) => {
                 let applied = if state == acked_model {
                     acked
@@ -838,7 +877,7 @@ pub fn run(a: Args) -> Result<i32> {
         }
     }
     let mut summary = format!(
-        "strata torture: {cycles} kill cycles, {ops_verified} operations issued, {acked_total} acknowledged and checked, {} keys live, {:.1} s",
+        "strata torture: {cycles} kill cycles ({killed_in_open} inside the open), {ops_verified} operations issued, {acked_total} acknowledged and checked, {} keys live, {:.1} s",
         model.len(),
         started.elapsed().as_secs_f64()
     );

@@ -470,7 +470,7 @@ impl Db {
         // and closed often (a CLI, a test suite, a crash loop) would grow
         // its WAL and its open time without bound. A crash during this
         // flush is a crash during an ordinary flush.
-        if replayed > 0 {
+        if replayed > 0 && !db.inner.opts.avoid_flush_during_recovery {
             db.flush()?;
         }
         Ok(db)

@@ -95,6 +95,11 @@ pub struct Options {
     /// `close` flushes, so the next open replays no WAL. Either way, what
     /// an open replays from the WAL is flushed before the open returns.
     pub avoid_flush_during_shutdown: bool,
+    /// Keep what an open replays from the WAL in the memtable (and the WAL
+    /// segments holding it) instead of flushing it to a table before the
+    /// open returns (RocksDB's `avoid_flush_during_recovery`). Off
+    /// (default): opens stay cheap however often the database is reopened.
+    pub avoid_flush_during_recovery: bool,
 }
 
 impl Default for Options {
@@ -125,6 +130,7 @@ impl Default for Options {
             rate_limit_bytes_per_sec: 0,
             auto_compactions: true,
             avoid_flush_during_shutdown: false,
+            avoid_flush_during_recovery: false,
         }
     }
 }
