@@ -598,6 +598,22 @@ fn regression_corrupt_seed_3_refused_open_destroyed_the_manifest_tail() {
     );
 }
 
+/// Found by `strata torture --power_loss --seed=1` once the fault backend
+/// modelled directory creation as pending until the parent is synced: the
+/// engine created `wal/` after the database directory's last sync, and a
+/// power cut took the directory with every synced write in it. Directories
+/// are now created durably (parent synced). Failed at cycle 0 before.
+#[test]
+fn regression_power_loss_seed_1_lost_the_new_wal_directory() {
+    let o = strata(&["torture", "--power_loss", "--seed=1", "--cycles=2"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("2 power cuts") && out.contains("0 failures"),
+        "{out}"
+    );
+}
+
 /// Found by `strata torture --power_loss --seed=301 --compaction_style=universal`:
 /// a power cut lost an unsynced WAL tail that a flush had already made
 /// durable, the next life reused those WAL LSNs, and the life after that
