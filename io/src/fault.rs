@@ -180,11 +180,16 @@ struct FsState {
     stats: FaultStats,
     /// Held locks and the generation (process) holding each.
     locks: BTreeMap<PathBuf, u64>,
+    /// Every mutating operation in order, when tracing.
+    trace: Option<Vec<String>>,
 }
 
 impl FsState {
     /// Counts an operation against the failure plan; Err if it must fail.
     fn check_fail(&mut self, class: OpClass, op: &'static str, path: &Path) -> Result<()> {
+        if let Some(t) = self.trace.as_mut() {
+            t.push(format!("{op} {}", path.display()));
+        }
         let Some(plan) = self.fail.as_mut() else {
             return Ok(());
         };
@@ -287,6 +292,7 @@ impl FaultStorage {
                 flip_ppm: 0,
                 stats: FaultStats::default(),
                 locks: BTreeMap::new(),
+                trace: None,
             })),
         }
     }
@@ -347,6 +353,20 @@ impl FaultStorage {
     /// Flips one random bit in about `ppm` of every million reads.
     pub fn flip_bits_on_read(&self, ppm: u32) {
         self.state.lock().flip_ppm = ppm;
+    }
+
+    /// Starts (or stops and forgets) recording every mutating operation:
+    /// what a failure plan counts, in the order it counts them, and each
+    /// crash with how many pending operations it kept. Two runs that make
+    /// the same calls have the same trace; a test compares them to show a
+    /// seed reproduces.
+    pub fn set_trace(&self, on: bool) {
+        self.state.lock().trace = on.then(Vec::new);
+    }
+
+    /// The operations recorded since tracing started.
+    pub fn trace(&self) -> Vec<String> {
+        self.state.lock().trace.clone().unwrap_or_default()
     }
 
     /// Counters so far.
@@ -453,6 +473,9 @@ impl FaultStorage {
         st.durable_dirs = dirs.clone();
         st.dirs = dirs;
         st.names = st.durable_names.clone();
+        if let Some(t) = st.trace.as_mut() {
+            t.push(format!("crash kept {kept}"));
+        }
         let live: BTreeSet<u64> = st.names.values().copied().collect();
         st.inodes.retain(|ino, _| live.contains(ino));
         st.fail = None;

@@ -27,6 +27,13 @@ pub struct ManagerOptions {
     /// `min.cleanable.dirty.ratio`: the cleaner runs on a compacted
     /// partition once this share of its sealed bytes is uncleaned.
     pub min_cleanable_dirty_ratio: f64,
+    /// Threads of the log's own: the maintenance thread and the metadata
+    /// store's flush and compaction threads (default). Off: the
+    /// deterministic mode for tests and the replication simulator. No
+    /// thread runs and nothing reads the wall clock (`maintenance_interval`
+    /// is ignored; call [`LogManager::run_maintenance`] with the simulated
+    /// time), so the same calls make the same storage operations.
+    pub background_threads: bool,
 }
 
 impl Default for ManagerOptions {
@@ -34,6 +41,7 @@ impl Default for ManagerOptions {
         ManagerOptions {
             maintenance_interval: Some(Duration::from_secs(300)),
             min_cleanable_dirty_ratio: 0.5,
+            background_threads: true,
         }
     }
 }
@@ -146,7 +154,11 @@ impl LogManager {
     ) -> Result<LogManager> {
         let root = root.as_ref().to_path_buf();
         strata_io::create_dir_durable(&*storage, &root)?;
-        let meta = Arc::new(Meta::open(storage.clone(), &root.join("meta"))?);
+        let meta = Arc::new(Meta::open(
+            storage.clone(),
+            &root.join("meta"),
+            opts.background_threads,
+        )?);
         let mut topics = HashMap::new();
         for (k, v) in meta.scan("topic/")? {
             let name = k.trim_start_matches("topic/").to_string();
@@ -168,7 +180,7 @@ impl LogManager {
             opts,
         });
         let maintenance = match opts.maintenance_interval {
-            Some(every) => {
+            Some(every) if opts.background_threads => {
                 let sh = shared.clone();
                 let h = std::thread::Builder::new()
                     .name("strata-log-maintenance".into())
@@ -189,7 +201,7 @@ impl LogManager {
                     })?;
                 Some(h)
             }
-            None => None,
+            _ => None,
         };
         Ok(LogManager {
             storage,

@@ -38,10 +38,12 @@ pub fn part_prefix(topic: &str, partition: u32) -> String {
 }
 
 impl Meta {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(storage: StorageRef, dir: &Path) -> Result<Meta> {
+    /// Opens (or creates) the store in `dir`; `background_threads` as in
+    /// the engine's options.
+    pub fn open(storage: StorageRef, dir: &Path, background_threads: bool) -> Result<Meta> {
         let opts = Options {
             write_buffer_size: 1 << 20,
+            background_threads,
             ..Options::default()
         };
         Ok(Meta {

@@ -835,7 +835,14 @@ pub fn run(a: Args) -> Result<i32> {
             avoid_flush_during_shutdown: leave_wal,
             ..options(&a)
         };
-        match verify(&a, check_opts, &dir, &before, &acked_model, in_flight.as_ref()) {
+        match verify(
+            &a,
+            check_opts,
+            &dir,
+            &before,
+            &acked_model,
+            in_flight.as_ref(),
+        ) {
             Ok(state) => {
                 let applied = if state == acked_model {
                     acked

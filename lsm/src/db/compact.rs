@@ -162,7 +162,7 @@ impl Inner {
         }
     }
 
-    fn run_task(&self, task: &Task) -> Result<()> {
+    pub(super) fn run_task(&self, task: &Task) -> Result<()> {
         let v = self.version.read().clone();
         let mut inputs = Vec::new();
         for (level, numbers) in &task.inputs {
@@ -237,8 +237,10 @@ impl Inner {
         // The caller drops the inputs after this returns: wait (briefly)
         // for readers of the old version to let go, so the unlinks happen
         // in this thread and not in some reader's.
+        // (Without background threads the caller is that thread, and
+        // waiting on time is what the deterministic mode must not do.)
         let deadline = Instant::now() + Duration::from_millis(100);
-        for (_, f) in inputs {
+        for (_, f) in inputs.iter().filter(|_| self.opts.background_threads) {
             while (Arc::strong_count(f) > 1 || Arc::strong_count(&f.table) > 1)
                 && Instant::now() < deadline
             {

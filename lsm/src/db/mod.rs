@@ -192,6 +192,9 @@ fn apply(mem: &Memtable, e: &BatchEntry<'_>, seq: u64) {
 /// drop the last reference. A long-lived iterator may still hold it; then
 /// the iterator's drop frees it.
 fn release_here<T>(x: Arc<T>) {
+    if Arc::strong_count(&x) == 1 {
+        return;
+    }
     let deadline = Instant::now() + Duration::from_millis(100);
     while Arc::strong_count(&x) > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(200));
@@ -325,6 +328,7 @@ impl Db {
         let flushed_seq = state.last_seq;
         let wal_opts = WalOptions {
             sync: SyncPolicy::Never,
+            background_seal: opts.background_threads,
             ..WalOptions::default()
         };
         let wal_dir = dir.join("wal");
@@ -455,13 +459,15 @@ impl Db {
             inner: inner.clone(),
             handles: Mutex::new(Vec::new()),
         });
-        threads.spawn("strata-flush", {
-            let w = inner.clone();
-            move || w.flush_loop()
-        })?;
-        for i in 0..inner.opts.max_background_compactions {
-            let w = inner.clone();
-            threads.spawn(&format!("strata-compact-{i}"), move || w.compaction_loop())?;
+        if inner.opts.background_threads {
+            threads.spawn("strata-flush", {
+                let w = inner.clone();
+                move || w.flush_loop()
+            })?;
+            for i in 0..inner.opts.max_background_compactions {
+                let w = inner.clone();
+                threads.spawn(&format!("strata-compact-{i}"), move || w.compaction_loop())?;
+            }
         }
         let db = Db { inner, threads };
         // What the WAL replayed goes to a table now (as RocksDB does), so
@@ -534,8 +540,11 @@ impl Db {
             inner
                 .last_seq
                 .store(first + entries.len() as u64 - 1, Ordering::Release);
-            if v.mem.approximate_bytes() >= inner.opts.write_buffer_size {
+            let full = v.mem.approximate_bytes() >= inner.opts.write_buffer_size;
+            drop(v);
+            if full {
                 inner.switch_memtable(lsn)?;
+                inner.run_inline()?;
             }
             lsn
         };
@@ -657,6 +666,7 @@ impl Db {
                 let lsn = inner.wal.last_lsn();
                 inner.switch_memtable(lsn)?;
             }
+            inner.run_inline()?;
         }
         inner.wait_flushed()
     }
@@ -674,6 +684,10 @@ impl Db {
     /// Waits until no flush or compaction is running or due (RocksDB's
     /// `WaitForCompact`): the tree is in the shape the options ask for.
     pub fn wait_for_compactions(&self) -> Result<()> {
+        {
+            let _w = self.inner.write.lock();
+            self.inner.run_inline()?;
+        }
         self.inner.wait_idle()
     }
 
@@ -936,6 +950,11 @@ impl Inner {
     /// Applies backpressure before a write of `bytes` (the caller holds
     /// the write lock, so stalled writers queue behind it).
     fn throttle(&self, w: &mut WriteState, bytes: u64, no_slowdown: bool) -> Result<()> {
+        if !self.opts.background_threads {
+            // Compactions run inline until none is due: the tree never
+            // reaches a trigger that would have the writer wait.
+            return Ok(());
+        }
         loop {
             let state = self.stall.load(Ordering::Acquire);
             let (cause, stop) = match state {
@@ -999,6 +1018,34 @@ impl Inner {
             old.with_memtables(Arc::new(Memtable::new()), imms)
         });
         Ok(())
+    }
+
+    /// In the deterministic mode (no background threads): flushes every
+    /// immutable memtable, then runs the compactions due until none is,
+    /// in the calling thread (which holds the write lock). A failure is
+    /// recorded as a background failure would be.
+    fn run_inline(&self) -> Result<()> {
+        if self.opts.background_threads {
+            return Ok(());
+        }
+        self.check_bg_error()?;
+        let res = (|| {
+            while !self.version.read().imms.is_empty() {
+                self.flush_oldest()?;
+            }
+            while self.opts.auto_compactions {
+                let Some(task) = self.pick(&self.bg.lock()) else {
+                    break;
+                };
+                self.run_task(&task)?;
+                self.update_stall();
+            }
+            Ok(())
+        })();
+        if let Err(e) = &res {
+            self.fail(e);
+        }
+        res
     }
 
     fn wait_flushed(&self) -> Result<()> {
@@ -1116,7 +1163,9 @@ impl Inner {
             v.imms.retain(|(m, _)| !Arc::ptr_eq(m, &imm));
             v
         });
-        release_here(imm);
+        if self.opts.background_threads {
+            release_here(imm);
+        }
         Ok(())
     }
 }

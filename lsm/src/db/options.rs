@@ -100,6 +100,14 @@ pub struct Options {
     /// open returns (RocksDB's `avoid_flush_during_recovery`). Off
     /// (default): opens stay cheap however often the database is reopened.
     pub avoid_flush_during_recovery: bool,
+    /// Run flushes and compactions on background threads (default). Off:
+    /// the deterministic mode for tests and simulation. No thread is
+    /// started and nothing waits on time: a full memtable is flushed, and
+    /// every compaction then due is run, by the writer that filled it,
+    /// before its write returns; WAL segments are sealed inline. The same
+    /// calls then make the same storage operations in the same order, so
+    /// a crash at the Nth operation is a reproduction.
+    pub background_threads: bool,
 }
 
 impl Default for Options {
@@ -131,6 +139,7 @@ impl Default for Options {
             auto_compactions: true,
             avoid_flush_during_shutdown: false,
             avoid_flush_during_recovery: false,
+            background_threads: true,
         }
     }
 }

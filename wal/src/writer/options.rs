@@ -67,6 +67,10 @@ pub struct WalOptions {
     pub write_buffer: usize,
     /// Longest time a buffered record waits before it is written to the OS.
     pub buffer_flush_every: Duration,
+    /// Under `Never`/`Interval`, fsync a full segment on a background
+    /// thread (default) rather than inline in the append that rotated.
+    /// Off for deterministic runs: no thread, the same operation order.
+    pub background_seal: bool,
 }
 
 impl Default for WalOptions {
@@ -80,6 +84,7 @@ impl Default for WalOptions {
             recovery: RecoveryMode::TolerateCorruptedTail,
             write_buffer: 0,
             buffer_flush_every: Duration::from_millis(5),
+            background_seal: true,
         }
     }
 }

@@ -120,8 +120,9 @@ impl Inner {
         if let Some(old) = io.active.take() {
             // At most one seal in flight.
             self.finish_seal(io)?;
-            if self.opts.sync == SyncPolicy::Always {
-                // Everything in it is synced already: this costs nothing.
+            if self.opts.sync == SyncPolicy::Always || !self.opts.background_seal {
+                // Everything in it is synced already: this costs nothing
+                // (or the caller asked for no threads).
                 old.file.sync_data()?;
             } else {
                 // Seal in the background, as Kafka flushes a rolled segment:
