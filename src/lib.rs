@@ -5,9 +5,11 @@
 //!
 //! * [`io`]: the storage I/O layer (std, io_uring and fault-injecting backends).
 //! * [`wal`]: the write-ahead log (checksummed records, group commit, recovery).
-//! * [`lsm`]: the key-value engine (in progress).
-//! * [`log`]: the segmented log (in progress).
-//! * [`replication`]: ISR replication (in progress).
+//! * [`lsm`]: the key-value engine (memtable, SSTables, manifest, leveled
+//!   and tiered compaction, snapshots, iterators, range deletes).
+//! * [`log`]: the Kafka-like segmented log (segments and indexes,
+//!   retention, key compaction, idempotent producers, leader epochs).
+//! * [`replication`]: ISR replication (not written yet: the crate is empty).
 
 pub use strata_io as io;
 pub use strata_log as log;

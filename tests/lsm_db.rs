@@ -1048,3 +1048,60 @@ fn a_write_past_the_last_sequence_number_is_refused() {
     assert_eq!(db.get(b"one", None).expect("get"), Some(b"more".to_vec()));
     assert_eq!(db.get(b"two", None).expect("get"), None);
 }
+
+/// Each open starts the manifest from a snapshot and releases the older
+/// segments. Damage that cuts that snapshot must not read as a torn tail
+/// of an empty manifest: the open would serve an empty database and
+/// delete every table as an orphan. It is refused, naming the manifest,
+/// and the refusal changes nothing.
+#[test]
+fn a_manifest_whose_snapshot_is_cut_is_refused_not_read_as_empty() {
+    let fault = FaultStorage::new(23);
+    let storage: StorageRef = Arc::new(fault.clone());
+    for life in 0..3u32 {
+        let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+        db.put(
+            format!("k{life}").as_bytes(),
+            b"v",
+            WriteOptions::sync(true),
+        )
+        .expect("put");
+        db.close().expect("close");
+    }
+    let mdir = Path::new("/db/manifest");
+    let segs: Vec<String> = storage
+        .list_dir(mdir)
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    assert_eq!(
+        segs.len(),
+        1,
+        "older manifest segments were released: {segs:?}"
+    );
+    let seg = mdir.join(&segs[0]);
+    let original = fault.contents(&seg).expect("contents");
+    // Past the segment header, into the first record (the snapshot).
+    fault.install(&seg, &original[..40]).expect("cut");
+    match Db::open(storage.clone(), "/db", Options::default()) {
+        Err(Error::Corruption { path, reason, .. }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("no readable snapshot"), "{reason}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(db) => panic!(
+            "opened with a lost snapshot: {} tables, k0 = {:?}",
+            db.table_count(),
+            db.get(b"k0", None)
+        ),
+    }
+    fault.install(&seg, &original).expect("restore");
+    let db = Db::open(storage, "/db", Options::default()).expect("open after restore");
+    for life in 0..3u32 {
+        assert_eq!(
+            db.get(format!("k{life}").as_bytes(), None).expect("get"),
+            Some(b"v".to_vec())
+        );
+    }
+}

@@ -24,7 +24,7 @@ use strata_io::{Storage, StorageRef};
 use strata_wal::format::{get_varint, put_varint};
 use strata_wal::{Lsn, Preallocate, Recovery, SyncPolicy, Wal, WalOptions};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Records between snapshots before the manifest rewrites itself.
 const SNAPSHOT_EVERY: u64 = 1000;
@@ -267,6 +267,7 @@ impl Manifest {
             ..ManifestState::default()
         };
         let mut since = 0;
+        let mut snapshots = 0u64;
         let rec = if storage.exists(dir)? {
             strata_wal::recover(storage, dir, Self::options().recovery, |lsn, rec| {
                 // A record whose checksum passed but whose edit does not
@@ -279,6 +280,7 @@ impl Manifest {
                 })?;
                 if edits.first() == Some(&Edit::Snapshot) {
                     since = 0;
+                    snapshots += 1;
                 }
                 since += 1;
                 for e in &edits {
@@ -292,6 +294,35 @@ impl Manifest {
                 ..Recovery::default()
             }
         };
+        // Segments are released only after a snapshot record that repeats
+        // them is durable. A log that no longer starts at LSN 1 but holds
+        // no readable snapshot lost it to damage read as a torn tail: the
+        // state replayed is not the database's (and its tables would be
+        // taken for orphans), so refuse rather than serve it.
+        if let Some(first) = rec.segments.first() {
+            if first.first_lsn > 1 && snapshots == 0 {
+                let cut = rec
+                    .truncated
+                    .as_ref()
+                    .map(|c| {
+                        format!(
+                            " (cut at {} offset {}: {})",
+                            c.path.display(),
+                            c.offset,
+                            c.reason
+                        )
+                    })
+                    .unwrap_or_default();
+                return Err(Error::corruption(
+                    &first.path,
+                    0,
+                    format!(
+                        "the manifest starts at record {} but holds no readable snapshot of what came before{cut}",
+                        first.first_lsn
+                    ),
+                ));
+            }
+        }
         state.next_file = state.next_file.max(1);
         Ok(RecoveredManifest {
             dir: dir.to_path_buf(),

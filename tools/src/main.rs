@@ -5,13 +5,21 @@
 //! * `strata stats DB`, `sst-dump FILE`, `manifest-dump DB`, `check DB`:
 //!   inspection, like RocksDB's ldb and sst_dump.
 //! * `strata put|get|delete|scan DB ...`: quick manual use.
-//! * `strata torture`: crash-recovery torture (kill cycles).
+//! * `strata torture`: crash-recovery torture: kill cycles, power cuts on
+//!   the fault-injecting backend, damaged files, the segmented log.
+//! * `strata logbench produce|consume`: the segmented log's benchmark, in
+//!   the manner of kafka-producer-perf-test, with the bare disk as baseline.
+//! * `strata log-dump PATH`: a log segment, index or partition directory,
+//!   like kafka-dump-log.
 //! * `strata wal-bench`: WAL append benchmarks (throughput next to the
 //!   disk's own sequential write rate; group-commit scaling with latency
 //!   percentiles), on the std and io_uring backends.
 //! * `strata wal-dump PATH`: the segments, entries and damage of a WAL
 //!   directory or segment file.
 //!
+//! Flags: `bench` and `torture` spell them with underscores (db_bench's
+//! way), `logbench` and `wal-bench` with hyphens (the Kafka tools' way);
+//! every subcommand accepts both spellings, and `--help` shows its own.
 
 mod bench;
 mod common;
@@ -25,7 +33,9 @@ mod torture;
 mod wal_bench;
 mod wal_dump;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The engine allocates and frees millions of small objects per memtable
 /// from several threads; glibc's allocator made puts wait tens of
@@ -116,8 +126,58 @@ enum Command {
     WalDump(wal_dump::Args),
 }
 
+/// Rewrites each `--flag` of `args` (program name first) that the chosen
+/// subcommand does not know into the spelling it does know, `_` and `-`
+/// swapped: `--max-kill-ms` for torture's `--max_kill_ms`, `--num_records`
+/// for logbench's `--num-records`. Anything else is left for clap to judge.
+fn normalize_flags(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Cli::command();
+    let Some(sub) = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'))
+        .and_then(|name| cmd.find_subcommand(name))
+    else {
+        return args;
+    };
+    let known: Vec<String> = sub
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    args.into_iter()
+        .map(|a| {
+            let Some(flag) = a.to_str().and_then(|s| s.strip_prefix("--")) else {
+                return a;
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (flag, None),
+            };
+            if name.is_empty() || known.iter().any(|k| k == name) {
+                return a;
+            }
+            let swapped: String = name
+                .chars()
+                .map(|c| match c {
+                    '_' => '-',
+                    '-' => '_',
+                    c => c,
+                })
+                .collect();
+            if !known.contains(&swapped) {
+                return a;
+            }
+            OsString::from(match value {
+                Some(v) => format!("--{swapped}={v}"),
+                None => format!("--{swapped}"),
+            })
+        })
+        .collect()
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(normalize_flags(std::env::args_os().collect()));
     // Torture provokes torn tails, cut logs and damage on purpose: the
     // engine's reports of them are expected there and would bury the
     // summary (a failure is reported by the torture itself).

@@ -40,6 +40,12 @@ pub(crate) fn recycle_path(dir: &Path, segno: u64) -> PathBuf {
     dir.join(format!("{segno:020}{RECYCLE_EXT}"))
 }
 
+/// The segment number in the name of a live or recycled segment file.
+pub(crate) fn segno_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    parse(name, LIVE_EXT).or_else(|| parse(name, RECYCLE_EXT))
+}
+
 fn parse(name: &str, ext: &str) -> Option<u64> {
     let stem = name.strip_suffix(ext)?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {

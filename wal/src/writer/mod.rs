@@ -19,7 +19,7 @@ use strata_io::{OpenOptions, StorageRef};
 
 use crate::format::{put_varint, EntryHeader, MAX_RECORD_LEN};
 use crate::reader::{recover, Recovery};
-use crate::segment::{recycle_path, SegmentFile};
+use crate::segment::{recycle_path, segno_of, SegmentFile};
 use crate::{Error, Lsn, Result};
 
 mod options;
@@ -177,8 +177,21 @@ impl Wal {
             changed = true;
         }
         let mut segments: VecDeque<SegmentFile> = rec.segments.iter().cloned().collect();
-        let mut recycled = rec.recycled.clone();
-        let mut next_segno = segments.back().map_or(1, |s| s.segno + 1);
+        let recycled = rec.recycled.clone();
+        // Segment numbers never go back, recycled and discarded files
+        // included: a reused number would give a recycled file's old
+        // fragments the new segment's tag, and they would read as records.
+        let next_segno = segments
+            .iter()
+            .map(|s| s.segno)
+            .chain(
+                rec.recycled
+                    .iter()
+                    .chain(&rec.discarded)
+                    .filter_map(|p| segno_of(p)),
+            )
+            .max()
+            .map_or(1, |n| n + 1);
         // Records recovered from the page cache after a process crash may
         // not be on disk yet (segments are sealed in the background under
         // `Never`/`Interval`): make them durable before anything new, since
@@ -188,25 +201,15 @@ impl Wal {
                 .open(&seg.path, OpenOptions::existing())?
                 .sync_data()?;
         }
-        if let Some(last) = segments.back() {
-            // A last segment holding no record is reused rather than kept.
-            if last.first_lsn >= rec.next_lsn && rec.truncated.is_none() {
-                let last = segments.pop_back().ok_or_else(|| {
-                    Error::InvalidOption("segment list changed during open".into())
-                })?;
-                if recycled.len() < opts.recycle_segments {
-                    let to = recycle_path(&dir, last.segno);
-                    storage.rename(&last.path, &to)?;
-                    recycled.push(to);
-                } else {
-                    storage.remove_file(&last.path)?;
-                }
-                changed = true;
+        // A last segment holding no record is released once the new one
+        // exists (not before: a WAL left without any segment would not
+        // know where its LSNs had got to).
+        let empty_last = match segments.back() {
+            Some(last) if last.first_lsn >= rec.next_lsn && rec.truncated.is_none() => {
+                segments.pop_back()
             }
-        }
-        if let Some(last) = segments.back() {
-            next_segno = next_segno.max(last.segno + 1);
-        }
+            _ => None,
+        };
         if changed {
             storage.sync_dir(&dir)?;
         }
@@ -255,6 +258,16 @@ impl Wal {
         {
             let mut io = inner.io.lock();
             inner.rotate(&mut io, rec.next_lsn, next_segno)?;
+            if let Some(last) = empty_last {
+                if io.recycled.len() < inner.opts.recycle_segments {
+                    let to = recycle_path(&inner.dir, last.segno);
+                    inner.storage.rename(&last.path, &to)?;
+                    io.recycled.push(to);
+                } else {
+                    inner.storage.remove_file(&last.path)?;
+                }
+                inner.storage.sync_dir(&inner.dir)?;
+            }
         }
         let tick = match inner.opts.sync {
             SyncPolicy::Interval { every, .. } if inner.opts.buffered() => {
