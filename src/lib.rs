@@ -11,6 +11,8 @@
 //!   retention, key compaction, idempotent producers, leader epochs).
 //! * [`replication`]: ISR replication (not written yet: the crate is empty).
 
+#![forbid(unsafe_code)]
+
 pub use strata_io as io;
 pub use strata_log as log;
 pub use strata_lsm as lsm;

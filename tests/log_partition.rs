@@ -1023,3 +1023,74 @@ fn reads_racing_truncations_never_fail_or_serve_misplaced_records() {
         }
     });
 }
+
+/// The leader-epoch cache is a fence: an epoch older than the newest is
+/// refused, whether assigned or carried by a batch (a deposed leader's
+/// append, a follower copying from one); the newest again is a no-op.
+#[test]
+fn stale_leader_epochs_are_refused_by_assignments_and_appends() {
+    let fault = FaultStorage::new(30);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let (_mgr, p) = open(&storage);
+    p.assign_epoch(5).expect("epoch 5");
+    p.assign_epoch(5).expect("the same epoch again");
+    p.append_records(&recs(2, "a"), ProducerInfo::NONE, 5, false)
+        .expect("append at 5");
+    assert!(matches!(
+        p.assign_epoch(4),
+        Err(Error::StaleEpoch {
+            epoch: 4,
+            latest: 5
+        })
+    ));
+    assert!(matches!(
+        p.append_records(&recs(1, "b"), ProducerInfo::NONE, 3, false),
+        Err(Error::StaleEpoch { epoch: 3, .. })
+    ));
+    let old =
+        batch::build(p.log_end_offset(), 2, ProducerInfo::NONE, &recs(1, "c")).expect("batch");
+    assert!(matches!(
+        p.append_as_follower(&old, false),
+        Err(Error::StaleEpoch { epoch: 2, .. })
+    ));
+    assert_eq!(p.log_end_offset(), 2, "nothing stale was appended");
+    assert_eq!(p.epochs(), vec![(5, 0)]);
+    p.assign_epoch(6).expect("a newer epoch");
+    assert_eq!(p.epochs(), vec![(5, 0), (6, 2)]);
+}
+
+/// The durable log end moves with fsyncs only, and a waiter wakes when a
+/// flush on another thread passes its offset.
+#[test]
+fn the_durable_end_follows_fsyncs_and_wakes_waiters() {
+    let fault = FaultStorage::new(31);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let (_mgr, p) = open(&storage);
+    let short = std::time::Duration::from_millis(20);
+    assert_eq!(p.durable_end_offset(), 0);
+    p.append_records(&recs(3, "a"), ProducerInfo::NONE, 0, false)
+        .expect("append");
+    assert_eq!(p.log_end_offset(), 3);
+    assert_eq!(p.durable_end_offset(), 0, "not fsynced yet");
+    assert!(
+        !p.wait_durable(3, short).expect("wait"),
+        "times out unflushed"
+    );
+    let flusher = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            p.flush().expect("flush");
+        })
+    };
+    assert!(p
+        .wait_durable(3, std::time::Duration::from_secs(30))
+        .expect("wait"));
+    flusher.join().expect("flusher");
+    assert_eq!(p.durable_end_offset(), 3);
+    p.append_records(&recs(2, "b"), ProducerInfo::NONE, 0, true)
+        .expect("synced append");
+    assert_eq!(p.durable_end_offset(), 5);
+    assert_eq!(p.truncate_to(4).expect("truncate"), 3);
+    assert_eq!(p.durable_end_offset(), 3, "truncation lowers it");
+}

@@ -67,9 +67,19 @@ impl RingPool {
 /// Buffers referenced by the entries must stay alive until this returns;
 /// it never returns while any of them is still in flight.
 fn run_chain(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
-    debug_assert!(entries.len() <= RING_ENTRIES as usize);
     {
         let mut sq = ring.submission();
+        // Check the room first, so that either every entry is queued or
+        // none is: an error after queueing some would leave entries that
+        // point at the caller's buffers in the ring, and the next submit
+        // (by any caller) would hand freed memory to the kernel.
+        if sq.capacity() - sq.len() < entries.len() {
+            return Err(io::Error::other(format!(
+                "io_uring chain of {} entries does not fit the submission queue ({} free)",
+                entries.len(),
+                sq.capacity() - sq.len()
+            )));
+        }
         for (i, e) in entries.iter().enumerate() {
             let e = e.clone().user_data(i as u64);
             // SAFETY: the buffers the entry points to are borrowed by the
@@ -77,7 +87,11 @@ fn run_chain(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<Vec<i3
             // completion before returning, so the kernel never touches them
             // after they are released. The ring is used exclusively (&mut).
             if unsafe { sq.push(&e) }.is_err() {
-                return Err(io::Error::other("io_uring submission queue full"));
+                // Impossible after the room check above (the ring is ours
+                // alone); if it happened, the entries already queued would
+                // outlive their buffers, so stop rather than return.
+                tracing::error!("io_uring queue full after a room check; aborting");
+                std::process::abort();
             }
         }
     }

@@ -66,6 +66,15 @@ pub enum Error {
     /// A bad option or argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A leader epoch older than the newest this partition has seen (Kafka's
+    /// FENCED_LEADER_EPOCH): a deposed leader's batch or assignment.
+    #[error("leader epoch {epoch} is older than the partition's latest epoch {latest}")]
+    StaleEpoch {
+        /// The epoch given.
+        epoch: i32,
+        /// The newest epoch in the leader-epoch cache.
+        latest: i32,
+    },
     /// A failed fsync or write earlier stopped this partition.
     #[error("the partition failed earlier and accepts no writes until reopened: {0}")]
     Failed(String),

@@ -37,6 +37,7 @@
 //!   default, as Kafka's `log.retention.check.interval.ms`).
 
 #![deny(clippy::unwrap_used)]
+#![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod config;

@@ -108,6 +108,13 @@ pub struct Partition {
     /// then check this did not move; if it did, what they read may be gone
     /// and they read again.
     truncations: std::sync::atomic::AtomicU64,
+    /// `State::recovery_point` (the durable log end), published for
+    /// [`Partition::wait_durable`] without the partition lock; waiters
+    /// sleep on `durable_cv` under `durable_mx` (taken after `state`, and
+    /// never held while taking it).
+    durable: std::sync::atomic::AtomicU64,
+    durable_mx: parking_lot::Mutex<()>,
+    durable_cv: parking_lot::Condvar,
 }
 
 impl std::fmt::Debug for Partition {
@@ -164,6 +171,9 @@ impl Partition {
                 cleaned_to: 0,
             }),
             truncations: std::sync::atomic::AtomicU64::new(0),
+            durable: std::sync::atomic::AtomicU64::new(0),
+            durable_mx: parking_lot::Mutex::new(()),
+            durable_cv: parking_lot::Condvar::new(),
         };
         let report = p.recover()?;
         Ok((p, report))
@@ -262,7 +272,7 @@ impl Partition {
             .get_u64(&self.key("hwm"))?
             .unwrap_or(0)
             .clamp(st.log_start, leo);
-        st.recovery_point = rp.min(leo);
+        self.set_recovery_point(&mut st, rp.min(leo));
         // Leader epochs that start past the end were truncated away.
         let mut epochs = Vec::new();
         let mut dead = Vec::new();
@@ -371,6 +381,7 @@ impl Partition {
         }
         let mut st = self.state.write();
         Self::check_failed(&st)?;
+        Self::check_epoch(&st, leader_epoch)?;
         if let Verdict::Duplicate {
             first_offset,
             last_offset,
@@ -413,6 +424,7 @@ impl Partition {
     pub fn append_as_follower(&self, b: &Batch, sync: bool) -> Result<()> {
         let mut st = self.state.write();
         Self::check_failed(&st)?;
+        Self::check_epoch(&st, b.header.leader_epoch)?;
         let leo = st.leo();
         if b.base_offset() != leo {
             return Err(Error::InvalidBatch(format!(
@@ -478,7 +490,7 @@ impl Partition {
         }
         let seg = Segment::create(&*self.storage, &self.dir, leo, Self::seg_opts(&self.cfg))?;
         st.segments.insert(leo, seg);
-        st.recovery_point = leo;
+        self.set_recovery_point(st, leo);
         // The producer state at the roll, so a restart replays only the
         // newest segment; older snapshots beyond the kept ones go.
         let mut old: Vec<String> = self
@@ -547,12 +559,55 @@ impl Partition {
             if !same || plan.upto <= st.recovery_point {
                 return Ok(());
             }
-            st.recovery_point = plan.upto;
+            self.set_recovery_point(&mut st, plan.upto);
         }
         // Unsynced, and outside the lock: an older recovery point after a
         // crash (or from a slower flusher overtaken here) only means a
         // longer scan of data that is durable anyway.
         self.meta.put_u64(&self.key("recovery"), plan.upto, false)
+    }
+
+    /// Moves the durable log end and wakes [`Partition::wait_durable`].
+    fn set_recovery_point(&self, st: &mut State, rp: u64) {
+        st.recovery_point = rp;
+        self.durable.store(rp, std::sync::atomic::Ordering::Release);
+        let _g = self.durable_mx.lock();
+        self.durable_cv.notify_all();
+    }
+
+    /// The durable log end: every batch below it is fsynced and survives
+    /// a power cut (the high watermark of replication counts only this).
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until the durable log end reaches `offset` (someone else's
+    /// flush or a synced append makes it move; this does not flush), at
+    /// most `timeout`. `Ok(true)` once it has, `Ok(false)` on timeout, an
+    /// error if the partition failed meanwhile.
+    pub fn wait_durable(&self, offset: u64, timeout: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.durable_mx.lock();
+        loop {
+            if self.durable_end_offset() >= offset {
+                return Ok(true);
+            }
+            // `state` is never taken under `durable_mx` (a flush takes them
+            // the other way round).
+            let failed =
+                parking_lot::MutexGuard::unlocked(&mut g, || self.state.read().failed.clone());
+            if let Some(e) = failed {
+                return Err(Error::Failed(e));
+            }
+            // Looked at again under the lock: a flush that finished while
+            // it was released notified before this wait could hear it.
+            if self.durable_end_offset() >= offset {
+                return Ok(true);
+            }
+            if self.durable_cv.wait_until(&mut g, deadline).timed_out() {
+                return Ok(self.durable_end_offset() >= offset);
+            }
+        }
     }
 
     /// Makes every appended batch durable.
@@ -758,7 +813,8 @@ impl Partition {
             return Err(e);
         }
         let leo = st.leo();
-        st.recovery_point = st.recovery_point.min(leo);
+        let rp = st.recovery_point.min(leo);
+        self.set_recovery_point(&mut st, rp);
         st.hwm = st.hwm.min(leo);
         let dead_epochs: Vec<String> = st
             .epochs
@@ -815,7 +871,7 @@ impl Partition {
         st.segments.insert(offset, seg);
         st.log_start = offset;
         st.hwm = offset;
-        st.recovery_point = offset;
+        self.set_recovery_point(&mut st, offset);
         st.epochs.clear();
         st.producers = ProducerState::default();
         Ok(())
@@ -1018,17 +1074,32 @@ impl Partition {
     }
 
     /// Records that `epoch` starts at the log end (a new leader does this
-    /// before appending).
+    /// before appending). Assigning the newest epoch again does nothing;
+    /// an older one is refused ([`Error::StaleEpoch`]): epochs are fencing
+    /// tokens and never go back.
     pub fn assign_epoch(&self, epoch: i32) -> Result<()> {
         let mut st = self.state.write();
         let leo = st.leo();
-        if st.epochs.last().is_some_and(|&(e, _)| epoch <= e) {
+        Self::check_epoch(&st, epoch)?;
+        if st.epochs.last().is_some_and(|&(e, _)| epoch == e) {
             return Ok(());
         }
         self.meta
             .put_u64(&self.key(&format!("epoch/{epoch:010}")), leo, true)?;
         st.epochs.push((epoch, leo));
         Ok(())
+    }
+
+    /// Refuses a leader epoch older than the newest in the cache (a batch
+    /// from a deposed leader, or a cache that would go back). Negative
+    /// epochs mean "none" (clients' own batches) and pass.
+    fn check_epoch(st: &State, epoch: i32) -> Result<()> {
+        match st.epochs.last() {
+            Some(&(latest, _)) if epoch >= 0 && epoch < latest => {
+                Err(Error::StaleEpoch { epoch, latest })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The leader-epoch cache: (epoch, start offset), ascending.

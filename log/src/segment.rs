@@ -431,8 +431,18 @@ impl Segment {
         self.log.clone()
     }
 
-    /// Maps a sealed segment's log for zero-copy reads (nothing is
-    /// written to it again but by replacing the file).
+    /// Maps a sealed segment's log for zero-copy reads.
+    ///
+    /// Safe only under the rule of [`strata_io::File::map_readonly`]: a
+    /// mapped file is never shrunk or rewritten while any map of it (or a
+    /// `Bytes` slice handed to a reader) lives, or readers would fault or
+    /// see bytes change. This module keeps the rule in four places: only
+    /// sealed segments are mapped, and nothing appends to a sealed one;
+    /// [`Segment::truncate_at`] writes the kept prefix of a mapped log to a
+    /// new file and renames it over the old; indexes are rebuilt into new
+    /// files renamed into place (`rebuild_indexes`); the cleaner and
+    /// retention replace or unlink whole files, and an unlinked inode lives
+    /// on for the maps that hold it.
     pub fn map_log(&mut self) -> Result<()> {
         if self.map.is_none() {
             self.map = self.log.map_readonly(self.size)?.map(Bytes::from_owner);

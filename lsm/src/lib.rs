@@ -27,6 +27,7 @@
 //! with per-level sizes, reads and writes and the amplification figures.
 
 #![deny(clippy::unwrap_used)]
+#![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod cache;

@@ -6,4 +6,6 @@
 //! events so the same code runs over TCP and over a seeded simulated network.
 //! The wire format will be documented in docs/replication.md.
 
+#![forbid(unsafe_code)]
+
 pub use strata_log as log;

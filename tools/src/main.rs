@@ -21,6 +21,8 @@
 //! way), `logbench` and `wal-bench` with hyphens (the Kafka tools' way);
 //! every subcommand accepts both spellings, and `--help` shows its own.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod common;
 mod corrupt;

@@ -55,6 +55,7 @@
 //! * A failed write or fsync stops the WAL: it is never retried.
 
 #![deny(clippy::unwrap_used)]
+#![forbid(unsafe_code)]
 
 mod error;
 pub mod format;
