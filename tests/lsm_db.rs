@@ -1152,3 +1152,65 @@ fn reused_wal_lsns_below_the_manifest_mark_are_not_released_unflushed() {
     assert_eq!(db.get(b"a099", None).expect("get"), Some(b"x".to_vec()));
     assert_eq!(db.get(b"first", None).expect("get"), Some(b"1".to_vec()));
 }
+
+/// LSNs never go back: after a power cut took a WAL tail that a flush had
+/// covered, the next life starts its WAL past the manifest's mark. With
+/// reused LSNs, a manifest that later lost the flush edit of the new
+/// life's writes looked consistent with the WAL and opened without them
+/// (found by `strata torture --corrupt`); now the open refuses.
+#[test]
+fn after_lost_wal_tail_a_manifest_missing_a_flush_edit_is_still_refused() {
+    let fault = FaultStorage::new(25);
+    fault.set_crash_keep(CrashKeep::None);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    for i in 0..100u32 {
+        db.put(format!("a{i:03}").as_bytes(), b"x", WriteOptions::default())
+            .expect("put");
+    }
+    db.flush().expect("flush");
+    fault.crash();
+    drop(db);
+    let storage: StorageRef = Arc::new(fault.reopen());
+    // Life 2 leaves its write in the WAL; life 3's open flushes it and
+    // releases the segment.
+    let keep = Options {
+        avoid_flush_during_shutdown: true,
+        ..Options::default()
+    };
+    let db = Db::open(storage.clone(), "/db", keep).expect("open");
+    db.put(b"second", b"2", WriteOptions::sync(true))
+        .expect("put");
+    db.close().expect("close");
+    drop(db);
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    assert_eq!(db.recovery().wal_batches_replayed, 1);
+    db.close().expect("close");
+    drop(db);
+    let mdir = Path::new("/db/manifest");
+    let last = storage
+        .list_dir(mdir)
+        .expect("list")
+        .into_iter()
+        .rfind(|n| n.ends_with(".wal"))
+        .expect("a manifest segment");
+    let seg = mdir.join(last);
+    let original = fault.contents(&seg).expect("contents");
+    fault
+        .install(&seg, &original[..original.len() - 1])
+        .expect("cut the open's flush edit");
+    match Db::open(storage.clone(), "/db", Options::default()) {
+        Err(Error::Corruption { reason, .. }) => {
+            assert!(reason.contains("WAL starts at LSN"), "{reason}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(db) => panic!(
+            "opened without the flush edit: second = {:?}",
+            db.get(b"second", None)
+        ),
+    }
+    fault.install(&seg, &original).expect("restore");
+    let db = Db::open(storage, "/db", Options::default()).expect("open");
+    assert_eq!(db.get(b"second", None).expect("get"), Some(b"2".to_vec()));
+    assert_eq!(db.get(b"a042", None).expect("get"), Some(b"x".to_vec()));
+}

@@ -228,7 +228,12 @@ pub(super) fn open(storage: StorageRef, dir: &Path, opts: Options) -> Result<Db>
         }
     }
     let manifest = Manifest::open_recovered(storage.clone(), man)?;
-    let wal = Wal::open_recovered(storage.clone(), &wal_dir, wal_opts, &wal_rec)?;
+    // LSNs go on past the manifest's mark even when the WAL lost its tail
+    // (a power cut after a flush, a cut at damage): a reused LSN would
+    // blind the check above to a manifest that lost a flush edit. Only
+    // when replay found every record in tables: then none is wanted.
+    let first_lsn = if replayed == 0 { state.log_lsn + 1 } else { 0 };
+    let wal = Wal::open_recovered_at(storage.clone(), &wal_dir, wal_opts, &wal_rec, first_lsn)?;
     // When replay skipped every batch, the tables hold every record of
     // the old segments (a flush at close cannot release the segment it
     // was writing): release them now, not at the next flush. Decided by
@@ -236,7 +241,7 @@ pub(super) fn open(storage: StorageRef, dir: &Path, opts: Options) -> Result<Db>
     // damage or a power cut hands out lower LSNs again, and releasing by
     // the old mark would drop segments holding records no table has.
     if replayed == 0 {
-        wal.purge_before(wal_rec.next_lsn)?;
+        wal.purge_before(wal.last_lsn() + 1)?;
     }
     // Files a crash left behind (a flush or compaction that never
     // reached the manifest).

@@ -168,6 +168,24 @@ impl Wal {
         opts: WalOptions,
         rec: &Recovery,
     ) -> Result<Wal> {
+        Wal::open_recovered_at(storage, dir, opts, rec, rec.next_lsn)
+    }
+
+    /// [`Wal::open_recovered`], with LSNs going on from at least
+    /// `first_lsn`. A caller whose own records say LSNs up to
+    /// `first_lsn - 1` were used (the engine's manifest) passes that mark,
+    /// so a log that lost its tail (a power cut after a checkpoint, a cut
+    /// at damage) never hands out an LSN twice. When the mark is past what
+    /// recovery found, the caller vouches it needs none of the recovered
+    /// records: every recovered segment is released before the new one
+    /// starts, so the log holds no gap.
+    pub fn open_recovered_at(
+        storage: StorageRef,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+        rec: &Recovery,
+        first_lsn: Lsn,
+    ) -> Result<Wal> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         strata_io::create_dir_durable(&*storage, &dir)?;
@@ -177,7 +195,8 @@ impl Wal {
             changed = true;
         }
         let mut segments: VecDeque<SegmentFile> = rec.segments.iter().cloned().collect();
-        let recycled = rec.recycled.clone();
+        let mut recycled = rec.recycled.clone();
+        let next_lsn = rec.next_lsn.max(first_lsn);
         // Segment numbers never go back, recycled and discarded files
         // included: a reused number would give a recycled file's old
         // fragments the new segment's tag, and they would read as records.
@@ -210,10 +229,26 @@ impl Wal {
             }
             _ => None,
         };
+        let (segments, empty_last) = if next_lsn > rec.next_lsn {
+            // Skipping LSNs: nothing recovered is wanted (see above).
+            for old in segments.into_iter().chain(empty_last) {
+                if recycled.len() < opts.recycle_segments {
+                    let to = recycle_path(&dir, old.segno);
+                    storage.rename(&old.path, &to)?;
+                    recycled.push(to);
+                } else {
+                    storage.remove_file(&old.path)?;
+                }
+                changed = true;
+            }
+            (VecDeque::new(), None)
+        } else {
+            (segments, empty_last)
+        };
         if changed {
             storage.sync_dir(&dir)?;
         }
-        let last_lsn = rec.next_lsn - 1;
+        let last_lsn = next_lsn - 1;
         let io = Io {
             active: None,
             segments,
@@ -233,10 +268,10 @@ impl Wal {
                 batch_ewma: 1.0,
                 sync_ewma_ns: 0.0,
                 collect_target: 0,
-                next_lsn: rec.next_lsn,
+                next_lsn,
                 pending: Vec::new(),
                 spare: Vec::new(),
-                pending_first: rec.next_lsn,
+                pending_first: next_lsn,
                 pending_count: 0,
                 written: last_lsn,
                 durable: last_lsn,
@@ -257,7 +292,7 @@ impl Wal {
         });
         {
             let mut io = inner.io.lock();
-            inner.rotate(&mut io, rec.next_lsn, next_segno)?;
+            inner.rotate(&mut io, next_lsn, next_segno)?;
             if let Some(last) = empty_last {
                 if io.recycled.len() < inner.opts.recycle_segments {
                     let to = recycle_path(&inner.dir, last.segno);
