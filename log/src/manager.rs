@@ -94,6 +94,13 @@ pub fn now_ms() -> i64 {
 }
 
 /// Open topics and partitions.
+///
+/// Locks: `shared.partitions` (the open partitions) is taken before
+/// `topics` (the topic configurations) when both are needed, and held
+/// while a partition is opened (so it is opened once); otherwise no
+/// partition lock is taken under them (maintenance copies the partition
+/// list and releases it first). `maintenance` and `shared.stop` are taken
+/// alone.
 pub struct LogManager {
     storage: StorageRef,
     root: PathBuf,

@@ -96,6 +96,12 @@ impl State {
 }
 
 /// A partition's log.
+///
+/// Locks: `state` guards the segments, offsets, producer and epoch state;
+/// appends and truncations take it for writing, reads plan under it and
+/// copy outside it. Fsyncs run outside it (see `FlushPlan`).
+/// `durable_mx` (with `durable_cv`) is for waiters on the durable end: it
+/// is taken after `state` and never held while taking `state`.
 pub struct Partition {
     topic: String,
     partition: u32,

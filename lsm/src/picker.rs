@@ -99,6 +99,24 @@ pub trait Picker: Send + Sync {
     /// shape, roughly (RocksDB's "estimated pending compaction bytes"):
     /// what write stalls watch.
     fn pending_bytes(&self, tree: &TreeShape) -> u64;
+
+    /// Whether an automatic compaction may start while `running` others
+    /// run. Leveled compactions of disjoint files can run side by side.
+    fn may_start(&self, running: usize) -> bool {
+        let _ = running;
+        true
+    }
+
+    /// Whether a manual compaction of a key range takes every table (a
+    /// policy whose runs cannot be split by range) rather than the tables
+    /// overlapping it.
+    fn manual_takes_all(&self) -> bool {
+        false
+    }
+
+    /// The level a manual compaction writes into, given the deepest level
+    /// of its input tables and whether it takes every table.
+    fn manual_output_level(&self, tree: &TreeShape, deepest_input: usize, all: bool) -> usize;
 }
 
 fn key_range<'a>(files: impl IntoIterator<Item = &'a FileInfo>) -> Option<(Vec<u8>, Vec<u8>)> {
@@ -286,6 +304,21 @@ impl LeveledPicker {
 }
 
 impl Picker for LeveledPicker {
+    fn manual_output_level(&self, tree: &TreeShape, deepest_input: usize, all: bool) -> usize {
+        // Never above the base level (L0 compacts into it), never L0; a
+        // whole-tree compaction lands in the deepest level holding data.
+        let base = self.targets(tree).base_level;
+        let floor = if all {
+            tree.levels
+                .iter()
+                .rposition(|fs| !fs.is_empty())
+                .unwrap_or(0)
+        } else {
+            deepest_input
+        };
+        floor.max(base).max(1)
+    }
+
     fn pick(&self, tree: &TreeShape) -> Option<Task> {
         let base = self.targets(tree).base_level;
         let mut scores: Vec<(usize, f64)> = self.scores(tree).into_iter().enumerate().collect();
@@ -371,6 +404,22 @@ fn runs(tree: &TreeShape) -> Vec<Run> {
 }
 
 impl Picker for TieredPicker {
+    /// Tasks take the newest runs whole, so one runs at a time.
+    fn may_start(&self, running: usize) -> bool {
+        running == 0
+    }
+
+    /// Runs span the whole key range: merging a range merges them all.
+    fn manual_takes_all(&self) -> bool {
+        true
+    }
+
+    /// Everything merged lands in the deepest level, as the space
+    /// amplification merge does.
+    fn manual_output_level(&self, tree: &TreeShape, _deepest_input: usize, _all: bool) -> usize {
+        tree.levels.len().saturating_sub(1).max(1)
+    }
+
     fn pending_bytes(&self, tree: &TreeShape) -> u64 {
         // What the next merge would read; nothing when no rule fires.
         let Some(task) = self.pick(tree) else {

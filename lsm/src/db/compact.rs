@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use super::stats::Counters;
 use super::version::Sst;
-use super::{table_path, BgState, CompactionStyle, Inner};
+use super::{table_path, BgState, Inner};
 use crate::compaction::GcFilter;
 use crate::iter::{InternalIterator, LevelIter, MergingIter};
 use crate::key;
@@ -116,7 +116,7 @@ impl Inner {
         if bg.manual || bg.error.is_some() {
             return None;
         }
-        if self.opts.compaction_style == CompactionStyle::Universal && bg.running > 0 {
+        if !self.picker.may_start(bg.running) {
             return None;
         }
         let v = self.version.read().clone();
@@ -462,8 +462,7 @@ impl Inner {
 
     fn manual_inner(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
         let v = self.version.read().clone();
-        let whole = self.opts.compaction_style == CompactionStyle::Universal
-            || (start.is_none() && end.is_none());
+        let whole = self.picker.manual_takes_all() || (start.is_none() && end.is_none());
         let mut chosen: Vec<(usize, Arc<Sst>)> = Vec::new();
         if whole {
             for (l, fs) in v.levels.iter().enumerate() {
@@ -503,29 +502,12 @@ impl Inner {
             return Ok(());
         }
         let deepest = chosen.iter().map(|(l, _)| *l).max().unwrap_or(0);
-        let out = match self.opts.compaction_style {
-            CompactionStyle::Universal => self.opts.num_levels - 1,
-            CompactionStyle::Level if whole => {
-                let nonempty = v.levels.iter().rposition(|fs| !fs.is_empty()).unwrap_or(0);
-                nonempty.max(self.base_level(&v)).max(1)
-            }
-            CompactionStyle::Level => deepest.max(self.base_level(&v)).max(1),
-        };
+        let out = self
+            .picker
+            .manual_output_level(&v.shape(&Default::default()), deepest, whole);
         drop(v);
         // Nothing overlapping lies below the output: it is the bottom.
         self.merge(&chosen, out, true)
-    }
-
-    fn base_level(&self, v: &super::Version) -> usize {
-        crate::picker::LeveledPicker {
-            l0_trigger: self.opts.level0_file_num_compaction_trigger,
-            base_bytes: self.opts.max_bytes_for_level_base,
-            ratio: self.opts.max_bytes_for_level_multiplier,
-            max_levels: self.opts.num_levels,
-            dynamic: self.opts.level_compaction_dynamic_level_bytes,
-        }
-        .targets(&v.shape(&Default::default()))
-        .base_level
     }
 }
 

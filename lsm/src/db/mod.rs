@@ -63,12 +63,46 @@ const IDENTITY_CONTENTS: &[u8] = b"strata-db format 1\n";
 /// every state change also wakes waiters).
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// Write-stall state, recomputed whenever the tables change.
-const STALL_NONE: u8 = 0;
-const STALL_L0_SLOW: u8 = 1;
-const STALL_PENDING_SLOW: u8 = 2;
-const STALL_L0_STOP: u8 = 3;
-const STALL_PENDING_STOP: u8 = 4;
+/// Write-stall state, recomputed whenever the tables change; kept in an
+/// `AtomicU8` so writers read it without a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Stall {
+    None = 0,
+    /// Writes are delayed to `delayed_write_rate`.
+    L0Slowdown = 1,
+    PendingSlowdown = 2,
+    /// Writes wait until compaction catches up.
+    L0Stop = 3,
+    PendingStop = 4,
+}
+
+impl Stall {
+    fn from_u8(b: u8) -> Stall {
+        match b {
+            1 => Stall::L0Slowdown,
+            2 => Stall::PendingSlowdown,
+            3 => Stall::L0Stop,
+            4 => Stall::PendingStop,
+            _ => Stall::None,
+        }
+    }
+
+    fn is_stop(self) -> bool {
+        matches!(self, Stall::L0Stop | Stall::PendingStop)
+    }
+
+    /// What the statistics count a wait under.
+    fn cause(self) -> Option<StallCause> {
+        match self {
+            Stall::None => None,
+            Stall::L0Slowdown => Some(StallCause::L0Slowdown),
+            Stall::PendingSlowdown => Some(StallCause::PendingSlowdown),
+            Stall::L0Stop => Some(StallCause::L0Stop),
+            Stall::PendingStop => Some(StallCause::PendingStop),
+        }
+    }
+}
 
 /// Background work: the flush thread and the compaction threads.
 struct BgState {
@@ -89,6 +123,19 @@ struct WriteState {
     delay_debt: u64,
 }
 
+/// The shared engine.
+///
+/// Locks, and what each guards:
+/// * `write`: the order of writes (sequence numbers, WAL appends, memtable
+///   inserts, memtable switches) and the stall debt.
+/// * `version`: the current tables and memtables (readers clone the `Arc`).
+/// * `bg`: background state (`BgState`); `bg_cv` waits on it.
+/// * `manifest`: the manifest log and the file-number counter.
+/// * `snapshots`: the live snapshots' sequence numbers.
+///
+/// Order: `write`, then `bg`, then `version`; `manifest` and `snapshots`
+/// are taken with no other lock held, and `version` is never held across
+/// I/O or while waiting.
 struct Inner {
     storage: StorageRef,
     dir: PathBuf,
@@ -661,24 +708,28 @@ impl Inner {
     fn update_stall(&self) {
         let o = &self.opts;
         let state = if !o.auto_compactions {
-            STALL_NONE
+            Stall::None
         } else {
             let v = self.version.read().clone();
             let l0 = v.levels.first().map_or(0, Vec::len);
             let pending = self.picker.pending_bytes(&v.shape(&HashSet::new()));
             if l0 >= o.level0_stop_writes_trigger {
-                STALL_L0_STOP
+                Stall::L0Stop
             } else if pending >= o.hard_pending_compaction_bytes_limit {
-                STALL_PENDING_STOP
+                Stall::PendingStop
             } else if l0 >= o.level0_slowdown_writes_trigger {
-                STALL_L0_SLOW
+                Stall::L0Slowdown
             } else if pending >= o.soft_pending_compaction_bytes_limit {
-                STALL_PENDING_SLOW
+                Stall::PendingSlowdown
             } else {
-                STALL_NONE
+                Stall::None
             }
         };
-        self.stall.store(state, Ordering::Release);
+        self.stall.store(state as u8, Ordering::Release);
+    }
+
+    fn stall_state(&self) -> Stall {
+        Stall::from_u8(self.stall.load(Ordering::Acquire))
     }
 
     /// Applies backpressure before a write of `bytes` (the caller holds
@@ -690,14 +741,11 @@ impl Inner {
             return Ok(());
         }
         loop {
-            let state = self.stall.load(Ordering::Acquire);
-            let (cause, stop) = match state {
-                STALL_NONE => return Ok(()),
-                STALL_L0_SLOW => (StallCause::L0Slowdown, false),
-                STALL_PENDING_SLOW => (StallCause::PendingSlowdown, false),
-                STALL_L0_STOP => (StallCause::L0Stop, true),
-                _ => (StallCause::PendingStop, true),
+            let state = self.stall_state();
+            let Some(cause) = state.cause() else {
+                return Ok(());
             };
+            let stop = state.is_stop();
             if no_slowdown {
                 return Err(Error::WriteStall(format!(
                     "{cause:?}: compaction is behind (L0 files {}, pending {} bytes)",
@@ -709,7 +757,7 @@ impl Inner {
             if stop {
                 let t0 = Instant::now();
                 let mut bg = self.bg.lock();
-                while self.stall.load(Ordering::Acquire) >= STALL_L0_STOP {
+                while self.stall_state().is_stop() {
                     self.wait_bg(&mut bg)?;
                 }
                 drop(bg);

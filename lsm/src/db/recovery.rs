@@ -21,8 +21,8 @@ use super::compact::RateLimiter;
 use super::stats::Counters;
 use super::version::{sort_level, Sst, Version};
 use super::{
-    apply, open_table, table_path, BgState, Db, Inner, Options, RecoveryInfo, Threads, WriteState,
-    IDENTITY, IDENTITY_CONTENTS, STALL_NONE,
+    apply, open_table, table_path, BgState, Db, Inner, Options, RecoveryInfo, Stall, Threads,
+    WriteState, IDENTITY, IDENTITY_CONTENTS,
 };
 use crate::batch;
 use crate::cache::BlockCache;
@@ -276,7 +276,7 @@ pub(super) fn open(storage: StorageRef, dir: &Path, opts: Options) -> Result<Db>
             manual: false,
         }),
         bg_cv: Condvar::new(),
-        stall: AtomicU8::new(STALL_NONE),
+        stall: AtomicU8::new(Stall::None as u8),
         snapshots: Mutex::new(Default::default()),
         cache,
         closed: AtomicBool::new(false),

@@ -106,6 +106,17 @@ impl State {
     }
 }
 
+/// The shared log.
+///
+/// Locks, and what each guards:
+/// * `state`: LSNs, the pending batch, what is written and durable, the
+///   waiters, the leader flag, the failure; `batch_cv` waits on it.
+/// * `io`: the segment files and the active segment's write position.
+/// * `flusher`: the background flusher's handle.
+///
+/// `io` is taken only by the leader (the thread that set `State::leader`),
+/// after releasing `state`; the two are never held together, so the
+/// leader does I/O while others append. `flusher` is taken alone.
 struct Inner {
     storage: StorageRef,
     dir: PathBuf,
