@@ -29,7 +29,6 @@ mod corrupt;
 mod error;
 mod inspect;
 mod log_dump;
-mod log_torture;
 mod logbench;
 mod torture;
 mod wal_bench;

@@ -13,9 +13,10 @@ use strata_io::rng::Rng;
 use strata_log::batch::{ProducerInfo, Record};
 use strata_log::{LogConfig, LogManager};
 
+use super::harness::{child_loop, kill_cycle, report, Workload as _};
+use super::Args;
 use crate::common::storage_for;
 use crate::error::{CliError, Result};
-use crate::torture::{kill_cycle, report, Args};
 
 const TOPIC: &str = "torture";
 
@@ -47,7 +48,21 @@ struct Workload {
     sync_per_mille: u64,
 }
 
-impl Workload {
+impl super::harness::Workload for Workload {
+    type Op = Op;
+
+    fn count(&self) -> u64 {
+        self.n
+    }
+
+    fn child_flags(a: &Args) -> Vec<String> {
+        vec![
+            "--log".into(),
+            format!("--io={}", a.io),
+            format!("--sync_ratio={}", a.sync_ratio),
+        ]
+    }
+
     fn new(a: &Args, cycle: u64) -> Workload {
         Workload {
             rng: Rng::new(a.seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ cycle),
@@ -183,26 +198,18 @@ fn open(
 }
 
 /// The child: run the cycle's operations until killed.
-pub fn child(a: &Args, dir: &Path) -> Result<i32> {
-    use std::io::Write;
+pub(super) fn child(a: &Args, dir: &Path) -> Result<i32> {
     let (_m, p) = open(a, dir).map_err(CliError::Usage)?;
-    let mut out = std::io::stdout().lock();
-    let io = |e: std::io::Error| CliError::Local {
-        what: "write to the parent".into(),
-        source: e,
-    };
     let fail = |e: strata_log::Error| CliError::Usage(format!("log: {e}"));
-    writeln!(out, "R").and_then(|()| out.flush()).map_err(io)?;
-    let mut w = Workload::new(a, a.cycle);
-    loop {
-        let op = w.next();
-        writeln!(out, "I {}", w.n)
-            .and_then(|()| out.flush())
-            .map_err(io)?;
-        match &op {
-            Op::Append { n, len, sync } => {
-                let recs: Vec<Record> = (0..*n)
-                    .map(|i| Record::new(w.n as i64, None, Some(&value(a.cycle, w.n, i, *len))))
+    child_loop::<Workload>(a, |op, n| {
+        match op {
+            Op::Append {
+                n: count,
+                len,
+                sync,
+            } => {
+                let recs: Vec<Record> = (0..*count)
+                    .map(|i| Record::new(n as i64, None, Some(&value(a.cycle, n, i, *len))))
                     .collect();
                 p.append_records(&recs, ProducerInfo::NONE, 0, *sync)
                     .map_err(fail)?;
@@ -220,10 +227,8 @@ pub fn child(a: &Args, dir: &Path) -> Result<i32> {
                 p.delete_records_before(to).map_err(fail)?;
             }
         }
-        writeln!(out, "A {}", w.n)
-            .and_then(|()| out.flush())
-            .map_err(io)?;
-    }
+        Ok(())
+    })
 }
 
 /// Records as (offset, value).
@@ -259,7 +264,7 @@ fn recovered(a: &Args, dir: &Path) -> std::result::Result<(u64, Records), String
 }
 
 /// Runs log kill cycles; the exit code.
-pub fn run(a: &Args, dir: &Path, exe: &Path) -> Result<i32> {
+pub(super) fn run(a: &Args, dir: &Path, exe: &Path) -> Result<i32> {
     let started = Instant::now();
     let mut rng = Rng::new(a.seed ^ 0x1065);
     let mut model = Model::default();
@@ -270,7 +275,7 @@ pub fn run(a: &Args, dir: &Path, exe: &Path) -> Result<i32> {
             break;
         }
         let kill_after = Duration::from_millis(1 + rng.below(a.max_kill_ms.max(1)));
-        let (intent, acked) = match kill_cycle(a, exe, dir, cycle, kill_after)? {
+        let (intent, acked) = match kill_cycle::<Workload>(a, exe, dir, cycle, kill_after)? {
             Ok(k) => (k.intent, k.acked),
             Err(f) => {
                 failure = Some(f);

@@ -1,117 +1,21 @@
-//! `strata torture`: crash-recovery torture in the manner of RocksDB's
-//! db_stress / db_crashtest.
-//!
-//! A parent process runs cycles. In each, it starts a child (this binary
-//! with `--child`) that opens the database and runs a seeded mixed
-//! workload: puts, deletes, range deletes, batches, flushes and
-//! compactions. Before each operation the child writes `I n` to a pipe and
-//! after the engine acknowledges it `A n`, so the parent knows what was
-//! acknowledged even though the child dies. The parent kills the child with
-//! SIGKILL at a seeded moment, opens the database itself and checks it:
-//!
-//! * the state equals the model after every acknowledged operation, or
-//!   after those and the one in flight, applied whole (a batch is all or
-//!   nothing, and SIGKILL keeps what reached the OS, which with the WAL
-//!   written before each acknowledgement is every acknowledged write);
-//! * no value appears that was never written (values name their operation);
-//! * an iterator over everything agrees with point reads of every key;
-//! * every block of every table passes its checksum.
-//!
-//! The verified state is the model for the next cycle. Both the parent and
-//! the child derive operation `n` of cycle `c` from the seed, so nothing
-//! but the two counters crosses the pipe.
-//!
-//! SIGKILL keeps the OS page cache, so it never loses what was written to
-//! the OS. `--power_loss` runs the workload in this process on the
-//! fault-injecting backend instead, cuts power at a seeded storage
-//! operation (unsynced data and directory entries dropped or kept at
-//! random, torn sectors) and requires the recovered state to be a prefix of
-//! the operations that contains every write acknowledged with sync.
-//!
-//! `--corrupt` adds damage to kill mode: after each verified cycle one file
-//! (a table, a WAL or manifest segment, the identity file) gets bits
-//! flipped, bytes overwritten or its tail cut off. The database must then
-//! recover exactly; or, for damage in the WAL, cut the log there as it
-//! would a torn tail, landing on a state it really passed through; or
-//! refuse with an error naming a file of it. A refusal must change
-//! nothing: with the file put back, the database recovers exactly.
+//! The engine's workload: kill cycles (with damaged files under
+//! `--corrupt`) and power cuts on the fault-injecting backend.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use strata_io::fault::{CrashKeep, Errno, FaultStorage, OpClass};
 use strata_io::rng::Rng;
 use strata_io::StorageRef;
-use strata_lsm::{CompactionStyle, Db, Options, ReadOptions, WriteBatch, WriteOptions};
+use strata_lsm::{Db, Options, ReadOptions, WriteBatch, WriteOptions};
 
+use super::harness::{child_loop, kill_cycle, report, Workload as _};
+use super::Args;
 use crate::common::storage_for;
 use crate::corrupt;
-use crate::error::{CliError, Result};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Args {
-    /// Database directory [default: a temporary directory, removed after].
-    #[arg(long)]
-    pub(crate) db: Option<PathBuf>,
-    /// Kill cycles to run.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) cycles: u64,
-    /// Stop after this many seconds even if cycles remain (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) duration: u64,
-    /// Seed of the workload and of the kill times.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seed: u64,
-    /// I/O backend: std or uring.
-    #[arg(long = "io", default_value = "std")]
-    pub(crate) io: String,
-    /// level or universal.
-    #[arg(long = "compaction_style", default_value = "level")]
-    pub(crate) compaction_style: CompactionStyle,
-    /// Fraction of writes that wait for an fsync (0.0 to 1.0).
-    #[arg(long = "sync_ratio", default_value_t = 0.1)]
-    pub(crate) sync_ratio: f64,
-    /// Longest time a child runs before it is killed, in milliseconds.
-    #[arg(long = "max_kill_ms", default_value_t = 300)]
-    pub(crate) max_kill_ms: u64,
-    /// Keys in the workload's key space.
-    #[arg(long, default_value_t = 2000)]
-    pub(crate) keys: u64,
-    /// Power-loss mode: run the workload in this process on the
-    /// fault-injecting backend, cut power at a seeded storage operation
-    /// (unsynced writes and directory entries dropped, torn sectors) and
-    /// check that every write acknowledged with sync survived.
-    #[arg(long = "power_loss")]
-    pub(crate) power_loss: bool,
-    /// Corruption mode: after each kill cycle, damage one file of the
-    /// database (flip bits, overwrite bytes or truncate it) and require the
-    /// next open to recover exactly, cut a WAL at the damage as it would a
-    /// torn tail, or refuse with an error naming a file; after a refusal
-    /// the file is restored and the database must recover exactly.
-    #[arg(long)]
-    pub(crate) corrupt: bool,
-    /// Torture the segmented log instead of the engine (kill mode): appends
-    /// (some fsynced), rolls, flushes, truncations and log-start moves;
-    /// every acknowledged one must be there after each kill, exactly.
-    #[arg(long)]
-    pub(crate) log: bool,
-    /// Print each damage and what the database made of it.
-    #[arg(long, short = 'v')]
-    pub(crate) verbose: bool,
-    /// Run as the child of a torture run (internal).
-    #[arg(long, hide = true)]
-    pub(crate) child: bool,
-    /// The cycle a child runs (internal).
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub(crate) cycle: u64,
-}
-
-impl Args {}
+use crate::error::Result;
 
 /// One workload operation.
 #[derive(Clone, Debug)]
@@ -137,7 +41,9 @@ struct Workload {
     sync_per_mille: u64,
 }
 
-impl Workload {
+impl super::harness::Workload for Workload {
+    type Op = Op;
+
     fn new(a: &Args, cycle: u64) -> Workload {
         Workload {
             rng: Rng::new(a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ cycle),
@@ -148,9 +54,20 @@ impl Workload {
         }
     }
 
-    fn value(&mut self, k: u64) -> Vec<u8> {
-        let pad = self.rng.below(120) as usize;
-        format!("{k}:{}:{}:{}", self.cycle, self.n, "v".repeat(pad)).into_bytes()
+    fn count(&self) -> u64 {
+        self.n
+    }
+
+    fn child_flags(a: &Args) -> Vec<String> {
+        vec![
+            format!("--io={}", a.io),
+            format!("--keys={}", a.keys),
+            format!("--sync_ratio={}", a.sync_ratio),
+            format!(
+                "--compaction_style={}",
+                super::style_name(a.compaction_style)
+            ),
+        ]
     }
 
     fn next(&mut self) -> Op {
@@ -178,6 +95,13 @@ impl Workload {
             990..=996 => Op::Flush,
             _ => Op::Compact,
         }
+    }
+}
+
+impl Workload {
+    fn value(&mut self, k: u64) -> Vec<u8> {
+        let pad = self.rng.below(120) as usize;
+        format!("{k}:{}:{}:{}", self.cycle, self.n, "v".repeat(pad)).into_bytes()
     }
 }
 
@@ -249,25 +173,9 @@ fn run_op(db: &Db, op: &Op) -> strata_lsm::Result<()> {
 }
 
 /// The child: run the cycle's workload until killed.
-fn child(a: &Args, dir: &Path) -> Result<i32> {
+pub(super) fn child(a: &Args, dir: &Path) -> Result<i32> {
     let db = Db::open(storage_for(&a.io)?, dir, options(a))?;
-    let mut out = std::io::stdout().lock();
-    let io = |e: std::io::Error| CliError::Local {
-        what: "write to the parent".into(),
-        source: e,
-    };
-    writeln!(out, "R").and_then(|()| out.flush()).map_err(io)?;
-    let mut w = Workload::new(a, a.cycle);
-    loop {
-        let op = w.next();
-        writeln!(out, "I {}", w.n)
-            .and_then(|()| out.flush())
-            .map_err(io)?;
-        run_op(&db, &op)?;
-        writeln!(out, "A {}", w.n)
-            .and_then(|()| out.flush())
-            .map_err(io)?;
-    }
+    child_loop::<Workload>(a, |op, _| Ok(run_op(&db, op)?))
 }
 
 /// What the parent checks after a kill; `Err` describes the failure.
@@ -521,48 +429,8 @@ fn damage_and_check(
     }
 }
 
-/// Prints the summary and, on a failure, the failure and the command that
-/// reproduces it; the exit code.
-pub(crate) fn report(a: &Args, summary: String, failure: Option<String>) -> i32 {
-    println!(
-        "{summary}; {}",
-        if failure.is_some() {
-            "1 failure"
-        } else {
-            "0 failures"
-        }
-    );
-    let Some(f) = failure else {
-        return 0;
-    };
-    eprintln!("strata torture: FAILED: {f}");
-    let style = match a.compaction_style {
-        CompactionStyle::Level => "level",
-        CompactionStyle::Universal => "universal",
-    };
-    eprintln!(
-        "reproduce: strata torture{} --seed={} --cycles={} --compaction_style={style} --io={} --sync_ratio={} --keys={} --max_kill_ms={}",
-        if a.power_loss {
-            " --power_loss"
-        } else if a.corrupt {
-            " --corrupt"
-        } else if a.log {
-            " --log"
-        } else {
-            ""
-        },
-        a.seed,
-        a.cycles,
-        a.io,
-        a.sync_ratio,
-        a.keys,
-        a.max_kill_ms
-    );
-    1
-}
-
 /// Power-loss cycles on the fault backend, in this process.
-fn power_loss(a: &Args) -> Result<i32> {
+pub(super) fn power_loss(a: &Args) -> Result<i32> {
     let fault = FaultStorage::new(a.seed);
     fault.set_torn_writes(true);
     fault.set_crash_keep(CrashKeep::Random);
@@ -640,151 +508,8 @@ fn power_loss(a: &Args) -> Result<i32> {
     Ok(report(a, summary, failure))
 }
 
-/// Starts a child for `cycle`, kills it with SIGKILL after `kill_after`,
-/// and returns what it reported: (last intent, last acknowledged), or a
-/// failure (the child's own error).
-pub(crate) fn kill_cycle(
-    a: &Args,
-    exe: &Path,
-    dir: &Path,
-    cycle: u64,
-    kill_after: Duration,
-) -> Result<std::result::Result<Killed, String>> {
-    let mut cmd = Command::new(exe);
-    cmd.args(["torture", "--child"])
-        .arg(format!("--db={}", dir.display()))
-        .arg(format!("--cycle={cycle}"))
-        .arg(format!("--seed={}", a.seed))
-        .arg(format!("--io={}", a.io))
-        .arg(format!("--keys={}", a.keys))
-        .arg(format!("--sync_ratio={}", a.sync_ratio))
-        .arg(format!(
-            "--compaction_style={}",
-            match a.compaction_style {
-                CompactionStyle::Level => "level",
-                CompactionStyle::Universal => "universal",
-            }
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if a.log {
-        cmd.arg("--log");
-    }
-    let mut proc = cmd.spawn().map_err(|e| CliError::Local {
-        what: "start the child".into(),
-        source: e,
-    })?;
-    let stdout = proc
-        .stdout
-        .take()
-        .ok_or_else(|| CliError::Usage("no child stdout".into()))?;
-    // The reader thread follows the pipe until the child dies.
-    let reader = std::thread::spawn(move || {
-        let (mut ready, mut intent, mut acked) = (false, 0u64, 0u64);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let mut parts = line.split(' ');
-            match (
-                parts.next(),
-                parts.next().and_then(|n| n.parse::<u64>().ok()),
-            ) {
-                (Some("R"), _) => ready = true,
-                (Some("I"), Some(n)) => intent = n,
-                (Some("A"), Some(n)) => acked = n,
-                _ => {}
-            }
-        }
-        (ready, intent, acked)
-    });
-    std::thread::sleep(kill_after);
-    let _ = proc.kill(); // SIGKILL
-    let status = proc.wait().map_err(|e| CliError::Local {
-        what: "wait for the child".into(),
-        source: e,
-    })?;
-    let (ready, intent, acked) = reader
-        .join()
-        .map_err(|_| CliError::Usage("pipe reader panicked".into()))?;
-    if !ready && status.success() {
-        return Ok(Err(format!(
-            "cycle {cycle}: the child exited before opening the database"
-        )));
-    }
-    // The child's own error (not a kill): report it.
-    if !status.success() && status.code().is_some() {
-        let mut err = String::new();
-        if let Some(mut e) = proc.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        return Ok(Err(format!(
-            "cycle {cycle}: the child failed: {}",
-            err.trim()
-        )));
-    }
-    Ok(Ok(Killed {
-        intent,
-        acked,
-        opened: ready,
-    }))
-}
-
-/// What a killed child had done.
-pub(crate) struct Killed {
-    /// Operations it had started.
-    pub(crate) intent: u64,
-    /// Operations it had acknowledged.
-    pub(crate) acked: u64,
-    /// Whether its open had returned (otherwise the kill struck inside the
-    /// open: recovery, its flush, the release of WAL segments).
-    pub(crate) opened: bool,
-}
-
-/// Runs the torture; exit code 1 on a failure.
-pub fn run(a: Args) -> Result<i32> {
-    if !(0.0..=1.0).contains(&a.sync_ratio) {
-        return Err(CliError::Usage(format!(
-            "--sync_ratio={}: must be between 0 and 1",
-            a.sync_ratio
-        )));
-    }
-    if [a.power_loss, a.corrupt, a.log]
-        .iter()
-        .filter(|&&m| m)
-        .count()
-        > 1
-    {
-        return Err(CliError::Usage(
-            "--power_loss, --corrupt and --log are separate modes: pick one".into(),
-        ));
-    }
-    if a.keys < 2 {
-        return Err(CliError::Usage("--keys must be at least 2".into()));
-    }
-    let tmp;
-    let dir = match &a.db {
-        Some(d) => d.clone(),
-        None => {
-            tmp = crate::common::temp_dir("strata-torture")?;
-            tmp.path().join("db")
-        }
-    };
-    if a.child && a.log {
-        return crate::log_torture::child(&a, &dir);
-    }
-    if a.child {
-        return child(&a, &dir);
-    }
-    if a.power_loss {
-        return power_loss(&a);
-    }
-    let exe = std::env::current_exe().map_err(|e| CliError::Local {
-        what: "find this program".into(),
-        source: e,
-    })?;
-    if a.log {
-        return crate::log_torture::run(&a, &dir, &exe);
-    }
+/// Kill cycles of the engine; the exit code.
+pub(super) fn run(a: &Args, dir: &Path, exe: &Path) -> Result<i32> {
     let started = Instant::now();
     let mut rng = Rng::new(a.seed ^ 0x5EED);
     let mut damage_rng = Rng::new(a.seed ^ 0xDA3A6E);
@@ -807,7 +532,7 @@ pub fn run(a: Args) -> Result<i32> {
         if open_cycle {
             kill_after = Duration::from_millis(1 + rng.below(OPEN_KILL_MS));
         }
-        let (intent, acked) = match kill_cycle(&a, &exe, &dir, cycle, kill_after)? {
+        let (intent, acked) = match kill_cycle::<Workload>(a, exe, dir, cycle, kill_after)? {
             Ok(k) => {
                 killed_in_open += u64::from(!k.opened);
                 (k.intent, k.acked)
@@ -818,7 +543,7 @@ pub fn run(a: Args) -> Result<i32> {
             }
         };
         let before = model.clone();
-        let mut w = Workload::new(&a, cycle);
+        let mut w = Workload::new(a, cycle);
         let mut acked_model = model.clone();
         for _ in 0..acked {
             let op = w.next();
@@ -833,12 +558,12 @@ pub fn run(a: Args) -> Result<i32> {
         let check_opts = Options {
             avoid_flush_during_recovery: leave_wal,
             avoid_flush_during_shutdown: leave_wal,
-            ..options(&a)
+            ..options(a)
         };
         match verify(
-            &a,
+            a,
             check_opts,
-            &dir,
+            dir,
             &before,
             &acked_model,
             in_flight.as_ref(),
@@ -871,8 +596,8 @@ pub fn run(a: Args) -> Result<i32> {
         acked_total += acked;
         if a.corrupt {
             if let Err(e) = damage_and_check(
-                &a,
-                &dir,
+                a,
+                dir,
                 &mut damage_rng,
                 &mut model,
                 &mut history,
@@ -894,5 +619,5 @@ pub fn run(a: Args) -> Result<i32> {
             counts.damaged, counts.intact, counts.cut, counts.refused
         );
     }
-    Ok(report(&a, summary, failure))
+    Ok(report(a, summary, failure))
 }
