@@ -39,8 +39,14 @@ fn storage() -> StorageRef {
     Arc::new(StdStorage::new())
 }
 
-/// Opens an existing database (never creates one).
+/// Opens an existing database (never creates one) to look at it: no
+/// compaction starts, so a look does not rewrite tables under the user (an
+/// open still flushes what the WAL replayed, as every open does).
 fn open_existing(db: &Path) -> Result<Db> {
+    open_existing_with(db, false)
+}
+
+fn open_existing_with(db: &Path, auto_compactions: bool) -> Result<Db> {
     if !db.exists() {
         return Err(CliError::Usage(format!(
             "{}: no such directory",
@@ -52,6 +58,7 @@ fn open_existing(db: &Path) -> Result<Db> {
         db,
         Options {
             create_if_missing: false,
+            auto_compactions,
             ..Options::default()
         },
     )?)
@@ -356,7 +363,7 @@ pub struct DeleteArgs {
 }
 
 pub fn delete(a: DeleteArgs) -> Result<i32> {
-    let db = open_existing(&a.db)?;
+    let db = open_existing_with(&a.db, true)?;
     db.delete(a.key.as_bytes(), WriteOptions::sync(a.sync))?;
     db.close()?;
     Ok(0)
