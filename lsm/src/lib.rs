@@ -25,6 +25,14 @@
 //! tree: too many memtables, L0 files or pending compaction bytes slow
 //! them down or make them wait, and [`DbStats`] counts every stall along
 //! with per-level sizes, reads and writes and the amplification figures.
+//!
+//! Reopening is cheap: an open flushes what the WAL replayed to a table and
+//! releases the segments, `close` flushes the memtables, and the manifest
+//! starts each open from a snapshot, so an open costs a few fsyncs however
+//! often the database was opened before. With
+//! [`Options::background_threads`] off the engine is deterministic (no
+//! threads, no waiting on time: flushes and compactions run inline in the
+//! writer), so a crash at the Nth storage operation replays exactly.
 
 #![deny(clippy::unwrap_used)]
 #![forbid(unsafe_code)]

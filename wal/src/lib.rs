@@ -42,7 +42,10 @@
 //! * Recovery returns exactly a prefix of what was appended (in the default
 //!   mode), containing every record acknowledged as durable.
 //! * Segment recycling: a reused file still holds its old records, but their
-//!   fragments carry another segment tag, so they read as "end of log".
+//!   fragments carry another segment tag, so they read as "end of log"; each
+//!   write into a reused file ends with a zeroed fragment header, so a new
+//!   entry shorter than an old one never leaves half a fragment to read as
+//!   damage. Segment numbers and LSNs never go back.
 //! * The synced LSN in each entry says which records were durable before it
 //!   was written. A bad record followed by an entry whose synced LSN covers
 //!   it is damage to durable data (an error naming file and offset); one
