@@ -1214,3 +1214,45 @@ fn after_lost_wal_tail_a_manifest_missing_a_flush_edit_is_still_refused() {
     assert_eq!(db.get(b"second", None).expect("get"), Some(b"2".to_vec()));
     assert_eq!(db.get(b"a042", None).expect("get"), Some(b"x".to_vec()));
 }
+
+/// A component that stops after an I/O error says so with one type
+/// (`strata::io::Stopped`) that keeps the errno: a full disk is told from a
+/// failing one whether the WAL or a background flush stopped.
+#[test]
+fn a_stopped_engine_keeps_the_errno_of_what_stopped_it() {
+    const ENOSPC: i32 = 28;
+    // The WAL: the failing write stops it.
+    let fault = FaultStorage::new(26);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    fault.fail(OpClass::Write, 1, Errno::Enospc, true);
+    let first = db
+        .put(b"k", b"v", WriteOptions::sync(true))
+        .expect_err("disk full");
+    assert_eq!(first.raw_os_error(), Some(ENOSPC), "{first}");
+    let later = db
+        .put(b"k2", b"v", WriteOptions::sync(true))
+        .expect_err("stopped");
+    match &later {
+        Error::Wal(strata::wal::Error::Failed(s)) => {
+            assert!(s.is_no_space(), "{s}");
+            assert!(s.component.starts_with("WAL /db/wal"), "{s}");
+        }
+        e => panic!("wrong error: {e}"),
+    }
+    drop(db);
+    fault.clear_failures();
+
+    // A background flush: writes stop with the flush's errno.
+    let fault = FaultStorage::new(27);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage, "/db", small_options()).expect("open");
+    db.put(b"a", b"1", WriteOptions::default()).expect("put");
+    fault.fail(OpClass::Sync, 1, Errno::Enospc, true);
+    let err = db.flush().expect_err("the flush cannot sync its table");
+    assert_eq!(err.raw_os_error(), Some(ENOSPC), "{err}");
+    match db.put(b"b", b"2", WriteOptions::default()) {
+        Err(Error::Background(s)) => assert!(s.is_no_space(), "{s}"),
+        other => panic!("writes after a failed flush: {other:?}"),
+    }
+}

@@ -86,3 +86,48 @@ impl Error {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 }
+
+/// A component (a WAL, an engine's background work, a log partition) that
+/// stopped accepting writes after an error, as every later call reports it.
+/// One type for all, cloneable (each caller gets a copy), keeping the OS
+/// error number of the cause: a caller can tell a full disk (ENOSPC) from a
+/// failing one (EIO) whichever layer stopped. Nothing is retried after it
+/// (a failed fsync may have lost the data it covered); reopening recovers
+/// what reached the disk.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{component} stopped after an earlier error and accepts no writes until reopened: {reason}"
+)]
+pub struct Stopped {
+    /// What stopped, e.g. "WAL /var/db/wal", "partition events-0".
+    pub component: String,
+    /// The error that stopped it.
+    pub reason: String,
+    /// Its OS error number, when it came from the OS.
+    pub errno: Option<i32>,
+}
+
+impl Stopped {
+    /// `component` stopped because of `cause` (with its errno, if any).
+    pub fn new(
+        component: impl Into<String>,
+        cause: &dyn std::fmt::Display,
+        errno: Option<i32>,
+    ) -> Stopped {
+        Stopped {
+            component: component.into(),
+            reason: cause.to_string(),
+            errno,
+        }
+    }
+
+    /// The OS error number of the cause (EIO, ENOSPC, ...), if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.errno
+    }
+
+    /// True when the cause was "no space left on device".
+    pub fn is_no_space(&self) -> bool {
+        self.errno == Some(libc::ENOSPC)
+    }
+}

@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use aligned::AlignedBuf;
-pub use error::{Error, Result};
+pub use error::{Error, Result, Stopped};
 pub use std_backend::StdStorage;
 pub use uring::UringStorage;
 

@@ -76,11 +76,21 @@ pub enum Error {
         latest: i32,
     },
     /// A failed fsync or write earlier stopped this partition.
-    #[error("the partition failed earlier and accepts no writes until reopened: {0}")]
-    Failed(String),
+    #[error(transparent)]
+    Failed(strata_io::Stopped),
 }
 
 impl Error {
+    /// The OS error number behind this error, if any (EIO, ENOSPC, ...).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io(e) => e.raw_os_error(),
+            Error::Meta(e) => e.raw_os_error(),
+            Error::Failed(s) => s.raw_os_error(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn corruption(
         path: &std::path::Path,
         offset: u64,

@@ -73,7 +73,7 @@ struct State {
     producers: ProducerState,
     /// (epoch, start offset), ascending.
     epochs: Vec<(i32, u64)>,
-    failed: Option<String>,
+    failed: Option<strata_io::Stopped>,
     /// The cleaner has compacted everything below this offset (in memory:
     /// after a restart the whole log counts as dirty once).
     cleaned_to: u64,
@@ -367,6 +367,15 @@ impl Partition {
         Ok(())
     }
 
+    /// This partition, stopped by `e`.
+    fn stopped(&self, e: &Error) -> strata_io::Stopped {
+        strata_io::Stopped::new(
+            format!("partition {}-{}", self.topic, self.partition),
+            e,
+            e.raw_os_error(),
+        )
+    }
+
     fn check_failed(st: &State) -> Result<()> {
         match &st.failed {
             Some(e) => Err(Error::Failed(e.clone())),
@@ -453,7 +462,7 @@ impl Partition {
         let res = st.active().and_then(|a| a.append(b));
         if let Err(e) = res {
             // The file's tail is unknown now: stop; a reopen cuts it.
-            st.failed = Some(e.to_string());
+            st.failed = Some(self.stopped(&e));
             return Err(e);
         }
         st.producers.update(&b.header);
@@ -491,7 +500,7 @@ impl Partition {
             return Ok(());
         }
         if let Err(e) = st.active()?.seal() {
-            st.failed = Some(e.to_string());
+            st.failed = Some(self.stopped(&e));
             return Err(e);
         }
         let seg = Segment::create(&*self.storage, &self.dir, leo, Self::seg_opts(&self.cfg))?;
@@ -552,8 +561,9 @@ impl Partition {
             if let Err(e) = f.sync_data() {
                 // Fatal for the partition, never retried: the kernel may
                 // already have dropped the dirty pages.
-                self.state.write().failed = Some(e.to_string());
-                return Err(e.into());
+                let e = Error::from(e);
+                self.state.write().failed = Some(self.stopped(&e));
+                return Err(e);
             }
         }
         {
@@ -815,7 +825,7 @@ impl Partition {
             return Ok(log_start);
         }
         if let Err(e) = res {
-            st.failed = Some(format!("{e}"));
+            st.failed = Some(self.stopped(&e));
             return Err(e);
         }
         let leo = st.leo();

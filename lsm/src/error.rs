@@ -25,8 +25,8 @@ pub enum Error {
     },
     /// A background flush or compaction failed; writes are refused until
     /// a reopen recovers from the WAL and the manifest.
-    #[error("background work failed earlier ({0}); the database is read-only until reopened")]
-    Background(String),
+    #[error(transparent)]
+    Background(strata_io::Stopped),
     /// The write would have to wait for compaction to catch up and the
     /// caller asked not to (`WriteOptions::no_slowdown`).
     #[error("write stalled: {0}")]
@@ -61,6 +61,17 @@ impl From<strata_wal::Error> for Error {
 }
 
 impl Error {
+    /// The OS error number behind this error, if any (EIO, ENOSPC, ...),
+    /// through the WAL and a stopped background as well.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io(e) => e.raw_os_error(),
+            Error::Wal(e) => e.raw_os_error(),
+            Error::Background(s) => s.raw_os_error(),
+            _ => None,
+        }
+    }
+
     /// The same failure for another reader (I/O errors are not `Clone`):
     /// corruption keeps its file and offset, the rest their message.
     pub(crate) fn duplicate(&self) -> Error {

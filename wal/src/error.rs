@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Result of a WAL operation.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -22,8 +21,8 @@ pub enum Error {
     },
     /// An earlier write or sync failed; the WAL accepts nothing more. Reopen
     /// it to recover what reached the disk.
-    #[error("WAL stopped after an I/O error: {0}")]
-    Failed(Arc<strata_io::Error>),
+    #[error(transparent)]
+    Failed(strata_io::Stopped),
     /// A record over the size limit.
     #[error("record of {len} bytes exceeds the {max}-byte limit")]
     RecordTooLarge {

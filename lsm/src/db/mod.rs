@@ -108,7 +108,7 @@ impl Stall {
 struct BgState {
     closing: bool,
     /// The first failure of a flush or compaction; writes are refused.
-    error: Option<String>,
+    error: Option<strata_io::Stopped>,
     /// Files owned by running compactions.
     busy: HashSet<u64>,
     /// Compactions running.
@@ -865,7 +865,11 @@ impl Inner {
         let mut bg = self.bg.lock();
         if bg.error.is_none() {
             tracing::error!(error = %e, dir = %self.dir.display(), "background work failed; writes stop");
-            bg.error = Some(e.to_string());
+            bg.error = Some(strata_io::Stopped::new(
+                format!("the background work of database {}", self.dir.display()),
+                e,
+                e.raw_os_error(),
+            ));
         }
         self.bg_cv.notify_all();
     }

@@ -89,7 +89,7 @@ struct State {
     written: Lsn,
     durable: Lsn,
     leader: bool,
-    failed: Option<Arc<strata_io::Error>>,
+    failed: Option<strata_io::Stopped>,
     closed: bool,
     sync_wanted: Lsn,
     unsynced_bytes: u64,
@@ -692,7 +692,11 @@ impl Inner {
             }
             Err(e) => {
                 tracing::error!(error = %e, dir = %self.dir.display(), "WAL write failed; the log stops accepting writes");
-                st.failed = Some(Arc::new(e));
+                st.failed = Some(strata_io::Stopped::new(
+                    format!("WAL {}", self.dir.display()),
+                    &e,
+                    e.raw_os_error(),
+                ));
             }
         }
         let mut batch = batch;
