@@ -1256,3 +1256,26 @@ fn a_stopped_engine_keeps_the_errno_of_what_stopped_it() {
         other => panic!("writes after a failed flush: {other:?}"),
     }
 }
+
+/// A process killed while creating a database (between writing the
+/// identity's temporary file and renaming it) leaves that file behind; the
+/// next open creates the database rather than refuse a directory it made
+/// itself. Found by `strata torture --corrupt --seed=835` (a kill in the
+/// first open).
+#[test]
+fn a_creation_cut_short_is_finished_by_the_next_open() {
+    let fault = FaultStorage::new(28);
+    strata::io::create_dir_durable(&fault, Path::new("/db")).expect("mkdir");
+    fault
+        .install(Path::new("/db/STRATA.tmp"), b"strata-d")
+        .expect("leftover");
+    let storage: StorageRef = Arc::new(fault);
+    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
+    db.put(b"k", b"v", WriteOptions::sync(true)).expect("put");
+    db.close().expect("close");
+    drop(db);
+    let names = storage.list_dir(Path::new("/db")).expect("list");
+    assert!(!names.iter().any(|n| n == "STRATA.tmp"), "{names:?}");
+    let db = Db::open(storage, "/db", Options::default()).expect("reopen");
+    assert_eq!(db.get(b"k", None).expect("get"), Some(b"v".to_vec()));
+}

@@ -63,7 +63,9 @@ pub(super) fn open(storage: StorageRef, dir: &Path, opts: Options) -> Result<Db>
         let others: Vec<String> = storage
             .list_dir(&dir)?
             .into_iter()
-            .filter(|n| n != "LOCK")
+            // A creation cut short (a kill between writing the identity's
+            // temporary file and renaming it) leaves that file: not data.
+            .filter(|n| n != "LOCK" && *n != format!("{IDENTITY}.tmp"))
             .collect();
         if !others.is_empty() {
             return Err(Error::InvalidArgument(format!(
