@@ -652,6 +652,11 @@ pub struct ReadSource {
 }
 
 impl ReadSource {
+    /// The segment's size when the source was taken.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Reads whole batches from position `pos`: at most `max_bytes` (but at
     /// least one batch), only batches whose last offset is below `upper`.
     /// Each batch is checked; the batches share one buffer (or the map).

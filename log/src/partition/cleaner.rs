@@ -10,7 +10,15 @@ impl Partition {
     /// preserved (a batch keeps its base offset and span; a batch left
     /// empty goes). Each segment is replaced by write-temp, fsync, rename,
     /// fsync directory, its indexes rebuilt; a crash leaves the old or the
-    /// new segment whole. Appends wait while it runs.
+    /// new segment whole.
+    ///
+    /// The work is done off the partition lock, so appends and reads go on:
+    /// the segments to read are taken under a brief read lock (sealed ones
+    /// never change in place), the key scan, the filtering and the new
+    /// file's write and fsync run without it, and only the swap of a
+    /// segment takes the write lock, after checking that no truncation,
+    /// retention or other change touched that segment meanwhile (if one
+    /// did, the rewrite is dropped and the next run redoes it).
     pub fn compact(&self, now_ms: i64) -> Result<CleanerStats> {
         if self.cfg.cleanup_policy != CleanupPolicy::Compact {
             return Err(Error::InvalidArgument(format!(
@@ -18,40 +26,51 @@ impl Partition {
                 self.topic, self.partition
             )));
         }
-        let mut st = self.state.write();
-        Self::check_failed(&st)?;
-        let leo = st.leo();
-        // The latest offset of every key, over the whole log.
+        let _one = self.cleaner.lock();
+        let (sources, leo, truncations) = {
+            let st = self.state.read();
+            Self::check_failed(&st)?;
+            let sources: Vec<(u64, ReadSource)> =
+                st.segments.iter().map(|(&b, s)| (b, s.source())).collect();
+            (
+                sources,
+                st.leo(),
+                self.truncations.load(std::sync::atomic::Ordering::SeqCst),
+            )
+        };
+        // The latest offset of every key, over the whole log as planned.
         let mut latest: std::collections::HashMap<bytes::Bytes, u64> =
             std::collections::HashMap::new();
-        let mut at = st.log_start;
-        while at < leo {
-            let batches = Self::read_locked(&st, at, 4 << 20, leo)?;
-            let Some(last) = batches.last() else { break };
-            at = last.last_offset() + 1;
-            for b in &batches {
-                for r in b.records() {
-                    if let Some(k) = r.key {
-                        latest.insert(k, r.offset);
+        for (_, src) in &sources {
+            let mut pos = 0u64;
+            loop {
+                let batches = src.read_from(pos, 4 << 20, leo)?;
+                if batches.is_empty() {
+                    break;
+                }
+                for b in &batches {
+                    pos += b.bytes.len() as u64;
+                    for r in b.records() {
+                        if let Some(k) = r.key {
+                            latest.insert(k, r.offset);
+                        }
                     }
                 }
             }
         }
         let mut stats = CleanerStats::default();
-        st.cleaned_to = st.segments.keys().next_back().copied().unwrap_or(leo);
-        let sealed: Vec<u64> = st.segments.keys().copied().collect();
-        let sealed = &sealed[..sealed.len().saturating_sub(1)];
+        let active_base = sources.last().map_or(leo, |(b, _)| *b);
+        let sealed = &sources[..sources.len().saturating_sub(1)];
         let storage = &*self.storage;
         let opts = Self::seg_opts(&self.cfg);
-        for &base in sealed {
-            let Some(seg) = st.segments.get(&base) else {
-                continue;
-            };
+        for (base, src) in sealed {
+            let base = *base;
             let mut out: Vec<u8> = Vec::new();
             let mut pos = 0u64;
             let mut changed = false;
+            let mut removed = 0u64;
             loop {
-                let batches = seg.read_from(pos, 4 << 20, u64::MAX)?;
+                let batches = src.read_from(pos, 4 << 20, u64::MAX)?;
                 if batches.is_empty() {
                     break;
                 }
@@ -65,20 +84,16 @@ impl Partition {
                         newest && !dead_tombstone
                     })?;
                     let left = kept.as_ref().map_or(0, |k| k.header.record_count as usize);
-                    stats.records_removed += (n - left) as u64;
+                    removed += (n - left) as u64;
                     changed |= left != n;
                     if let Some(k) = kept {
                         out.extend_from_slice(&k.bytes);
                     }
                 }
             }
-            stats.bytes_before += seg.size();
-            stats.bytes_after += if changed {
-                out.len() as u64
-            } else {
-                seg.size()
-            };
+            stats.bytes_before += src.size();
             if !changed {
+                stats.bytes_after += src.size();
                 continue;
             }
             let log = self.dir.join(segment::file_name(base, "log"));
@@ -90,6 +105,22 @@ impl Partition {
             f.write_at(&out, 0)?;
             f.sync_data()?;
             drop(f);
+            let mut st = self.state.write();
+            let untouched = self.truncations.load(std::sync::atomic::Ordering::SeqCst)
+                == truncations
+                && st.segments.keys().next_back() != Some(&base)
+                && st
+                    .segments
+                    .get(&base)
+                    .is_some_and(|s| s.size() == src.size());
+            if !untouched {
+                drop(st);
+                if let Err(e) = storage.remove_file(&cleaned) {
+                    tracing::warn!(error = %e, "could not remove an abandoned cleaner output");
+                }
+                stats.bytes_after += src.size();
+                continue;
+            }
             // Indexes first: a crash then leaves a log with no index, which
             // the next open rebuilds, never an index of the other log.
             for ext in ["index", "timeindex"] {
@@ -105,8 +136,13 @@ impl Partition {
             let (mut fresh, _) = Segment::open(storage, &self.dir, base, opts, true)?;
             fresh.seal()?;
             st.segments.insert(base, fresh);
+            drop(st);
             stats.segments_cleaned += 1;
+            stats.records_removed += removed;
+            stats.bytes_after += out.len() as u64;
         }
+        let mut st = self.state.write();
+        st.cleaned_to = st.cleaned_to.max(active_base);
         Ok(stats)
     }
 

@@ -41,6 +41,7 @@ impl Partition {
             durable: std::sync::atomic::AtomicU64::new(0),
             durable_mx: parking_lot::Mutex::new(()),
             durable_cv: parking_lot::Condvar::new(),
+            cleaner: parking_lot::Mutex::new(()),
         };
         let report = p.recover()?;
         Ok((p, report))

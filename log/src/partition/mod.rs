@@ -112,7 +112,8 @@ impl State {
 /// appends and truncations take it for writing, reads plan under it and
 /// copy outside it. Fsyncs run outside it (see `FlushPlan`).
 /// `durable_mx` (with `durable_cv`) is for waiters on the durable end: it
-/// is taken after `state` and never held while taking `state`.
+/// is taken after `state` and never held while taking `state`. `cleaner`
+/// serialises cleaner runs and is taken before `state`.
 pub struct Partition {
     topic: String,
     partition: u32,
@@ -132,6 +133,9 @@ pub struct Partition {
     durable: std::sync::atomic::AtomicU64,
     durable_mx: parking_lot::Mutex<()>,
     durable_cv: parking_lot::Condvar,
+    /// One cleaner run at a time (it works mostly without `state`; taken
+    /// before it).
+    cleaner: parking_lot::Mutex<()>,
 }
 
 impl std::fmt::Debug for Partition {
