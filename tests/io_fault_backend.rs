@@ -14,11 +14,8 @@ fn setup(seed: u64) -> FaultStorage {
     s
 }
 
-#[test]
-fn a_new_directory_needs_its_parent_synced_and_takes_its_files_with_it() {
-    let s = setup(3);
-    s.set_crash_keep(CrashKeep::None);
-    s.create_dir_all(Path::new("/d/sub/deeper")).expect("mkdir");
+/// `/d/sub/deeper/f`, written and fsynced, its directory fsynced too.
+fn write_synced_file_in_deeper(s: &FaultStorage) {
     let f = s
         .open(Path::new("/d/sub/deeper/f"), OpenOptions::create())
         .expect("create");
@@ -26,6 +23,14 @@ fn a_new_directory_needs_its_parent_synced_and_takes_its_files_with_it() {
     f.sync_all().expect("fsync file");
     s.sync_dir(Path::new("/d/sub/deeper"))
         .expect("fsync its directory");
+}
+
+#[test]
+fn a_new_directory_needs_its_parent_synced_and_takes_its_files_with_it() {
+    let s = setup(3);
+    s.set_crash_keep(CrashKeep::None);
+    s.create_dir_all(Path::new("/d/sub/deeper")).expect("mkdir");
+    write_synced_file_in_deeper(&s);
     s.crash();
     let s = s.reopen();
     assert!(
@@ -37,13 +42,7 @@ fn a_new_directory_needs_its_parent_synced_and_takes_its_files_with_it() {
 
     // The helper syncs each parent of what it creates: all survive.
     strata::io::create_dir_durable(&s, Path::new("/d/sub/deeper")).expect("mkdir");
-    let f = s
-        .open(Path::new("/d/sub/deeper/f"), OpenOptions::create())
-        .expect("create");
-    f.write_at(b"data", 0).expect("write");
-    f.sync_all().expect("fsync file");
-    s.sync_dir(Path::new("/d/sub/deeper"))
-        .expect("fsync its directory");
+    write_synced_file_in_deeper(&s);
     s.crash();
     let s = s.reopen();
     let f = s

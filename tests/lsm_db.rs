@@ -669,19 +669,8 @@ fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing(
     db.close().expect("close");
     drop(db);
 
-    let mdir = Path::new("/db/manifest");
-    let last = storage
-        .list_dir(mdir)
-        .expect("list")
-        .into_iter()
-        .rfind(|n| n.ends_with(".wal"))
-        .expect("a manifest segment");
-    let seg = mdir.join(last);
-    let original = fault.contents(&seg).expect("contents");
     // One byte off the end tears the flush's edit.
-    fault
-        .install(&seg, &original[..original.len() - 1])
-        .expect("cut");
+    let (seg, original) = cut_last_manifest_byte(&fault);
     match Db::open(storage.clone(), "/db", wal_kept()) {
         Err(Error::Corruption { path, reason, .. }) => {
             assert!(path.starts_with("/db/wal"), "{}", path.display());
@@ -703,6 +692,26 @@ fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing(
             "key {i}"
         );
     }
+}
+
+/// Cuts the last byte of the newest manifest segment of `/db` (tearing its
+/// last edit); returns the segment and its bytes before the cut.
+fn cut_last_manifest_byte(fault: &FaultStorage) -> (std::path::PathBuf, Vec<u8>) {
+    // A handle of the current "process" (the given one may predate a crash).
+    let fault = fault.reopen();
+    let mdir = Path::new("/db/manifest");
+    let last = fault
+        .list_dir(mdir)
+        .expect("list")
+        .into_iter()
+        .rfind(|n| n.ends_with(".wal"))
+        .expect("a manifest segment");
+    let seg = mdir.join(last);
+    let original = fault.contents(&seg).expect("contents");
+    fault
+        .install(&seg, &original[..original.len() - 1])
+        .expect("cut");
+    (seg, original)
 }
 
 /// Options whose `close` leaves the memtable in the WAL, for tests of WAL
@@ -1187,18 +1196,8 @@ fn after_lost_wal_tail_a_manifest_missing_a_flush_edit_is_still_refused() {
     assert_eq!(db.recovery().wal_batches_replayed, 1);
     db.close().expect("close");
     drop(db);
-    let mdir = Path::new("/db/manifest");
-    let last = storage
-        .list_dir(mdir)
-        .expect("list")
-        .into_iter()
-        .rfind(|n| n.ends_with(".wal"))
-        .expect("a manifest segment");
-    let seg = mdir.join(last);
-    let original = fault.contents(&seg).expect("contents");
-    fault
-        .install(&seg, &original[..original.len() - 1])
-        .expect("cut the open's flush edit");
+    // Tear the open's flush edit.
+    let (seg, original) = cut_last_manifest_byte(&fault);
     match Db::open(storage.clone(), "/db", Options::default()) {
         Err(Error::Corruption { reason, .. }) => {
             assert!(reason.contains("WAL starts at LSN"), "{reason}")

@@ -243,13 +243,7 @@ impl Wal {
         let (segments, empty_last) = if next_lsn > rec.next_lsn {
             // Skipping LSNs: nothing recovered is wanted (see above).
             for old in segments.into_iter().chain(empty_last) {
-                if recycled.len() < opts.recycle_segments {
-                    let to = recycle_path(&dir, old.segno);
-                    storage.rename(&old.path, &to)?;
-                    recycled.push(to);
-                } else {
-                    storage.remove_file(&old.path)?;
-                }
+                release_segment(&*storage, &dir, opts.recycle_segments, &mut recycled, &old)?;
                 changed = true;
             }
             (VecDeque::new(), None)
@@ -305,13 +299,8 @@ impl Wal {
             let mut io = inner.io.lock();
             inner.rotate(&mut io, next_lsn, next_segno)?;
             if let Some(last) = empty_last {
-                if io.recycled.len() < inner.opts.recycle_segments {
-                    let to = recycle_path(&inner.dir, last.segno);
-                    inner.storage.rename(&last.path, &to)?;
-                    io.recycled.push(to);
-                } else {
-                    inner.storage.remove_file(&last.path)?;
-                }
+                let keep = inner.opts.recycle_segments;
+                release_segment(&*inner.storage, &inner.dir, keep, &mut io.recycled, &last)?;
                 inner.storage.sync_dir(&inner.dir)?;
             }
         }
@@ -460,13 +449,8 @@ impl Wal {
                 let Some(old) = io.segments.pop_front() else {
                     break;
                 };
-                if io.recycled.len() < inner.opts.recycle_segments {
-                    let to = recycle_path(&inner.dir, old.segno);
-                    inner.storage.rename(&old.path, &to)?;
-                    io.recycled.push(to);
-                } else {
-                    inner.storage.remove_file(&old.path)?;
-                }
+                let keep = inner.opts.recycle_segments;
+                release_segment(&*inner.storage, &inner.dir, keep, &mut io.recycled, &old)?;
                 // One directory sync per segment keeps the surviving set a
                 // contiguous run of segments whatever a crash keeps.
                 inner.storage.sync_dir(&inner.dir)?;
@@ -750,6 +734,26 @@ impl Inner {
         drop(self.hand_over(st));
         res
     }
+}
+
+/// Releases a segment the log no longer needs: kept for reuse (renamed to
+/// `.recycle`) while fewer than `keep` are, else deleted. The caller syncs
+/// the directory.
+fn release_segment(
+    storage: &dyn strata_io::Storage,
+    dir: &Path,
+    keep: usize,
+    recycled: &mut Vec<PathBuf>,
+    seg: &SegmentFile,
+) -> Result<()> {
+    if recycled.len() < keep {
+        let to = recycle_path(dir, seg.segno);
+        storage.rename(&seg.path, &to)?;
+        recycled.push(to);
+    } else {
+        storage.remove_file(&seg.path)?;
+    }
+    Ok(())
 }
 
 fn flusher(weak: Weak<Inner>, tick: Duration) {
