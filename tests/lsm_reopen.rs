@@ -107,3 +107,47 @@ fn a_thousand_short_lived_opens_stay_small_and_replay_nothing_old() {
         db.level_file_counts()
     );
 }
+
+/// A clean close leaves nothing for the next open to read back: the
+/// memtable goes to a table and the WAL is emptied (old and recycled
+/// segments deleted, one fresh segment), so the next open neither replays
+/// nor reads megabytes of log.
+#[test]
+fn a_clean_close_leaves_an_empty_wal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("db");
+    let storage: StorageRef = Arc::new(StdStorage::new());
+    let opts = Options {
+        write_buffer_size: 4 << 20,
+        ..Options::default()
+    };
+    let db = Db::open(storage.clone(), &dir, opts.clone()).expect("open");
+    let value = vec![b'v'; 1000];
+    for i in 0..12_000u32 {
+        db.put(
+            format!("k{i:06}").as_bytes(),
+            &value,
+            WriteOptions::default(),
+        )
+        .expect("put");
+    }
+    db.close().expect("close");
+    drop(db);
+    let wal: Vec<(String, u64)> = std::fs::read_dir(dir.join("wal"))
+        .expect("wal dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            let len = e.metadata().expect("metadata").len();
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect();
+    assert_eq!(wal.len(), 1, "one segment, no recycled files: {wal:?}");
+    assert!(wal[0].1 <= 1 << 20, "a fresh segment: {wal:?}");
+    let db = Db::open(storage, &dir, opts).expect("open");
+    assert_eq!(db.recovery().wal_batches_replayed, 0);
+    assert_eq!(
+        db.get(b"k011999", None).expect("get"),
+        Some(value.clone()),
+        "the data is in tables"
+    );
+}

@@ -632,7 +632,16 @@ impl Db {
         {
             Ok(())
         } else {
-            self.flush()
+            // Everything is in tables now: start the next open from an
+            // empty WAL (held under the write lock, so no write slips in).
+            self.flush().and_then(|()| {
+                let _w = self.inner.write.lock();
+                let v = self.inner.version.read().clone();
+                if v.mem.is_empty() && v.imms.is_empty() {
+                    self.inner.wal.clear()?;
+                }
+                Ok(())
+            })
         };
         self.inner.closed.store(true, Ordering::Release);
         self.inner.notify();

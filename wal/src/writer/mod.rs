@@ -436,6 +436,44 @@ impl Wal {
         self.inner.io.lock().segments.iter().cloned().collect()
     }
 
+    /// Empties the log for a caller that has checkpointed every record
+    /// (the engine at a clean close, after flushing): the following
+    /// records go to a new segment, every older segment and every file
+    /// kept for reuse is deleted. The next open then reads one small,
+    /// empty segment instead of the megabytes of the last one (recovery
+    /// reads whole segment files, and recycled ones are full-size).
+    /// LSNs continue. Fails if records are pending.
+    pub fn clear(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let next = {
+            let st = inner.state.lock();
+            if st.pending_count > 0 {
+                return Err(Error::InvalidOption(
+                    "clear with records not yet written".into(),
+                ));
+            }
+            st.next_lsn
+        };
+        inner.with_leadership(|io| {
+            inner.finish_seal(io)?;
+            for p in std::mem::take(&mut io.recycled) {
+                inner.storage.remove_file(&p)?;
+            }
+            let segno = io.segments.back().map_or(1, |s| s.segno + 1);
+            inner.rotate(io, next, segno)?;
+            while io.segments.len() > 1 {
+                let Some(old) = io.segments.pop_front() else {
+                    break;
+                };
+                inner.storage.remove_file(&old.path)?;
+                // As in `purge_before`: what survives a crash stays a
+                // contiguous run of segments.
+                inner.storage.sync_dir(&inner.dir)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Releases every segment whose records all have LSNs below `lsn` (a
     /// checkpoint: the caller no longer needs them for recovery). Released
     /// segments are kept for reuse up to `recycle_segments`, else deleted.
