@@ -31,9 +31,9 @@ pub enum SyncPolicy {
 pub enum Preallocate {
     /// Let the file grow with each write.
     None,
-    /// `fallocate` ahead of the writes (fewer extent updates), in steps
-    /// that double from 1 MiB up to the segment size, so a segment holding
-    /// little costs little disk.
+    /// `fallocate` ahead of the writes (fewer extent updates): 1 MiB when
+    /// the segment starts, the whole segment once the writes pass that, so
+    /// a segment holding little costs little disk.
     Allocate,
     /// Write zeros over the whole segment at creation, so every later
     /// fdatasync only overwrites allocated, written blocks: about half the
