@@ -15,6 +15,11 @@
 //! table, fsyncs it and the directory, records it in the manifest with the
 //! WAL LSN it covers, and releases older WAL segments.
 //!
+//! By job: `recovery` (opening), `flush` (memtable switches and flushes,
+//! inline ones in the deterministic mode), `compact` (compactions),
+//! `stall` (backpressure), `version` (the tree), `stats`, `options`; this
+//! file holds the shared state and the public API.
+//!
 //! Backpressure, as in RocksDB: when every memtable is full, or L0 holds
 //! `level0_stop_writes_trigger` files, or the compaction debt passes the
 //! hard limit, writers wait; at the slowdown triggers each write is
@@ -22,8 +27,10 @@
 //! counted in [`DbStats::stalls`].
 
 mod compact;
+mod flush;
 mod options;
 mod recovery;
+mod stall;
 mod stats;
 mod version;
 
@@ -35,26 +42,27 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
-use strata_io::{FileLock, OpenOptions, StorageRef};
-use strata_wal::{Lsn, Wal};
+use strata_io::{FileLock, StorageRef};
+use strata_wal::Wal;
 
 use crate::batch::{self, BatchEntry, BatchOp, WriteBatch};
 use crate::cache::{BlockCache, CacheStats};
 use crate::iter::{DbIterator, InternalIterator, LevelIter, MemIter, MergingIter, ReadOptions};
 use crate::key::Kind;
-use crate::manifest::{Edit, Manifest, TableMeta};
+use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::picker::{LeveledPicker, Picker};
 use crate::range_del;
-use crate::table::{Table, TableBuilder};
+use crate::table::Table;
 use crate::{Error, Result};
 
 pub use options::{CompactionStyle, Options, WriteOptions};
 pub use stats::{DbStats, LevelStats, StallStats};
 
 use compact::RateLimiter;
+use stall::Stall;
 use stats::{Counters, StallCause};
-use version::{Sst, Version};
+use version::Version;
 
 const IDENTITY: &str = "STRATA";
 const IDENTITY_CONTENTS: &[u8] = b"strata-db format 1\n";
@@ -62,47 +70,6 @@ const IDENTITY_CONTENTS: &[u8] = b"strata-db format 1\n";
 /// How long a waiting thread sleeps before it looks again (a safety net:
 /// every state change also wakes waiters).
 const WAIT_SLICE: Duration = Duration::from_millis(100);
-
-/// Write-stall state, recomputed whenever the tables change; kept in an
-/// `AtomicU8` so writers read it without a lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Stall {
-    None = 0,
-    /// Writes are delayed to `delayed_write_rate`.
-    L0Slowdown = 1,
-    PendingSlowdown = 2,
-    /// Writes wait until compaction catches up.
-    L0Stop = 3,
-    PendingStop = 4,
-}
-
-impl Stall {
-    fn from_u8(b: u8) -> Stall {
-        match b {
-            1 => Stall::L0Slowdown,
-            2 => Stall::PendingSlowdown,
-            3 => Stall::L0Stop,
-            4 => Stall::PendingStop,
-            _ => Stall::None,
-        }
-    }
-
-    fn is_stop(self) -> bool {
-        matches!(self, Stall::L0Stop | Stall::PendingStop)
-    }
-
-    /// What the statistics count a wait under.
-    fn cause(self) -> Option<StallCause> {
-        match self {
-            Stall::None => None,
-            Stall::L0Slowdown => Some(StallCause::L0Slowdown),
-            Stall::PendingSlowdown => Some(StallCause::PendingSlowdown),
-            Stall::L0Stop => Some(StallCause::L0Stop),
-            Stall::PendingStop => Some(StallCause::PendingStop),
-        }
-    }
-}
 
 /// Background work: the flush thread and the compaction threads.
 struct BgState {
@@ -712,149 +679,6 @@ impl Inner {
         self.notify();
     }
 
-    /// Recomputes the write-stall state from the tables (RocksDB skips the
-    /// L0 and debt triggers when automatic compaction is off).
-    fn update_stall(&self) {
-        let o = &self.opts;
-        let state = if !o.auto_compactions {
-            Stall::None
-        } else {
-            let v = self.version.read().clone();
-            let l0 = v.levels.first().map_or(0, Vec::len);
-            let pending = self.picker.pending_bytes(&v.shape(&HashSet::new()));
-            if l0 >= o.level0_stop_writes_trigger {
-                Stall::L0Stop
-            } else if pending >= o.hard_pending_compaction_bytes_limit {
-                Stall::PendingStop
-            } else if l0 >= o.level0_slowdown_writes_trigger {
-                Stall::L0Slowdown
-            } else if pending >= o.soft_pending_compaction_bytes_limit {
-                Stall::PendingSlowdown
-            } else {
-                Stall::None
-            }
-        };
-        self.stall.store(state as u8, Ordering::Release);
-    }
-
-    fn stall_state(&self) -> Stall {
-        Stall::from_u8(self.stall.load(Ordering::Acquire))
-    }
-
-    /// Applies backpressure before a write of `bytes` (the caller holds
-    /// the write lock, so stalled writers queue behind it).
-    fn throttle(&self, w: &mut WriteState, bytes: u64, no_slowdown: bool) -> Result<()> {
-        if !self.opts.background_threads {
-            // Compactions run inline until none is due: the tree never
-            // reaches a trigger that would have the writer wait.
-            return Ok(());
-        }
-        loop {
-            let state = self.stall_state();
-            let Some(cause) = state.cause() else {
-                return Ok(());
-            };
-            let stop = state.is_stop();
-            if no_slowdown {
-                return Err(Error::WriteStall(format!(
-                    "{cause:?}: compaction is behind (L0 files {}, pending {} bytes)",
-                    self.version.read().levels.first().map_or(0, Vec::len),
-                    self.picker
-                        .pending_bytes(&self.version.read().shape(&HashSet::new()))
-                )));
-            }
-            if stop {
-                let t0 = Instant::now();
-                let mut bg = self.bg.lock();
-                while self.stall_state().is_stop() {
-                    self.wait_bg(&mut bg)?;
-                }
-                drop(bg);
-                self.stats.stall(cause, t0.elapsed().as_micros() as u64);
-                continue;
-            }
-            // Slowdown: pay for the bytes at `delayed_write_rate`, in
-            // sleeps of at least a millisecond (shorter ones are noise).
-            w.delay_debt += bytes;
-            let rate = self.opts.delayed_write_rate;
-            if w.delay_debt.saturating_mul(1000) >= rate {
-                let us = w.delay_debt.saturating_mul(1_000_000) / rate;
-                w.delay_debt = 0;
-                let t0 = Instant::now();
-                std::thread::sleep(Duration::from_micros(us));
-                self.stats.stall(cause, t0.elapsed().as_micros() as u64);
-            }
-            return Ok(());
-        }
-    }
-
-    /// Makes the memtable immutable (the caller holds the write lock),
-    /// first waiting while every memtable slot is taken.
-    fn switch_memtable(&self, lsn: Lsn) -> Result<()> {
-        let full = || self.version.read().imms.len() + 1 >= self.opts.max_write_buffer_number;
-        if full() {
-            let t0 = Instant::now();
-            let mut bg = self.bg.lock();
-            while full() {
-                self.wait_bg(&mut bg)?;
-            }
-            drop(bg);
-            self.stats
-                .stall(StallCause::Memtable, t0.elapsed().as_micros() as u64);
-        }
-        self.install(|old| {
-            let mut imms = Vec::with_capacity(old.imms.len() + 1);
-            imms.push((old.mem.clone(), lsn));
-            imms.extend(old.imms.iter().cloned());
-            old.with_memtables(Arc::new(Memtable::new()), imms)
-        });
-        Ok(())
-    }
-
-    /// In the deterministic mode (no background threads): flushes every
-    /// immutable memtable, then runs the compactions due until none is,
-    /// in the calling thread (which holds the write lock). A failure is
-    /// recorded as a background failure would be.
-    fn run_inline(&self) -> Result<()> {
-        if self.opts.background_threads {
-            return Ok(());
-        }
-        self.check_bg_error()?;
-        let res = (|| {
-            while !self.version.read().imms.is_empty() {
-                self.flush_oldest()?;
-            }
-            if !self.opts.auto_compactions {
-                return Ok(());
-            }
-            loop {
-                // (The lock is released before the task runs: installing
-                // its result takes it again.)
-                let next = self.pick(&self.bg.lock());
-                let Some(task) = next else {
-                    return Ok(());
-                };
-                self.run_task(&task)?;
-                self.update_stall();
-            }
-        })();
-        if let Err(e) = &res {
-            self.fail(e);
-        }
-        res
-    }
-
-    fn wait_flushed(&self) -> Result<()> {
-        let mut bg = self.bg.lock();
-        while !self.version.read().imms.is_empty() {
-            self.wait_bg(&mut bg)?;
-        }
-        if let Some(e) = &bg.error {
-            return Err(Error::Background(e.clone()));
-        }
-        Ok(())
-    }
-
     fn wait_idle(&self) -> Result<()> {
         let mut bg = self.bg.lock();
         loop {
@@ -881,92 +705,6 @@ impl Inner {
             ));
         }
         self.bg_cv.notify_all();
-    }
-
-    fn flush_loop(self: Arc<Self>) {
-        loop {
-            {
-                let mut bg = self.bg.lock();
-                loop {
-                    let pending = !self.version.read().imms.is_empty();
-                    if bg.closing && (!pending || bg.error.is_some()) {
-                        return;
-                    }
-                    if pending && bg.error.is_none() {
-                        break;
-                    }
-                    self.bg_cv.wait_for(&mut bg, WAIT_SLICE);
-                }
-            }
-            if let Err(e) = self.flush_oldest() {
-                self.fail(&e);
-            }
-        }
-    }
-
-    /// A builder for a new table file with a fresh number.
-    fn new_table(&self) -> Result<(u64, TableBuilder)> {
-        let n = self.manifest.lock().new_file_number();
-        let f = self
-            .storage
-            .open(&table_path(&self.dir, n), OpenOptions::create_new())?;
-        Ok((n, TableBuilder::new(f, self.opts.table)))
-    }
-
-    fn open_sst(&self, number: u64) -> Result<Arc<Sst>> {
-        let f = self
-            .storage
-            .open(&table_path(&self.dir, number), OpenOptions::existing())?;
-        let table = Arc::new(open_table(f, self.cache.as_ref(), number)?);
-        Ok(Arc::new(Sst::new(table, number)))
-    }
-
-    /// Writes the oldest immutable memtable to a new L0 table.
-    fn flush_oldest(&self) -> Result<()> {
-        let Some((imm, lsn)) = self.version.read().imms.last().cloned() else {
-            return Ok(());
-        };
-        let (number, mut b) = self.new_table()?;
-        for (k, v) in imm.entries() {
-            b.add(&k, &v)?;
-        }
-        for t in imm.range_tombstones() {
-            b.add_range_tombstone(t);
-        }
-        let (size, props) = b.finish()?;
-        self.storage.sync_dir(&self.dir)?;
-        let meta = TableMeta {
-            level: 0,
-            number,
-            size,
-            min_seqno: props.min_seqno,
-            max_seqno: props.max_seqno,
-            smallest: props.smallest.clone(),
-            largest: props.largest.clone(),
-        };
-        self.manifest.lock().apply(&[
-            Edit::AddTable(meta),
-            Edit::LogLsn(lsn),
-            Edit::NextFile(number + 1),
-            Edit::LastSeq(props.max_seqno),
-        ])?;
-        let sst = self.open_sst(number)?;
-        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        self.stats.flushed_bytes.fetch_add(size, Ordering::Relaxed);
-        Counters::add(&self.stats.level_written, 0, size);
-        // Records up to `lsn` live in tables now. Released before the
-        // memtable leaves the version, so a caller waiting for the flush
-        // (`Db::flush`, an open replaying the WAL) finds the WAL released.
-        self.wal.purge_before(lsn + 1)?;
-        self.install(|old| {
-            let mut v = old.edit(&[], &[(0, sst)]);
-            v.imms.retain(|(m, _)| !Arc::ptr_eq(m, &imm));
-            v
-        });
-        if self.opts.background_threads {
-            release_here(imm);
-        }
-        Ok(())
     }
 }
 
