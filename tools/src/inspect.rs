@@ -3,6 +3,7 @@
 //! `scan`. Each opens what it needs, does its work and closes cleanly, so
 //! a shell loop of them is a valid (slow) workload.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -397,8 +398,19 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
     });
     it.seek_to_first();
     let mut n = 0u64;
+    let mut out = std::io::stdout().lock();
     while it.valid() && a.limit.is_none_or(|l| n < l) {
-        println!("{} => {}", show(it.key()), show(it.value()));
+        match writeln!(out, "{} => {}", show(it.key()), show(it.value())) {
+            Ok(()) => {}
+            // The reader went away (`strata scan DB | head`): stop quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => {
+                return Err(CliError::Local {
+                    what: "write the scan".into(),
+                    source: e,
+                })
+            }
+        }
         n += 1;
         it.next();
     }
