@@ -33,7 +33,8 @@
 //!   opened buffered instead and `alignment()` returns `None`.
 //!
 //! `unsafe` in Strata lives here only (io_uring submissions, `fallocate`,
-//! aligned allocation), each block with a `// SAFETY:` comment.
+//! aligned allocation, memory maps, the tool's SIGPIPE default), each block
+//! with a `// SAFETY:` comment.
 
 #![deny(clippy::unwrap_used)]
 
@@ -324,6 +325,19 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// Restores the default action of SIGPIPE (end the process), which the Rust
+/// runtime sets to "ignore": a command-line tool whose output goes to a
+/// pipe that closed early (`strata sst-dump --entries F | head`) then ends
+/// quietly, as Unix tools do, instead of failing every later write.
+pub fn default_sigpipe() {
+    // SAFETY: `signal` with SIG_DFL installs no handler of ours (no code
+    // runs in signal context) and touches no memory; called once at the
+    // start of `main`, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -178,6 +178,7 @@ fn normalize_flags(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 fn main() {
+    strata_io::default_sigpipe();
     let cli = Cli::parse_from(normalize_flags(std::env::args_os().collect()));
     // Torture provokes torn tails, cut logs and damage on purpose: the
     // engine's reports of them are expected there and would bury the
