@@ -162,19 +162,23 @@ fn a_manifest_that_lost_a_flush_edit_is_refused_and_the_refusal_changes_nothing(
     }
 }
 
-/// Cuts the last byte of the newest manifest segment of `/db` (tearing its
-/// last edit); returns the segment and its bytes before the cut.
-fn cut_last_manifest_byte(fault: &FaultStorage) -> (std::path::PathBuf, Vec<u8>) {
+/// The newest `.wal` segment in `dir`.
+fn newest_segment(fault: &FaultStorage, dir: &str) -> std::path::PathBuf {
     // A handle of the current "process" (the given one may predate a crash).
     let fault = fault.reopen();
-    let mdir = Path::new("/db/manifest");
     let last = fault
-        .list_dir(mdir)
+        .list_dir(Path::new(dir))
         .expect("list")
         .into_iter()
         .rfind(|n| n.ends_with(".wal"))
-        .expect("a manifest segment");
-    let seg = mdir.join(last);
+        .expect("a segment");
+    Path::new(dir).join(last)
+}
+
+/// Cuts the last byte of the newest manifest segment of `/db` (tearing its
+/// last edit); returns the segment and its bytes before the cut.
+fn cut_last_manifest_byte(fault: &FaultStorage) -> (std::path::PathBuf, Vec<u8>) {
+    let seg = newest_segment(fault, "/db/manifest");
     let original = fault.contents(&seg).expect("contents");
     fault
         .install(&seg, &original[..original.len() - 1])
@@ -205,14 +209,7 @@ fn a_torn_wal_tail_is_cut_and_reported() {
     }
     db.close().expect("close");
     drop(db);
-    let wdir = Path::new("/db/wal");
-    let last = storage
-        .list_dir(wdir)
-        .expect("list")
-        .into_iter()
-        .rfind(|n| n.ends_with(".wal"))
-        .expect("a WAL segment");
-    let seg = wdir.join(last);
+    let seg = newest_segment(&fault, "/db/wal");
     let mut bytes = fault.contents(&seg).expect("contents");
     let end = bytes.iter().rposition(|&b| b != 0).expect("records");
     bytes[end] ^= 0xFF;
