@@ -383,6 +383,26 @@ fn a_manifest_whose_snapshot_is_cut_is_refused_not_read_as_empty() {
     }
 }
 
+/// A life of `/db` whose unsynced writes (`a000`..`a099`, after a synced
+/// `first` if `synced_first`) reach a table by a flush, then a power cut
+/// that drops the WAL tail holding them; the next life's storage.
+fn flush_then_lose_the_wal_tail(fault: &FaultStorage, synced_first: bool) -> StorageRef {
+    let storage: StorageRef = Arc::new(fault.clone());
+    let db = Db::open(storage, "/db", Options::default()).expect("open");
+    if synced_first {
+        db.put(b"first", b"1", WriteOptions::sync(true))
+            .expect("put");
+    }
+    for i in 0..100u32 {
+        db.put(format!("a{i:03}").as_bytes(), b"x", WriteOptions::default())
+            .expect("put");
+    }
+    db.flush().expect("flush");
+    fault.crash();
+    drop(db);
+    Arc::new(fault.reopen())
+}
+
 /// A power cut can take a WAL tail that a flush already put in a table;
 /// the next life then hands out those LSNs again, below the manifest's
 /// log LSN. Found by `strata torture --corrupt` (a WAL cut at damage does
@@ -394,7 +414,6 @@ fn a_manifest_whose_snapshot_is_cut_is_refused_not_read_as_empty() {
 fn reused_wal_lsns_below_the_manifest_mark_are_not_released_unflushed() {
     let fault = FaultStorage::new(24);
     fault.set_crash_keep(CrashKeep::None);
-    let storage: StorageRef = Arc::new(fault.clone());
     let keep_wal = Options {
         avoid_flush_during_recovery: true,
         avoid_flush_during_shutdown: true,
@@ -402,17 +421,7 @@ fn reused_wal_lsns_below_the_manifest_mark_are_not_released_unflushed() {
     };
     // Life 1: unsynced writes reach a table by a flush; the WAL tail
     // holding them is lost to a power cut.
-    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
-    db.put(b"first", b"1", WriteOptions::sync(true))
-        .expect("put");
-    for i in 0..100u32 {
-        db.put(format!("a{i:03}").as_bytes(), b"x", WriteOptions::default())
-            .expect("put");
-    }
-    db.flush().expect("flush");
-    fault.crash();
-    drop(db);
-    let storage: StorageRef = Arc::new(fault.reopen());
+    let storage = flush_then_lose_the_wal_tail(&fault, true);
     // Life 2: new writes take the lost LSNs again; kept in the WAL.
     let db = Db::open(storage.clone(), "/db", keep_wal.clone()).expect("open");
     db.put(b"second", b"2", WriteOptions::sync(true))
@@ -439,16 +448,7 @@ fn reused_wal_lsns_below_the_manifest_mark_are_not_released_unflushed() {
 fn after_lost_wal_tail_a_manifest_missing_a_flush_edit_is_still_refused() {
     let fault = FaultStorage::new(25);
     fault.set_crash_keep(CrashKeep::None);
-    let storage: StorageRef = Arc::new(fault.clone());
-    let db = Db::open(storage.clone(), "/db", Options::default()).expect("open");
-    for i in 0..100u32 {
-        db.put(format!("a{i:03}").as_bytes(), b"x", WriteOptions::default())
-            .expect("put");
-    }
-    db.flush().expect("flush");
-    fault.crash();
-    drop(db);
-    let storage: StorageRef = Arc::new(fault.reopen());
+    let storage = flush_then_lose_the_wal_tail(&fault, false);
     // Life 2 leaves its write in the WAL; life 3's open flushes it and
     // releases the segment.
     let keep = Options {
