@@ -49,6 +49,18 @@ fn committed_reads_stop_at_the_high_watermark_and_epochs_answer_end_offsets() {
     let (mgr, p) = open(&storage);
     assert_eq!(p.epochs(), vec![(1, 0)]);
     assert_eq!(p.log_end_offset(), 6);
+    // An epoch assigned at the end by a leader that wrote nothing goes
+    // with a truncation to that end (a follower must not keep announcing
+    // it), durably.
+    p.assign_epoch(4).expect("epoch");
+    assert_eq!(p.epochs(), vec![(1, 0), (4, 6)]);
+    assert_eq!(p.truncate_to(6).expect("truncate"), 6);
+    assert_eq!(p.epochs(), vec![(1, 0)]);
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+    let (mgr, p) = open(&storage);
+    assert_eq!(p.epochs(), vec![(1, 0)]);
     // Consumer-group offsets.
     mgr.commit_offset("g1", "t", 0, 4, b"meta").expect("commit");
     assert_eq!(

@@ -415,7 +415,23 @@ impl Partition {
         self.truncations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if offset >= st.leo() {
-            return Ok(st.leo());
+            // No batch goes, but an epoch assigned at the log end (a
+            // leader that wrote nothing) starts at the cut and goes, as
+            // Kafka's `truncateFromEnd`: otherwise a follower would keep
+            // announcing an epoch its leader never wrote and diverge
+            // forever.
+            let leo = st.leo();
+            let dead: Vec<String> = st
+                .epochs
+                .iter()
+                .filter(|&&(_, s)| s >= offset)
+                .map(|&(e, _)| self.key(&format!("epoch/{e:010}")))
+                .collect();
+            if !dead.is_empty() {
+                st.epochs.retain(|&(_, s)| s < offset);
+                self.meta.write(&[], &dead, true)?;
+            }
+            return Ok(leo);
         }
         if offset <= st.log_start {
             drop(st);
