@@ -16,6 +16,8 @@
 //!   percentiles), on the std and io_uring backends.
 //! * `strata wal-dump PATH`: the segments, entries and damage of a WAL
 //!   directory or segment file.
+//! * `strata sim`: the replication protocol in the deterministic cluster
+//!   simulator, seed after seed, judged by the history checker.
 //!
 //! Flags: `bench` and `torture` spell them with underscores (db_bench's
 //! way), `logbench` and `wal-bench` with hyphens (the Kafka tools' way);
@@ -30,6 +32,7 @@ mod error;
 mod inspect;
 mod log_dump;
 mod logbench;
+mod sim;
 mod torture;
 mod wal_bench;
 mod wal_dump;
@@ -125,6 +128,13 @@ enum Command {
         after_help = "Examples:\n  strata wal-dump /path/to/db/wal\n  strata wal-dump /path/to/db/wal/00000000000000000001.wal --records"
     )]
     WalDump(wal_dump::Args),
+    /// Run the replication protocol in the deterministic cluster simulator:
+    /// seeds of faults (crashes, power cuts, partitions, pauses, disk
+    /// errors), each judged by the history checker.
+    #[command(
+        after_help = "Examples:\n  strata sim --seeds 1000\n  strata sim --seeds 1 --start 42 --verbose\n  strata sim --scenario list\n  strata sim --scenario s5-last-replica-standing --unsafe-unsynced-acks"
+    )]
+    Sim(sim::Args),
 }
 
 /// Rewrites each `--flag` of `args` (program name first) that the chosen
@@ -205,6 +215,7 @@ fn main() {
         Command::Logbench(a) => logbench::run(a).map(|_| 0),
         Command::LogDump(a) => log_dump::run(a),
         Command::WalDump(a) => wal_dump::run(a),
+        Command::Sim(a) => sim::run(a),
     };
     match res {
         Ok(code) => std::process::exit(code),

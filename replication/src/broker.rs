@@ -1,0 +1,298 @@
+//! A broker: registration and heartbeats with the controller, and the
+//! replicas it hosts, as one state machine. It routes each message to its
+//! partition's [`Replica`] and answers for partitions it does not host.
+//! Until the controller gave it a broker epoch it serves nothing: every
+//! fetch it sends must carry that epoch (KIP-903).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_io::rng::Rng;
+use strata_log::Partition;
+
+use crate::backoff::Backoff;
+use crate::msg::{Addr, Envelope, ErrorCode, FetchResponse, Msg, NodeId, ProduceResult};
+use crate::replica::{Replica, ReplicaConfig};
+use crate::Result;
+
+/// How a broker behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct BrokerConfig {
+    /// Heartbeat interval to the controller.
+    pub heartbeat_interval_ms: u64,
+    /// Each replica's rules.
+    pub replica: ReplicaConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            heartbeat_interval_ms: 100,
+            replica: ReplicaConfig::default(),
+        }
+    }
+}
+
+/// One broker process's protocol state (lost at a crash).
+#[derive(Debug)]
+pub struct Broker {
+    node: NodeId,
+    incarnation: u64,
+    cfg: BrokerConfig,
+    broker_epoch: Option<u64>,
+    fenced: bool,
+    partitions: Vec<u32>,
+    replicas: BTreeMap<u32, Replica>,
+    next_heartbeat: u64,
+    next_register: u64,
+    register_backoff: Backoff,
+}
+
+/// The broker's local logs by partition.
+pub type Logs = BTreeMap<u32, Arc<Partition>>;
+
+impl Broker {
+    /// A broker starting now, hosting `partitions`; `incarnation` must be
+    /// new at every start (the controller tells a retried registration from
+    /// a restart by it).
+    pub fn new(node: NodeId, incarnation: u64, partitions: Vec<u32>, cfg: BrokerConfig) -> Broker {
+        Broker {
+            node,
+            incarnation,
+            cfg,
+            broker_epoch: None,
+            fenced: true,
+            partitions,
+            replicas: BTreeMap::new(),
+            next_heartbeat: 0,
+            next_register: 0,
+            register_backoff: Backoff::new(cfg.replica.retry_base_ms, cfg.replica.retry_cap_ms),
+        }
+    }
+
+    /// Its id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The broker epoch, once registered.
+    pub fn broker_epoch(&self) -> Option<u64> {
+        self.broker_epoch
+    }
+
+    /// A hosted replica.
+    pub fn replica(&self, partition: u32) -> Option<&Replica> {
+        self.replicas.get(&partition)
+    }
+
+    /// A message arrives.
+    pub fn handle(
+        &mut self,
+        now: u64,
+        from: Addr,
+        msg: Msg,
+        logs: &Logs,
+        rng: &mut Rng,
+        out: &mut Vec<Envelope>,
+    ) -> Result<()> {
+        match msg {
+            Msg::RegisterResponse {
+                incarnation,
+                broker_epoch,
+                ..
+            } => {
+                if incarnation == self.incarnation && self.broker_epoch.is_none() {
+                    self.broker_epoch = Some(broker_epoch);
+                    self.register_backoff.reset();
+                    let cfg = self.cfg.replica;
+                    for &p in &self.partitions {
+                        self.replicas
+                            .insert(p, Replica::new(self.node, p, broker_epoch, cfg));
+                    }
+                    self.next_heartbeat = now;
+                    self.heartbeat(now, out);
+                }
+                Ok(())
+            }
+            Msg::HeartbeatResponse {
+                broker_epoch,
+                stale,
+                fenced,
+                updates,
+            } => {
+                if Some(broker_epoch) != self.broker_epoch {
+                    return Ok(());
+                }
+                if stale {
+                    // The controller knows a newer start of this node: this
+                    // process must not act on its old epoch.
+                    self.broker_epoch = None;
+                    self.replicas.clear();
+                    self.next_register = now;
+                    return Ok(());
+                }
+                self.fenced = fenced;
+                for st in updates {
+                    self.apply_state(now, st, logs, out)?;
+                }
+                Ok(())
+            }
+            Msg::PartitionUpdate(st) => self.apply_state(now, st, logs, out),
+            Msg::AlterPartitionResponse { partition, result } => {
+                match (self.replicas.get_mut(&partition), logs.get(&partition)) {
+                    (Some(r), Some(log)) => r.on_alter_response(now, result, rng, log, out),
+                    _ => Ok(()),
+                }
+            }
+            Msg::Fetch(req) => match (
+                self.replicas.get_mut(&req.partition),
+                logs.get(&req.partition),
+            ) {
+                (Some(r), Some(log)) => r.on_fetch(now, from, req, log, out),
+                _ => {
+                    out.push(Envelope {
+                        to: from,
+                        msg: Msg::FetchResponse(FetchResponse {
+                            corr: req.corr,
+                            partition: req.partition,
+                            leader_epoch: -1,
+                            error: Some(ErrorCode::NotLeaderOrFollower),
+                            high_watermark: 0,
+                            diverging: None,
+                            batches: Vec::new(),
+                        }),
+                    });
+                    Ok(())
+                }
+            },
+            Msg::FetchResponse(resp) => {
+                match (
+                    self.replicas.get_mut(&resp.partition),
+                    logs.get(&resp.partition),
+                ) {
+                    (Some(r), Some(log)) => r.on_fetch_response(now, resp, log, out),
+                    _ => Ok(()),
+                }
+            }
+            Msg::Produce(req) => match (
+                self.replicas.get_mut(&req.partition),
+                logs.get(&req.partition),
+            ) {
+                (Some(r), Some(log)) => r.on_produce(now, from, req, log, out),
+                _ => {
+                    out.push(Envelope {
+                        to: from,
+                        msg: Msg::ProduceResponse {
+                            corr: req.corr,
+                            partition: req.partition,
+                            result: ProduceResult::Failed(ErrorCode::NotLeaderOrFollower),
+                        },
+                    });
+                    Ok(())
+                }
+            },
+            Msg::ListOffsets { corr, partition } => {
+                match (self.replicas.get(&partition), logs.get(&partition)) {
+                    (Some(r), Some(log)) => r.on_list_offsets(from, corr, log, out),
+                    _ => out.push(Envelope {
+                        to: from,
+                        msg: Msg::ListOffsetsResponse {
+                            corr,
+                            partition,
+                            result: Err(ErrorCode::NotLeaderOrFollower),
+                        },
+                    }),
+                }
+                Ok(())
+            }
+            Msg::Metadata { corr, partition } => {
+                out.push(Envelope {
+                    to: from,
+                    msg: Msg::MetadataResponse {
+                        corr,
+                        state: self
+                            .replicas
+                            .get(&partition)
+                            .and_then(|r| r.state().cloned()),
+                    },
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_state(
+        &mut self,
+        now: u64,
+        st: crate::msg::PartitionState,
+        logs: &Logs,
+        out: &mut Vec<Envelope>,
+    ) -> Result<()> {
+        match (
+            self.replicas.get_mut(&st.partition),
+            logs.get(&st.partition),
+        ) {
+            (Some(r), Some(log)) => r.on_partition_state(now, st, log, out),
+            _ => Ok(()),
+        }
+    }
+
+    fn heartbeat(&mut self, now: u64, out: &mut Vec<Envelope>) {
+        let Some(epoch) = self.broker_epoch else {
+            return;
+        };
+        if now < self.next_heartbeat {
+            return;
+        }
+        self.next_heartbeat = now + self.cfg.heartbeat_interval_ms;
+        let known = self
+            .replicas
+            .iter()
+            .map(|(&p, r)| (p, r.state().map_or(-1, |s| s.partition_epoch)))
+            .collect();
+        out.push(Envelope {
+            to: Addr::Controller,
+            msg: Msg::Heartbeat {
+                node: self.node,
+                broker_epoch: epoch,
+                known,
+            },
+        });
+    }
+
+    /// Time passes: registration retries (exponential backoff, full
+    /// jitter), heartbeats, and every replica's timers.
+    pub fn tick(
+        &mut self,
+        now: u64,
+        logs: &Logs,
+        rng: &mut Rng,
+        out: &mut Vec<Envelope>,
+    ) -> Result<()> {
+        if self.broker_epoch.is_none() {
+            if now >= self.next_register {
+                self.next_register = now
+                    + self
+                        .register_backoff
+                        .next_delay(rng.next_u64())
+                        .max(self.cfg.heartbeat_interval_ms);
+                out.push(Envelope {
+                    to: Addr::Controller,
+                    msg: Msg::Register {
+                        node: self.node,
+                        incarnation: self.incarnation,
+                    },
+                });
+            }
+            return Ok(());
+        }
+        self.heartbeat(now, out);
+        for (p, r) in self.replicas.iter_mut() {
+            if let Some(log) = logs.get(p) {
+                r.tick(now, log, rng, out)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,673 @@
+//! The controller: broker registrations and epochs, failure detection,
+//! ISR changes and leader election, as a state machine.
+//!
+//! Inputs are messages and ticks with the time; outputs are, in order,
+//! [`ControllerOutput::Persist`] (its durable state, which must be on disk
+//! before anything after it is sent), messages and reports. It restarts
+//! from the last persisted state with the next controller epoch; every
+//! decision carries the controller epoch and bumps the partition epoch, and
+//! every new leadership bumps the leader epoch.
+//!
+//! Election: a live ISR member, else a live Eligible Leader Replica
+//! (KIP-966: removed from the ISR while it was below min.insync.replicas,
+//! so it holds everything committed), never another replica unless
+//! `unclean.leader.election` is on, which is reported as a possible loss.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::msg::{Addr, AlterPartition, Envelope, ErrorCode, Msg, NodeId, PartitionState};
+use crate::phi::PhiAccrual;
+use crate::{Error, Result};
+
+/// How the controller decides.
+#[derive(Clone, Copy, Debug)]
+pub struct ControllerConfig {
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election: bool,
+    /// The brokers count unsynced data toward acks (`replica.ack.unsynced`):
+    /// then a broker that restarts after a crash may have lost acknowledged
+    /// data and leaves the ELR (KIP-966's unclean-shutdown rule). With synced
+    /// acks it stays: a crash keeps everything it acknowledged.
+    pub ack_unsynced: bool,
+    /// Brokers' heartbeat interval, the detector's first guess.
+    pub heartbeat_interval_ms: u64,
+    /// Phi at which a silent broker is fenced.
+    pub phi_threshold: f64,
+    /// Never fenced after less silence than this.
+    pub min_session_timeout_ms: u64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            min_insync_replicas: 2,
+            unclean_leader_election: false,
+            ack_unsynced: false,
+            heartbeat_interval_ms: 100,
+            phi_threshold: 8.0,
+            min_session_timeout_ms: 1000,
+        }
+    }
+}
+
+/// What the controller keeps on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerState {
+    /// The controller epoch (bumped at each start).
+    pub epoch: u32,
+    /// The next broker epoch to hand out.
+    pub next_broker_epoch: u64,
+    /// Registered brokers: (broker epoch, incarnation).
+    pub brokers: BTreeMap<NodeId, (u64, u64)>,
+    /// Every partition's state.
+    pub partitions: BTreeMap<u32, PartitionState>,
+}
+
+fn list(v: &[NodeId]) -> String {
+    v.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_list(s: &str) -> Option<Vec<NodeId>> {
+    if s.is_empty() {
+        return Some(Vec::new());
+    }
+    s.split(',').map(|x| x.parse().ok()).collect()
+}
+
+impl ControllerState {
+    /// Text lines, one record each, ending with a checksum line.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!("controller {} {}\n", self.epoch, self.next_broker_epoch);
+        for (n, (e, inc)) in &self.brokers {
+            s.push_str(&format!("broker {n} {e} {inc}\n"));
+        }
+        for p in self.partitions.values() {
+            s.push_str(&format!(
+                "partition {} {} {} {} {} {} {} {} {}\n",
+                p.partition,
+                list(&p.replicas),
+                p.leader.map_or(-1, i64::from),
+                p.leader_epoch,
+                p.partition_epoch,
+                list(&p.isr),
+                list(&p.elr),
+                p.controller_epoch,
+                "."
+            ));
+        }
+        let crc = crc32fast::hash(s.as_bytes());
+        s.push_str(&format!("crc {crc}\n"));
+        s.into_bytes()
+    }
+
+    /// Parses [`ControllerState::encode`]'s output; any damage is an error.
+    pub fn decode(b: &[u8]) -> Result<ControllerState> {
+        let bad = |m: &str| Error::BadControllerState(m.to_string());
+        let text = std::str::from_utf8(b).map_err(|_| bad("not UTF-8"))?;
+        let body_end = text.rfind("crc ").ok_or_else(|| bad("no checksum line"))?;
+        let crc: u32 = text[body_end + 4..]
+            .trim()
+            .parse()
+            .map_err(|_| bad("bad checksum line"))?;
+        if crc32fast::hash(&text.as_bytes()[..body_end]) != crc {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut st = ControllerState {
+            epoch: 0,
+            next_broker_epoch: 1,
+            brokers: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+        };
+        let mut seen_head = false;
+        for line in text[..body_end].lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            let num = |i: usize| -> Result<i64> {
+                f.get(i)
+                    .and_then(|x| x.parse::<i64>().ok())
+                    .ok_or_else(|| bad(&format!("bad field {i} in {line:?}")))
+            };
+            let ids = |i: usize| -> Result<Vec<NodeId>> {
+                f.get(i)
+                    .and_then(|x| parse_list(x))
+                    .ok_or_else(|| bad(&format!("bad list {i} in {line:?}")))
+            };
+            match f.first().copied() {
+                Some("controller") => {
+                    st.epoch = num(1)? as u32;
+                    st.next_broker_epoch = num(2)? as u64;
+                    seen_head = true;
+                }
+                Some("broker") => {
+                    let inc: u64 = f
+                        .get(3)
+                        .and_then(|x| x.parse().ok())
+                        .ok_or_else(|| bad(&format!("bad incarnation in {line:?}")))?;
+                    st.brokers.insert(num(1)? as NodeId, (num(2)? as u64, inc));
+                }
+                Some("partition") => {
+                    let leader = num(3)?;
+                    let p = PartitionState {
+                        partition: num(1)? as u32,
+                        replicas: ids(2)?,
+                        leader: (leader >= 0).then_some(leader as NodeId),
+                        leader_epoch: num(4)? as i32,
+                        partition_epoch: num(5)? as i32,
+                        isr: ids(6)?,
+                        elr: ids(7)?,
+                        controller_epoch: num(8)? as u32,
+                    };
+                    st.partitions.insert(p.partition, p);
+                }
+                _ => return Err(bad(&format!("unknown line {line:?}"))),
+            }
+        }
+        if !seen_head {
+            return Err(bad("no controller line"));
+        }
+        Ok(st)
+    }
+}
+
+/// What the controller asks its driver to do, in order.
+#[derive(Clone, Debug)]
+pub enum ControllerOutput {
+    /// Make this state durable before doing anything that follows.
+    Persist(Vec<u8>),
+    /// Send a message.
+    Send(Envelope),
+    /// Something an operator must hear of (an unclean election).
+    Report(String),
+}
+
+#[derive(Clone, Debug)]
+struct Liveness {
+    detector: PhiAccrual,
+    fenced: bool,
+}
+
+/// The controller.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    cfg: ControllerConfig,
+    st: ControllerState,
+    live: BTreeMap<NodeId, Liveness>,
+}
+
+impl Controller {
+    /// Starts from `durable` (the last persisted state) or, the first
+    /// time, from the assignment `replicas[p]` of each partition. The first
+    /// output persists the new controller epoch.
+    pub fn start(
+        cfg: ControllerConfig,
+        durable: Option<&[u8]>,
+        replicas: &[Vec<NodeId>],
+        now: u64,
+    ) -> Result<(Controller, Vec<ControllerOutput>)> {
+        let mut st = match durable {
+            Some(b) => ControllerState::decode(b)?,
+            None => ControllerState {
+                epoch: 0,
+                next_broker_epoch: 1,
+                brokers: BTreeMap::new(),
+                partitions: replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        (
+                            i as u32,
+                            PartitionState {
+                                partition: i as u32,
+                                replicas: r.clone(),
+                                leader: None,
+                                leader_epoch: 0,
+                                partition_epoch: 0,
+                                isr: r.clone(),
+                                elr: Vec::new(),
+                                controller_epoch: 0,
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        };
+        st.epoch += 1;
+        // Known brokers count as alive from now: one that stays silent is
+        // fenced by the detector like any other.
+        let live = st
+            .brokers
+            .keys()
+            .map(|&n| {
+                let mut detector = PhiAccrual::new(cfg.heartbeat_interval_ms, 32);
+                detector.heartbeat(now);
+                (
+                    n,
+                    Liveness {
+                        detector,
+                        fenced: false,
+                    },
+                )
+            })
+            .collect();
+        let c = Controller { cfg, st, live };
+        let out = vec![ControllerOutput::Persist(c.st.encode())];
+        Ok((c, out))
+    }
+
+    /// The durable state as it stands.
+    pub fn state(&self) -> &ControllerState {
+        &self.st
+    }
+
+    /// Whether `node` is registered and not fenced.
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        self.live.get(&node).is_some_and(|l| !l.fenced)
+    }
+
+    /// Turns unclean leader election on or off (an operator's choice).
+    pub fn set_unclean_leader_election(
+        &mut self,
+        on: bool,
+        now: u64,
+        out: &mut Vec<ControllerOutput>,
+    ) {
+        self.cfg.unclean_leader_election = on;
+        if on {
+            self.elect_offline(now, out);
+        }
+    }
+
+    /// A message from a broker.
+    pub fn handle(&mut self, now: u64, from: Addr, msg: Msg, out: &mut Vec<ControllerOutput>) {
+        match msg {
+            Msg::Register { node, incarnation } => {
+                self.on_register(now, from, node, incarnation, out)
+            }
+            Msg::Heartbeat {
+                node,
+                broker_epoch,
+                known,
+            } => self.on_heartbeat(now, from, node, broker_epoch, &known, out),
+            Msg::AlterPartition(a) => self.on_alter(from, a, out),
+            _ => {}
+        }
+    }
+
+    fn send(out: &mut Vec<ControllerOutput>, to: Addr, msg: Msg) {
+        out.push(ControllerOutput::Send(Envelope { to, msg }));
+    }
+
+    fn on_register(
+        &mut self,
+        now: u64,
+        from: Addr,
+        node: NodeId,
+        incarnation: u64,
+        out: &mut Vec<ControllerOutput>,
+    ) {
+        if let Some(&(epoch, inc)) = self.st.brokers.get(&node) {
+            if inc == incarnation {
+                // A retried registration of the same start.
+                Self::send(
+                    out,
+                    from,
+                    Msg::RegisterResponse {
+                        incarnation,
+                        broker_epoch: epoch,
+                        controller_epoch: self.st.epoch,
+                    },
+                );
+                return;
+            }
+        }
+        let epoch = self.st.next_broker_epoch;
+        self.st.next_broker_epoch += 1;
+        let restarted = self.st.brokers.insert(node, (epoch, incarnation)).is_some();
+        // A new start means the previous one is gone, with its fetch state
+        // and (if acks counted unsynced data) maybe acknowledged data. A
+        // first registration has nothing to lose: the assignment starts
+        // with every replica in the ISR of an empty log.
+        let changed = if restarted {
+            self.broker_down(node, true, out)
+        } else {
+            Vec::new()
+        };
+        self.live.insert(
+            node,
+            Liveness {
+                detector: PhiAccrual::new(self.cfg.heartbeat_interval_ms, 32),
+                fenced: true,
+            },
+        );
+        let _ = now;
+        self.commit(changed, out);
+        Self::send(
+            out,
+            from,
+            Msg::RegisterResponse {
+                incarnation,
+                broker_epoch: epoch,
+                controller_epoch: self.st.epoch,
+            },
+        );
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        now: u64,
+        from: Addr,
+        node: NodeId,
+        broker_epoch: u64,
+        known: &[(u32, i32)],
+        out: &mut Vec<ControllerOutput>,
+    ) {
+        let registered = self.st.brokers.get(&node).map(|&(e, _)| e);
+        if registered != Some(broker_epoch) {
+            Self::send(
+                out,
+                from,
+                Msg::HeartbeatResponse {
+                    broker_epoch,
+                    stale: true,
+                    fenced: true,
+                    updates: Vec::new(),
+                },
+            );
+            return;
+        }
+        let l = self.live.entry(node).or_insert_with(|| Liveness {
+            detector: PhiAccrual::new(self.cfg.heartbeat_interval_ms, 32),
+            fenced: true,
+        });
+        l.detector.heartbeat(now);
+        if l.fenced {
+            l.fenced = false;
+            self.elect_offline(now, out);
+        }
+        let known: BTreeMap<u32, i32> = known.iter().copied().collect();
+        let updates = self
+            .st
+            .partitions
+            .values()
+            .filter(|p| p.replicas.contains(&node))
+            .filter(|p| {
+                known
+                    .get(&p.partition)
+                    .is_none_or(|&e| e < p.partition_epoch)
+            })
+            .cloned()
+            .collect();
+        Self::send(
+            out,
+            from,
+            Msg::HeartbeatResponse {
+                broker_epoch,
+                stale: false,
+                fenced: false,
+                updates,
+            },
+        );
+    }
+
+    fn on_alter(&mut self, from: Addr, a: AlterPartition, out: &mut Vec<ControllerOutput>) {
+        let reply = |out: &mut Vec<ControllerOutput>, result| {
+            Self::send(
+                out,
+                from,
+                Msg::AlterPartitionResponse {
+                    partition: a.partition,
+                    result,
+                },
+            )
+        };
+        let Some(p) = self.st.partitions.get(&a.partition) else {
+            reply(out, Err(ErrorCode::NotLeaderOrFollower));
+            return;
+        };
+        if p.leader != Some(a.leader) || p.leader_epoch != a.leader_epoch {
+            let code = if a.leader_epoch < p.leader_epoch {
+                ErrorCode::FencedLeaderEpoch
+            } else {
+                ErrorCode::NotLeaderOrFollower
+            };
+            reply(out, Err(code));
+            return;
+        }
+        if p.partition_epoch != a.partition_epoch {
+            reply(out, Err(ErrorCode::InvalidUpdateVersion));
+            return;
+        }
+        if !a.new_isr.iter().any(|&(n, _)| n == a.leader) {
+            reply(out, Err(ErrorCode::InvalidUpdateVersion));
+            return;
+        }
+        // KIP-903: an addition must come from the member's current start and
+        // the member must not be fenced; a fetch from before a restart
+        // carries the old broker epoch.
+        for &(n, e) in &a.new_isr {
+            if p.isr.contains(&n) {
+                continue;
+            }
+            let current = self.st.brokers.get(&n).map(|&(be, _)| be);
+            if !p.replicas.contains(&n) || current != Some(e) || !self.is_alive(n) {
+                reply(out, Err(ErrorCode::IneligibleReplica));
+                return;
+            }
+        }
+        let min_isr = self.cfg.min_insync_replicas;
+        let Some(p) = self.st.partitions.get_mut(&a.partition) else {
+            return;
+        };
+        let new: Vec<NodeId> = a.new_isr.iter().map(|&(n, _)| n).collect();
+        let removed: Vec<NodeId> = p.isr.iter().copied().filter(|n| !new.contains(n)).collect();
+        p.isr = new;
+        Self::fix_elr(p, &removed, min_isr);
+        let changed = vec![p.partition];
+        self.commit(changed, out);
+        if let Some(p) = self.st.partitions.get(&a.partition) {
+            reply(out, Ok(p.clone()));
+        }
+    }
+
+    /// ELR upkeep after members left the ISR: those removed while it is
+    /// below min.insync.replicas join the ELR; ISR members leave it; a
+    /// healthy ISR empties it.
+    fn fix_elr(p: &mut PartitionState, removed: &[NodeId], min_isr: usize) {
+        if p.isr.len() < min_isr {
+            for &r in removed {
+                if !p.elr.contains(&r) {
+                    p.elr.push(r);
+                }
+            }
+        }
+        let isr = p.isr.clone();
+        p.elr.retain(|r| !isr.contains(r));
+        if p.isr.len() >= min_isr {
+            p.elr.clear();
+        }
+    }
+
+    /// A broker is gone (fenced by the detector, or restarted). Returns the
+    /// partitions changed.
+    fn broker_down(
+        &mut self,
+        node: NodeId,
+        restarted: bool,
+        out: &mut Vec<ControllerOutput>,
+    ) -> Vec<u32> {
+        let min_isr = self.cfg.min_insync_replicas;
+        let unclean_restart_leaves_elr = restarted && self.cfg.ack_unsynced;
+        let mut changed = Vec::new();
+        let ids: Vec<u32> = self.st.partitions.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.st.partitions.get_mut(&id) else {
+                continue;
+            };
+            if !p.replicas.contains(&node) {
+                continue;
+            }
+            let before = p.clone();
+            if p.isr.contains(&node) {
+                p.isr.retain(|&r| r != node);
+                Self::fix_elr(p, &[node], min_isr);
+            }
+            if unclean_restart_leaves_elr {
+                p.elr.retain(|&r| r != node);
+            }
+            if p.leader == Some(node) {
+                p.leader = None;
+            }
+            if *p != before {
+                changed.push(id);
+            }
+        }
+        for &id in &changed {
+            if let Some(r) = self.elect(id, Some(node)) {
+                out.push(ControllerOutput::Report(r));
+            }
+        }
+        changed
+    }
+
+    /// Elects a leader for a partition without one. Returns whether it did.
+    fn elect(&mut self, id: u32, exclude: Option<NodeId>) -> Option<String> {
+        let alive: BTreeSet<NodeId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| !l.fenced)
+            .map(|(&n, _)| n)
+            .filter(|&n| Some(n) != exclude)
+            .collect();
+        let unclean_ok = self.cfg.unclean_leader_election;
+        let min_isr = self.cfg.min_insync_replicas;
+        let p = self.st.partitions.get_mut(&id)?;
+        if p.leader.is_some() {
+            return None;
+        }
+        let pick_isr = p.isr.iter().copied().find(|n| alive.contains(n));
+        let mut report = None;
+        let leader = if let Some(l) = pick_isr {
+            Some(l)
+        } else if let Some(l) = p.elr.iter().copied().find(|n| alive.contains(n)) {
+            // Everything committed is on it: it becomes the ISR.
+            p.elr.retain(|&r| r != l);
+            p.isr = vec![l];
+            Some(l)
+        } else if unclean_ok {
+            let l = p.replicas.iter().copied().find(|n| alive.contains(n));
+            if let Some(l) = l {
+                report = Some(format!(
+                    "unclean leader election: partition {id} leader {l} (was not in the ISR or ELR); committed records may be lost"
+                ));
+                p.isr = vec![l];
+                p.elr.clear();
+            }
+            l
+        } else {
+            None
+        };
+        if let Some(l) = leader {
+            p.leader = Some(l);
+            p.leader_epoch += 1;
+            if p.isr.len() >= min_isr {
+                p.elr.clear();
+            }
+        }
+        report
+    }
+
+    fn elect_offline(&mut self, _now: u64, out: &mut Vec<ControllerOutput>) {
+        let ids: Vec<u32> = self
+            .st
+            .partitions
+            .values()
+            .filter(|p| p.leader.is_none())
+            .map(|p| p.partition)
+            .collect();
+        let mut changed = Vec::new();
+        for id in ids {
+            let report = self.elect(id, None);
+            if self
+                .st
+                .partitions
+                .get(&id)
+                .is_some_and(|p| p.leader.is_some())
+            {
+                changed.push(id);
+            }
+            if let Some(r) = report {
+                out.push(ControllerOutput::Report(r));
+            }
+        }
+        self.commit(changed, out);
+    }
+
+    /// Bumps the partition epochs of `changed`, persists, then pushes the
+    /// new states to their replicas.
+    fn commit(&mut self, changed: Vec<u32>, out: &mut Vec<ControllerOutput>) {
+        if changed.is_empty() {
+            return;
+        }
+        let epoch = self.st.epoch;
+        for id in &changed {
+            if let Some(p) = self.st.partitions.get_mut(id) {
+                p.partition_epoch += 1;
+                p.controller_epoch = epoch;
+            }
+        }
+        out.push(ControllerOutput::Persist(self.st.encode()));
+        for id in &changed {
+            if let Some(p) = self.st.partitions.get(id) {
+                for &r in &p.replicas {
+                    Self::send(out, Addr::Node(r), Msg::PartitionUpdate(p.clone()));
+                }
+            }
+        }
+    }
+
+    /// Time passes: fences brokers the detector suspects.
+    pub fn tick(&mut self, now: u64, out: &mut Vec<ControllerOutput>) {
+        let (threshold, floor) = (self.cfg.phi_threshold, self.cfg.min_session_timeout_ms);
+        let suspects: Vec<NodeId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| !l.fenced && l.detector.suspect(now, threshold, floor))
+            .map(|(&n, _)| n)
+            .collect();
+        for n in suspects {
+            if let Some(l) = self.live.get_mut(&n) {
+                l.fenced = true;
+            }
+            let changed = self.broker_down(n, false, out);
+            self.commit(changed, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_damage_is_refused() {
+        let (c, _) = Controller::start(
+            ControllerConfig::default(),
+            None,
+            &[vec![1, 2, 3], vec![2, 3, 1]],
+            0,
+        )
+        .expect("start");
+        let mut st = c.state().clone();
+        st.brokers.insert(2, (7, u64::MAX - 3));
+        let enc = st.encode();
+        assert_eq!(ControllerState::decode(&enc).expect("decode"), st);
+        let mut bad = enc.clone();
+        bad[12] ^= 1;
+        assert!(ControllerState::decode(&bad).is_err());
+        assert!(ControllerState::decode(&enc[..enc.len() / 2]).is_err());
+    }
+}
