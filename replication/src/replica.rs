@@ -709,9 +709,16 @@ impl Replica {
         rng: &mut Rng,
         out: &mut Vec<Envelope>,
     ) -> Result<()> {
-        if self.cfg.ack_unsynced && now >= self.next_flush {
+        if self.cfg.ack_unsynced {
+            if now >= self.next_flush {
+                log.flush().map_err(self.err())?;
+                self.next_flush = now + self.cfg.unsynced_flush_interval_ms;
+            }
+        } else if log.durable_end_offset() < log.log_end_offset() {
+            // What recovery found past the last recorded flush (it may sit
+            // in the page cache of a crashed process only): nothing counts
+            // toward the high watermark until it is fsynced.
             log.flush().map_err(self.err())?;
-            self.next_flush = now + self.cfg.unsynced_flush_interval_ms;
         }
         match &mut self.role {
             Role::Idle => Ok(()),

@@ -377,7 +377,9 @@ pub struct World {
     broker_cfg: BrokerConfig,
     ctrl_cfg: ControllerConfig,
     leaders_by_epoch: BTreeMap<(u32, i32), NodeId>,
-    ledger: BTreeMap<(u32, u64), u64>,
+    /// Committed records: (partition, offset) -> (value, the leader epoch
+    /// in which it was first seen below a high watermark).
+    ledger: BTreeMap<(u32, u64), (u64, i32)>,
     cursors: BTreeMap<(NodeId, u32), u64>,
     leaderships: BTreeSet<(NodeId, u32, i32)>,
     violations: Vec<(String, String)>,
@@ -894,8 +896,8 @@ impl World {
                     let value = op.value;
                     let (p, o) = (*partition, *first);
                     if op.partition == p {
-                        match self.ledger.get(&(p, o)) {
-                            Some(&v) if v == value => {}
+                        match self.ledger.get(&(p, o)).map(|&(v, _)| v) {
+                            Some(v) if v == value => {}
                             other => self.violate(
                                 "acknowledged but not committed",
                                 format!(
@@ -956,6 +958,10 @@ impl World {
                 }
             }
             // Agreement below the HW with the committed ledger.
+            let commit_epoch = r
+                .leading()
+                .or_else(|| r.state().map(|s| s.leader_epoch))
+                .unwrap_or(0);
             let start = log.log_start_offset();
             let mut cur = self.cursors.get(&(n, p)).copied().unwrap_or(0).max(start);
             if hw < cur {
@@ -985,8 +991,8 @@ impl World {
                             .as_ref()
                             .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
                             .map_or(u64::MAX, u64::from_be_bytes);
-                        match self.ledger.get(&(p, rec.offset)) {
-                            Some(&x) if x != v => found.push((
+                        match self.ledger.get(&(p, rec.offset)).map(|&(x, _)| x) {
+                            Some(x) if x != v => found.push((
                                 "log matching below the HW".into(),
                                 format!(
                                     "node {n} partition {p} offset {} holds {v} below its HW {hw}, but {x} was committed there",
@@ -994,7 +1000,9 @@ impl World {
                                 ),
                             )),
                             Some(_) => {}
-                            None => ledger_adds.push(((p, rec.offset), v)),
+                            None => {
+                                ledger_adds.push(((p, rec.offset), (v, commit_epoch)))
+                            }
                         }
                         cur = rec.offset + 1;
                     }
@@ -1016,7 +1024,7 @@ impl World {
                 self.now
             ));
             // Leader completeness: it holds every committed record.
-            if let Some(miss) = self.missing_committed(n, p) {
+            if let Some(miss) = self.missing_committed(n, p, e) {
                 found.push((
                     "leader completeness".into(),
                     format!("node {n}, new leader of partition {p} in epoch {e}, {miss}"),
@@ -1028,14 +1036,19 @@ impl World {
         }
     }
 
-    /// The first committed record node `n`'s log of `p` lacks.
-    fn missing_committed(&self, n: NodeId, p: u32) -> Option<String> {
+    /// The first record committed in an epoch before `epoch` that node
+    /// `n`'s log of `p` lacks (Raft's leader completeness: a leader of an
+    /// epoch holds everything committed before it; a stale leader that
+    /// learns of its epoch late need not hold what later epochs committed,
+    /// even records written in earlier epochs).
+    fn missing_committed(&self, n: NodeId, p: u32, epoch: i32) -> Option<String> {
         let rt = self.nodes[Self::idx(n)].rt.as_ref()?;
         let log = rt.logs.get(&p)?;
         let committed: Vec<(u64, u64)> = self
             .ledger
             .range((p, 0)..(p + 1, 0))
-            .map(|(&(_, o), &v)| (o, v))
+            .filter(|(_, &(_, e))| e < epoch)
+            .map(|(&(_, o), &(v, _))| (o, v))
             .collect();
         if committed.is_empty() {
             return None;
