@@ -191,9 +191,13 @@ impl Broker {
                     Ok(())
                 }
             },
-            Msg::ListOffsets { corr, partition } => {
+            Msg::ListOffsets {
+                corr,
+                partition,
+                leader_epoch,
+            } => {
                 match (self.replicas.get(&partition), logs.get(&partition)) {
-                    (Some(r), Some(log)) => r.on_list_offsets(from, corr, log, out),
+                    (Some(r), Some(log)) => r.on_list_offsets(from, corr, leader_epoch, log, out),
                     _ => out.push(Envelope {
                         to: from,
                         msg: Msg::ListOffsetsResponse {

@@ -236,6 +236,10 @@ pub enum Msg {
         corr: u64,
         /// Partition.
         partition: u32,
+        /// The caller's current leader epoch (`-1`: unchecked); a leader of
+        /// another epoch refuses (KIP-320), so a deposed leader cannot answer
+        /// with its stale high watermark.
+        leader_epoch: i32,
     },
     /// Its answer.
     ListOffsetsResponse {
@@ -340,7 +344,11 @@ impl Msg {
                 partition,
                 result,
             } => format!("ProduceResponse p{partition} corr{corr} {result:?}"),
-            Msg::ListOffsets { corr, partition } => format!("ListOffsets p{partition} corr{corr}"),
+            Msg::ListOffsets {
+                corr,
+                partition,
+                leader_epoch,
+            } => format!("ListOffsets p{partition} corr{corr} e{leader_epoch}"),
             Msg::ListOffsetsResponse {
                 corr,
                 partition,

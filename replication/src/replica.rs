@@ -650,8 +650,19 @@ impl Replica {
 
     /// ListOffsets(latest): the high watermark, once it reached this
     /// leadership's start (KIP-207), so "latest" never goes back.
-    pub fn on_list_offsets(&self, from: Addr, corr: u64, log: &Partition, out: &mut Vec<Envelope>) {
+    pub fn on_list_offsets(
+        &self,
+        from: Addr,
+        corr: u64,
+        leader_epoch: i32,
+        log: &Partition,
+        out: &mut Vec<Envelope>,
+    ) {
         let result = match &self.role {
+            Role::Leader(l) if leader_epoch >= 0 && leader_epoch < l.epoch => {
+                Err(ErrorCode::FencedLeaderEpoch)
+            }
+            Role::Leader(l) if leader_epoch > l.epoch => Err(ErrorCode::UnknownLeaderEpoch),
             Role::Leader(l) => {
                 let hw = log.high_watermark();
                 if hw < l.start_offset {

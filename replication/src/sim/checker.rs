@@ -227,20 +227,24 @@ pub fn check(h: &History, final_read: bool) -> Verdict {
             true,
         );
     }
-    let mut latest: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    // ListOffsets(latest) never goes back for a caller (which tracks
+    // leader epochs, as Kafka's clients do since KIP-320: across callers a
+    // deposed leader that has not heard of its successor can still answer
+    // a caller that has not either).
+    let mut latest: BTreeMap<(ClientId, u32), Vec<(u64, u64, u64)>> = BTreeMap::new();
     for l in &h.latest {
         latest
-            .entry(l.partition)
+            .entry((l.client, l.partition))
             .or_default()
             .push((l.invoke, l.complete, l.offset));
     }
-    for (p, ops) in latest {
+    for ((c, p), ops) in latest {
         monotonic(
             &mut v,
             &ops,
             "latest offset went back",
             |b, a| {
-                format!("partition {p}: ListOffsets(latest) begun at {b} answered less than one answered before: {a}")
+                format!("client {c} partition {p}: ListOffsets(latest) begun at {b} answered less than one answered before: {a}")
             },
             false,
         );
@@ -355,7 +359,7 @@ mod tests {
             offset: 9,
         });
         latest.latest.push(LatestOp {
-            client: 2,
+            client: 1,
             partition: 0,
             invoke: 2,
             complete: 3,

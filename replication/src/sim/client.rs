@@ -73,6 +73,9 @@ pub struct Client {
     cfg: ClientConfig,
     replicas: Vec<Vec<NodeId>>,
     leaders: BTreeMap<u32, NodeId>,
+    /// The largest leader epoch seen per partition: older metadata is
+    /// ignored and requests carry it (KIP-320).
+    epochs: BTreeMap<u32, i32>,
     meta: Option<(u64, u32, u64)>,
     next_corr: u64,
     next_action: u64,
@@ -100,6 +103,7 @@ impl Client {
             cfg,
             replicas,
             leaders: BTreeMap::new(),
+            epochs: BTreeMap::new(),
             meta: None,
             next_corr: 1,
             next_action: 0,
@@ -290,18 +294,23 @@ impl Client {
         };
         let corr = self.corr();
         self.request = Some((corr, p, now, now + self.cfg.request_timeout_ms));
+        let leader_epoch = self.epochs.get(&p).copied().unwrap_or(-1);
         let msg = match self.kind {
             Kind::Consumer => Msg::Fetch(FetchRequest {
                 corr,
                 partition: p,
                 replica: None,
-                leader_epoch: -1,
+                leader_epoch,
                 fetch_offset: *self.positions.get(&p).unwrap_or(&0),
                 last_fetched_epoch: -1,
                 durable_offset: 0,
                 max_bytes: 16 << 10,
             }),
-            _ => Msg::ListOffsets { corr, partition: p },
+            _ => Msg::ListOffsets {
+                corr,
+                partition: p,
+                leader_epoch,
+            },
         };
         out.push(Envelope {
             to: Addr::Node(leader),
@@ -323,8 +332,12 @@ impl Client {
                 if let Some((c, p, _)) = self.meta {
                     if c == corr {
                         self.meta = None;
-                        if let Some(l) = state.and_then(|s| s.leader) {
-                            self.leaders.insert(p, l);
+                        if let Some(s) = state {
+                            let known = self.epochs.get(&p).copied().unwrap_or(-1);
+                            if let (Some(l), true) = (s.leader, s.leader_epoch >= known) {
+                                self.leaders.insert(p, l);
+                                self.epochs.insert(p, s.leader_epoch);
+                            }
                         }
                     }
                 }
@@ -434,7 +447,11 @@ impl Client {
                         complete: now,
                         offset,
                     }),
-                    Err(ErrorCode::NotLeaderOrFollower) => {
+                    Err(
+                        ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::UnknownLeaderEpoch,
+                    ) => {
                         self.leaders.remove(&p);
                     }
                     Err(_) => {}
