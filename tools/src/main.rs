@@ -190,10 +190,11 @@ fn normalize_flags(args: Vec<OsString>) -> Vec<OsString> {
 fn main() {
     strata_io::default_sigpipe();
     let cli = Cli::parse_from(normalize_flags(std::env::args_os().collect()));
-    // Torture provokes torn tails, cut logs and damage on purpose: the
-    // engine's reports of them are expected there and would bury the
-    // summary (a failure is reported by the torture itself).
-    let quiet = matches!(&cli.command, Command::Torture(_));
+    // Torture and the simulator provoke torn tails, cut logs, I/O errors
+    // and damage on purpose: the engine's reports of them are expected
+    // there and would bury the summary (a failure is reported by the
+    // command itself).
+    let quiet = matches!(&cli.command, Command::Torture(_) | Command::Sim(_));
     if !quiet {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)

@@ -30,9 +30,9 @@ pub struct Args {
     /// Replication factor.
     #[arg(long, default_value_t = 3)]
     rf: u32,
-    /// min.insync.replicas.
-    #[arg(long = "min-isr", default_value_t = 2)]
-    min_isr: usize,
+    /// min.insync.replicas (default 2; a scenario's own unless given).
+    #[arg(long = "min-isr")]
+    min_isr: Option<usize>,
     /// Events in the fault phase of each run (then the heal).
     #[arg(long, default_value_t = 4000)]
     steps: u64,
@@ -51,6 +51,9 @@ pub struct Args {
     /// shows the checker catching it).
     #[arg(long = "legacy-truncate-to-hw")]
     legacy_truncate_to_hw: bool,
+    /// unclean.leader.election.enable from the start (scenarios).
+    #[arg(long = "unclean-leader-election")]
+    unclean_leader_election: bool,
     /// Print one line per seed even when it passes.
     #[arg(long)]
     verbose: bool,
@@ -102,7 +105,7 @@ pub fn run(a: Args) -> Result<i32> {
         nodes: a.nodes,
         partitions: a.partitions,
         rf: a.rf,
-        min_isr: a.min_isr,
+        min_isr: a.min_isr.unwrap_or(2),
         steps: a.steps,
         faults,
         unsafe_unsynced_acks: a.unsafe_unsynced_acks,
@@ -125,8 +128,16 @@ pub fn run(a: Args) -> Result<i32> {
         let r = (s.run)(scenarios::Switches {
             unsafe_unsynced_acks: a.unsafe_unsynced_acks,
             legacy_truncate_to_hw: a.legacy_truncate_to_hw,
+            min_isr: a.min_isr,
+            unclean_leader_election: a.unclean_leader_election,
         });
         let mut repro = format!("strata sim --scenario {name}");
+        if let Some(m) = a.min_isr {
+            repro.push_str(&format!(" --min-isr {m}"));
+        }
+        if a.unclean_leader_election {
+            repro.push_str(" --unclean-leader-election");
+        }
         if a.unsafe_unsynced_acks {
             repro.push_str(" --unsafe-unsynced-acks");
         }
@@ -185,7 +196,7 @@ pub fn run(a: Args) -> Result<i32> {
             }
             let mut repro = format!(
                 "strata sim --seeds 1 --start {seed} --nodes {} --partitions {} --rf {} --min-isr {} --steps {} --faults {}",
-                a.nodes, a.partitions, a.rf, a.min_isr, a.steps, a.faults
+                a.nodes, a.partitions, a.rf, base.min_isr, a.steps, a.faults
             );
             if a.unsafe_unsynced_acks {
                 repro.push_str(" --unsafe-unsynced-acks");

@@ -177,7 +177,7 @@ impl std::fmt::Display for FaultStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "crashes {} (cluster {}, controller {}), partitions {}, pauses {}, disk errors {} (stops {}), dropped {}, duplicated {}",
+            "node crashes {}, cluster crashes {}, controller crashes {}, partitions {}, pauses {}, disk errors {} (nodes stopped {}), messages dropped {}, duplicated {}",
             self.node_crashes,
             self.cluster_crashes,
             self.controller_crashes,
@@ -1470,6 +1470,74 @@ impl World {
     pub fn run_for(&mut self, ms: u64) {
         let t = self.now + ms;
         self.run_until(t);
+    }
+
+    /// Runs until `cond` holds (checked after every event), at most `ms`
+    /// more virtual milliseconds; whether it held.
+    pub fn run_until_cond(&mut self, ms: u64, mut cond: impl FnMut(&World) -> bool) -> bool {
+        let t = self.now + ms;
+        while !self.done {
+            if cond(self) {
+                return true;
+            }
+            match self.queue.peek() {
+                Some(q) if q.at <= t => {}
+                _ => break,
+            }
+            self.step();
+        }
+        cond(self)
+    }
+
+    /// The leader epoch node `n` leads partition `p` in, if it does.
+    pub fn leading(&self, n: NodeId, p: u32) -> Option<i32> {
+        self.nodes[Self::idx(n)]
+            .rt
+            .as_ref()?
+            .broker
+            .replica(p)?
+            .leading()
+    }
+
+    /// Node `n`'s partition state of `p` (what it acts on).
+    pub fn node_state(&self, n: NodeId, p: u32) -> Option<crate::msg::PartitionState> {
+        self.nodes[Self::idx(n)]
+            .rt
+            .as_ref()?
+            .broker
+            .replica(p)?
+            .state()
+            .cloned()
+    }
+
+    /// What power cuts of the nodes keep of unsynced writes (default: a
+    /// seeded choice per cut).
+    pub fn set_crash_keep(&mut self, keep: strata_io::fault::CrashKeep) {
+        for n in &self.nodes {
+            n.storage.set_crash_keep(keep);
+        }
+    }
+
+    /// Cuts every node's power at once; each restarts after `restart_after`
+    /// ms.
+    pub fn crash_cluster(&mut self, restart_after: u64) {
+        self.stats.cluster_crashes += 1;
+        self.trace(format!("{} cluster power cut", self.now));
+        for n in 1..=self.cfg.nodes {
+            if self.nodes[Self::idx(n)].rt.is_some() {
+                self.power_cut(n, restart_after);
+            }
+        }
+    }
+
+    /// Whether node `n` is up.
+    pub fn is_up(&self, n: NodeId) -> bool {
+        self.nodes[Self::idx(n)].rt.is_some()
+    }
+
+    /// The client history so far.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Runs `n` events (or until a violation).
