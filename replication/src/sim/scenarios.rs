@@ -58,8 +58,7 @@ fn world(sw: Switches, nodes: u32, rf: u32, min_isr: usize) -> World {
 /// 10 s; the leader.
 fn settled_leader(w: &mut World) -> Option<NodeId> {
     w.run_until_cond(10_000, |w| {
-        w.leader_of(0)
-            .is_some_and(|l| w.leading(l, 0).is_some())
+        w.leader_of(0).is_some_and(|l| w.leading(l, 0).is_some())
     });
     w.leader_of(0)
 }
