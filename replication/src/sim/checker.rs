@@ -109,6 +109,9 @@ impl Verdict {
     }
 }
 
+/// Timed operations, (invoke, complete, value), by key.
+type Timed<K> = BTreeMap<K, Vec<(u64, u64, u64)>>;
+
 /// Checks a whole history. `final_read`: every partition was read by a
 /// consumer to its end after the heal, so every acknowledged write must
 /// have been seen.
@@ -207,7 +210,7 @@ pub fn check(h: &History, final_read: bool) -> Verdict {
     }
     // An acknowledged offset is above every offset acknowledged before the
     // send began (real-time order).
-    let mut per_part: BTreeMap<u32, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut per_part: Timed<u32> = BTreeMap::new();
     for s in &h.sends {
         if let (Outcome::Ok(off), Some(done), Acks::All) = (s.outcome, s.complete, s.acks) {
             per_part
@@ -231,7 +234,7 @@ pub fn check(h: &History, final_read: bool) -> Verdict {
     // leader epochs, as Kafka's clients do since KIP-320: across callers a
     // deposed leader that has not heard of its successor can still answer
     // a caller that has not either).
-    let mut latest: BTreeMap<(ClientId, u32), Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut latest: Timed<(ClientId, u32)> = BTreeMap::new();
     for l in &h.latest {
         latest
             .entry((l.client, l.partition))
