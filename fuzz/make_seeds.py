@@ -117,3 +117,18 @@ def log_seeds(here):
 
 main()
 log_seeds(os.path.dirname(os.path.abspath(__file__)))
+
+# The controller's durable state (docs/replication.md): text lines, then a
+# CRC-32 line over everything before it.
+def controller_state():
+    body = ("controller 3 7\n"
+            "broker 1 5 18446744073709551000\nbroker 2 6 42\nbroker 3 4 7\n"
+            "partition 0 1,2,3 1 4 9 1,2 3 2 .\n"
+            "partition 1 2,3,1 -1 2 5  2,3 1 .\n")
+    crc = zlib.crc32(body.encode())
+    return (body + "crc %d\n" % crc).encode()
+
+d = os.path.join(os.path.dirname(__file__), "corpus", "controller_state")
+os.makedirs(d, exist_ok=True)
+with open(os.path.join(d, "valid"), "wb") as f:
+    f.write(controller_state())
