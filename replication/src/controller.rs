@@ -188,6 +188,9 @@ pub enum ControllerOutput {
 struct Liveness {
     detector: PhiAccrual,
     fenced: bool,
+    /// A heartbeat arrived since this controller started: only then is the
+    /// broker electable (a broker known from the durable state may be dead).
+    heard: bool,
 }
 
 /// The controller.
@@ -249,6 +252,7 @@ impl Controller {
                     Liveness {
                         detector,
                         fenced: false,
+                        heard: false,
                     },
                 )
             })
@@ -265,7 +269,7 @@ impl Controller {
 
     /// Whether `node` is registered and not fenced.
     pub fn is_alive(&self, node: NodeId) -> bool {
-        self.live.get(&node).is_some_and(|l| !l.fenced)
+        self.live.get(&node).is_some_and(|l| !l.fenced && l.heard)
     }
 
     /// Turns unclean leader election on or off (an operator's choice).
@@ -341,6 +345,7 @@ impl Controller {
             Liveness {
                 detector: PhiAccrual::new(self.cfg.heartbeat_interval_ms, 32),
                 fenced: true,
+                heard: false,
             },
         );
         let _ = now;
@@ -382,10 +387,12 @@ impl Controller {
         let l = self.live.entry(node).or_insert_with(|| Liveness {
             detector: PhiAccrual::new(self.cfg.heartbeat_interval_ms, 32),
             fenced: true,
+            heard: false,
         });
         l.detector.heartbeat(now);
-        if l.fenced {
+        if l.fenced || !l.heard {
             l.fenced = false;
+            l.heard = true;
             self.elect_offline(now, out);
         }
         let known: BTreeMap<u32, i32> = known.iter().copied().collect();
@@ -538,7 +545,7 @@ impl Controller {
         let alive: BTreeSet<NodeId> = self
             .live
             .iter()
-            .filter(|(_, l)| !l.fenced)
+            .filter(|(_, l)| !l.fenced && l.heard)
             .map(|(&n, _)| n)
             .filter(|&n| Some(n) != exclude)
             .collect();
@@ -644,6 +651,12 @@ impl Controller {
             }
             let changed = self.broker_down(n, false, out);
             self.commit(changed, out);
+        }
+        // A partition may be offline with an eligible broker alive that
+        // never changed state since (this controller restarted with the
+        // partition leaderless): try again every tick.
+        if self.st.partitions.values().any(|p| p.leader.is_none()) {
+            self.elect_offline(now, out);
         }
     }
 }
