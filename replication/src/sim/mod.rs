@@ -48,6 +48,10 @@ use client::{Client, ClientConfig, Kind};
 const TOPIC: &str = "sim";
 const TICK_MS: u64 = 25;
 const RECENT: usize = 400;
+/// Every acknowledged record must be on every live ISR member: checked
+/// this often (in events) and at the end; a full scan of every log, so not
+/// after every event.
+const ISR_CHECK_EVERY: u64 = 500;
 
 /// Which faults a run injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1389,6 +1393,9 @@ impl World {
         };
         self.now = q.at;
         self.events += 1;
+        if self.events % ISR_CHECK_EVERY == 0 && !self.done {
+            self.check_isr_holds_acked();
+        }
         match q.ev {
             Event::Deliver { from, to, msg } => {
                 let line = format!("{} {from:?}->{to:?} {}", self.now, msg.summary());
@@ -1663,7 +1670,8 @@ impl World {
         }
     }
 
-    /// Every acknowledged record is on every ISR member.
+    /// Every acknowledged record is on every live ISR member (as the
+    /// controller records the ISR).
     fn check_isr_holds_acked(&mut self) {
         let acked: Vec<(u32, u64, u64)> = self
             .history
