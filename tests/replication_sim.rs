@@ -248,3 +248,34 @@ fn swarm_seeds_fail_under_the_old_rules() {
     });
     assert!(!r.ok(), "truncation to the HW on seed 1");
 }
+
+/// Kafka's fault budget: with acks over unsynced data, power cuts of at
+/// most min.insync.replicas - 1 nodes at once lose nothing acknowledged;
+/// beyond it (cluster-wide cuts) the loss is detected and reported.
+#[test]
+fn unsynced_acks_survive_within_kafkas_fault_budget_and_fail_beyond_it() {
+    for seed in 1..=150 {
+        let r = sim::run(SimConfig {
+            seed,
+            faults: FaultMode::CrashWithinBudget,
+            unsafe_unsynced_acks: true,
+            ..SimConfig::default()
+        });
+        assert_ok(
+            &r,
+            &format!("strata sim --seeds 1 --start {seed} --faults crash-within-budget --unsafe-unsynced-acks"),
+        );
+    }
+    let failed = (1..=20)
+        .filter(|&seed| {
+            !sim::run(SimConfig {
+                seed,
+                faults: FaultMode::Crash,
+                unsafe_unsynced_acks: true,
+                ..SimConfig::default()
+            })
+            .ok()
+        })
+        .count();
+    assert!(failed >= 5, "only {failed} of 20 crash seeds caught a loss");
+}

@@ -64,6 +64,10 @@ pub enum FaultMode {
     Crash,
     /// Network faults only.
     Partition,
+    /// Power cuts within Kafka's fault budget: at most min.insync.replicas
+    /// - 1 nodes down at once (with `--unsafe-unsynced-acks`, what Kafka
+    /// survives).
+    CrashWithinBudget,
 }
 
 impl std::str::FromStr for FaultMode {
@@ -74,8 +78,9 @@ impl std::str::FromStr for FaultMode {
             "none" => Ok(FaultMode::None),
             "crash" => Ok(FaultMode::Crash),
             "partition" => Ok(FaultMode::Partition),
+            "crash-within-budget" => Ok(FaultMode::CrashWithinBudget),
             _ => Err(format!(
-                "--faults {s:?}: use swarm, none, crash or partition"
+                "--faults {s:?}: use swarm, none, crash, partition or crash-within-budget"
             )),
         }
     }
@@ -333,6 +338,13 @@ impl Rates {
                 delay_max_ms: pick(rng, &[1, 5, 20]),
                 fault_interval_ms: pick(rng, &[300, 1000, 3000]),
                 weights: [4, 1, 1, 0, 0, 0],
+            },
+            FaultMode::CrashWithinBudget => Rates {
+                drop: 0,
+                dup: 0,
+                delay_max_ms: pick(rng, &[1, 5, 20]),
+                fault_interval_ms: pick(rng, &[300, 1000, 3000]),
+                weights: [1, 0, 0, 0, 0, 0],
             },
             FaultMode::Partition => Rates {
                 drop: pick(rng, &[0, 10, 50]),
@@ -1130,7 +1142,11 @@ impl World {
         match kind {
             0 => {
                 let up = self.up_nodes();
-                if up.is_empty() {
+                let down = self.cfg.nodes as usize - up.len();
+                let budget = self.cfg.min_isr.saturating_sub(1);
+                if up.is_empty()
+                    || (self.cfg.faults == FaultMode::CrashWithinBudget && down >= budget)
+                {
                     return;
                 }
                 let n = up[self.rng.below(up.len() as u64) as usize];
@@ -1671,7 +1687,8 @@ impl World {
     }
 
     /// Every acknowledged record is on every live ISR member (as the
-    /// controller records the ISR).
+    /// controller records the ISR; with unsynced acks, members readmitted
+    /// since their last restart).
     fn check_isr_holds_acked(&mut self) {
         let acked: Vec<(u32, u64, u64)> = self
             .history
@@ -1690,6 +1707,19 @@ impl World {
                 let Some(rt) = self.nodes[Self::idx(n)].rt.as_ref() else {
                     continue;
                 };
+                // With unsynced acks a restarted broker lost its tail and
+                // stays listed until it registers again (Kafka's window,
+                // which the fault budget keeps out of elections): hold it
+                // to the claim only once readmitted under its new epoch.
+                let registered = self
+                    .ctrl
+                    .c
+                    .as_ref()
+                    .and_then(|c| c.state().brokers.get(&n))
+                    .map(|&(e, _)| e);
+                if self.cfg.unsafe_unsynced_acks && registered != rt.broker.broker_epoch() {
+                    continue;
+                }
                 let Some(log) = rt.logs.get(&p) else {
                     continue;
                 };
