@@ -64,9 +64,9 @@ pub enum FaultMode {
     Crash,
     /// Network faults only.
     Partition,
-    /// Power cuts within Kafka's fault budget: at most min.insync.replicas
-    /// - 1 nodes down at once (with `--unsafe-unsynced-acks`, what Kafka
-    /// survives).
+    /// Power cuts within Kafka's fault budget: at most
+    /// `min.insync.replicas - 1` nodes down at once (with unsynced acks,
+    /// what Kafka survives).
     CrashWithinBudget,
 }
 
@@ -1409,7 +1409,7 @@ impl World {
         };
         self.now = q.at;
         self.events += 1;
-        if self.events % ISR_CHECK_EVERY == 0 && !self.done {
+        if self.events.is_multiple_of(ISR_CHECK_EVERY) && !self.done {
             self.check_isr_holds_acked();
         }
         match q.ev {
