@@ -498,3 +498,77 @@ fn stale_leaders_and_stale_isr_changes_are_refused() {
     );
     assert!(alter(&mut c, st.leader_epoch, st.partition_epoch).is_some_and(|r| r.is_ok()));
 }
+
+/// An ISR addition's first attempt is applied but its answer is lost; the
+/// retry, based on the old partition epoch, gets INVALID_UPDATE_VERSION.
+/// The leader must keep counting the proposed member until the newer state
+/// arrives (KIP-497's rule): dropping it let the high watermark pass a
+/// record the new member lacked, and that member was then elected
+/// (simulator seed 6871).
+#[test]
+fn a_stale_isr_answer_keeps_the_proposed_member_in_the_maximal_isr() {
+    let disk = FaultStorage::new(5);
+    let (_m, leader_log) = log(&disk, "/leader");
+    let cfg = ReplicaConfig {
+        min_insync_replicas: 1,
+        ..ReplicaConfig::default()
+    };
+    let mut leader = Replica::new(1, 0, 10, cfg);
+    let mut out = Vec::new();
+    leader
+        .on_partition_state(0, state(1, 1, 1, vec![1]), &leader_log, &mut out)
+        .expect("leader");
+    let produce = |leader: &mut Replica, corr: u64, out: &mut Vec<Envelope>| {
+        let b = batch::build(0, -1, ProducerInfo::NONE, &records("v", 1)).expect("batch");
+        let req = ProduceRequest {
+            corr,
+            partition: 0,
+            acks: Acks::Leader,
+            timeout_ms: 1000,
+            batch: b,
+        };
+        leader
+            .on_produce(corr, Addr::Client(9), req, &leader_log, out)
+            .expect("produce");
+    };
+    let fetch = |leader: &mut Replica, at: u64, out: &mut Vec<Envelope>| {
+        let req = strata::replication::msg::FetchRequest {
+            corr: at,
+            partition: 0,
+            replica: Some((2, 20)),
+            leader_epoch: 1,
+            fetch_offset: at,
+            last_fetched_epoch: 1,
+            durable_offset: at,
+            max_bytes: 1 << 20,
+        };
+        leader
+            .on_fetch(at, Addr::Node(2), req, &leader_log, out)
+            .expect("fetch");
+    };
+    produce(&mut leader, 1, &mut out);
+    fetch(&mut leader, 1, &mut out);
+    assert_eq!(leader.maximal_isr(), Some(vec![1, 2]));
+    // The retry's answer (the first attempt was applied meanwhile).
+    let mut rng = Rng::new(1);
+    leader
+        .on_alter_response(
+            10,
+            Err(ErrorCode::InvalidUpdateVersion),
+            &mut rng,
+            &leader_log,
+            &mut out,
+        )
+        .expect("answer");
+    assert_eq!(leader.maximal_isr(), Some(vec![1, 2]), "still counted");
+    produce(&mut leader, 2, &mut out);
+    assert_eq!(leader_log.durable_end_offset(), 2);
+    assert_eq!(leader_log.high_watermark(), 1, "member 2 lacks offset 1");
+    // The newer state arrives: member 2 is in the ISR; it fetches offset 1.
+    leader
+        .on_partition_state(20, state(1, 1, 2, vec![1, 2]), &leader_log, &mut out)
+        .expect("state");
+    assert_eq!(leader_log.high_watermark(), 1);
+    fetch(&mut leader, 2, &mut out);
+    assert_eq!(leader_log.high_watermark(), 2);
+}

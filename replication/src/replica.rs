@@ -90,6 +90,11 @@ struct PendingAlter {
     isr: Vec<NodeId>,
     retry_at: u64,
     backoff: Backoff,
+    /// An answer said our partition epoch is stale: an earlier attempt of
+    /// this very change may have been applied. Stop retrying and keep
+    /// counting the proposal in the maximal ISR until a newer partition
+    /// state arrives (KIP-497's rule).
+    awaiting_state: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -695,16 +700,25 @@ impl Replica {
     ) -> Result<()> {
         match result {
             Ok(st) => self.on_partition_state(now, st, log, out),
-            Err(_) => {
+            Err(code) => {
                 if let Role::Leader(l) = &mut self.role {
-                    // Our view is stale or the member ineligible: wait for
-                    // the newer state (heartbeats bring it) and back off.
-                    let mut b = l.pending.take().map_or(
-                        Backoff::new(self.cfg.retry_base_ms, self.cfg.retry_cap_ms),
-                        |p| p.backoff,
-                    );
-                    l.next_alter_at =
-                        now + b.next_delay(rng.next_u64()).max(self.cfg.retry_base_ms);
+                    let delay = Backoff::new(self.cfg.retry_base_ms, self.cfg.retry_cap_ms)
+                        .next_delay(rng.next_u64())
+                        .max(self.cfg.retry_base_ms);
+                    l.next_alter_at = now + delay;
+                    if code == ErrorCode::IneligibleReplica {
+                        // Refused against the current partition epoch (the
+                        // epoch check comes first): not applied. Forget it.
+                        l.pending = None;
+                    } else if let Some(p) = &mut l.pending {
+                        // Stale epoch or leadership: a retry of a change
+                        // the controller already applied gets this too, so
+                        // the proposal may be the ISR now. Keep counting it
+                        // until the newer state arrives (heartbeats bring
+                        // it); dropping it let the high watermark pass a
+                        // member the controller had just added (seed 6871).
+                        p.awaiting_state = true;
+                    }
                 }
                 Ok(())
             }
@@ -745,7 +759,7 @@ impl Replica {
             }
             Role::Leader(l) => {
                 if let Some(p) = &mut l.pending {
-                    if now >= p.retry_at {
+                    if !p.awaiting_state && now >= p.retry_at {
                         p.retry_at = now + p.backoff.next_delay(rng.next_u64()).max(1);
                         Self::send(out, Addr::Controller, Msg::AlterPartition(p.req.clone()));
                     }
@@ -873,6 +887,7 @@ impl Replica {
             isr,
             retry_at: now + base,
             backoff,
+            awaiting_state: false,
         });
         Self::send(out, Addr::Controller, Msg::AlterPartition(req));
     }

@@ -1381,6 +1381,11 @@ impl World {
         ))
     }
 
+    /// Node `n`'s log of partition `p` (for inspection), if it is up.
+    pub fn partition_log(&self, n: NodeId, p: u32) -> Option<Arc<strata_log::Partition>> {
+        self.nodes[Self::idx(n)].rt.as_ref()?.logs.get(&p).cloned()
+    }
+
     /// Acknowledged acks=all writes so far.
     pub fn acked(&self) -> usize {
         self.history
