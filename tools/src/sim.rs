@@ -36,7 +36,8 @@ pub struct Args {
     /// Events in the fault phase of each run (then the heal).
     #[arg(long, default_value_t = 4000)]
     steps: u64,
-    /// swarm (each seed draws its own faults), none, crash or partition.
+    /// swarm (each seed draws its own faults), none, crash, partition, or
+    /// crash-within-budget (at most min-isr - 1 nodes down at once).
     #[arg(long, default_value = "swarm")]
     faults: String,
     /// Run one named scenario instead of seeds (`--scenario list` lists
@@ -116,7 +117,7 @@ pub fn run(a: Args) -> Result<i32> {
     if let Some(name) = &a.scenario {
         if name == "list" {
             for s in scenarios::ALL {
-                println!("{:<28} {}", s.name, s.about);
+                println!("{:<31} {}", s.name, s.about);
             }
             return Ok(0);
         }
