@@ -279,3 +279,19 @@ fn unsynced_acks_survive_within_kafkas_fault_budget_and_fail_beyond_it() {
         .count();
     assert!(failed >= 5, "only {failed} of 20 crash seeds caught a loss");
 }
+
+/// S9 with producers that are not idempotent (Kafka's before KIP-98): a
+/// retry after a timeout appends a second copy, and the checker reports
+/// the duplicates (the anomaly Jepsen found in Redpanda 21.10 with
+/// idempotence on).
+#[test]
+fn s9_fails_with_producers_that_are_not_idempotent() {
+    let r = fails(
+        "s9-jepsen-redpanda-pause-kill",
+        scenarios::Switches {
+            non_idempotent_producers: true,
+            ..Default::default()
+        },
+    );
+    assert!(r.verdict.violations.iter().any(|(p, _)| p == "duplicate"));
+}

@@ -55,6 +55,10 @@ pub struct Args {
     /// unclean.leader.election.enable from the start (scenarios).
     #[arg(long = "unclean-leader-election")]
     unclean_leader_election: bool,
+    /// Producers without idempotence (their retries may duplicate; shows
+    /// the checker catching it).
+    #[arg(long = "non-idempotent-producers")]
+    non_idempotent_producers: bool,
     /// Print one line per seed even when it passes.
     #[arg(long)]
     verbose: bool,
@@ -111,6 +115,7 @@ pub fn run(a: Args) -> Result<i32> {
         faults,
         unsafe_unsynced_acks: a.unsafe_unsynced_acks,
         legacy_truncate_to_hw: a.legacy_truncate_to_hw,
+        idempotent_producers: !a.non_idempotent_producers,
         ..SimConfig::default()
     };
     base.validate().map_err(CliError::Usage)?;
@@ -131,6 +136,7 @@ pub fn run(a: Args) -> Result<i32> {
             legacy_truncate_to_hw: a.legacy_truncate_to_hw,
             min_isr: a.min_isr,
             unclean_leader_election: a.unclean_leader_election,
+            non_idempotent_producers: a.non_idempotent_producers,
         });
         let mut repro = format!("strata sim --scenario {name}");
         if let Some(m) = a.min_isr {
@@ -138,6 +144,9 @@ pub fn run(a: Args) -> Result<i32> {
         }
         if a.unclean_leader_election {
             repro.push_str(" --unclean-leader-election");
+        }
+        if a.non_idempotent_producers {
+            repro.push_str(" --non-idempotent-producers");
         }
         if a.unsafe_unsynced_acks {
             repro.push_str(" --unsafe-unsynced-acks");
@@ -204,6 +213,9 @@ pub fn run(a: Args) -> Result<i32> {
             }
             if a.legacy_truncate_to_hw {
                 repro.push_str(" --legacy-truncate-to-hw");
+            }
+            if a.non_idempotent_producers {
+                repro.push_str(" --non-idempotent-producers");
             }
             print_failure(&r, &repro, a.trace_lines);
             return Ok(1);

@@ -38,6 +38,9 @@ pub struct ClientConfig {
     pub produce_timeout_ms: u64,
     /// Pause after an empty poll or between ListOffsets calls.
     pub poll_interval_ms: u64,
+    /// Producers are idempotent (`enable.idempotence`); without it a retry
+    /// after an indeterminate error may append a second copy.
+    pub idempotent: bool,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +50,7 @@ impl Default for ClientConfig {
             delivery_timeout_ms: 10_000,
             produce_timeout_ms: 1000,
             poll_interval_ms: 50,
+            idempotent: true,
         }
     }
 }
@@ -194,10 +198,14 @@ impl Client {
             self.counter += 1;
             let value = (u64::from(self.id) << 32) | self.counter;
             let seq = *self.seqs.get(&partition).unwrap_or(&0);
-            let producer = ProducerInfo {
-                id: self.producer_id(),
-                epoch: 0,
-                base_sequence: seq,
+            let producer = if self.cfg.idempotent {
+                ProducerInfo {
+                    id: self.producer_id(),
+                    epoch: 0,
+                    base_sequence: seq,
+                }
+            } else {
+                ProducerInfo::NONE
             };
             let rec = Record {
                 offset: 0,

@@ -111,6 +111,9 @@ pub struct SimConfig {
     pub producers_all: u32,
     /// acks=1 producers.
     pub producers_one: u32,
+    /// Producers are idempotent (off: Kafka's producers before KIP-98,
+    /// whose retries duplicate).
+    pub idempotent_producers: bool,
     /// Consumers.
     pub consumers: u32,
     /// ListOffsets(latest) callers.
@@ -133,6 +136,7 @@ impl Default for SimConfig {
             legacy_truncate_to_hw: false,
             producers_all: 2,
             producers_one: 1,
+            idempotent_producers: true,
             consumers: 1,
             latest_callers: 1,
             heal_limit_ms: 60_000,
@@ -471,7 +475,10 @@ impl World {
             tick_gen: 0,
             restart_pending: true,
         };
-        let ccfg = ClientConfig::default();
+        let ccfg = ClientConfig {
+            idempotent: cfg.idempotent_producers,
+            ..ClientConfig::default()
+        };
         let mut clients = Vec::new();
         let mut add = |kind: Kind, n: u32| {
             for _ in 0..n {
