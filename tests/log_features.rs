@@ -551,3 +551,39 @@ fn appends_go_on_while_the_cleaner_runs() {
     let offsets: Vec<u64> = recs.iter().map(|r| r.offset).collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets in order");
 }
+
+/// A follower's batch of a new epoch reaches the segment, then the synced
+/// write of that epoch's cache entry fails: the partition stops (no flush
+/// may make the batch count), and after the power cut recovery assigns the
+/// epoch from the batch itself, as Kafka's segment recovery does. Without
+/// that, the cache stretched the previous epoch over the batch, and a
+/// replication leader's divergence check passed a follower holding other
+/// records at those offsets (simulator seed 11425).
+#[test]
+fn recovery_assigns_the_epoch_of_a_batch_whose_cache_entry_was_lost() {
+    use strata::io::fault::{CrashKeep, Errno, OpClass};
+    let fault = FaultStorage::new(11);
+    let storage: StorageRef = Arc::new(fault.clone());
+    let (mgr, p) = open(&storage);
+    p.assign_epoch(1).expect("epoch");
+    p.append_records(&recs(2, "a"), ProducerInfo::NONE, 1, true)
+        .expect("append");
+    // A leader of epoch 4 wrote the next batch; this replica copies it.
+    let b = batch::build(2, 4, ProducerInfo::NONE, &recs(3, "b")).expect("batch");
+    fault.fail(OpClass::Sync, 1, Errno::Eio, false);
+    assert!(
+        p.append_as_follower(&b, false).is_err(),
+        "the epoch entry's fsync failed"
+    );
+    fault.clear_failures();
+    assert!(p.flush().is_err(), "stopped: nothing more counts");
+    fault.set_crash_keep(CrashKeep::All);
+    fault.crash();
+    drop(p);
+    drop(mgr);
+    let storage: StorageRef = Arc::new(fault.reopen());
+    let (_mgr, p) = open(&storage);
+    assert_eq!(p.log_end_offset(), 5, "the batch survived the cut");
+    assert_eq!(p.epochs(), vec![(1, 0), (4, 2)]);
+    assert_eq!(p.end_offset_for_epoch(1), Some((1, 2)));
+}

@@ -155,6 +155,33 @@ impl Partition {
         }
         epochs.sort_unstable();
         st.epochs = epochs;
+        // A batch past the recovery point may carry an epoch the cache on
+        // disk lacks (its entry's write failed after the batch reached the
+        // segment): assign it from the batch, as Kafka's segment recovery
+        // does. Left out, a leader's cache would stretch the previous epoch
+        // over that batch and the divergence check would pass a follower
+        // holding other records at those offsets.
+        let leo = st.leo();
+        let mut at = rp.max(st.log_start).min(leo);
+        let mut added = Vec::new();
+        while at < leo {
+            let batches = Self::read_locked(&st, at, 1 << 20, leo)?;
+            let Some(last) = batches.last() else { break };
+            at = last.last_offset() + 1;
+            for b in &batches {
+                let e = b.header.leader_epoch;
+                if e >= 0 && st.epochs.last().is_none_or(|&(latest, _)| e > latest) {
+                    st.epochs.push((e, b.base_offset()));
+                    added.push((
+                        self.key(&format!("epoch/{e:010}")),
+                        b.base_offset().to_be_bytes().to_vec(),
+                    ));
+                }
+            }
+        }
+        if !added.is_empty() {
+            self.meta.write(&added, &[], true)?;
+        }
         report.producer_batches_replayed = self.rebuild_producers(&mut st, dead)?;
         Ok(report)
     }

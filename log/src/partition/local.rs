@@ -96,11 +96,19 @@ impl Partition {
         let epoch = b.header.leader_epoch;
         if epoch >= 0 && st.epochs.last().is_none_or(|&(e, _)| epoch > e) {
             st.epochs.push((epoch, b.base_offset()));
-            self.meta.put_u64(
+            let put = self.meta.put_u64(
                 &self.key(&format!("epoch/{epoch:010}")),
                 b.base_offset(),
                 true,
-            )?;
+            );
+            if let Err(e) = put {
+                // The batch is in the segment but the cache on disk does
+                // not know its epoch: stop, so no flush makes the batch
+                // count before recovery (which rebuilds the entry from the
+                // batch) has run.
+                st.failed = Some(self.stopped(&e));
+                return Err(e);
+            }
         }
         Ok((sync || self.cfg.flush_every_append).then(|| self.flush_plan(st)))
     }
