@@ -572,3 +572,136 @@ fn a_stale_isr_answer_keeps_the_proposed_member_in_the_maximal_isr() {
     fetch(&mut leader, 2, &mut out);
     assert_eq!(leader_log.high_watermark(), 2);
 }
+
+/// The network duplicates a leader's ISR addition. The first copy is
+/// refused (the member is fenced), and the leader gives the change up; the
+/// second arrives once the member heartbeats again. Before, it was applied
+/// (the partition epoch had not moved), so the controller's ISR held a
+/// member the leader's high watermark did not count, and that member was
+/// later elected without committed records (simulator seed 34847). Now a
+/// refusal moves the partition epoch, and the leader counts the refused
+/// proposal until it learns the newer state.
+#[test]
+fn a_refused_isr_addition_cannot_be_applied_by_a_late_copy() {
+    let (mut c, _) = start(ControllerConfig::default());
+    let epochs = register_all(&mut c, 0);
+    let st = c.state().partitions[&0].clone();
+    // Node 3 restarts and has not heartbeated: fenced.
+    let mut out = Vec::new();
+    c.handle(
+        10,
+        Addr::Node(3),
+        Msg::Register {
+            node: 3,
+            incarnation: 77,
+        },
+        &mut out,
+    );
+    let st = c.state().partitions[&0]
+        .clone()
+        .partition_epoch
+        .max(st.partition_epoch);
+    let new3 = c.state().brokers[&3].0;
+    let isr_now = c.state().partitions[&0].isr.clone();
+    assert!(!isr_now.contains(&3));
+    let req = AlterPartition {
+        partition: 0,
+        leader: 1,
+        leader_epoch: c.state().partitions[&0].leader_epoch,
+        partition_epoch: st,
+        new_isr: isr_now
+            .iter()
+            .map(|&n| (n, epochs[n as usize - 1]))
+            .chain([(3, new3)])
+            .collect(),
+    };
+    let answer = |c: &mut Controller, now: u64| {
+        let mut out = Vec::new();
+        c.handle(
+            now,
+            Addr::Node(1),
+            Msg::AlterPartition(req.clone()),
+            &mut out,
+        );
+        sends(&out)
+            .into_iter()
+            .find_map(|m| match m {
+                Msg::AlterPartitionResponse { result, .. } => Some(result),
+                _ => None,
+            })
+            .expect("answer")
+    };
+    assert_eq!(answer(&mut c, 20).err(), Some(ErrorCode::IneligibleReplica));
+    assert!(
+        c.state().partitions[&0].partition_epoch > st,
+        "the refusal moved the epoch"
+    );
+    let mut out = Vec::new();
+    c.handle(
+        30,
+        Addr::Node(3),
+        Msg::Heartbeat {
+            node: 3,
+            broker_epoch: new3,
+            known: vec![],
+        },
+        &mut out,
+    );
+    // The late copy: refused as stale, not applied.
+    assert_eq!(
+        answer(&mut c, 40).err(),
+        Some(ErrorCode::InvalidUpdateVersion)
+    );
+    assert!(!c.state().partitions[&0].isr.contains(&3));
+
+    // The leader's side: a refused proposal still counts until the newer
+    // state arrives.
+    let disk = FaultStorage::new(6);
+    let (_m, leader_log) = log(&disk, "/leader");
+    let cfg = ReplicaConfig {
+        min_insync_replicas: 1,
+        ..ReplicaConfig::default()
+    };
+    let mut leader = Replica::new(1, 0, 10, cfg);
+    let mut out = Vec::new();
+    leader
+        .on_partition_state(0, state(1, 1, 1, vec![1]), &leader_log, &mut out)
+        .expect("leader");
+    let req = strata::replication::msg::FetchRequest {
+        corr: 1,
+        partition: 0,
+        replica: Some((2, 20)),
+        leader_epoch: 1,
+        fetch_offset: 0,
+        last_fetched_epoch: -1,
+        durable_offset: 0,
+        max_bytes: 1 << 20,
+    };
+    leader
+        .on_fetch(1, Addr::Node(2), req, &leader_log, &mut out)
+        .expect("fetch");
+    assert_eq!(leader.maximal_isr(), Some(vec![1, 2]));
+    let mut rng = Rng::new(2);
+    leader
+        .on_alter_response(
+            2,
+            Err(ErrorCode::IneligibleReplica),
+            &mut rng,
+            &leader_log,
+            &mut out,
+        )
+        .expect("answer");
+    assert_eq!(
+        leader.maximal_isr(),
+        Some(vec![1, 2]),
+        "a copy may still be applied"
+    );
+    leader
+        .on_partition_state(3, state(1, 1, 2, vec![1]), &leader_log, &mut out)
+        .expect("state");
+    assert_eq!(
+        leader.maximal_isr(),
+        Some(vec![1]),
+        "the epoch moved past it"
+    );
+}

@@ -461,6 +461,11 @@ impl Controller {
             }
             let current = self.st.brokers.get(&n).map(|&(be, _)| be);
             if !p.replicas.contains(&n) || current != Some(e) || !self.is_alive(n) {
+                // The refusal moves the partition epoch: a delayed or
+                // duplicated copy of this request, based on the old epoch,
+                // must not be applied later once the member is eligible
+                // (the leader gave the change up; seed 34847).
+                self.commit(vec![a.partition], out);
                 reply(out, Err(ErrorCode::IneligibleReplica));
                 return;
             }

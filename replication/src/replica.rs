@@ -115,6 +115,11 @@ struct Leader {
     isr: Vec<NodeId>,
     partition_epoch: i32,
     pending: Option<PendingAlter>,
+    /// Proposals given up on (refused) that a delayed or duplicated copy
+    /// could still get applied: the controller takes any request based on
+    /// its current partition epoch, so they count in the maximal ISR until
+    /// a newer partition state shows that epoch has passed.
+    abandoned: Vec<(i32, Vec<NodeId>)>,
     /// No ISR change proposed before this (after a refusal).
     next_alter_at: u64,
     followers: BTreeMap<NodeId, Progress>,
@@ -126,8 +131,14 @@ impl Leader {
     /// removal is in flight: the set the high watermark must cover.
     fn maximal_isr(&self) -> Vec<NodeId> {
         let mut m = self.isr.clone();
-        if let Some(p) = &self.pending {
-            for n in &p.isr {
+        let pending = self.pending.iter().map(|p| &p.isr);
+        let abandoned = self
+            .abandoned
+            .iter()
+            .filter(|(base, _)| *base >= self.partition_epoch)
+            .map(|(_, isr)| isr);
+        for isr in pending.chain(abandoned) {
+            for n in isr {
                 if !m.contains(n) {
                     m.push(*n);
                 }
@@ -249,6 +260,8 @@ impl Replica {
                         lead.isr = st.isr.clone();
                         lead.partition_epoch = st.partition_epoch;
                         lead.pending = None;
+                        let pe = st.partition_epoch;
+                        lead.abandoned.retain(|(base, _)| *base >= pe);
                         self.update_hw(now, log, out)?;
                         return Ok(());
                     }
@@ -331,6 +344,7 @@ impl Replica {
             isr: st.isr.clone(),
             partition_epoch: st.partition_epoch,
             pending: None,
+            abandoned: Vec::new(),
             next_alter_at: now,
             followers,
             waiting: Vec::new(),
@@ -707,9 +721,14 @@ impl Replica {
                         .max(self.cfg.retry_base_ms);
                     l.next_alter_at = now + delay;
                     if code == ErrorCode::IneligibleReplica {
-                        // Refused against the current partition epoch (the
-                        // epoch check comes first): not applied. Forget it.
-                        l.pending = None;
+                        // This copy was refused, but the network may hold
+                        // another (a retry or a duplicate) that the
+                        // controller applies once the member is eligible,
+                        // while the partition epoch has not moved (seed
+                        // 34847): stop proposing, keep counting it.
+                        if let Some(p) = l.pending.take() {
+                            l.abandoned.push((p.req.partition_epoch, p.isr));
+                        }
                     } else if let Some(p) = &mut l.pending {
                         // Stale epoch or leadership: a retry of a change
                         // the controller already applied gets this too, so

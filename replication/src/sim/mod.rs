@@ -1583,6 +1583,16 @@ impl World {
         }
     }
 
+    /// The maximal ISR node `n` counts for partition `p`, if it leads it.
+    pub fn maximal_isr(&self, n: NodeId, p: u32) -> Option<Vec<NodeId>> {
+        self.nodes[Self::idx(n)]
+            .rt
+            .as_ref()?
+            .broker
+            .replica(p)?
+            .maximal_isr()
+    }
+
     /// Whether node `n` is up.
     pub fn is_up(&self, n: NodeId) -> bool {
         self.nodes[Self::idx(n)].rt.is_some()
