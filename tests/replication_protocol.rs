@@ -72,6 +72,55 @@ fn state(leader: u32, epoch: i32, pe: i32, isr: Vec<u32>) -> PartitionState {
     }
 }
 
+/// A leader of partition 0 in epoch 1, alone in the ISR, with
+/// min.insync.replicas 1, over its own log; node 2 is its follower.
+fn lone_leader(seed: u64) -> (LogManager, Arc<Partition>, Replica) {
+    let disk = FaultStorage::new(seed);
+    let (m, leader_log) = log(&disk, "/leader");
+    let cfg = ReplicaConfig {
+        min_insync_replicas: 1,
+        ..ReplicaConfig::default()
+    };
+    let mut leader = Replica::new(1, 0, 10, cfg);
+    let mut out = Vec::new();
+    leader
+        .on_partition_state(0, state(1, 1, 1, vec![1]), &leader_log, &mut out)
+        .expect("leader");
+    (m, leader_log, leader)
+}
+
+/// One record produced with acks=1.
+fn produce_one(leader: &mut Replica, log: &Partition, corr: u64, out: &mut Vec<Envelope>) {
+    let b = batch::build(0, -1, ProducerInfo::NONE, &records("v", 1)).expect("batch");
+    let req = ProduceRequest {
+        corr,
+        partition: 0,
+        acks: Acks::Leader,
+        timeout_ms: 1000,
+        batch: b,
+    };
+    leader
+        .on_produce(corr, Addr::Client(9), req, log, out)
+        .expect("produce");
+}
+
+/// Node 2 fetches from `at`, having fsynced everything below it.
+fn fetch_from_2(leader: &mut Replica, log: &Partition, at: u64, out: &mut Vec<Envelope>) {
+    let req = strata::replication::msg::FetchRequest {
+        corr: at,
+        partition: 0,
+        replica: Some((2, 20)),
+        leader_epoch: 1,
+        fetch_offset: at,
+        last_fetched_epoch: if at == 0 { -1 } else { 1 },
+        durable_offset: at,
+        max_bytes: 1 << 20,
+    };
+    leader
+        .on_fetch(at, Addr::Node(2), req, log, out)
+        .expect("fetch");
+}
+
 /// S3, KIP-279: a fast double failover leaves the follower with epochs
 /// {0:0, 2:5} and the leader with {0:0, 1:5, 3:8}. One OffsetsForLeaderEpoch
 /// round is not enough (the follower does not know epoch 1): it truncates
@@ -164,59 +213,15 @@ fn s3_kip279_double_failover_needs_two_rounds_and_converges() {
 /// without it.
 #[test]
 fn s7_high_watermark_counts_a_member_whose_addition_is_in_flight() {
-    let disk = FaultStorage::new(4);
-    let (_m, leader_log) = log(&disk, "/leader");
-    let cfg = ReplicaConfig {
-        min_insync_replicas: 1,
-        ..ReplicaConfig::default()
-    };
-    let mut leader = Replica::new(1, 0, 10, cfg);
+    let (_m, leader_log, mut leader) = lone_leader(4);
     let mut out = Vec::new();
-    leader
-        .on_partition_state(0, state(1, 1, 1, vec![1]), &leader_log, &mut out)
-        .expect("leader");
-    let produce = |leader: &mut Replica, corr: u64, out: &mut Vec<Envelope>| {
-        let b = batch::build(0, -1, ProducerInfo::NONE, &records("v", 1)).expect("batch");
-        leader
-            .on_produce(
-                corr,
-                Addr::Client(9),
-                ProduceRequest {
-                    corr,
-                    partition: 0,
-                    acks: Acks::Leader,
-                    timeout_ms: 1000,
-                    batch: b,
-                },
-                &leader_log,
-                out,
-            )
-            .expect("produce");
-    };
-    produce(&mut leader, 1, &mut out);
+    produce_one(&mut leader, &leader_log, 1, &mut out);
     // Alone in the ISR, the leader commits what it fsynced.
     assert_eq!(leader_log.high_watermark(), 1);
     // The follower fetches from the end, caught up and synced: the leader
     // proposes it.
     out.clear();
-    leader
-        .on_fetch(
-            5,
-            Addr::Node(2),
-            strata::replication::msg::FetchRequest {
-                corr: 1,
-                partition: 0,
-                replica: Some((2, 20)),
-                leader_epoch: 1,
-                fetch_offset: 1,
-                last_fetched_epoch: 1,
-                durable_offset: 1,
-                max_bytes: 1 << 20,
-            },
-            &leader_log,
-            &mut out,
-        )
-        .expect("fetch");
+    fetch_from_2(&mut leader, &leader_log, 1, &mut out);
     assert!(
         out.iter().any(
             |e| matches!(&e.msg, Msg::AlterPartition(a) if a.new_isr.iter().any(|&(n, _)| n == 2))
@@ -226,7 +231,7 @@ fn s7_high_watermark_counts_a_member_whose_addition_is_in_flight() {
     assert_eq!(leader.maximal_isr(), Some(vec![1, 2]));
     // A new record the follower does not have: committed only once the
     // follower has it, though the controller has not answered yet.
-    produce(&mut leader, 2, &mut out);
+    produce_one(&mut leader, &leader_log, 2, &mut out);
     assert_eq!(leader_log.durable_end_offset(), 2);
     assert_eq!(
         leader_log.high_watermark(),
@@ -507,47 +512,10 @@ fn stale_leaders_and_stale_isr_changes_are_refused() {
 /// (simulator seed 6871).
 #[test]
 fn a_stale_isr_answer_keeps_the_proposed_member_in_the_maximal_isr() {
-    let disk = FaultStorage::new(5);
-    let (_m, leader_log) = log(&disk, "/leader");
-    let cfg = ReplicaConfig {
-        min_insync_replicas: 1,
-        ..ReplicaConfig::default()
-    };
-    let mut leader = Replica::new(1, 0, 10, cfg);
+    let (_m, leader_log, mut leader) = lone_leader(5);
     let mut out = Vec::new();
-    leader
-        .on_partition_state(0, state(1, 1, 1, vec![1]), &leader_log, &mut out)
-        .expect("leader");
-    let produce = |leader: &mut Replica, corr: u64, out: &mut Vec<Envelope>| {
-        let b = batch::build(0, -1, ProducerInfo::NONE, &records("v", 1)).expect("batch");
-        let req = ProduceRequest {
-            corr,
-            partition: 0,
-            acks: Acks::Leader,
-            timeout_ms: 1000,
-            batch: b,
-        };
-        leader
-            .on_produce(corr, Addr::Client(9), req, &leader_log, out)
-            .expect("produce");
-    };
-    let fetch = |leader: &mut Replica, at: u64, out: &mut Vec<Envelope>| {
-        let req = strata::replication::msg::FetchRequest {
-            corr: at,
-            partition: 0,
-            replica: Some((2, 20)),
-            leader_epoch: 1,
-            fetch_offset: at,
-            last_fetched_epoch: 1,
-            durable_offset: at,
-            max_bytes: 1 << 20,
-        };
-        leader
-            .on_fetch(at, Addr::Node(2), req, &leader_log, out)
-            .expect("fetch");
-    };
-    produce(&mut leader, 1, &mut out);
-    fetch(&mut leader, 1, &mut out);
+    produce_one(&mut leader, &leader_log, 1, &mut out);
+    fetch_from_2(&mut leader, &leader_log, 1, &mut out);
     assert_eq!(leader.maximal_isr(), Some(vec![1, 2]));
     // The retry's answer (the first attempt was applied meanwhile).
     let mut rng = Rng::new(1);
@@ -561,7 +529,7 @@ fn a_stale_isr_answer_keeps_the_proposed_member_in_the_maximal_isr() {
         )
         .expect("answer");
     assert_eq!(leader.maximal_isr(), Some(vec![1, 2]), "still counted");
-    produce(&mut leader, 2, &mut out);
+    produce_one(&mut leader, &leader_log, 2, &mut out);
     assert_eq!(leader_log.durable_end_offset(), 2);
     assert_eq!(leader_log.high_watermark(), 1, "member 2 lacks offset 1");
     // The newer state arrives: member 2 is in the ISR; it fetches offset 1.
@@ -569,7 +537,7 @@ fn a_stale_isr_answer_keeps_the_proposed_member_in_the_maximal_isr() {
         .on_partition_state(20, state(1, 1, 2, vec![1, 2]), &leader_log, &mut out)
         .expect("state");
     assert_eq!(leader_log.high_watermark(), 1);
-    fetch(&mut leader, 2, &mut out);
+    fetch_from_2(&mut leader, &leader_log, 2, &mut out);
     assert_eq!(leader_log.high_watermark(), 2);
 }
 
@@ -656,30 +624,9 @@ fn a_refused_isr_addition_cannot_be_applied_by_a_late_copy() {
 
     // The leader's side: a refused proposal still counts until the newer
     // state arrives.
-    let disk = FaultStorage::new(6);
-    let (_m, leader_log) = log(&disk, "/leader");
-    let cfg = ReplicaConfig {
-        min_insync_replicas: 1,
-        ..ReplicaConfig::default()
-    };
-    let mut leader = Replica::new(1, 0, 10, cfg);
+    let (_m, leader_log, mut leader) = lone_leader(6);
     let mut out = Vec::new();
-    leader
-        .on_partition_state(0, state(1, 1, 1, vec![1]), &leader_log, &mut out)
-        .expect("leader");
-    let req = strata::replication::msg::FetchRequest {
-        corr: 1,
-        partition: 0,
-        replica: Some((2, 20)),
-        leader_epoch: 1,
-        fetch_offset: 0,
-        last_fetched_epoch: -1,
-        durable_offset: 0,
-        max_bytes: 1 << 20,
-    };
-    leader
-        .on_fetch(1, Addr::Node(2), req, &leader_log, &mut out)
-        .expect("fetch");
+    fetch_from_2(&mut leader, &leader_log, 0, &mut out);
     assert_eq!(leader.maximal_isr(), Some(vec![1, 2]));
     let mut rng = Rng::new(2);
     leader

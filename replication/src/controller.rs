@@ -313,18 +313,21 @@ impl Controller {
         incarnation: u64,
         out: &mut Vec<ControllerOutput>,
     ) {
+        let answer = |out: &mut Vec<ControllerOutput>, broker_epoch, controller_epoch| {
+            Self::send(
+                out,
+                from,
+                Msg::RegisterResponse {
+                    incarnation,
+                    broker_epoch,
+                    controller_epoch,
+                },
+            )
+        };
         if let Some(&(epoch, inc)) = self.st.brokers.get(&node) {
             if inc == incarnation {
                 // A retried registration of the same start.
-                Self::send(
-                    out,
-                    from,
-                    Msg::RegisterResponse {
-                        incarnation,
-                        broker_epoch: epoch,
-                        controller_epoch: self.st.epoch,
-                    },
-                );
+                answer(out, epoch, self.st.epoch);
                 return;
             }
         }
@@ -350,15 +353,7 @@ impl Controller {
         );
         let _ = now;
         self.commit(changed, out);
-        Self::send(
-            out,
-            from,
-            Msg::RegisterResponse {
-                incarnation,
-                broker_epoch: epoch,
-                controller_epoch: self.st.epoch,
-            },
-        );
+        answer(out, epoch, self.st.epoch);
     }
 
     fn on_heartbeat(

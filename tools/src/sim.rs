@@ -67,6 +67,22 @@ pub struct Args {
     trace_lines: usize,
 }
 
+/// The flags that change the rules, as they reproduce a run.
+fn switch_flags(a: &Args) -> String {
+    let mut f = String::new();
+    for (on, flag) in [
+        (a.unsafe_unsynced_acks, " --unsafe-unsynced-acks"),
+        (a.legacy_truncate_to_hw, " --legacy-truncate-to-hw"),
+        (a.unclean_leader_election, " --unclean-leader-election"),
+        (a.non_idempotent_producers, " --non-idempotent-producers"),
+    ] {
+        if on {
+            f.push_str(flag);
+        }
+    }
+    f
+}
+
 fn line(r: &SimReport) -> String {
     format!(
         "seed {}: {} events, {:.1} s simulated, {} acked (acks=all), {} acked (acks=1, {} lost, allowed), {} indeterminate, {} failed; faults: {}; {}",
@@ -142,18 +158,7 @@ pub fn run(a: Args) -> Result<i32> {
         if let Some(m) = a.min_isr {
             repro.push_str(&format!(" --min-isr {m}"));
         }
-        if a.unclean_leader_election {
-            repro.push_str(" --unclean-leader-election");
-        }
-        if a.non_idempotent_producers {
-            repro.push_str(" --non-idempotent-producers");
-        }
-        if a.unsafe_unsynced_acks {
-            repro.push_str(" --unsafe-unsynced-acks");
-        }
-        if a.legacy_truncate_to_hw {
-            repro.push_str(" --legacy-truncate-to-hw");
-        }
+        repro.push_str(&switch_flags(&a));
         println!("scenario {name}: {}", s.about);
         if r.ok() {
             println!("{}", line(&r));
@@ -204,19 +209,16 @@ pub fn run(a: Args) -> Result<i32> {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            let mut repro = format!(
-                "strata sim --seeds 1 --start {seed} --nodes {} --partitions {} --rf {} --min-isr {} --steps {} --faults {}",
-                a.nodes, a.partitions, a.rf, base.min_isr, a.steps, a.faults
+            let repro = format!(
+                "strata sim --seeds 1 --start {seed} --nodes {} --partitions {} --rf {} --min-isr {} --steps {} --faults {}{}",
+                a.nodes,
+                a.partitions,
+                a.rf,
+                base.min_isr,
+                a.steps,
+                a.faults,
+                switch_flags(&a)
             );
-            if a.unsafe_unsynced_acks {
-                repro.push_str(" --unsafe-unsynced-acks");
-            }
-            if a.legacy_truncate_to_hw {
-                repro.push_str(" --legacy-truncate-to-hw");
-            }
-            if a.non_idempotent_producers {
-                repro.push_str(" --non-idempotent-producers");
-            }
             print_failure(&r, &repro, a.trace_lines);
             return Ok(1);
         }

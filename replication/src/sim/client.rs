@@ -67,6 +67,18 @@ struct Current {
     backoff: Backoff,
 }
 
+impl Current {
+    /// How a send ends that is given up: indeterminate if any attempt may
+    /// have been appended, else definitely failed.
+    fn unfinished_outcome(&self) -> Outcome {
+        if self.maybe_written {
+            Outcome::Indeterminate
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
 /// One client.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -250,11 +262,7 @@ impl Client {
             self.leaders.remove(&c.partition);
         }
         if now >= c.give_up_at {
-            let o = if c.maybe_written {
-                Outcome::Indeterminate
-            } else {
-                Outcome::Failed
-            };
+            let o = c.unfinished_outcome();
             self.finish(now, h, o);
             return;
         }
@@ -366,11 +374,7 @@ impl Client {
                         return;
                     }
                     ProduceResult::Failed(ErrorCode::OutOfOrderSequence) => {
-                        let o = if c.maybe_written {
-                            Outcome::Indeterminate
-                        } else {
-                            Outcome::Failed
-                        };
+                        let o = c.unfinished_outcome();
                         self.finish(now, h, o);
                         return;
                     }

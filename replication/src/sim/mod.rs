@@ -414,6 +414,37 @@ pub struct World {
     echo: bool,
 }
 
+/// A record's value as the workload writes it (8 bytes, big-endian);
+/// `u64::MAX` for anything else, which no send uses.
+fn value_of(r: &strata_log::Record) -> u64 {
+    r.value
+        .as_ref()
+        .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+        .map_or(u64::MAX, u64::from_be_bytes)
+}
+
+/// Every record of a log, offset to value (what a read returns until the
+/// first error).
+fn log_values(log: &strata_log::Partition) -> BTreeMap<u64, u64> {
+    let mut have = BTreeMap::new();
+    let mut cur = log.log_start_offset();
+    while cur < log.log_end_offset() {
+        let Ok(batches) = log.read(cur, 1 << 20, None) else {
+            break;
+        };
+        if batches.is_empty() {
+            break;
+        }
+        for b in &batches {
+            for r in b.records() {
+                have.insert(r.offset, value_of(&r));
+            }
+            cur = b.last_offset() + 1;
+        }
+    }
+    have
+}
+
 fn fnv(h: u64, s: &str) -> u64 {
     let mut h = h;
     for b in s.bytes().chain(std::iter::once(b'\n')) {
@@ -1027,11 +1058,7 @@ impl World {
                         if rec.offset < cur {
                             continue;
                         }
-                        let v = rec
-                            .value
-                            .as_ref()
-                            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-                            .map_or(u64::MAX, u64::from_be_bytes);
+                        let v = value_of(&rec);
                         match self.ledger.get(&(p, rec.offset)).map(|&(x, _)| x) {
                             Some(x) if x != v => found.push((
                                 "log matching below the HW".into(),
@@ -1094,26 +1121,8 @@ impl World {
         if committed.is_empty() {
             return None;
         }
-        let mut have = BTreeMap::new();
-        let mut cur = log.log_start_offset();
         let leo = log.log_end_offset();
-        while cur < leo {
-            let batches = log.read(cur, 1 << 20, None).ok()?;
-            if batches.is_empty() {
-                break;
-            }
-            for b in &batches {
-                for rec in b.records() {
-                    let v = rec
-                        .value
-                        .as_ref()
-                        .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-                        .map_or(u64::MAX, u64::from_be_bytes);
-                    have.insert(rec.offset, v);
-                }
-                cur = b.last_offset() + 1;
-            }
-        }
+        let have = log_values(log);
         for (o, v) in committed {
             match have.get(&o) {
                 Some(&x) if x == v => {}
@@ -1763,27 +1772,7 @@ impl World {
                 let Some(log) = rt.logs.get(&p) else {
                     continue;
                 };
-                let mut have = BTreeMap::new();
-                let mut cur = log.log_start_offset();
-                while cur < log.log_end_offset() {
-                    let Ok(bs) = log.read(cur, 1 << 20, None) else {
-                        break;
-                    };
-                    if bs.is_empty() {
-                        break;
-                    }
-                    for b in &bs {
-                        for r in b.records() {
-                            let v = r
-                                .value
-                                .as_ref()
-                                .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-                                .map_or(u64::MAX, u64::from_be_bytes);
-                            have.insert(r.offset, v);
-                        }
-                        cur = b.last_offset() + 1;
-                    }
-                }
+                let have = log_values(log);
                 for &(ap, o, v) in &acked {
                     if ap == p && have.get(&o) != Some(&v) {
                         self.violate(
