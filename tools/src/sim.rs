@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4000)]
     steps: u64,
     /// swarm (each seed draws its own faults), none, crash, partition, or
-    /// crash-within-budget (at most min-isr - 1 nodes down at once).
+    /// crash-within-budget (at most min-isr - 1 power cuts per 10 s).
     #[arg(long, default_value = "swarm")]
     faults: String,
     /// Run one named scenario instead of seeds (`--scenario list` lists

@@ -52,6 +52,8 @@ const RECENT: usize = 400;
 /// this often (in events) and at the end; a full scan of every log, so not
 /// after every event.
 const ISR_CHECK_EVERY: u64 = 500;
+/// The window of `FaultMode::CrashWithinBudget`.
+const BUDGET_WINDOW_MS: u64 = 10_000;
 
 /// Which faults a run injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +67,9 @@ pub enum FaultMode {
     /// Network faults only.
     Partition,
     /// Power cuts within Kafka's fault budget: at most
-    /// `min.insync.replicas - 1` nodes down at once (with unsynced acks,
-    /// what Kafka survives).
+    /// `min.insync.replicas - 1` in any 10 s (longer than a restart, the
+    /// 1 s flush interval of unsynced acks and a catch-up), so unflushed
+    /// data always has a copy that did not lose power.
     CrashWithinBudget,
 }
 
@@ -412,6 +415,8 @@ pub struct World {
     done: bool,
     converged: bool,
     echo: bool,
+    /// When the fault scheduler cut a node's power.
+    cut_times: Vec<u64>,
 }
 
 /// A record's value as the workload writes it (8 bytes, big-endian);
@@ -550,6 +555,7 @@ impl World {
             done: false,
             converged: false,
             echo: std::env::var_os("STRATA_SIM_ECHO").is_some(),
+            cut_times: Vec::new(),
         };
         w.push(0, Event::RestartController);
         for n in 1..=cfg.nodes {
@@ -1176,13 +1182,18 @@ impl World {
         match kind {
             0 => {
                 let up = self.up_nodes();
-                let down = self.cfg.nodes as usize - up.len();
                 let budget = self.cfg.min_isr.saturating_sub(1);
+                let recent = self
+                    .cut_times
+                    .iter()
+                    .filter(|&&t| t + BUDGET_WINDOW_MS > self.now)
+                    .count();
                 if up.is_empty()
-                    || (self.cfg.faults == FaultMode::CrashWithinBudget && down >= budget)
+                    || (self.cfg.faults == FaultMode::CrashWithinBudget && recent >= budget)
                 {
                     return;
                 }
+                self.cut_times.push(self.now);
                 let n = up[self.rng.below(up.len() as u64) as usize];
                 self.stats.node_crashes += 1;
                 self.power_cut(n, restart);
