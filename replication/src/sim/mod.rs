@@ -20,7 +20,8 @@
 //! Every step is checked (at most one leader per epoch, HW <= LEO, every
 //! replica agrees with the committed ledger below its HW, a new leader
 //! holds every committed record, an acknowledged acks=all write is
-//! committed when its answer arrives), and the run ends with a heal phase
+//! committed when its answer arrives, every live ISR member holds every
+//! acknowledged record), and the run ends with a heal phase
 //! (network fixed, every node and the controller up) after which every
 //! acknowledged write must be read by a consumer within a bounded virtual
 //! time. Then the [`checker`] judges the whole client history.
@@ -48,10 +49,6 @@ use client::{Client, ClientConfig, Kind};
 const TOPIC: &str = "sim";
 const TICK_MS: u64 = 25;
 const RECENT: usize = 400;
-/// Every acknowledged record must be on every live ISR member: checked
-/// this often (in events) and at the end; a full scan of every log, so not
-/// after every event.
-const ISR_CHECK_EVERY: u64 = 500;
 /// The window of `FaultMode::CrashWithinBudget`.
 const BUDGET_WINDOW_MS: u64 = 10_000;
 
@@ -417,6 +414,13 @@ pub struct World {
     echo: bool,
     /// When the fault scheduler cut a node's power.
     cut_times: Vec<u64>,
+    /// Acknowledged acks=all records by partition: (offset, value), in the
+    /// order their answers arrived.
+    acked: BTreeMap<u32, Vec<(u64, u64)>>,
+    /// Per (node, partition): how many of `acked` its log was seen to hold,
+    /// and its log end then (a lower end means a truncation or a lost tail:
+    /// everything is checked again).
+    isr_verified: BTreeMap<(NodeId, u32), (usize, u64)>,
 }
 
 /// A record's value as the workload writes it (8 bytes, big-endian);
@@ -556,6 +560,8 @@ impl World {
             converged: false,
             echo: std::env::var_os("STRATA_SIM_ECHO").is_some(),
             cut_times: Vec::new(),
+            acked: BTreeMap::new(),
+            isr_verified: BTreeMap::new(),
         };
         w.push(0, Event::RestartController);
         for n in 1..=cfg.nodes {
@@ -711,6 +717,7 @@ impl World {
                 self.nodes[i].tick_gen += 1;
                 let g = self.nodes[i].tick_gen;
                 self.cursors.retain(|&(node, _), _| node != n);
+                self.isr_verified.retain(|&(node, _), _| node != n);
                 self.trace(format!("{} node {n} started", self.now));
                 self.push(self.now + 1, Event::Tick(Addr::Node(n), g));
             }
@@ -962,6 +969,7 @@ impl World {
                     let value = op.value;
                     let (p, o) = (*partition, *first);
                     if op.partition == p {
+                        self.acked.entry(p).or_default().push((o, value));
                         match self.ledger.get(&(p, o)).map(|&(v, _)| v) {
                             Some(v) if v == value => {}
                             other => self.violate(
@@ -1107,6 +1115,71 @@ impl World {
         }
         for (prop, d) in found {
             self.violate(&prop, d);
+        }
+        if strict && !self.done {
+            self.check_member_holds_acked(n);
+        }
+    }
+
+    /// Node `n`, where the controller lists it in an ISR, holds every
+    /// acknowledged record of that partition: after every event of `n`,
+    /// reading only the acknowledgements it was not yet seen to hold.
+    fn check_member_holds_acked(&mut self, n: NodeId) {
+        let Some(rt) = self.nodes[Self::idx(n)].rt.as_ref() else {
+            return;
+        };
+        let Some(c) = self.ctrl.c.as_ref() else {
+            return;
+        };
+        let registered = c.state().brokers.get(&n).map(|&(e, _)| e);
+        if self.cfg.unsafe_unsynced_acks && registered != rt.broker.broker_epoch() {
+            // See `check_isr_holds_acked`.
+            return;
+        }
+        let mut found = None;
+        let mut moves = Vec::new();
+        for (&p, log) in &rt.logs {
+            if !c
+                .state()
+                .partitions
+                .get(&p)
+                .is_some_and(|s| s.isr.contains(&n))
+            {
+                continue;
+            }
+            let Some(acked) = self.acked.get(&p) else {
+                continue;
+            };
+            let leo = log.log_end_offset();
+            let (mut done, last_leo) = self.isr_verified.get(&(n, p)).copied().unwrap_or((0, 0));
+            if leo < last_leo {
+                done = 0;
+            }
+            for &(o, v) in &acked[done.min(acked.len())..] {
+                let got = log.read(o, 1, None).ok().and_then(|bs| {
+                    bs.iter()
+                        .flat_map(|b| b.records())
+                        .find(|r| r.offset == o)
+                        .map(|r| value_of(&r))
+                });
+                if got != Some(v) {
+                    found = Some(format!(
+                        "ISR member {n} of partition {p} holds {got:?} at acknowledged offset {o} (value {v})"
+                    ));
+                    break;
+                }
+                done += 1;
+            }
+            moves.push(((n, p), (done, leo)));
+            if found.is_some() {
+                break;
+            }
+        }
+        for (k, v) in moves {
+            self.isr_verified.insert(k, v);
+        }
+        if let Some(d) = found {
+            self.violate("acknowledged records on every ISR member", d);
         }
     }
 
@@ -1459,9 +1532,7 @@ impl World {
         };
         self.now = q.at;
         self.events += 1;
-        if self.events.is_multiple_of(ISR_CHECK_EVERY) && !self.done {
-            self.check_isr_holds_acked();
-        }
+
         match q.ev {
             Event::Deliver { from, to, msg } => {
                 let line = format!("{} {from:?}->{to:?} {}", self.now, msg.summary());
