@@ -652,3 +652,78 @@ fn a_refused_isr_addition_cannot_be_applied_by_a_late_copy() {
         "the epoch moved past it"
     );
 }
+
+/// Every decision carries the controller epoch: once a broker has heard a
+/// controller epoch, messages of an older controller (delayed from before
+/// a restart, or a deposed controller's) are dropped, while a newer
+/// controller's are taken; leader epochs fence the replicas themselves.
+#[test]
+fn brokers_drop_decisions_of_an_older_controller_epoch() {
+    use strata::replication::broker::{Broker, BrokerConfig, Logs};
+    let disk = FaultStorage::new(8);
+    let (_m, p0) = log(&disk, "/b1");
+    let mut logs = Logs::new();
+    logs.insert(0, p0);
+    let mut b = Broker::new(1, 42, vec![0], BrokerConfig::default());
+    let mut rng = Rng::new(3);
+    let mut out = Vec::new();
+    let reg = Msg::RegisterResponse {
+        incarnation: 42,
+        broker_epoch: 5,
+        controller_epoch: 3,
+    };
+    b.handle(0, Addr::Controller, reg, &logs, &mut rng, &mut out)
+        .expect("register");
+    assert_eq!(b.broker_epoch(), Some(5));
+    let decision = |leader: u32, le: i32, pe: i32, ce: u32| {
+        Msg::PartitionUpdate(PartitionState {
+            partition: 0,
+            replicas: vec![1, 2],
+            leader: Some(leader),
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr: vec![1, 2],
+            elr: Vec::new(),
+            controller_epoch: ce,
+        })
+    };
+    b.handle(
+        1,
+        Addr::Controller,
+        decision(1, 1, 1, 3),
+        &logs,
+        &mut rng,
+        &mut out,
+    )
+    .expect("update");
+    assert_eq!(b.replica(0).and_then(|r| r.leading()), Some(1));
+    // A decision of controller epoch 2 arrives late: dropped, though its
+    // partition epoch is newer.
+    b.handle(
+        2,
+        Addr::Controller,
+        decision(2, 2, 2, 2),
+        &logs,
+        &mut rng,
+        &mut out,
+    )
+    .expect("stale");
+    assert_eq!(b.replica(0).and_then(|r| r.leading()), Some(1));
+    assert_eq!(b.controller_epoch(), 3);
+    // The next controller's decision is taken.
+    b.handle(
+        3,
+        Addr::Controller,
+        decision(2, 2, 2, 4),
+        &logs,
+        &mut rng,
+        &mut out,
+    )
+    .expect("newer");
+    assert_eq!(b.replica(0).and_then(|r| r.leading()), None);
+    assert_eq!(
+        b.replica(0).and_then(|r| r.state()).map(|s| s.leader),
+        Some(Some(2))
+    );
+    assert_eq!(b.controller_epoch(), 4);
+}

@@ -41,6 +41,10 @@ pub struct Broker {
     cfg: BrokerConfig,
     broker_epoch: Option<u64>,
     fenced: bool,
+    /// The highest controller epoch heard: messages of an older controller
+    /// (a delayed message from before its restart, or, with a quorum, a
+    /// deposed one) are dropped.
+    controller_epoch: u32,
     partitions: Vec<u32>,
     replicas: BTreeMap<u32, Replica>,
     next_heartbeat: u64,
@@ -62,6 +66,7 @@ impl Broker {
             cfg,
             broker_epoch: None,
             fenced: true,
+            controller_epoch: 0,
             partitions,
             replicas: BTreeMap::new(),
             next_heartbeat: 0,
@@ -85,6 +90,20 @@ impl Broker {
         self.replicas.get(&partition)
     }
 
+    /// The highest controller epoch heard.
+    pub fn controller_epoch(&self) -> u32 {
+        self.controller_epoch
+    }
+
+    /// Whether a controller message of `epoch` is current (and hears it).
+    fn current_controller(&mut self, epoch: u32) -> bool {
+        if epoch < self.controller_epoch {
+            return false;
+        }
+        self.controller_epoch = epoch;
+        true
+    }
+
     /// A message arrives.
     pub fn handle(
         &mut self,
@@ -99,8 +118,11 @@ impl Broker {
             Msg::RegisterResponse {
                 incarnation,
                 broker_epoch,
-                ..
+                controller_epoch,
             } => {
+                if !self.current_controller(controller_epoch) {
+                    return Ok(());
+                }
                 if incarnation == self.incarnation && self.broker_epoch.is_none() {
                     self.broker_epoch = Some(broker_epoch);
                     self.register_backoff.reset();
@@ -115,12 +137,15 @@ impl Broker {
                 Ok(())
             }
             Msg::HeartbeatResponse {
+                controller_epoch,
                 broker_epoch,
                 stale,
                 fenced,
                 updates,
             } => {
-                if Some(broker_epoch) != self.broker_epoch {
+                if Some(broker_epoch) != self.broker_epoch
+                    || !self.current_controller(controller_epoch)
+                {
                     return Ok(());
                 }
                 if stale {
@@ -137,8 +162,22 @@ impl Broker {
                 }
                 Ok(())
             }
-            Msg::PartitionUpdate(st) => self.apply_state(now, st, logs, out),
-            Msg::AlterPartitionResponse { partition, result } => {
+            // A push carries the state as its sender just decided it, so
+            // the state's controller epoch is the sender's.
+            Msg::PartitionUpdate(st) => {
+                if !self.current_controller(st.controller_epoch) {
+                    return Ok(());
+                }
+                self.apply_state(now, st, logs, out)
+            }
+            Msg::AlterPartitionResponse {
+                controller_epoch,
+                partition,
+                result,
+            } => {
+                if !self.current_controller(controller_epoch) {
+                    return Ok(());
+                }
                 match (self.replicas.get_mut(&partition), logs.get(&partition)) {
                     (Some(r), Some(log)) => r.on_alter_response(now, result, rng, log, out),
                     _ => Ok(()),

@@ -371,6 +371,7 @@ impl Controller {
                 out,
                 from,
                 Msg::HeartbeatResponse {
+                    controller_epoch: self.st.epoch,
                     broker_epoch,
                     stale: true,
                     fenced: true,
@@ -407,6 +408,7 @@ impl Controller {
             out,
             from,
             Msg::HeartbeatResponse {
+                controller_epoch: self.st.epoch,
                 broker_epoch,
                 stale: false,
                 fenced: false,
@@ -416,11 +418,13 @@ impl Controller {
     }
 
     fn on_alter(&mut self, from: Addr, a: AlterPartition, out: &mut Vec<ControllerOutput>) {
+        let controller_epoch = self.st.epoch;
         let reply = |out: &mut Vec<ControllerOutput>, result| {
             Self::send(
                 out,
                 from,
                 Msg::AlterPartitionResponse {
+                    controller_epoch,
                     partition: a.partition,
                     result,
                 },

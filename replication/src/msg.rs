@@ -291,6 +291,9 @@ pub enum Msg {
     },
     /// The controller's answer: fenced or not, and the newer states.
     HeartbeatResponse {
+        /// The sending controller's epoch: brokers drop answers from a
+        /// controller epoch older than one they have heard.
+        controller_epoch: u32,
         /// The broker epoch heard.
         broker_epoch: u64,
         /// The epoch is unknown (the broker must register again).
@@ -304,6 +307,8 @@ pub enum Msg {
     AlterPartition(AlterPartition),
     /// The controller's answer: the new state or why not.
     AlterPartitionResponse {
+        /// The sending controller's epoch.
+        controller_epoch: u32,
         /// Partition.
         partition: u32,
         /// New state or error.
@@ -382,7 +387,9 @@ impl Msg {
                 "AlterPartition p{} l{} le{} pe{} isr{:?}",
                 a.partition, a.leader, a.leader_epoch, a.partition_epoch, a.new_isr
             ),
-            Msg::AlterPartitionResponse { partition, result } => match result {
+            Msg::AlterPartitionResponse {
+                partition, result, ..
+            } => match result {
                 Ok(s) => format!(
                     "AlterPartitionResponse p{partition} ok {}",
                     state_summary(s)
