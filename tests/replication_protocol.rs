@@ -253,6 +253,19 @@ fn sends(out: &[ControllerOutput]) -> Vec<Msg> {
         .collect()
 }
 
+/// Node 1 asks for an ISR change; the controller's answer.
+fn alter(c: &mut Controller, now: u64, req: AlterPartition) -> Result<PartitionState, ErrorCode> {
+    let mut out = Vec::new();
+    c.handle(now, Addr::Node(1), Msg::AlterPartition(req), &mut out);
+    sends(&out)
+        .into_iter()
+        .find_map(|m| match m {
+            Msg::AlterPartitionResponse { result, .. } => Some(result),
+            _ => None,
+        })
+        .expect("answer")
+}
+
 fn register_all(c: &mut Controller, now: u64) -> Vec<u64> {
     let mut epochs = Vec::new();
     for n in 1..=3u32 {
@@ -335,26 +348,14 @@ fn s6_kip903_a_stale_broker_epoch_cannot_re_add_a_restarted_follower() {
     assert!(new_epoch > epochs[2]);
     let add_three = |c: &mut Controller, e: u64, now: u64| {
         let st = c.state().partitions[&0].clone();
-        let mut out = Vec::new();
-        c.handle(
-            now,
-            Addr::Node(1),
-            Msg::AlterPartition(AlterPartition {
-                partition: 0,
-                leader: 1,
-                leader_epoch: st.leader_epoch,
-                partition_epoch: st.partition_epoch,
-                new_isr: vec![(1, epochs[0]), (2, epochs[1]), (3, e)],
-            }),
-            &mut out,
-        );
-        sends(&out)
-            .into_iter()
-            .find_map(|m| match m {
-                Msg::AlterPartitionResponse { result, .. } => Some(result),
-                _ => None,
-            })
-            .expect("answer")
+        let req = AlterPartition {
+            partition: 0,
+            leader: 1,
+            leader_epoch: st.leader_epoch,
+            partition_epoch: st.partition_epoch,
+            new_isr: vec![(1, epochs[0]), (2, epochs[1]), (3, e)],
+        };
+        alter(c, now, req)
     };
     assert_eq!(
         add_three(&mut c, epochs[2], 30).err(),
@@ -583,22 +584,7 @@ fn a_refused_isr_addition_cannot_be_applied_by_a_late_copy() {
             .chain([(3, new3)])
             .collect(),
     };
-    let answer = |c: &mut Controller, now: u64| {
-        let mut out = Vec::new();
-        c.handle(
-            now,
-            Addr::Node(1),
-            Msg::AlterPartition(req.clone()),
-            &mut out,
-        );
-        sends(&out)
-            .into_iter()
-            .find_map(|m| match m {
-                Msg::AlterPartitionResponse { result, .. } => Some(result),
-                _ => None,
-            })
-            .expect("answer")
-    };
+    let answer = |c: &mut Controller, now: u64| alter(c, now, req.clone());
     assert_eq!(answer(&mut c, 20).err(), Some(ErrorCode::IneligibleReplica));
     assert!(
         c.state().partitions[&0].partition_epoch > st,
