@@ -17,7 +17,14 @@
 //! * [`controller`]: registrations, phi-accrual failure detection
 //!   ([`phi`]), ISR changes by compare-and-set on the partition epoch,
 //!   elections from the ISR, then the Eligible Leader Replicas (KIP-966).
-//! * Messages: [`msg`]. Retries: [`backoff`] (exponential, full jitter).
+//! * Messages: [`msg`] (in memory; on the network they will be Kafka's
+//!   Fetch, Produce, ListOffsets, Metadata and the KRaft broker and
+//!   AlterPartition requests). Retries: [`backoff`] (exponential, full
+//!   jitter).
+//! * On disk: the replicas' logs are `strata-log` partitions; the
+//!   controller keeps one state file (text records and a CRC-32 line,
+//!   replaced by write-temp, fsync, rename, fsync directory; damage is
+//!   refused), described in docs/replication.md.
 //!
 //! Guarantees (docs/replication.md has each rule and the failure it
 //! prevents): an acks=all write is acknowledged only once every member of
