@@ -451,7 +451,7 @@ fn elections_go_to_the_isr_then_the_elr_and_unclean_ones_are_reported() {
     // is elected, and the possible loss is reported.
     let mut unclean = c.clone();
     let mut out = Vec::new();
-    unclean.set_unclean_leader_election(true, t + 150, &mut out);
+    unclean.set_unclean_leader_election(true, &mut out);
     let reports: Vec<&String> = out
         .iter()
         .filter_map(|o| match o {

@@ -273,24 +273,17 @@ impl Controller {
     }
 
     /// Turns unclean leader election on or off (an operator's choice).
-    pub fn set_unclean_leader_election(
-        &mut self,
-        on: bool,
-        now: u64,
-        out: &mut Vec<ControllerOutput>,
-    ) {
+    pub fn set_unclean_leader_election(&mut self, on: bool, out: &mut Vec<ControllerOutput>) {
         self.cfg.unclean_leader_election = on;
         if on {
-            self.elect_offline(now, out);
+            self.elect_offline(out);
         }
     }
 
     /// A message from a broker.
     pub fn handle(&mut self, now: u64, from: Addr, msg: Msg, out: &mut Vec<ControllerOutput>) {
         match msg {
-            Msg::Register { node, incarnation } => {
-                self.on_register(now, from, node, incarnation, out)
-            }
+            Msg::Register { node, incarnation } => self.on_register(from, node, incarnation, out),
             Msg::Heartbeat {
                 node,
                 broker_epoch,
@@ -307,7 +300,6 @@ impl Controller {
 
     fn on_register(
         &mut self,
-        now: u64,
         from: Addr,
         node: NodeId,
         incarnation: u64,
@@ -351,7 +343,6 @@ impl Controller {
                 heard: false,
             },
         );
-        let _ = now;
         self.commit(changed, out);
         answer(out, epoch, self.st.epoch);
     }
@@ -389,7 +380,7 @@ impl Controller {
         if l.fenced || !l.heard {
             l.fenced = false;
             l.heard = true;
-            self.elect_offline(now, out);
+            self.elect_offline(out);
         }
         let known: BTreeMap<u32, i32> = known.iter().copied().collect();
         let updates = self
@@ -591,7 +582,7 @@ impl Controller {
         report
     }
 
-    fn elect_offline(&mut self, _now: u64, out: &mut Vec<ControllerOutput>) {
+    fn elect_offline(&mut self, out: &mut Vec<ControllerOutput>) {
         let ids: Vec<u32> = self
             .st
             .partitions
@@ -660,7 +651,7 @@ impl Controller {
         // never changed state since (this controller restarted with the
         // partition leaderless): try again every tick.
         if self.st.partitions.values().any(|p| p.leader.is_none()) {
-            self.elect_offline(now, out);
+            self.elect_offline(out);
         }
     }
 }

@@ -262,7 +262,7 @@ impl Replica {
                         lead.pending = None;
                         let pe = st.partition_epoch;
                         lead.abandoned.retain(|(base, _)| *base >= pe);
-                        self.update_hw(now, log, out)?;
+                        self.update_hw(log, out)?;
                         return Ok(());
                     }
                 }
@@ -349,7 +349,7 @@ impl Replica {
             followers,
             waiting: Vec::new(),
         }));
-        self.update_hw(now, log, out)
+        self.update_hw(log, out)
     }
 
     /// Leaves leadership: every produce still waiting may yet commit under
@@ -471,7 +471,7 @@ impl Replica {
                 p.broker_epoch = broker_epoch;
             }
         }
-        self.update_hw(now, log, out)?;
+        self.update_hw(log, out)?;
         self.maybe_expand_isr(now, follower, log, out);
         let batches = match log.read(
             req.fetch_offset,
@@ -504,8 +504,7 @@ impl Replica {
             return Ok(());
         }
         f.in_flight = None;
-        if let Some(code) = resp.error {
-            let _ = code;
+        if resp.error.is_some() {
             let wait = f.backoff.next_delay(now ^ resp.corr.wrapping_mul(0x9E37));
             f.next_fetch = now + self.cfg.fetch_backoff_ms.max(wait);
             return Ok(());
@@ -664,7 +663,7 @@ impl Replica {
             // The leader's own log counts once fsynced.
             log.flush().map_err(self.err())?;
         }
-        self.update_hw(now, log, out)
+        self.update_hw(log, out)
     }
 
     /// ListOffsets(latest): the high watermark, once it reached this
@@ -784,7 +783,6 @@ impl Replica {
                     }
                 }
                 let partition = self.partition;
-                let min_isr = self.cfg.min_insync_replicas;
                 let mut keep = Vec::new();
                 for w in l.waiting.drain(..) {
                     if now >= w.deadline {
@@ -802,9 +800,8 @@ impl Replica {
                     }
                 }
                 l.waiting = keep;
-                let _ = min_isr;
                 self.maybe_shrink_isr(now, out);
-                self.update_hw(now, log, out)
+                self.update_hw(log, out)
             }
         }
     }
@@ -915,7 +912,7 @@ impl Replica {
     /// ISR has fsynced (the leader included), never back, and still while
     /// the ISR is below min.insync.replicas. Then the produces it commits
     /// are answered.
-    fn update_hw(&mut self, _now: u64, log: &Partition, out: &mut Vec<Envelope>) -> Result<()> {
+    fn update_hw(&mut self, log: &Partition, out: &mut Vec<Envelope>) -> Result<()> {
         let me = self.node;
         let unsynced = self.cfg.ack_unsynced;
         let min_isr = self.cfg.min_insync_replicas;

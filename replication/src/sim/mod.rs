@@ -1516,10 +1516,9 @@ impl World {
     /// Turns unclean leader election on at the controller.
     pub fn set_unclean_leader_election(&mut self, on: bool) {
         self.ctrl_cfg.unclean_leader_election = on;
-        let now = self.now;
         let mut out = Vec::new();
         if let Some(c) = self.ctrl.c.as_mut() {
-            c.set_unclean_leader_election(on, now, &mut out);
+            c.set_unclean_leader_election(on, &mut out);
         }
         self.ctrl_outputs(out);
     }
