@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 mod log_common;
 
-use log_common::{open, read_all, recs, small_config, to_m, MRec};
+use log_common::{open, read_all, recs, reopen, small_config, to_m, MRec};
 use strata::io::fault::FaultStorage;
 use strata::io::StorageRef;
 use strata::log::batch::{self, ProducerInfo, Record};
@@ -43,10 +43,7 @@ fn committed_reads_stop_at_the_high_watermark_and_epochs_answer_end_offsets() {
     // Truncation drops the epochs that started past the new end, durably.
     assert_eq!(p.truncate_to(7).expect("truncate"), 6);
     assert_eq!(p.epochs(), vec![(1, 0)]);
-    drop(p);
-    mgr.close().expect("close");
-    drop(mgr);
-    let (mgr, p) = open(&storage);
+    let (mgr, p) = reopen(mgr, p, &storage);
     assert_eq!(p.epochs(), vec![(1, 0)]);
     assert_eq!(p.log_end_offset(), 6);
     // An epoch assigned at the end by a leader that wrote nothing goes
@@ -56,10 +53,7 @@ fn committed_reads_stop_at_the_high_watermark_and_epochs_answer_end_offsets() {
     assert_eq!(p.epochs(), vec![(1, 0), (4, 6)]);
     assert_eq!(p.truncate_to(6).expect("truncate"), 6);
     assert_eq!(p.epochs(), vec![(1, 0)]);
-    drop(p);
-    mgr.close().expect("close");
-    drop(mgr);
-    let (mgr, p) = open(&storage);
+    let (mgr, p) = reopen(mgr, p, &storage);
     assert_eq!(p.epochs(), vec![(1, 0)]);
     // Consumer-group offsets.
     mgr.commit_offset("g1", "t", 0, 4, b"meta").expect("commit");

@@ -30,6 +30,18 @@ pub struct MRec {
 
 /// Deterministic: no thread of the log's own, no wall clock, so a failing
 /// case (crash seeds included) replays.
+/// Closes the manager cleanly and opens the directory again.
+pub fn reopen(
+    mgr: LogManager,
+    p: Arc<Partition>,
+    storage: &StorageRef,
+) -> (LogManager, Arc<Partition>) {
+    drop(p);
+    mgr.close().expect("close");
+    drop(mgr);
+    open(storage)
+}
+
 pub fn open(storage: &StorageRef) -> (LogManager, Arc<Partition>) {
     let opts = ManagerOptions {
         background_threads: false,
