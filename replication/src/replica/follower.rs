@@ -90,7 +90,8 @@ impl Replica {
         let last_epoch = if legacy {
             -1
         } else {
-            log.epochs().last().map_or(-1, |&(e, _)| e)
+            // The newest epoch, without copying the whole cache.
+            log.end_offset_for_epoch(i32::MAX).map_or(-1, |(e, _)| e)
         };
         let leo = log.log_end_offset();
         Self::send(
