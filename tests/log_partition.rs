@@ -538,3 +538,99 @@ fn a_torn_unflushed_tail_is_cut_at_the_last_whole_batch() {
         .expect("append");
     assert_eq!(a.first_offset, 4);
 }
+
+/// Base offset, length and leader epoch lie outside Kafka's CRC-32C (a
+/// leader stamps offset and epoch in place). Every single flipped bit in
+/// them, in a flushed batch of a sealed segment and in the unflushed last
+/// batch, is caught by the batch's position: reads of the flushed batch
+/// fail naming the file; recovery cuts the unflushed one. No record is
+/// ever served under another offset or epoch.
+#[test]
+fn a_flipped_bit_in_base_offset_length_or_epoch_is_caught() {
+    use strata::log::batch::{Batch, Parsed};
+    // The same log every time (a fresh store per case: recovery rewrites).
+    let build = || {
+        let fault = FaultStorage::new(21);
+        let storage: StorageRef = Arc::new(fault.clone());
+        let (mgr, p) = open(&storage);
+        for (i, epoch) in [1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4].into_iter().enumerate() {
+            p.append_records(&recs(3, &format!("k{i}")), ProducerInfo::NONE, epoch, true)
+                .expect("append");
+            if i == 6 {
+                p.roll().expect("roll");
+            }
+        }
+        // One more, not flushed: the tail recovery scans.
+        p.append_records(&recs(2, "tail"), ProducerInfo::NONE, 4, false)
+            .expect("append");
+        let (_, want) = read_all(&p, 0).expect("read");
+        drop(p);
+        drop(mgr);
+        (fault, storage, want)
+    };
+    let (fault, storage, want) = build();
+    let logs = segment_files(&storage, "log");
+    assert!(logs.len() >= 2);
+    let batches_of = |path: &PathBuf| {
+        let bytes = bytes::Bytes::from(fault.contents(path).expect("log"));
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Parsed::Batch(b) = Batch::parse(&bytes.slice(pos..)) {
+            out.push(pos);
+            pos += b.bytes.len();
+        }
+        out
+    };
+    let sealed = batches_of(&logs[0]);
+    assert!(sealed.len() >= 3);
+    let last_log = logs.last().expect("segments").clone();
+    let tail = *batches_of(&last_log).last().expect("a tail batch");
+    let targets = [
+        (logs[0].clone(), sealed[1], true),
+        (logs[0].clone(), *sealed.last().expect("batch"), true),
+        (last_log, tail, false),
+    ];
+    for (path, at, flushed) in targets {
+        for byte in 0..16 {
+            for bit in 0..8 {
+                let (fault, storage, _) = build();
+                let mut bad = fault.contents(&path).expect("log");
+                bad[at + byte] ^= 1 << bit;
+                fault.install(&path, &bad).expect("damage");
+                let what = format!(
+                    "{} byte {byte} bit {bit} of the batch at {at}",
+                    path.display()
+                );
+                let opts = strata::log::ManagerOptions {
+                    background_threads: false,
+                    ..Default::default()
+                };
+                let opened = strata::log::LogManager::open_with(storage.clone(), "/logs", opts)
+                    .and_then(|m| m.partition("t", 0).map(|p| (m, p)));
+                match opened {
+                    Err(Error::Corruption { path: f, .. }) => assert_eq!(f, path, "{what}"),
+                    Err(e) => panic!("{what}: {e}"),
+                    Ok((_m, p)) => match read_all(&p, 0) {
+                        Err(Error::Corruption { path: f, .. }) => {
+                            assert!(flushed, "{what}: the unflushed tail is cut, not reported");
+                            assert_eq!(f, path, "{what}");
+                        }
+                        Err(e) => panic!("{what}: {e}"),
+                        Ok((_, got)) => {
+                            // Served: only what was written, at its offsets,
+                            // the tail cut.
+                            assert!(!flushed, "{what}: damage served");
+                            assert!(got.len() < want.len(), "{what}: not cut");
+                            assert_eq!(got[..], want[..got.len()], "{what}");
+                            let epochs = p.epochs();
+                            assert!(
+                                epochs.iter().all(|&(e, _)| e <= 4),
+                                "{what}: an epoch no leader had: {epochs:?}"
+                            );
+                        }
+                    },
+                }
+            }
+        }
+    }
+}

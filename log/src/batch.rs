@@ -1,14 +1,16 @@
-//! Record batches, modelled on Kafka's v2 (magic 2) format. Byte layout,
-//! checksum and validation rules: docs/segment.md.
+//! Record batches: Kafka's v2 (magic 2) format, byte for byte, so a batch
+//! a producer sent is stored, replicated and served unchanged. Byte
+//! layout, checksum and validation rules: docs/segment.md.
 //!
 //! ```text
 //! offset  size  field                     (fixed fields big-endian, as Kafka)
-//!  0      8     base offset
-//!  8      4     batch length              (bytes after this field)
-//! 12      4     partition leader epoch
-//! 16      1     magic = 2
-//! 17      4     crc                       CRC-32 (IEEE) of bytes 0..17 and 21..end
-//! 21      2     attributes                bit 3 timestamp type, 4 transactional, 5 control
+//!  0      8     base offset               \
+//!  8      4     batch length               | outside the CRC: checked by
+//! 12      4     partition leader epoch     | position (see below)
+//! 16      1     magic = 2                 /
+//! 17      4     crc                       CRC-32C of bytes 21..end
+//! 21      2     attributes                bits 0-2 compression, 3 timestamp type,
+//!                                         4 transactional, 5 control
 //! 23      4     last offset delta
 //! 27      8     base timestamp            (the first record's)
 //! 35      8     max timestamp
@@ -16,7 +18,7 @@
 //! 51      2     producer epoch
 //! 53      4     base sequence
 //! 57      4     record count
-//! 61            records
+//! 61            records (compressed as one body when bits 0-2 are set)
 //!
 //! record := length varint | attributes i8 | timestamp delta varlong
 //!           | offset delta varint | key length varint (-1 null) | key
@@ -25,19 +27,17 @@
 //! ```
 //!
 //! Varints are zigzag LEB128 as in Kafka (and protobuf's sint32/sint64).
-//! Two departures from Kafka, both deliberate:
-//! * the checksum is CRC-32 (IEEE), as everywhere else in Strata, not
-//!   CRC-32C;
-//! * it covers every byte but its own, base offset, length and leader
-//!   epoch included. Kafka leaves those out so a leader can assign offsets
-//!   without recomputing it, which lets a flipped bit there serve records
-//!   under wrong offsets; here the leader recomputes it when it assigns
-//!   them (one pass at CRC speed), and followers copy batches verbatim.
-//!
-//! Compression is not supported: attribute bits 0-2 must be 0.
+//! The checksum is Kafka's: CRC-32C from the attributes to the end, so a
+//! leader stamps base offset and leader epoch in place without touching
+//! it and clients verify what they fetch. The fields it leaves out are
+//! checked by where the batch sits instead (the segment does this, see
+//! `segment.rs`): the length by the CRC's end, the base offset by the
+//! previous batch's end (or the segment's base), the epoch against the
+//! leader-epoch cache.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::compression::{self, Compression};
 use crate::{Error, Result};
 
 /// Bytes before the records.
@@ -53,6 +53,8 @@ pub const NO_PRODUCER_ID: i64 = -1;
 pub const MAX_BATCH_LEN: usize = 64 << 20;
 
 const ATTR_COMPRESSION_MASK: u16 = 0x07;
+/// Bytes of the fixed fields the checksum covers start here.
+pub const CRC_FROM: usize = 21;
 const ATTR_TIMESTAMP_TYPE: u16 = 0x08;
 const ATTR_TRANSACTIONAL: u16 = 0x10;
 const ATTR_CONTROL: u16 = 0x20;
@@ -168,6 +170,11 @@ impl BatchHeader {
         (last % (i64::from(i32::MAX) + 1)) as i32
     }
 
+    /// The batch's compression codec.
+    pub fn compression(&self) -> Compression {
+        Compression::from_attributes(self.attributes).unwrap_or(Compression::None)
+    }
+
     /// Whether the batch is a control batch (transaction markers).
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
@@ -201,8 +208,8 @@ impl BatchHeader {
         if attributes & !ATTR_KNOWN != 0 {
             return Err("unknown attribute bits");
         }
-        if attributes & ATTR_COMPRESSION_MASK != 0 {
-            return Err("compressed batches are not supported");
+        if Compression::from_attributes(attributes).is_none() {
+            return Err("unknown compression codec");
         }
         let last_offset_delta = be_u32(23);
         if last_offset_delta > i32::MAX as u32 {
@@ -301,8 +308,13 @@ impl Batch {
             return Parsed::Invalid("batch checksum mismatch");
         }
         let bytes = buf.slice(..end);
-        if let Err(r) = check_records(&header, &bytes[HEADER_LEN..]) {
-            return Parsed::Invalid(r);
+        // A compressed body was checked record by record when it was
+        // produced; here the CRC vouches for it, so a read never
+        // decompresses (Kafka serves fetches the same way).
+        if header.compression() == Compression::None {
+            if let Err(r) = check_records(&header, &bytes[HEADER_LEN..], false) {
+                return Parsed::Invalid(r);
+            }
         }
         Parsed::Batch(Batch { header, bytes })
     }
@@ -327,25 +339,68 @@ impl Batch {
         self.header.last_offset()
     }
 
-    /// The records (already validated by `parse`).
+    /// The uncompressed record bytes and where the first record starts.
+    fn record_bytes(&self) -> Result<(Bytes, usize)> {
+        match self.header.compression() {
+            Compression::None => Ok((self.bytes.clone(), HEADER_LEN)),
+            c => Ok((
+                Bytes::from(compression::decompress(c, &self.bytes[HEADER_LEN..])?),
+                0,
+            )),
+        }
+    }
+
+    /// Checks a batch a producer sent before it is appended, as Kafka's
+    /// LogValidator does: magic 2 (by `parse`), the CRC, then every record,
+    /// decompressing the body if it is compressed; the offset deltas must
+    /// be exactly 0..count and the last offset delta count - 1.
+    pub fn validate_for_append(&self) -> Result<()> {
+        let h = &self.header;
+        if h.record_count == 0 || u64::from(h.record_count) != u64::from(h.last_offset_delta) + 1 {
+            return Err(Error::InvalidBatch(format!(
+                "a produced batch needs last offset delta = record count - 1 (got {} and {})",
+                h.last_offset_delta, h.record_count
+            )));
+        }
+        if h.is_control() {
+            return Err(Error::InvalidBatch(
+                "control batches come from the broker, not from producers".into(),
+            ));
+        }
+        let (body, at) = self.record_bytes()?;
+        check_records(h, &body[at..], true).map_err(|r| Error::InvalidBatch(r.into()))
+    }
+
+    /// The records. A compressed batch is decompressed; for one that fails
+    /// to decompress (it passed its CRC, so it was stored that way) the
+    /// result is empty: use [`Batch::try_records`] to see the error.
     pub fn records(&self) -> Vec<Record> {
+        self.try_records().unwrap_or_default()
+    }
+
+    /// The records, or why a compressed body does not decode.
+    pub fn try_records(&self) -> Result<Vec<Record>> {
+        let (bytes, mut pos) = self.record_bytes()?;
         let mut out = Vec::with_capacity(self.header.record_count as usize);
-        let mut pos = HEADER_LEN;
         for _ in 0..self.header.record_count {
-            match decode_record(&self.header, &self.bytes, pos) {
+            match decode_record(&self.header, &bytes, pos) {
                 Ok((r, next)) => {
                     out.push(r);
                     pos = next;
                 }
-                // Unreachable for a parsed batch; stop rather than panic.
-                Err(_) => break,
+                Err(r) => return Err(Error::InvalidBatch(r.into())),
             }
         }
-        out
+        Ok(out)
     }
 
     /// Whether every record has a (non-null) key, read in place.
     pub fn every_record_has_a_key(&self) -> bool {
+        if self.header.compression() != Compression::None {
+            return self
+                .try_records()
+                .is_ok_and(|rs| rs.iter().all(|r| r.key.is_some()));
+        }
         let mut pos = HEADER_LEN;
         for _ in 0..self.header.record_count {
             match walk_record(&self.header, &self.bytes, pos) {
@@ -356,8 +411,8 @@ impl Batch {
         true
     }
 
-    /// The same batch with a new base offset and leader epoch, and its
-    /// checksum recomputed.
+    /// The same batch with a new base offset and leader epoch stamped in
+    /// place; the checksum does not cover them and stays as it is.
     pub fn with_offset_and_epoch(self, base_offset: u64, leader_epoch: i32) -> Batch {
         // In place when this is the only handle on the bytes (a producer's
         // fresh batch); a copy otherwise.
@@ -367,13 +422,10 @@ impl Batch {
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         b[0..8].copy_from_slice(&base_offset.to_be_bytes());
         b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
-        let crc = checksum(&b);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
         Batch {
             header: BatchHeader {
                 base_offset,
                 leader_epoch,
-                crc,
                 ..self.header
             },
             bytes: b.freeze(),
@@ -389,6 +441,23 @@ pub fn build(
     producer: ProducerInfo,
     records: &[Record],
 ) -> Result<Batch> {
+    build_compressed(
+        base_offset,
+        leader_epoch,
+        producer,
+        records,
+        Compression::None,
+    )
+}
+
+/// [`build`] with the records compressed by `codec`.
+pub fn build_compressed(
+    base_offset: u64,
+    leader_epoch: i32,
+    producer: ProducerInfo,
+    records: &[Record],
+    codec: Compression,
+) -> Result<Batch> {
     if records.is_empty() {
         return Err(Error::InvalidBatch(
             "a batch needs at least one record".into(),
@@ -400,7 +469,7 @@ pub fn build(
     let fields = Fields {
         base_offset,
         leader_epoch,
-        attributes: 0, // create time, not transactional, no compression
+        attributes: codec.bits(), // create time, not transactional
         last_offset_delta: (records.len() - 1) as u32,
         base_timestamp: records[0].timestamp,
         producer,
@@ -413,23 +482,45 @@ pub fn build(
 
 /// Rebuilds `batch` keeping only the records `keep` accepts, with the same
 /// base offset, last offset delta, producer fields and epoch (so offsets
-/// and producer state stay exact); `None` if no record is kept.
-pub fn filter(batch: &Batch, mut keep: impl FnMut(&Record) -> bool) -> Result<Option<Batch>> {
-    let kept: Vec<Record> = batch.records().into_iter().filter(|r| keep(r)).collect();
-    if kept.is_empty() {
-        return Ok(None);
-    }
+/// and producer state stay exact). A batch left with no record stays as an
+/// empty batch (Kafka's cleaner keeps such batches too): every batch still
+/// starts where the one before it ended, so base offsets stay checkable
+/// by position. The result is uncompressed.
+pub fn filter(batch: &Batch, mut keep: impl FnMut(&Record) -> bool) -> Result<Batch> {
+    let kept: Vec<Record> = batch
+        .try_records()?
+        .into_iter()
+        .filter(|r| keep(r))
+        .collect();
     let h = &batch.header;
     let fields = Fields {
         base_offset: h.base_offset,
         leader_epoch: h.leader_epoch,
-        attributes: h.attributes,
+        attributes: h.attributes & !ATTR_COMPRESSION_MASK,
         last_offset_delta: h.last_offset_delta,
         base_timestamp: h.base_timestamp,
         producer: h.producer,
     };
     let deltas = kept.iter().map(|r| ((r.offset - h.base_offset) as i32, r));
-    assemble(&fields, deltas).map(Some)
+    assemble(&fields, deltas)
+}
+
+/// An empty batch spanning offsets `base..=last` (the cleaner's stand-in
+/// for batches it emptied), with no producer.
+pub fn empty_span(base: u64, last: u64, leader_epoch: i32, timestamp: i64) -> Result<Batch> {
+    let delta = last
+        .checked_sub(base)
+        .filter(|&d| d <= i32::MAX as u64)
+        .ok_or_else(|| Error::InvalidBatch(format!("empty span {base}..={last}")))?;
+    let fields = Fields {
+        base_offset: base,
+        leader_epoch,
+        attributes: 0,
+        last_offset_delta: delta as u32,
+        base_timestamp: timestamp,
+        producer: ProducerInfo::NONE,
+    };
+    assemble(&fields, std::iter::empty())
 }
 
 /// The header fields a writer chooses.
@@ -464,6 +555,11 @@ fn assemble<'a>(f: &Fields, records: impl Iterator<Item = (i32, &'a Record)>) ->
         put_varint(&mut body, rec.len() as i32);
         body.extend_from_slice(&rec);
     }
+    if let Some(c) = Compression::from_attributes(f.attributes) {
+        if c != Compression::None {
+            body = compression::compress(c, &body)?;
+        }
+    }
     let total = HEADER_LEN + body.len();
     if total > MAX_BATCH_LEN {
         return Err(Error::InvalidBatch(format!(
@@ -490,13 +586,10 @@ fn assemble<'a>(f: &Fields, records: impl Iterator<Item = (i32, &'a Record)>) ->
     Batch::from_bytes(b.freeze())
 }
 
-/// The batch checksum: CRC-32 of every byte of the whole batch `b` but the
-/// checksum field (bytes 17..21).
+/// The batch checksum, Kafka's: CRC-32C of the whole batch `b` from the
+/// attributes (byte 21) to the end.
 pub fn checksum(b: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&b[..17]);
-    h.update(&b[21..]);
-    h.finalize()
+    crc32c::crc32c(&b[CRC_FROM..])
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
@@ -674,15 +767,23 @@ fn decode_record(
 }
 
 /// Checks every record of a batch body: each one whole (`walk_record`),
-/// the count, offset deltas strictly increasing, timestamps no later than
-/// the header's maximum, nothing after the last record.
-fn check_records(h: &BatchHeader, body: &[u8]) -> std::result::Result<(), &'static str> {
+/// the count, offset deltas strictly increasing (with `dense`, exactly
+/// 0, 1, 2, ...: a producer's batch), timestamps no later than the
+/// header's maximum, nothing after the last record.
+fn check_records(
+    h: &BatchHeader,
+    body: &[u8],
+    dense: bool,
+) -> std::result::Result<(), &'static str> {
     let mut p = 0usize;
     let mut last_delta: i64 = -1;
     for _ in 0..h.record_count {
         let r = walk_record(h, body, p)?;
         if i64::from(r.off_delta) <= last_delta {
             return Err("record offset deltas out of order");
+        }
+        if dense && i64::from(r.off_delta) != last_delta + 1 {
+            return Err("record offset deltas skip an offset");
         }
         last_delta = i64::from(r.off_delta);
         if h.base_timestamp
@@ -739,8 +840,10 @@ mod tests {
             assert_eq!(r.timestamp, 1000 + i as i64);
             assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
         }
-        // Every truncation is incomplete; every flipped bit is caught (a
-        // longer length reads as a batch cut short).
+        // Every truncation is incomplete; every flipped bit but those of
+        // base offset and leader epoch (outside the CRC, checked by the
+        // segment against the batch's position) is caught here (a longer
+        // length reads as a batch cut short).
         for cut in 0..b.bytes.len() {
             assert!(
                 !matches!(Batch::parse(&b.bytes.slice(..cut)), Parsed::Batch(_)),
@@ -752,6 +855,9 @@ mod tests {
                 let mut d = BytesMut::from(&b.bytes[..]);
                 d[at] ^= 1 << bit;
                 let p = Batch::parse(&d.freeze());
+                if (0..8).contains(&at) || (12..16).contains(&at) {
+                    continue;
+                }
                 assert!(
                     matches!(p, Parsed::Invalid(_))
                         || ((8..12).contains(&at) && p == Parsed::Incomplete),
@@ -759,8 +865,10 @@ mod tests {
                 );
             }
         }
-        // Reassigning offsets and epoch keeps the batch valid.
+        // Reassigning offsets and epoch keeps the batch valid and leaves
+        // every byte the CRC covers as the producer sent it.
         let moved = b.clone().with_offset_and_epoch(100, 9);
+        assert_eq!(moved.bytes[16..], b.bytes[16..]);
         assert_eq!(
             Batch::from_bytes(moved.bytes.clone())
                 .expect("valid")
@@ -774,14 +882,58 @@ mod tests {
     #[test]
     fn filter_keeps_offsets_and_the_batch_span() {
         let b = build(10, 0, ProducerInfo::NONE, &recs(6)).expect("build");
-        let f = filter(&b, |r| r.offset % 2 == 1)
-            .expect("filter")
-            .expect("some");
+        let f = filter(&b, |r| r.offset % 2 == 1).expect("filter");
         assert_eq!(f.header.base_offset, 10);
         assert_eq!(f.header.last_offset(), 15);
         let offs: Vec<u64> = f.records().iter().map(|r| r.offset).collect();
         assert_eq!(offs, vec![11, 13, 15]);
-        assert!(filter(&b, |_| false).expect("filter").is_none());
+        let empty = filter(&b, |_| false).expect("filter");
+        assert_eq!(empty.header.record_count, 0);
+        assert_eq!(empty.header.next_offset(), 16);
+        assert!(empty.records().is_empty());
+    }
+
+    #[test]
+    fn compressed_batches_validate_and_read_with_every_codec() {
+        for c in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let b = build_compressed(0, -1, ProducerInfo::NONE, &recs(50), c).expect("build");
+            assert_eq!(b.header.compression(), c);
+            b.validate_for_append().expect("valid");
+            let rs = b.records();
+            assert_eq!(rs.len(), 50);
+            assert_eq!(rs[49].key.as_deref(), Some(&b"k49"[..]));
+            assert!(b.every_record_has_a_key());
+            // A body that passes the CRC but does not decompress (a
+            // producer's bug): refused on append.
+            let mut d = BytesMut::from(&b.bytes[..]);
+            let last = d.len() - 1;
+            d[last] ^= 0xFF;
+            let crc = checksum(&d);
+            d[17..21].copy_from_slice(&crc.to_be_bytes());
+            let bad = Batch::from_bytes(d.freeze()).expect("header and CRC fine");
+            assert!(bad.validate_for_append().is_err(), "{c:?}");
+            assert!(bad.try_records().is_err(), "{c:?}");
+            // Compacting one keeps offsets and writes it uncompressed.
+            let f = filter(&b, |r| r.offset >= 40).expect("filter");
+            assert_eq!(f.header.compression(), Compression::None);
+            assert_eq!(f.records().len(), 10);
+            assert_eq!(f.header.next_offset(), 50);
+        }
+    }
+
+    #[test]
+    fn a_produced_batch_must_be_dense() {
+        let b = build(0, -1, ProducerInfo::NONE, &recs(4)).expect("build");
+        b.validate_for_append().expect("dense");
+        let sparse = filter(&b, |r| r.offset != 1).expect("filter");
+        assert!(sparse.validate_for_append().is_err());
+        let empty = filter(&b, |_| false).expect("filter");
+        assert!(empty.validate_for_append().is_err());
     }
 
     #[test]

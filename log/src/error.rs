@@ -22,6 +22,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The directory was written in a format this build does not read.
+    #[error("unsupported on-disk format: {0}")]
+    UnsupportedFormat(String),
     /// A batch handed in does not decode or breaks a rule.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod compression;
 pub mod config;
 mod error;
 pub mod manager;

@@ -13,6 +13,11 @@ use strata_io::StorageRef;
 
 use crate::config::{CleanupPolicy, LogConfig};
 use crate::meta::{decode_u64, Meta};
+
+/// Metadata key of the on-disk format generation.
+const FORMAT_KEY: &str = "format";
+/// The format this build writes and reads.
+const FORMAT: u64 = 2;
 use crate::partition::{Partition, RecoveryReport};
 use crate::{Error, Result};
 
@@ -166,6 +171,29 @@ impl LogManager {
             &root.join("meta"),
             opts.background_threads,
         )?);
+        // The on-disk format generation: 2 is Kafka's v2 batches with
+        // CRC-32C. A directory with topics but no mark was written by the
+        // earlier CRC-32 format, whose batches would read as damage; it is
+        // refused, not migrated (nothing of it was deployed).
+        let fresh = meta.scan("topic/")?.is_empty();
+        match meta.get(FORMAT_KEY)? {
+            Some(v) if v == FORMAT.to_be_bytes() => {}
+            Some(v) => {
+                return Err(Error::UnsupportedFormat(format!(
+                    "{} holds log format {v:?}; this build reads format {FORMAT}",
+                    root.display()
+                )))
+            }
+            None if fresh => meta.put_u64(FORMAT_KEY, FORMAT, true)?,
+            None => {
+                return Err(Error::UnsupportedFormat(format!(
+                    "{} was written by an earlier Strata log format (batches with CRC-32 \
+                     over every byte, before Kafka's v2 CRC-32C); there is no migration: \
+                     move the directory away and start again",
+                    root.display()
+                )))
+            }
+        }
         let mut topics = HashMap::new();
         for (k, v) in meta.scan("topic/")? {
             let name = k.trim_start_matches("topic/").to_string();

@@ -85,6 +85,32 @@ pub struct SegmentOptions {
     pub index_interval_bytes: u64,
     /// Largest index file; a full index rolls the segment.
     pub max_index_bytes: u64,
+    /// A compacted topic's segment: its batches may hold fewer records
+    /// than offsets (the cleaner removed some).
+    pub compacted: bool,
+}
+
+/// Checks, outside the batch CRC, that a batch sits where it should: its
+/// base offset where the previous batch ended (or at the segment base),
+/// as many records as offsets unless compacted, and a leader epoch no
+/// smaller than the previous batch's. These fields are not covered by
+/// Kafka's CRC (a leader stamps them in place), so their position is
+/// what protects them. `prev` is (next offset, epoch) of the batch before.
+fn check_position(
+    h: &BatchHeader,
+    prev: (u64, i32),
+    compacted: bool,
+) -> std::result::Result<(), &'static str> {
+    if h.base_offset != prev.0 {
+        return Err("batch base offset does not follow the batch before it");
+    }
+    if !compacted && u64::from(h.record_count) != u64::from(h.last_offset_delta) + 1 {
+        return Err("batch holds fewer records than offsets in a segment never compacted");
+    }
+    if h.leader_epoch < prev.1 {
+        return Err("batch leader epoch smaller than the batch before it");
+    }
+    Ok(())
 }
 
 /// A segment.
@@ -201,7 +227,7 @@ impl Segment {
             seg.load_tail_facts()?;
             return Ok((seg, None));
         }
-        let s = seg.scan_log(0, len)?;
+        let s = seg.scan_log(0, len, base)?;
         if s.stop.is_some() && !scan {
             let (at, why) = s.stop.unwrap_or((0, ""));
             return Err(Error::corruption(seg.log.path(), at, why));
@@ -217,8 +243,11 @@ impl Segment {
         Ok((seg, s.stop))
     }
 
-    /// Reads the log from `from` to `to` and checks every batch.
-    pub fn scan_log(&self, from: u64, to: u64) -> Result<Scan> {
+    /// Reads the log from `from` to `to` and checks every batch, each at
+    /// its position: the first must start at `first_offset` (the segment
+    /// base when `from` is 0, an index entry's offset otherwise), each
+    /// next one where the one before ended.
+    pub fn scan_log(&self, from: u64, to: u64, first_offset: u64) -> Result<Scan> {
         const CHUNK: u64 = 1 << 20;
         let mut headers = Vec::new();
         let mut pos = from;
@@ -229,17 +258,15 @@ impl Segment {
             stop: Some((pos, why)),
             headers,
         };
-        // Offsets only grow along a segment (gaps are allowed: the cleaner
-        // leaves them) and start at its base.
-        let mut min_base = self.base;
+        let mut prev = (first_offset, 0i32);
         while pos < to {
             match Batch::parse(&buf) {
-                Parsed::Batch(b) if b.header.base_offset < min_base => {
-                    return Ok(stop(pos, "batch offsets go backwards", headers));
-                }
                 Parsed::Batch(b) => {
+                    if let Err(why) = check_position(&b.header, prev, self.opts.compacted) {
+                        return Ok(stop(pos, why, headers));
+                    }
                     let n = b.bytes.len();
-                    min_base = b.header.next_offset();
+                    prev = (b.header.next_offset(), b.header.leader_epoch);
                     headers.push((pos, b.header));
                     pos += n as u64;
                     buf = buf.slice(n..);
@@ -309,13 +336,13 @@ impl Segment {
     /// For a trusted sealed segment: the next offset and the max
     /// timestamp, from the last index entry on.
     fn load_tail_facts(&mut self) -> Result<()> {
-        let start = self
+        let (rel, start) = self
             .index
             .entries()
             .chunks_exact(INDEX_ENTRY)
             .last()
-            .map_or(0, |e| u64::from(index_entry(e).1));
-        let s = self.scan_log(start, self.size)?;
+            .map_or((0, 0), index_entry);
+        let s = self.scan_log(u64::from(start), self.size, self.base + u64::from(rel))?;
         if let Some((at, why)) = s.stop {
             return Err(Error::corruption(self.log.path(), at, why));
         }
@@ -468,7 +495,9 @@ impl Segment {
 
     /// The position of the first batch that may hold `offset` (from the
     /// index: the last entry at or below it).
-    fn lookup(&self, offset: u64) -> u64 {
+    /// The last index entry at or below `offset`: (its offset, its
+    /// position); the segment's start if none.
+    fn lookup(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
         let idx = self.index.entries();
         let n = idx.len() / INDEX_ENTRY;
@@ -484,16 +513,20 @@ impl Segment {
             }
         }
         if lo == 0 {
-            0
+            (self.base, 0)
         } else {
-            u64::from(index_entry(&idx[(lo - 1) * INDEX_ENTRY..lo * INDEX_ENTRY]).1)
+            let (rel, pos) = index_entry(&idx[(lo - 1) * INDEX_ENTRY..lo * INDEX_ENTRY]);
+            (self.base + u64::from(rel), u64::from(pos))
         }
     }
 
     /// Position of the first batch whose last offset is at least `offset`
     /// (`None` if none in this segment), with its header.
+    /// Each header on the way must start where the one before ended (the
+    /// first at the index entry's offset): base offsets are outside the
+    /// batch CRC.
     pub fn find(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
-        let mut pos = self.lookup(offset);
+        let (mut expect, mut pos) = self.lookup(offset);
         let mut hdr = [0u8; HEADER_LEN];
         while pos < self.size {
             let got = read_full(&self.log, &mut hdr, pos)?;
@@ -506,6 +539,18 @@ impl Segment {
             }
             let h =
                 BatchHeader::parse(&hdr).map_err(|r| Error::corruption(self.log.path(), pos, r))?;
+            if h.base_offset != expect {
+                return Err(Error::corruption(
+                    self.log.path(),
+                    pos,
+                    format!(
+                        "batch base offset {} where {expect} was due (the batch before it or \
+                         the offset index says so)",
+                        h.base_offset
+                    ),
+                ));
+            }
+            expect = h.next_offset();
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
@@ -518,7 +563,7 @@ impl Segment {
     /// least one batch), only batches whose last offset is below `upper`.
     /// Each batch is checked; the batches share one buffer.
     pub fn read_from(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
-        self.source().read_from(pos, max_bytes, upper)
+        self.source().read_from(pos, None, max_bytes, upper, None)
     }
 
     /// What a reader needs to read this segment's batches without holding
@@ -530,6 +575,9 @@ impl Segment {
             log: self.log.clone(),
             map: self.map.clone(),
             size: self.size,
+            base: self.base,
+            next_offset: self.next_offset,
+            compacted: self.opts.compacted,
         }
     }
 
@@ -537,7 +585,7 @@ impl Segment {
     /// the log into a new file if its indexes are mapped, so no map sees a
     /// shrinking file) and rebuilds its indexes; durable on return.
     pub fn truncate_at(&mut self, storage: &dyn Storage, pos: u64) -> Result<()> {
-        let s = self.scan_log(0, pos)?;
+        let s = self.scan_log(0, pos, self.base)?;
         if let Some((at, why)) = s.stop {
             return Err(Error::corruption(self.log.path(), at, why));
         }
@@ -618,7 +666,7 @@ impl Segment {
         }
         let below = lo;
         match below.checked_sub(1) {
-            Some(i) => self.lookup(self.base + u64::from(entry(i).1)),
+            Some(i) => self.lookup(self.base + u64::from(entry(i).1)).1,
             None => 0,
         }
     }
@@ -649,6 +697,17 @@ pub struct ReadSource {
     log: FileRef,
     map: Option<Bytes>,
     size: u64,
+    base: u64,
+    /// The offset after the segment's last batch at `size`.
+    next_offset: u64,
+    compacted: bool,
+}
+
+/// The epoch the leader-epoch cache `epochs` (ascending (epoch, start))
+/// gives `offset`; `None` before its first entry.
+pub fn epoch_at(epochs: &[(i32, u64)], offset: u64) -> Option<i32> {
+    let i = epochs.partition_point(|&(_, s)| s <= offset);
+    i.checked_sub(1).map(|i| epochs[i].0)
 }
 
 impl ReadSource {
@@ -659,13 +718,27 @@ impl ReadSource {
 
     /// Reads whole batches from position `pos`: at most `max_bytes` (but at
     /// least one batch), only batches whose last offset is below `upper`.
-    /// Each batch is checked; the batches share one buffer (or the map).
-    pub fn read_from(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
-        let mut out = Vec::new();
+    /// Each batch is checked, its CRC and its position: its base offset
+    /// where the batch before ended (the segment base at 0; after the last
+    /// batch of the segment, its end offset; after the last one read, the
+    /// next batch's base offset, peeked) and, with `epochs` (the leader
+    /// epoch cache), its leader epoch the one the cache gives its offset.
+    /// The batches share one buffer (or the map).
+    pub fn read_from(
+        &self,
+        pos: u64,
+        first_offset: Option<u64>,
+        max_bytes: usize,
+        upper: u64,
+        epochs: Option<&[(i32, u64)]>,
+    ) -> Result<Vec<Batch>> {
+        let mut out: Vec<Batch> = Vec::new();
         if pos >= self.size {
             return Ok(out);
         }
-        let want = (max_bytes.max(HEADER_LEN) as u64).min(self.size - pos) as usize;
+        // Eight bytes more than asked: the next batch's base offset, to
+        // check that the last batch returned ends where the next begins.
+        let want = (max_bytes.max(HEADER_LEN) as u64 + 8).min(self.size - pos) as usize;
         let mut bytes = match &self.map {
             Some(m) => m.slice(pos as usize..pos as usize + want),
             None => {
@@ -676,16 +749,48 @@ impl ReadSource {
             }
         };
         let mut at = pos;
+        let bad = |at: u64, why: &str| Error::corruption(self.log.path(), at, why);
+        // (next offset, epoch) of the batch before; unknown for the first
+        // batch of a read that starts mid-segment.
+        let mut prev: Option<(u64, i32)> = match first_offset {
+            Some(o) => Some((o, i32::MIN)),
+            None => (pos == 0).then_some((self.base, i32::MIN)),
+        };
         loop {
             if bytes.is_empty() {
+                if at == self.size && prev.is_some_and(|(next, _)| next != self.next_offset) {
+                    return Err(bad(
+                        at,
+                        "the segment's last batch does not end at the segment's end offset",
+                    ));
+                }
                 break;
             }
             match Batch::parse(&bytes) {
                 Parsed::Batch(b) => {
+                    if let Some(p) = prev {
+                        if let Err(why) = check_position(&b.header, p, self.compacted) {
+                            if out.is_empty() {
+                                return Err(bad(at, why));
+                            }
+                            // Serve what came before; the next read reports it.
+                            break;
+                        }
+                    }
+                    if let Some(e) = epochs {
+                        if epoch_at(e, b.base_offset()).is_some_and(|w| w != b.header.leader_epoch)
+                        {
+                            return Err(bad(
+                                at,
+                                "batch leader epoch disagrees with the leader-epoch cache",
+                            ));
+                        }
+                    }
                     if b.last_offset() >= upper {
                         break;
                     }
                     let n = b.bytes.len();
+                    prev = Some((b.header.next_offset(), b.header.leader_epoch));
                     out.push(b);
                     bytes = bytes.slice(n..);
                     at += n as u64;
@@ -693,30 +798,45 @@ impl ReadSource {
                 Parsed::Incomplete if out.is_empty() => {
                     // The first batch is larger than max_bytes: read it whole.
                     if bytes.len() < LOG_OVERHEAD {
-                        return Err(Error::corruption(self.log.path(), at, "batch cut short"));
+                        return Err(bad(at, "batch cut short"));
                     }
                     let len = LOG_OVERHEAD
                         + u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
                     if at + len as u64 > self.size {
-                        return Err(Error::corruption(
-                            self.log.path(),
-                            at,
-                            "batch runs past the segment",
-                        ));
+                        return Err(bad(at, "batch runs past the segment"));
                     }
+                    let whole = (len as u64 + 8).min(self.size - at) as usize;
                     bytes = match &self.map {
-                        Some(m) => m.slice(at as usize..at as usize + len),
+                        Some(m) => m.slice(at as usize..at as usize + whole),
                         None => {
-                            let mut whole = vec![0u8; len];
-                            read_full(&self.log, &mut whole, at)?;
-                            Bytes::from(whole)
+                            let mut buf = vec![0u8; whole];
+                            read_full(&self.log, &mut buf, at)?;
+                            Bytes::from(buf)
                         }
                     };
                 }
-                Parsed::Incomplete => break,
+                Parsed::Incomplete => {
+                    if let (Some(head), Some((next, _))) = (bytes.get(..8), prev) {
+                        let mut b8 = [0u8; 8];
+                        b8.copy_from_slice(head);
+                        if u64::from_be_bytes(b8) != next {
+                            // This batch's base offset or the next one's is
+                            // wrong: hold this one back; a read from here
+                            // then tells which.
+                            out.pop();
+                            if out.is_empty() {
+                                return Err(bad(
+                                    at,
+                                    "batch base offset does not follow the batch before it",
+                                ));
+                            }
+                        }
+                    }
+                    break;
+                }
                 Parsed::Invalid(why) => {
                     if out.is_empty() {
-                        return Err(Error::corruption(self.log.path(), at, why));
+                        return Err(bad(at, why));
                     }
                     // Serve what came before; the next read reports it.
                     break;

@@ -41,16 +41,24 @@ impl Partition {
         // The latest offset of every key, over the whole log as planned.
         let mut latest: std::collections::HashMap<bytes::Bytes, u64> =
             std::collections::HashMap::new();
+        // The base offset of each idempotent producer's last batch: that
+        // batch stays (empty if need be) so producer state can be rebuilt
+        // from the log, as Kafka's cleaner keeps it.
+        let mut last_of_producer: std::collections::HashMap<i64, u64> =
+            std::collections::HashMap::new();
         for (_, src) in &sources {
             let mut pos = 0u64;
             loop {
-                let batches = src.read_from(pos, 4 << 20, leo)?;
+                let batches = src.read_from(pos, None, 4 << 20, leo, None)?;
                 if batches.is_empty() {
                     break;
                 }
                 for b in &batches {
                     pos += b.bytes.len() as u64;
-                    for r in b.records() {
+                    if b.header.producer.id != batch::NO_PRODUCER_ID {
+                        last_of_producer.insert(b.header.producer.id, b.base_offset());
+                    }
+                    for r in b.try_records()? {
                         if let Some(k) = r.key {
                             latest.insert(k, r.offset);
                         }
@@ -68,9 +76,10 @@ impl Partition {
             let mut out: Vec<u8> = Vec::new();
             let mut pos = 0u64;
             let mut changed = false;
+            let mut gap: Option<Gap> = None;
             let mut removed = 0u64;
             loop {
-                let batches = src.read_from(pos, 4 << 20, u64::MAX)?;
+                let batches = src.read_from(pos, None, 4 << 20, u64::MAX, None)?;
                 if batches.is_empty() {
                     break;
                 }
@@ -83,14 +92,51 @@ impl Partition {
                             && r.timestamp < now_ms.saturating_sub(self.cfg.delete_retention_ms);
                         newest && !dead_tombstone
                     })?;
-                    let left = kept.as_ref().map_or(0, |k| k.header.record_count as usize);
+                    let left = kept.header.record_count as usize;
                     removed += (n - left) as u64;
-                    changed |= left != n;
-                    if let Some(k) = kept {
-                        out.extend_from_slice(&k.bytes);
+                    let producer_needs_it = b.header.producer.id != batch::NO_PRODUCER_ID
+                        && last_of_producer.get(&b.header.producer.id) == Some(&b.base_offset());
+                    if left == 0 && !producer_needs_it {
+                        // Emptied: its offsets join a run of such batches
+                        // that becomes one empty batch, so every batch
+                        // still starts where the one before it ended (the
+                        // check that protects base offsets outside the
+                        // CRC) at the cost of one header per run.
+                        changed |= n > 0 || b.header.producer.id != batch::NO_PRODUCER_ID;
+                        gap = Some(match gap {
+                            Some(g) => Gap {
+                                last: b.last_offset(),
+                                max_ts: g.max_ts.max(b.header.max_timestamp),
+                                batches: g.batches + 1,
+                                ..g
+                            },
+                            None => Gap {
+                                base: b.base_offset(),
+                                last: b.last_offset(),
+                                epoch: b.header.leader_epoch,
+                                max_ts: b.header.max_timestamp,
+                                batches: 1,
+                            },
+                        });
+                        if gap
+                            .as_ref()
+                            .is_some_and(|g| g.last - g.base >= i32::MAX as u64 / 2)
+                        {
+                            changed |= flush_gap(&mut out, gap.take())?;
+                        }
+                        continue;
+                    }
+                    changed |= flush_gap(&mut out, gap.take())?;
+                    if left == n {
+                        // Untouched: the producer's bytes, compressed or not.
+                        out.extend_from_slice(&b.bytes);
+                    } else {
+                        changed = true;
+                        out.extend_from_slice(&kept.bytes);
                     }
                 }
             }
+            changed |= flush_gap(&mut out, gap.take())?;
             stats.bytes_before += src.size();
             if !changed {
                 stats.bytes_after += src.size();
@@ -165,4 +211,23 @@ impl Partition {
             dirty as f64 / total as f64
         }
     }
+}
+
+/// A run of batches the cleaner emptied, to be written as one empty batch.
+struct Gap {
+    base: u64,
+    last: u64,
+    epoch: i32,
+    max_ts: i64,
+    /// How many batches it stands for.
+    batches: u32,
+}
+
+/// Writes `gap` as one empty batch; whether that changed the segment (a
+/// run of one batch that was already an empty run is written as it was).
+fn flush_gap(out: &mut Vec<u8>, gap: Option<Gap>) -> Result<bool> {
+    let Some(g) = gap else { return Ok(false) };
+    let b = batch::empty_span(g.base, g.last, g.epoch, g.max_ts)?;
+    out.extend_from_slice(&b.bytes);
+    Ok(g.batches > 1)
 }

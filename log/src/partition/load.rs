@@ -76,12 +76,12 @@ impl Partition {
                 report.segments_scanned += 1;
             }
             if let Some(prev) = segments.values().next_back() {
-                if prev.next_offset() > base {
+                if prev.next_offset() != base {
                     return Err(Error::corruption(
                         seg.log_path(),
                         0,
                         format!(
-                            "segment starts at offset {base} but the one before it runs to {}",
+                            "segment starts at offset {base} but the one before it ends at {}",
                             prev.next_offset()
                         ),
                     ));
@@ -155,34 +155,44 @@ impl Partition {
         }
         epochs.sort_unstable();
         st.epochs = epochs;
-        // A batch past the recovery point may carry an epoch the cache on
-        // disk lacks (its entry's write failed after the batch reached the
-        // segment): assign it from the batch, as Kafka's segment recovery
-        // does. Left out, a leader's cache would stretch the previous epoch
-        // over that batch and the divergence check would pass a follower
-        // holding other records at those offsets.
+        // Every batch reaches its segment after its epoch's cache entry is
+        // durable, so a batch past the recovery point whose epoch is not
+        // the one the cache gives its offset is damage in a field the CRC
+        // does not cover: the unflushed tail is cut there.
         let leo = st.leo();
         let mut at = rp.max(st.log_start).min(leo);
-        let mut added = Vec::new();
-        while at < leo {
+        let mut cut = None;
+        while at < leo && cut.is_none() {
             let batches = Self::read_locked(&st, at, 1 << 20, leo)?;
             let Some(last) = batches.last() else { break };
             at = last.last_offset() + 1;
-            for b in &batches {
-                let e = b.header.leader_epoch;
-                if e >= 0 && st.epochs.last().is_none_or(|&(latest, _)| e > latest) {
-                    st.epochs.push((e, b.base_offset()));
-                    added.push((
-                        self.key(&format!("epoch/{e:010}")),
-                        b.base_offset().to_be_bytes().to_vec(),
-                    ));
-                }
-            }
-        }
-        if !added.is_empty() {
-            self.meta.write(&added, &[], true)?;
+            cut = batches.iter().find_map(|b| {
+                let want = segment::epoch_at(&st.epochs, b.base_offset());
+                (want != Some(b.header.leader_epoch)).then_some((
+                    b.base_offset(),
+                    b.header.leader_epoch,
+                    want,
+                ))
+            });
         }
         report.producer_batches_replayed = self.rebuild_producers(&mut st, dead)?;
+        if let Some((offset, got, want)) = cut {
+            let path = st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s.log_path().to_path_buf())
+                .unwrap_or_default();
+            drop(st);
+            tracing::warn!(file = %path.display(), offset, epoch = got, expected = ?want,
+                "log cut at a batch whose leader epoch the epoch cache does not give (after the recovery point)");
+            self.truncate_to(offset)?;
+            report.truncated = Some((
+                path,
+                offset,
+                format!("batch leader epoch {got} where the epoch cache gives {want:?}"),
+            ));
+        }
         Ok(report)
     }
 

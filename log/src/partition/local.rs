@@ -11,6 +11,11 @@ impl Partition {
     /// offsets). With `sync` (or `flush.messages=1`) the batch is fsynced
     /// before this returns.
     pub fn append(&self, b: Batch, leader_epoch: i32, sync: bool) -> Result<AppendInfo> {
+        if leader_epoch < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "leader epoch {leader_epoch}: a leader appends under an epoch of 0 or more"
+            )));
+        }
         if self.cfg.cleanup_policy == CleanupPolicy::Compact && !b.every_record_has_a_key() {
             return Err(Error::InvalidBatch(
                 "a compacted topic needs a key on every record".into(),
@@ -59,6 +64,12 @@ impl Partition {
     /// Appends a batch as a follower copying its leader: the batch keeps
     /// its offsets, which must start at the log end.
     pub fn append_as_follower(&self, b: &Batch, sync: bool) -> Result<()> {
+        if b.header.leader_epoch < 0 {
+            return Err(Error::InvalidBatch(format!(
+                "follower batch at offset {} carries no leader epoch",
+                b.base_offset()
+            )));
+        }
         let mut st = self.state.write();
         Self::check_failed(&st)?;
         Self::check_epoch(&st, b.header.leader_epoch)?;
@@ -86,6 +97,26 @@ impl Partition {
         sync: bool,
     ) -> Result<Option<FlushPlan>> {
         self.maybe_roll(st, b)?;
+        let epoch = b.header.leader_epoch;
+        if epoch >= 0 && st.epochs.last().is_none_or(|&(e, _)| epoch > e) {
+            // The cache entry is durable before the batch reaches the
+            // segment, so every batch on disk has its epoch in the cache
+            // and recovery can treat a batch whose epoch the cache does not
+            // give as damage (the epoch is outside the batch CRC).
+            let put = self.meta.put_u64(
+                &self.key(&format!("epoch/{epoch:010}")),
+                b.base_offset(),
+                true,
+            );
+            if let Err(e) = put {
+                // Whether the entry is on disk is unknown: stop; a reopen
+                // reads the cache as it is (an entry at the log end with no
+                // batch is harmless, as a leader's fresh epoch is).
+                st.failed = Some(self.stopped(&e));
+                return Err(e);
+            }
+            st.epochs.push((epoch, b.base_offset()));
+        }
         let res = st.active().and_then(|a| a.append(b));
         if let Err(e) = res {
             // The file's tail is unknown now: stop; a reopen cuts it.
@@ -93,23 +124,6 @@ impl Partition {
             return Err(e);
         }
         st.producers.update(&b.header);
-        let epoch = b.header.leader_epoch;
-        if epoch >= 0 && st.epochs.last().is_none_or(|&(e, _)| epoch > e) {
-            st.epochs.push((epoch, b.base_offset()));
-            let put = self.meta.put_u64(
-                &self.key(&format!("epoch/{epoch:010}")),
-                b.base_offset(),
-                true,
-            );
-            if let Err(e) = put {
-                // The batch is in the segment but the cache on disk does
-                // not know its epoch: stop, so no flush makes the batch
-                // count before recovery (which rebuilds the entry from the
-                // batch) has run.
-                st.failed = Some(self.stopped(&e));
-                return Err(e);
-            }
-        }
         Ok((sync || self.cfg.flush_every_append).then(|| self.flush_plan(st)))
     }
 
@@ -302,14 +316,19 @@ impl Partition {
                 }
                 let generation = self.truncations.load(SeqCst);
                 let plan = Self::plan_read(&st, from)?;
-                (generation, plan, upper)
+                // The cache from the epoch holding `from` on (usually one
+                // entry), to check each batch's epoch, which the batch CRC
+                // does not cover.
+                let first = st.epochs.partition_point(|&(_, s)| s <= from);
+                let epochs = st.epochs[first.saturating_sub(1)..].to_vec();
+                (generation, plan.map(|p| (p, epochs)), upper)
             };
-            let Some((src, pos)) = plan else {
+            let Some(((src, pos, first), epochs)) = plan else {
                 return Ok(Vec::new());
             };
             // Appends only add bytes past the size captured above; a
             // truncation meanwhile may have removed what was read: again.
-            let res = src.read_from(pos, max_bytes, upper);
+            let res = src.read_from(pos, Some(first), max_bytes, upper, Some(&epochs));
             if self.truncations.load(SeqCst) == generation {
                 return res;
             }
@@ -324,15 +343,15 @@ impl Partition {
 
     /// Where the batch holding `from` (or the first after it) is: its
     /// segment's bytes and its position.
-    pub(super) fn plan_read(st: &State, from: u64) -> Result<Option<(ReadSource, u64)>> {
+    pub(super) fn plan_read(st: &State, from: u64) -> Result<Option<(ReadSource, u64, u64)>> {
         let start = st
             .segments
             .range(..=from)
             .next_back()
             .map_or(0, |(&b, _)| b);
         for (_, seg) in st.segments.range(start..) {
-            if let Some((pos, _)) = seg.find(from)? {
-                return Ok(Some((seg.source(), pos)));
+            if let Some((pos, h)) = seg.find(from)? {
+                return Ok(Some((seg.source(), pos, h.base_offset)));
             }
         }
         Ok(None)
@@ -349,7 +368,7 @@ impl Partition {
             return Ok(Vec::new());
         }
         match Self::plan_read(st, from)? {
-            Some((src, pos)) => src.read_from(pos, max_bytes, upper),
+            Some((src, pos, first)) => src.read_from(pos, Some(first), max_bytes, upper, None),
             None => Ok(Vec::new()),
         }
     }

@@ -156,6 +156,7 @@ impl Partition {
         SegmentOptions {
             index_interval_bytes: cfg.index_interval_bytes,
             max_index_bytes: cfg.segment_index_bytes,
+            compacted: cfg.cleanup_policy == CleanupPolicy::Compact,
         }
     }
 
