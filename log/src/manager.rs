@@ -278,11 +278,104 @@ impl LogManager {
                 "topic {name} already exists"
             )));
         }
+        // What a deletion interrupted by a crash left under this name.
+        self.clear_topic_data(name, partitions)?;
         let text = format!("partitions={partitions}\n{}", cfg.encode());
         self.meta
             .put(&format!("topic/{name}"), text.as_bytes(), true)?;
         topics.insert(name.to_string(), (partitions, cfg));
         Ok(())
+    }
+
+    /// Deletes a topic: its configuration first (durable, so the topic is
+    /// gone even if a crash interrupts the rest), then its partitions'
+    /// files and metadata. A topic created again under the name starts
+    /// empty (`create_topic` clears what a crash left).
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut parts = self.shared.partitions.lock();
+        let count = {
+            let mut topics = self.topics.lock();
+            let (count, _) = topics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::UnknownTopicOrPartition(name.to_string()))?;
+            self.meta.delete(&format!("topic/{name}"), true)?;
+            topics.remove(name);
+            count
+        };
+        for i in 0..count {
+            parts.remove(&(name.to_string(), i));
+        }
+        drop(parts);
+        self.clear_topic_data(name, count)
+    }
+
+    /// Removes the files and metadata of partitions `0..count` of `name`
+    /// (and of any higher partition a crash left behind).
+    fn clear_topic_data(&self, name: &str, count: u32) -> Result<()> {
+        let storage = &*self.storage;
+        let prefix = format!("{name}-");
+        let mut dirs: Vec<u32> = storage
+            .list_dir(&self.root)?
+            .into_iter()
+            .filter_map(|d| d.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        dirs.extend(0..count);
+        dirs.sort_unstable();
+        dirs.dedup();
+        for i in dirs {
+            let dir = self.root.join(format!("{name}-{i}"));
+            let files = match storage.list_dir(&dir) {
+                Ok(f) => f,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for f in files {
+                storage.remove_file(&dir.join(f))?;
+            }
+            storage.sync_dir(&dir)?;
+            let dead: Vec<String> = self
+                .meta
+                .scan(&crate::meta::part_prefix(name, i))?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            if !dead.is_empty() {
+                self.meta.write(&[], &dead, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates `n` producer ids, durably (none is handed out twice, even
+    /// across crashes); the first of them.
+    pub fn allocate_producer_ids(&self, n: u64) -> Result<i64> {
+        let _one = self.topics.lock();
+        let next = self.meta.get_u64("producer-ids/next")?.unwrap_or(0);
+        let end = next
+            .checked_add(n)
+            .filter(|&e| e <= i64::MAX as u64)
+            .ok_or_else(|| Error::InvalidArgument("producer ids exhausted".into()))?;
+        self.meta.put_u64("producer-ids/next", end, true)?;
+        Ok(next as i64)
+    }
+
+    /// Every committed offset of a group: (topic, partition, offset,
+    /// metadata).
+    pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64, Vec<u8>)>> {
+        check_group_name(group)?;
+        let prefix = format!("group/{group}/");
+        let mut out = Vec::new();
+        for (k, v) in self.meta.scan(&prefix)? {
+            let rest = &k[prefix.len()..];
+            let parsed = rest.rsplit_once('/').and_then(|(t, p)| {
+                let p: u32 = p.parse().ok()?;
+                let off = decode_u64(v.get(..8)?)?;
+                Some((t.to_string(), p, off, v[8..].to_vec()))
+            });
+            out.push(parsed.ok_or_else(|| self.meta.bad(&k, "bad committed offset"))?);
+        }
+        Ok(out)
     }
 
     /// Topics and their partition counts.

@@ -41,6 +41,7 @@ pub mod backoff;
 pub mod broker;
 pub mod controller;
 mod error;
+pub mod group;
 pub mod msg;
 pub mod phi;
 pub mod replica;
