@@ -14,6 +14,9 @@ use strata_io::StorageRef;
 use crate::config::{CleanupPolicy, LogConfig};
 use crate::meta::{decode_u64, Meta};
 
+/// A committed offset: (topic, partition, offset, metadata).
+pub type CommittedOffset = (String, u32, u64, Vec<u8>);
+
 /// Metadata key of the on-disk format generation.
 const FORMAT_KEY: &str = "format";
 /// The format this build writes and reads.
@@ -360,9 +363,8 @@ impl LogManager {
         Ok(next as i64)
     }
 
-    /// Every committed offset of a group: (topic, partition, offset,
-    /// metadata).
-    pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64, Vec<u8>)>> {
+    /// Every committed offset of a group.
+    pub fn group_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>> {
         check_group_name(group)?;
         let prefix = format!("group/{group}/");
         let mut out = Vec::new();

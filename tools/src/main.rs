@@ -16,6 +16,8 @@
 //!   percentiles), on the std and io_uring backends.
 //! * `strata wal-dump PATH`: the segments, entries and damage of a WAL
 //!   directory or segment file.
+//! * `strata serve`: a broker speaking the Kafka wire protocol over the
+//!   segmented log, for unmodified Kafka clients.
 //! * `strata sim`: the replication protocol in the deterministic cluster
 //!   simulator, seed after seed, judged by the history checker.
 //!
@@ -32,6 +34,7 @@ mod error;
 mod inspect;
 mod log_dump;
 mod logbench;
+mod serve;
 mod sim;
 mod torture;
 mod wal_bench;
@@ -135,6 +138,10 @@ enum Command {
         after_help = "Examples:\n  strata sim --seeds 1000\n  strata sim --seeds 1 --start 42 --verbose\n  strata sim --scenario list\n  strata sim --scenario s5-last-replica-standing --unsafe-unsynced-acks"
     )]
     Sim(sim::Args),
+    #[command(
+        after_help = "Examples:\n  strata serve\n  strata serve --listen 127.0.0.1:9092 --data /var/lib/strata\n  strata serve --config server.properties --set num.partitions=3\n\nThen: kcat -b 127.0.0.1:9092 -P -t events   and   kcat -b 127.0.0.1:9092 -C -t events -e"
+    )]
+    Serve(serve::Args),
 }
 
 /// Rewrites each `--flag` of `args` (program name first) that the chosen
@@ -196,9 +203,15 @@ fn main() {
     // command itself).
     let quiet = matches!(&cli.command, Command::Torture(_) | Command::Sim(_));
     if !quiet {
+        // The broker logs what it does with connections and topics.
+        let level = if matches!(&cli.command, Command::Serve(_)) {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::WARN
+        };
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::WARN)
+            .with_max_level(level)
             .init();
     }
     let res: Result<i32, CliError> = match cli.command {
@@ -217,6 +230,7 @@ fn main() {
         Command::LogDump(a) => log_dump::run(a),
         Command::WalDump(a) => wal_dump::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match res {
         Ok(code) => std::process::exit(code),

@@ -1,0 +1,170 @@
+//! `strata serve`'s configuration: a properties file with Kafka's names
+//! (`key=value` lines, `#` comments), then `--set key=value` overrides.
+
+use std::path::Path;
+
+use strata_log::LogConfig;
+use strata_replication::group::GroupConfig;
+
+use crate::error::{CliError, Result};
+
+/// The broker's settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// node.id
+    pub node_id: i32,
+    /// num.partitions: partitions of an auto-created topic, or of a
+    /// CreateTopics that leaves the count to the broker.
+    pub num_partitions: u32,
+    /// auto.create.topics.enable
+    pub auto_create_topics: bool,
+    /// Topic defaults: log.segment.bytes, log.retention.ms,
+    /// log.retention.bytes, log.cleanup.policy, log.roll.ms, ...
+    pub log: LogConfig,
+    /// socket.request.max.bytes: larger frames close the connection.
+    pub socket_request_max_bytes: usize,
+    /// message.max.bytes: the largest batch a producer may send.
+    pub message_max_bytes: usize,
+    /// group.* settings.
+    pub group: GroupConfig,
+    /// log.flush.interval.ms: how often unsynced appends (acks 0 and 1)
+    /// are fsynced, which is when they count for the high watermark.
+    pub flush_interval_ms: u64,
+    /// max.connections: more are accepted and closed at once, logged.
+    pub max_connections: usize,
+    /// connections.max.idle.ms
+    pub connections_max_idle_ms: u64,
+    /// socket.request.read.timeout.ms: a request whose bytes do not all
+    /// arrive within this closes its connection (a client sending one
+    /// byte a second holds nothing for long).
+    pub request_read_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: 1,
+            num_partitions: 1,
+            auto_create_topics: true,
+            log: LogConfig::default(),
+            socket_request_max_bytes: 104_857_600,
+            message_max_bytes: 1_048_588,
+            group: GroupConfig::default(),
+            flush_interval_ms: 20,
+            max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+        }
+    }
+}
+
+fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
+    v.trim()
+        .parse()
+        .map_err(|_| CliError::Usage(format!("{key}={v}: not a valid number")))
+}
+
+impl ServerConfig {
+    /// Applies one setting.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let v = value.trim();
+        match key {
+            "node.id" | "broker.id" => self.node_id = num(key, v)?,
+            "num.partitions" => {
+                self.num_partitions = num(key, v)?;
+                if self.num_partitions == 0 {
+                    return Err(CliError::Usage("num.partitions must be at least 1".into()));
+                }
+            }
+            "auto.create.topics.enable" => {
+                self.auto_create_topics = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
+                }
+            }
+            "socket.request.max.bytes" => self.socket_request_max_bytes = num(key, v)?,
+            "message.max.bytes" => self.message_max_bytes = num(key, v)?,
+            "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(key, v)?,
+            "group.max.session.timeout.ms" => self.group.max_session_timeout_ms = num(key, v)?,
+            "group.initial.rebalance.delay.ms" => {
+                self.group.initial_rebalance_delay_ms = num(key, v)?
+            }
+            "log.flush.interval.ms" => self.flush_interval_ms = num::<u64>(key, v)?.max(1),
+            "max.connections" => self.max_connections = num(key, v)?,
+            "connections.max.idle.ms" => self.connections_max_idle_ms = num(key, v)?,
+            "socket.request.read.timeout.ms" => self.request_read_timeout_ms = num(key, v)?,
+            _ => {
+                // Broker-wide topic defaults: Kafka's `log.` names for the
+                // topic settings (log.retention.ms for retention.ms, ...).
+                let topic_key = match key {
+                    "log.segment.bytes" => "segment.bytes",
+                    "log.retention.ms" => "retention.ms",
+                    "log.retention.bytes" => "retention.bytes",
+                    "log.cleanup.policy" => "cleanup.policy",
+                    "log.roll.ms" => "segment.ms",
+                    "log.index.interval.bytes" => "index.interval.bytes",
+                    "log.index.size.max.bytes" => "segment.index.bytes",
+                    "log.cleaner.delete.retention.ms" => "delete.retention.ms",
+                    _ => {
+                        tracing::warn!(key, "unknown configuration key ignored");
+                        return Ok(());
+                    }
+                };
+                self.log
+                    .set(topic_key, v)
+                    .map_err(|e| CliError::Usage(format!("{key}={v}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a properties file.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::Local {
+            what: format!("reading {}", path.display()),
+            source: e,
+        })?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .or_else(|| line.split_once(':'))
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "{}:{}: expected key=value, got {line:?}",
+                        path.display(),
+                        i + 1
+                    ))
+                })?;
+            self.set(k.trim(), v)
+                .map_err(|e| CliError::Usage(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_names_set_what_they_name_and_bad_values_are_errors() {
+        let mut c = ServerConfig::default();
+        c.set("num.partitions", "3").expect("set");
+        c.set("log.retention.ms", "60000").expect("set");
+        c.set("auto.create.topics.enable", "false").expect("set");
+        c.set("some.kafka.key", "x")
+            .expect("unknown keys are ignored");
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log.retention_ms, Some(60_000));
+        assert!(!c.auto_create_topics);
+        assert!(c.set("num.partitions", "many").is_err());
+        assert!(c.set("num.partitions", "0").is_err());
+        assert!(c.set("log.cleanup.policy", "shred").is_err());
+        assert!(c.set("auto.create.topics.enable", "yes").is_err());
+    }
+}

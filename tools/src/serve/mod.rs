@@ -1,0 +1,407 @@
+//! `strata serve`: one broker that speaks the Kafka wire protocol over the
+//! segmented log (replication factor 1), so unmodified Kafka clients
+//! produce, consume and use consumer groups. Protocol and behaviour:
+//! docs/kafka-protocol.md.
+//!
+//! Threads: a tokio runtime runs the accept loop and one task per
+//! connection; the connection reads a request, answers it, reads the
+//! next (so answers go back in request order, as Kafka's muting does).
+//! Disk work (appends, fsyncs, reads, offset commits) runs on tokio's
+//! blocking pool, so a slow disk never holds the accept loop or other
+//! connections' tasks. A fetch that finds too little waits on a
+//! notification that the high watermark moved, up to its max_wait_ms.
+//! A flusher thread fsyncs unsynced appends every log.flush.interval.ms
+//! and moves the high watermark, which only ever covers fsynced data.
+
+mod api;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::ResponseKind;
+use parking_lot::Mutex;
+use strata_log::{LogManager, ManagerOptions, Partition};
+use strata_replication::group::{GroupCoordinator, Reply, Token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+
+use crate::error::{CliError, Result};
+use strata_tools::wire::{self, Refused};
+
+pub use config::ServerConfig;
+
+/// `strata serve` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub listen: String,
+    /// Data directory (default: ./strata-data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// host:port clients are told to connect to (default: the listen
+    /// address).
+    #[arg(long)]
+    pub advertised: Option<String>,
+    /// A properties file with Kafka's setting names (num.partitions,
+    /// auto.create.topics.enable, log.segment.bytes, log.retention.ms, ...).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// One setting, as in the file (repeatable; wins over the file).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// The broker's shared state.
+pub struct Broker {
+    cfg: ServerConfig,
+    logs: LogManager,
+    host: String,
+    port: i32,
+    groups: Mutex<GroupCoordinator>,
+    waiting: Mutex<std::collections::HashMap<Token, oneshot::Sender<Reply>>>,
+    next_token: AtomicU64,
+    /// Woken whenever a high watermark moves (long-polling fetches).
+    data: Notify,
+    start: Instant,
+    /// Serialises topic creation and deletion.
+    admin: Mutex<()>,
+    stop: AtomicBool,
+}
+
+fn log_err(e: strata_log::Error) -> CliError {
+    CliError::Usage(format!("log: {e}"))
+}
+
+impl Broker {
+    /// Milliseconds on the broker's monotonic clock (group sessions and
+    /// rebalances run on it, never on wall time).
+    fn now_ms(&self) -> i64 {
+        self.start.elapsed().as_millis() as i64
+    }
+
+    /// The partition's current leader epoch (this node leads every
+    /// partition; the epoch is the newest in its epoch cache).
+    fn epoch(p: &Partition) -> i32 {
+        p.epochs().last().map_or(0, |&(e, _)| e)
+    }
+
+    /// Moves the high watermark over what is fsynced; wakes fetches.
+    fn advance_hw(&self, p: &Partition) -> strata_log::Result<()> {
+        let durable = p.durable_end_offset();
+        if durable > p.high_watermark() {
+            p.set_high_watermark(durable)?;
+            self.data.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Opens every partition of a topic (recovering it) and gives new
+    /// ones their first leader epoch.
+    fn open_topic(&self, topic: &str, count: u32) -> strata_log::Result<()> {
+        for i in 0..count {
+            let p = self.logs.partition(topic, i)?;
+            if p.epochs().is_empty() {
+                p.assign_epoch(0)?;
+            }
+            // Whatever recovery kept is fsynced from here on.
+            p.flush()?;
+            self.advance_hw(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Group coordinator replies go to the requests waiting on them.
+    fn dispatch(&self, replies: Vec<(Token, Reply)>) {
+        let mut w = self.waiting.lock();
+        for (t, r) in replies {
+            if let Some(tx) = w.remove(&t) {
+                // A closed connection dropped its receiver: nothing to do.
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// Sends a request to the group coordinator and waits for its reply.
+    async fn group_call(&self, req: strata_replication::group::Request) -> Option<Reply> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(token, tx);
+        let replies = self.groups.lock().handle(self.now_ms(), token, req);
+        self.dispatch(replies);
+        rx.await.ok()
+    }
+}
+
+/// Runs the broker until SIGTERM or SIGINT.
+pub fn run(args: Args) -> Result<i32> {
+    let mut cfg = ServerConfig::default();
+    if let Some(path) = &args.config {
+        cfg.load(path)?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--set {kv}: expected KEY=VALUE")))?;
+        cfg.set(k.trim(), v)?;
+    }
+    let listen: SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|_| CliError::Usage(format!("--listen {}: expected IP:PORT", args.listen)))?;
+    let advertised = args.advertised.clone().unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            format!("127.0.0.1:{}", listen.port())
+        } else {
+            listen.to_string()
+        }
+    });
+    let (host, port) = advertised
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| CliError::Usage(format!("--advertised {advertised}: expected HOST:PORT")))?;
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => {
+            let d = PathBuf::from("strata-data");
+            eprintln!("strata serve: no --data given: using ./strata-data");
+            d
+        }
+    };
+    let storage = strata_io::open_storage(strata_io::Backend::Std);
+    let logs = LogManager::open_with(
+        storage,
+        &data,
+        ManagerOptions {
+            background_threads: true,
+            ..ManagerOptions::default()
+        },
+    )
+    .map_err(log_err)?;
+    let broker = Arc::new(Broker {
+        groups: Mutex::new(GroupCoordinator::new(cfg.group)),
+        cfg,
+        logs,
+        host,
+        port: i32::from(port),
+        waiting: Mutex::new(Default::default()),
+        next_token: AtomicU64::new(1),
+        data: Notify::new(),
+        start: Instant::now(),
+        admin: Mutex::new(()),
+        stop: AtomicBool::new(false),
+    });
+    for (topic, count) in broker.logs.topics() {
+        broker.open_topic(&topic, count).map_err(log_err)?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-serve")
+        .build()
+        .map_err(|e| CliError::Local {
+            what: "starting the runtime".into(),
+            source: e,
+        })?;
+    let flusher = {
+        let b = broker.clone();
+        std::thread::Builder::new()
+            .name("strata-flusher".into())
+            .spawn(move || flusher(&b))
+            .map_err(|e| CliError::Local {
+                what: "starting the flusher".into(),
+                source: e,
+            })?
+    };
+    let res = rt.block_on(serve(broker.clone(), listen, data));
+    broker.stop.store(true, Ordering::SeqCst);
+    let _ = flusher.join();
+    // Requests still on the blocking pool finish before the logs close.
+    rt.shutdown_timeout(Duration::from_secs(10));
+    broker.logs.close().map_err(log_err)?;
+    eprintln!("strata serve: stopped cleanly");
+    res.map(|_| 0)
+}
+
+/// Fsyncs unsynced appends and moves high watermarks, every
+/// log.flush.interval.ms.
+fn flusher(b: &Broker) {
+    let every = Duration::from_millis(b.cfg.flush_interval_ms);
+    while !b.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(every);
+        for (topic, count) in b.logs.topics() {
+            for i in 0..count {
+                let Ok(p) = b.logs.partition(&topic, i) else {
+                    continue;
+                };
+                if p.log_end_offset() > p.durable_end_offset() {
+                    if let Err(e) = p.flush() {
+                        tracing::error!(topic = %topic, partition = i, error = %e, "flush failed: the partition stops");
+                        continue;
+                    }
+                }
+                if let Err(e) = b.advance_hw(&p) {
+                    tracing::error!(topic = %topic, partition = i, error = %e, "high watermark update failed");
+                }
+            }
+        }
+    }
+}
+
+async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::Local {
+            what: format!("listening on {listen}"),
+            source: e,
+        })?;
+    eprintln!(
+        "strata serve: listening on {listen} (advertised {}:{}), data in {}",
+        broker.host,
+        broker.port,
+        data.display()
+    );
+    // Group sessions and rebalance deadlines advance on this tick.
+    {
+        let b = broker.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                let replies = b.groups.lock().tick(b.now_ms());
+                b.dispatch(replies);
+            }
+        });
+    }
+    let conns = Arc::new(AtomicUsize::new(0));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Local {
+            what: "installing the SIGTERM handler".into(),
+            source: e,
+        })?;
+    let mut last_refusal_log = Instant::now() - Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                eprintln!("strata serve: SIGTERM: flushing and closing");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("strata serve: interrupted: flushing and closing");
+                break;
+            }
+            acc = listener.accept() => {
+                let (stream, peer) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a
+                        // little rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if conns.load(Ordering::SeqCst) >= broker.cfg.max_connections {
+                    if last_refusal_log.elapsed() >= Duration::from_secs(1) {
+                        tracing::warn!(%peer, limit = broker.cfg.max_connections, "connection refused: max.connections reached");
+                        last_refusal_log = Instant::now();
+                    }
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                conns.fetch_add(1, Ordering::SeqCst);
+                let b = broker.clone();
+                let c = conns.clone();
+                tokio::spawn(async move {
+                    connection(b, stream, peer).await;
+                    c.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One client connection: frames in, answers out, in order.
+async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
+    let idle = Duration::from_millis(b.cfg.connections_max_idle_ms);
+    let read_timeout = Duration::from_millis(b.cfg.request_read_timeout_ms);
+    loop {
+        let size = match tokio::time::timeout(idle, stream.read_i32()).await {
+            Err(_) => {
+                tracing::info!(%peer, "idle connection closed (connections.max.idle.ms)");
+                return;
+            }
+            Ok(Err(_)) => return, // closed by the client
+            Ok(Ok(n)) => n,
+        };
+        if size < 0 || size as usize > b.cfg.socket_request_max_bytes {
+            tracing::warn!(%peer, size, limit = b.cfg.socket_request_max_bytes,
+                "request size out of bounds (socket.request.max.bytes): connection closed");
+            return;
+        }
+        let mut frame = vec![0u8; size as usize];
+        match tokio::time::timeout(read_timeout, stream.read_exact(&mut frame)).await {
+            Err(_) => {
+                tracing::warn!(%peer, size, "request not received within socket.request.read.timeout.ms: connection closed");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "connection closed inside a request");
+                return;
+            }
+            Ok(Ok(_)) => {}
+        }
+        let answer = match wire::decode_request(frame.into()) {
+            Ok(req) => {
+                let key = req.api_key;
+                let version = req.header.request_api_version;
+                let cid = req.header.correlation_id;
+                api::handle(&b, req)
+                    .await
+                    .map(|body| (key, version, cid, body))
+            }
+            Err(Refused::ApiVersionsTooNew { correlation_id }) => Some((
+                kafka_protocol::messages::ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                ResponseKind::ApiVersions(wire::api_versions(wire::UNSUPPORTED_VERSION)),
+            )),
+            Err(Refused::Unsupported {
+                api_key,
+                api_version,
+                correlation_id,
+            }) => match api::unsupported(api_key, api_version) {
+                Some((key, body)) => Some((key, api_version, correlation_id, body)),
+                None => {
+                    tracing::warn!(%peer, api_key, api_version,
+                        "request for an API or version this broker does not serve: connection closed");
+                    return;
+                }
+            },
+            Err(Refused::Malformed(why)) => {
+                tracing::warn!(%peer, reason = %why, "malformed request: connection closed");
+                return;
+            }
+        };
+        let Some((key, version, cid, body)) = answer else {
+            continue; // acks=0: no answer
+        };
+        let bytes = match wire::encode_response(key, version, cid, &body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(%peer, ?key, version, error = %e, "response does not encode: connection closed");
+                return;
+            }
+        };
+        if let Err(e) = stream.write_all(&bytes).await {
+            tracing::info!(%peer, error = %e, "connection closed while answering");
+            return;
+        }
+    }
+}

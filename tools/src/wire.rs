@@ -1,0 +1,244 @@
+//! Kafka wire framing and request decoding for `strata serve`: a frame is
+//! a big-endian i32 size and that many bytes; a request is a header
+//! (api key, api version, correlation id, client id, tagged fields from
+//! header v2 on) and a body. The codecs are the kafka-protocol crate's;
+//! this module decides what the broker supports and turns every way a
+//! frame can be wrong into an error value, never a panic (the fuzz target
+//! `kafka_request` runs it on arbitrary bytes).
+//! Format, versions and error handling: docs/kafka-protocol.md.
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// Kafka's UNSUPPORTED_VERSION.
+pub const UNSUPPORTED_VERSION: i16 = 35;
+
+/// The APIs this broker serves and their version ranges. Produce starts
+/// at 0 (as Kafka 4 advertises it, so older librdkafka turns its v2
+/// features on), though only v3+ (record batch v2) decodes; Fetch stops
+/// at 12, the last version that names topics (13+ use topic ids only).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The advertised range of `key`, if it is served.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, lo, hi)| (lo, hi))
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Request {
+    /// Its header.
+    pub header: RequestHeader,
+    /// The API.
+    pub api_key: ApiKey,
+    /// The body.
+    pub body: RequestKind,
+}
+
+/// Why a frame could not be turned into a request, with what the broker
+/// can still answer.
+#[derive(Debug)]
+pub enum Refused {
+    /// ApiVersions at a version this broker does not know: answered with a
+    /// v0 body, UNSUPPORTED_VERSION and the supported list (KIP-511).
+    ApiVersionsTooNew {
+        /// Correlation id to answer with.
+        correlation_id: i32,
+    },
+    /// A known API at a version outside the served range, or an API not
+    /// served: the answer is UNSUPPORTED_VERSION where the API's response
+    /// has a place for it, else the connection is closed, logged.
+    Unsupported {
+        /// API key as sent.
+        api_key: i16,
+        /// Version as sent.
+        api_version: i16,
+        /// Correlation id.
+        correlation_id: i32,
+    },
+    /// Bytes that do not decode: the connection is closed, logged.
+    Malformed(String),
+}
+
+/// Decodes one request frame (without its size prefix).
+pub fn decode_request(frame: Bytes) -> Result<Request, Refused> {
+    if frame.len() < 8 {
+        return Err(Refused::Malformed(format!(
+            "request of {} bytes is shorter than a header",
+            frame.len()
+        )));
+    }
+    let mut peek = &frame[..8];
+    let api_key = peek.get_i16();
+    let api_version = peek.get_i16();
+    let correlation_id = peek.get_i32();
+    let unsupported = Refused::Unsupported {
+        api_key,
+        api_version,
+        correlation_id,
+    };
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return Err(unsupported);
+    };
+    let Some((lo, hi)) = supported(key) else {
+        return Err(unsupported);
+    };
+    if key == ApiKey::ApiVersions && api_version > hi {
+        return Err(Refused::ApiVersionsTooNew { correlation_id });
+    }
+    let crate_range = key.valid_versions();
+    if api_version < lo.max(crate_range.min) || api_version > hi.min(crate_range.max) {
+        return Err(unsupported);
+    }
+    let mut buf = frame;
+    let header_version = key.request_header_version(api_version);
+    // The codecs return errors for short or bad input; the catch is a
+    // second line so that a codec bug costs one connection, not the
+    // broker.
+    let decoded = std::panic::catch_unwind(move || {
+        let header = RequestHeader::decode(&mut buf, header_version)?;
+        let body = RequestKind::decode(key, &mut buf, api_version)?;
+        if buf.has_remaining() {
+            anyhow::bail!("{} bytes after the request body", buf.remaining());
+        }
+        Ok((header, body))
+    });
+    match decoded {
+        Ok(Ok((header, body))) => Ok(Request {
+            header,
+            api_key: key,
+            body,
+        }),
+        Ok(Err(e)) => Err(Refused::Malformed(format!(
+            "{key:?} v{api_version} does not decode: {e}"
+        ))),
+        Err(_) => Err(Refused::Malformed(format!(
+            "{key:?} v{api_version}: the decoder failed"
+        ))),
+    }
+}
+
+/// Encodes a response frame (size prefix, header, body).
+pub fn encode_response(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> anyhow::Result<BytesMut> {
+    let mut out = BytesMut::with_capacity(64);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    // ApiVersions answers always carry header v0, whatever the version
+    // (clients parse it before they know what the broker speaks).
+    let header_version = if key == ApiKey::ApiVersions {
+        0
+    } else {
+        key.response_header_version(version)
+    };
+    header.encode(&mut out, header_version)?;
+    body.encode(&mut out, version)?;
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(out)
+}
+
+/// The ApiVersions response body listing [`SUPPORTED`].
+pub fn api_versions(error_code: i16) -> kafka_protocol::messages::ApiVersionsResponse {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    let mut r = kafka_protocol::messages::ApiVersionsResponse::default();
+    r.error_code = error_code;
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|&(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = k as i16;
+            v.min_version = lo;
+            v.max_version = hi;
+            v
+        })
+        .collect();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiVersionsRequest;
+
+    fn frame(key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = 7;
+        let mut b = BytesMut::new();
+        h.encode(&mut b, key.request_header_version(version))
+            .expect("header");
+        body.encode(&mut b, version).expect("body");
+        b.freeze()
+    }
+
+    #[test]
+    fn every_served_version_is_one_the_codec_knows() {
+        for &(k, lo, hi) in SUPPORTED {
+            let r = k.valid_versions();
+            assert!(hi <= r.max, "{k:?}");
+            // Produce advertises 0-2 without decoding them (see SUPPORTED).
+            assert!(lo >= r.min || k == ApiKey::Produce, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn requests_decode_and_garbage_is_refused() {
+        let f = frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        let r = decode_request(f.clone()).expect("decodes");
+        assert_eq!(r.header.correlation_id, 7);
+        for cut in 0..f.len() {
+            assert!(decode_request(f.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut extra = BytesMut::from(&f[..]);
+        extra.extend_from_slice(b"junk");
+        assert!(matches!(
+            decode_request(extra.freeze()),
+            Err(Refused::Malformed(_))
+        ));
+        let too_new = frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        let mut b = BytesMut::from(&too_new[..]);
+        b[2..4].copy_from_slice(&9i16.to_be_bytes());
+        assert!(matches!(
+            decode_request(b.freeze()),
+            Err(Refused::ApiVersionsTooNew { correlation_id: 7 })
+        ));
+        let mut b = BytesMut::from(&f[..]);
+        b[0..2].copy_from_slice(&999i16.to_be_bytes());
+        assert!(matches!(
+            decode_request(b.freeze()),
+            Err(Refused::Unsupported { api_key: 999, .. })
+        ));
+    }
+}
