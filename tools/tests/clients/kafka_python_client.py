@@ -1,0 +1,154 @@
+"""kafka-python against a fresh `strata serve`: idempotent acks=all produce
+with every codec, a consumer group that commits, a SIGKILL of the broker,
+resumption at the committed offsets, and two consumers that split the
+partitions and rebalance when one leaves.
+
+usage: kafka_python_client.py STRATA_BINARY [N]"""
+
+import collections
+import sys
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
+
+from common import Broker, check, contiguous
+
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+CODECS = [None, "snappy", "lz4", "zstd"]
+TOPIC = "events"
+
+
+def produce(bootstrap):
+    delivered = collections.defaultdict(list)
+    value_at = {}
+    per_codec = N // len(CODECS)
+    i = 0
+    for codec in CODECS:
+        p = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+                          compression_type=codec, linger_ms=5, max_in_flight_requests_per_connection=5)
+        futures = []
+        for _ in range(per_codec):
+            v = f"value-{i}".encode()
+            futures.append((p.send(TOPIC, key=f"key-{i % 1000}".encode(), value=v), v))
+            i += 1
+        p.flush(60)
+        for f, v in futures:
+            md = f.get(timeout=60)  # raises on a failed delivery
+            delivered[md.partition].append(md.offset)
+            value_at[(md.partition, md.offset)] = v
+        p.close()
+        print(f"produced {per_codec} with compression_type={codec}", flush=True)
+    contiguous(delivered, "delivered")
+    return delivered, value_at
+
+
+def consumer(bootstrap, group):
+    return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                         auto_offset_reset="earliest", session_timeout_ms=6000,
+                         heartbeat_interval_ms=500, max_poll_records=500)
+
+
+def consume(c, want, seen, timeout=120):
+    got = 0
+    deadline = time.time() + timeout
+    while got < want and time.time() < deadline:
+        batch = c.poll(timeout_ms=500, max_records=min(500, want - got))
+        for tp, msgs in batch.items():
+            for m in msgs:
+                seen.append((tp.partition, m.offset, m.value))
+                got += 1
+    check(got == want, f"consumed {got} of {want} within {timeout} s")
+
+
+def main():
+    strata = sys.argv[1]
+    broker = Broker(strata)
+    broker.start()
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)])
+        parts = admin.describe_topics([TOPIC])[0]["partitions"]
+        check(len(parts) == 3, f"three partitions: {parts}")
+        admin.close()
+
+        delivered, value_at = produce(broker.bootstrap)
+        total = sum(len(v) for v in delivered.values())
+
+        c = consumer(broker.bootstrap, "g1")
+        c.subscribe([TOPIC])
+        first = []
+        consume(c, total // 2, first)
+        last = {}
+        for part, off, _ in first:
+            last[part] = max(last.get(part, -1), off)
+        c.commit({TopicPartition(TOPIC, p): OffsetAndMetadata(o + 1, "", -1) for p, o in last.items()})
+        c.close()
+        print(f"consumed {len(first)} and committed {dict(sorted(last.items()))}", flush=True)
+
+        broker.kill()
+        broker.start()
+        print("broker SIGKILLed and restarted", flush=True)
+
+        c = consumer(broker.bootstrap, "g1")
+        c.subscribe([TOPIC])
+        rest = []
+        consume(c, total - len(first), rest)
+        extra = []
+        try:
+            consume(c, 1, extra, timeout=3)
+        except AssertionError:
+            pass
+        check(not extra, f"read more than was produced: {extra[:3]}")
+        c.close()
+        by_part = collections.defaultdict(list)
+        for part, off, val in first + rest:
+            by_part[part].append(off)
+            check(value_at[(part, off)] == val, f"p{part} offset {off}: value differs")
+        for part, offs in by_part.items():
+            check(offs == sorted(offs), f"partition {part}: out of order")
+            check(len(set(offs)) == len(offs), f"partition {part}: a message read twice")
+        firsts = {}
+        for part, off, _ in rest:
+            firsts.setdefault(part, off)
+        for part, off in firsts.items():
+            check(off == last.get(part, -1) + 1, f"partition {part} resumed at {off}, committed {last.get(part, -1) + 1}")
+        check(sorted((p, o) for p, o, _ in first + rest) == sorted(value_at), "lost or extra messages")
+        print(f"resumed at the committed offsets and read the other {len(rest)}", flush=True)
+
+        a = consumer(broker.bootstrap, "g2")
+        b = consumer(broker.bootstrap, "g2")
+        a.subscribe([TOPIC])
+        b.subscribe([TOPIC])
+        deadline = time.time() + 60
+        pa = pb = set()
+        while time.time() < deadline:
+            a.poll(timeout_ms=200)
+            b.poll(timeout_ms=200)
+            pa = {tp.partition for tp in a.assignment()}
+            pb = {tp.partition for tp in b.assignment()}
+            if pa and pb and not pa & pb and pa | pb == {0, 1, 2}:
+                break
+        check(pa and pb and not pa & pb and pa | pb == {0, 1, 2}, f"split: {pa} and {pb}")
+        print(f"two consumers split the partitions: {sorted(pa)} and {sorted(pb)}", flush=True)
+        b.close()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            a.poll(timeout_ms=200)
+            if {tp.partition for tp in a.assignment()} == {0, 1, 2}:
+                break
+        check({tp.partition for tp in a.assignment()} == {0, 1, 2}, "rebalance after one left")
+        a.close()
+        print("after one left, the other holds all partitions", flush=True)
+        broker.stop()
+    except BaseException:
+        broker.dump_log()
+        if broker.proc and broker.proc.poll() is None:
+            broker.proc.kill()
+        raise
+    print("kafka-python: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
