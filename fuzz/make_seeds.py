@@ -87,9 +87,27 @@ def zigzag(n):
 def kbytes(b):
     return zigzag(-1) if b is None else zigzag(len(b)) + b
 
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+_C = _crc32c_table()
+
+def crc32c(data):
+    """Kafka's record-batch checksum (Castagnoli)."""
+    c = 0xFFFFFFFF
+    for x in data:
+        c = _C[(c ^ x) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
 def log_batch(base, records, producer=(-1, -1, -1), epoch=0):
     """A record batch (docs/segment.md): big-endian fixed fields, zigzag
-    varints, CRC-32 over every byte but the checksum field itself."""
+    varints, CRC-32C from the attributes (byte 21) to the end, as Kafka's v2."""
     ts0 = records[0][0]
     body = bytearray()
     for i, (ts, key, value, headers) in enumerate(records):
@@ -101,7 +119,7 @@ def log_batch(base, records, producer=(-1, -1, -1), epoch=0):
     head = struct.pack(">qiibI", base, 61 - 12 + len(body), epoch, 2, 0)
     rest = struct.pack(">hiqqqhii", 0, len(records) - 1, ts0, max(r[0] for r in records), pid, pepoch, seq, len(records))
     b = bytearray(head + rest + body)
-    crc = zlib.crc32(bytes(b[:17]) + bytes(b[21:]))
+    crc = crc32c(bytes(b[21:]))
     b[17:21] = struct.pack(">I", crc)
     return bytes(b)
 
@@ -115,8 +133,29 @@ def log_seeds(here):
     for name, data in seeds.items():
         open(os.path.join(d, name), "wb").write(data)
 
+def kafka_request_seeds(here):
+    """Request frames (without the size prefix) for `kafka_request`:
+    header v1 (api key, version, correlation id, client id), then a body."""
+    d = os.path.join(here, "corpus", "kafka_request")
+    os.makedirs(d, exist_ok=True)
+    def head(key, ver, cid=1, client=b"seed"):
+        return struct.pack(">hhih", key, ver, cid, len(client)) + client
+    seeds = {
+        "api_versions_v0": head(18, 0),
+        "metadata_v1_all": head(3, 1) + struct.pack(">i", -1),
+        "metadata_v1_one": head(3, 1) + struct.pack(">ih", 1, 6) + b"events",
+        "list_offsets_v1": head(2, 1) + struct.pack(">ii", -1, 1) + struct.pack(">h", 6) + b"events"
+            + struct.pack(">iiq", 1, 0, -1),
+        "produce_v3": head(0, 3) + struct.pack(">hhi", -1, -1, 5000) + struct.pack(">ih", 1, 6) + b"events"
+            + struct.pack(">ii", 1, 0) + struct.pack(">i", len(log_batch(0, [(1000, b"k", b"v", [])])))
+            + log_batch(0, [(1000, b"k", b"v", [])]),
+    }
+    for name, data in seeds.items():
+        open(os.path.join(d, name), "wb").write(data)
+
 main()
 log_seeds(os.path.dirname(os.path.abspath(__file__)))
+kafka_request_seeds(os.path.dirname(os.path.abspath(__file__)))
 
 # The controller's durable state (docs/replication.md): text lines, then a
 # CRC-32 line over everything before it.

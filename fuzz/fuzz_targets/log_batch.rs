@@ -1,6 +1,6 @@
 //! The segmented log's decoders on arbitrary bytes: a record batch (header,
 //! checksum, every record), the records of an accepted batch and their
-//! re-encoding, a producer-state snapshot, and a whole segment file opened
+//! re-encoding (compressed bodies decompressed), a producer-state snapshot, and a whole segment file opened
 //! with recovery (scan, torn-tail cut, index rebuild) then read. Nothing
 //! may panic; an accepted batch must re-encode to an accepted batch with
 //! the same records.
@@ -21,9 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if let Parsed::Batch(b) = Batch::parse(&bytes) {
         let recs = b.records();
         assert_eq!(recs.len(), b.header.record_count as usize);
-        if let Ok(Some(again)) = batch::filter(&b, |_| true) {
+        let _ = b.validate_for_append();
+        if let Ok(again) = batch::filter(&b, |_| true) {
             assert_eq!(again.records(), recs);
             assert_eq!(again.header.base_offset, b.header.base_offset);
+            assert_eq!(again.header.next_offset(), b.header.next_offset());
         }
         let moved = b.clone().with_offset_and_epoch(7, 3);
         assert!(matches!(Batch::parse(&moved.bytes), Parsed::Batch(_)));
@@ -39,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = SegmentOptions {
         index_interval_bytes: 64,
         max_index_bytes: 1 << 20,
+        compacted: data.first().is_some_and(|b| b & 1 == 1),
     };
     if let Ok((seg, _)) = Segment::open(&storage, dir, 0, opts, true) {
         let mut at = 0;

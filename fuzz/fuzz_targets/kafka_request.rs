@@ -1,0 +1,17 @@
+//! `strata serve`'s request decoding on arbitrary frames: the header, the
+//! API and version checks and the kafka-protocol body decoders. Nothing
+//! may panic; an accepted request must carry the API key and version its
+//! header announced.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use strata_tools::wire::{decode_request, supported};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(req) = decode_request(Bytes::copy_from_slice(data)) {
+        assert_eq!(req.header.request_api_key, req.api_key as i16);
+        let (lo, hi) = supported(req.api_key).expect("served");
+        assert!((lo..=hi).contains(&req.header.request_api_version));
+    }
+});
