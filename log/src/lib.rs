@@ -2,8 +2,9 @@
 //!
 //! A topic has partitions; a partition ([`Partition`]) is a directory of
 //! segments named by base offset: `<base>.log` holds record batches back to
-//! back ([`batch`]: Kafka's v2 format, CRC-32 over everything after the CRC
-//! field, every decoded byte checked), `<base>.index` maps offsets to file
+//! back ([`batch`]: Kafka's v2 format byte for byte, CRC-32C from the
+//! attributes on, the fields outside the CRC checked by the batch's
+//! position, compressed bodies stored as sent), `<base>.index` maps offsets to file
 //! positions sparsely (an entry every `index.interval.bytes`) and
 //! `<base>.timeindex` maps timestamps to offsets. Sealed segments' indexes
 //! are memory-mapped (memmap2, through strata-io). Formats: docs/segment.md.
