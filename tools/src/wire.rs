@@ -120,14 +120,23 @@ pub fn decode_request(frame: Bytes) -> Result<Request, Refused> {
     // The codecs return errors for short or bad input; the catch is a
     // second line so that a codec bug costs one connection, not the
     // broker.
-    let decoded = std::panic::catch_unwind(move || {
-        let header = RequestHeader::decode(&mut buf, header_version)?;
-        let body = RequestKind::decode(key, &mut buf, api_version)?;
-        if buf.has_remaining() {
-            anyhow::bail!("{} bytes after the request body", buf.remaining());
-        }
-        Ok((header, body))
-    });
+    let decoded =
+        std::panic::catch_unwind(move || -> anyhow::Result<(RequestHeader, RequestKind)> {
+            let header = RequestHeader::decode(&mut buf, header_version)?;
+            let body = RequestKind::decode(key, &mut buf, api_version)?;
+            // Bytes after the body are ignored, as Kafka's broker ignores
+            // them: librdkafka 2.x sends three more than the schema has in
+            // Metadata v12.
+            if buf.has_remaining() {
+                tracing::debug!(
+                    ?key,
+                    api_version,
+                    extra = buf.remaining(),
+                    "bytes after the request body ignored"
+                );
+            }
+            Ok((header, body))
+        });
     match decoded {
         Ok(Ok((header, body))) => Ok(Request {
             header,
@@ -223,10 +232,10 @@ mod tests {
         }
         let mut extra = BytesMut::from(&f[..]);
         extra.extend_from_slice(b"junk");
-        assert!(matches!(
-            decode_request(extra.freeze()),
-            Err(Refused::Malformed(_))
-        ));
+        assert!(
+            decode_request(extra.freeze()).is_ok(),
+            "trailing bytes are ignored"
+        );
         let too_new = frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
         let mut b = BytesMut::from(&too_new[..]);
         b[2..4].copy_from_slice(&9i16.to_be_bytes());

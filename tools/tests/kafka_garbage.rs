@@ -257,6 +257,31 @@ fn garbage_gets_an_error_or_a_closed_connection_and_the_broker_serves_on() {
     assert_eq!(cid, 9);
     let r = SaslHandshakeResponse::decode(&mut body, 1).expect("decode");
     assert_eq!(r.error_code, 33);
+    // Array counts of i32::MAX in a few bytes (kafka-protocol reserves
+    // capacity from them before it finds the bytes missing): closed, and
+    // the broker lives on.
+    for (key, version, body) in [
+        (3i16, 0i16, 0x7fff_ffffi32.to_be_bytes().to_vec()),
+        (19, 2, 0x7fff_ffffi32.to_be_bytes().to_vec()),
+        (
+            2,
+            1,
+            [(-1i32).to_be_bytes(), 0x7fff_ffffi32.to_be_bytes()].concat(),
+        ),
+    ] {
+        let mut s = connect(&b);
+        let mut f = Vec::new();
+        f.extend_from_slice(&key.to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&12i32.to_be_bytes());
+        f.extend_from_slice(&(-1i16).to_be_bytes());
+        f.extend_from_slice(&body);
+        let mut framed = (f.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&f);
+        s.write_all(&framed).expect("send");
+        assert!(closed(&mut s), "huge array count for key {key}");
+        api_versions_ok(&b);
+    }
     // A version of a served API outside its range: closed.
     let mut s = connect(&b);
     s.write_all(&frame(ApiKey::Fetch, 17, 10, &FetchRequest::default()))

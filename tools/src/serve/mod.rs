@@ -357,7 +357,8 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
             }
             Ok(Ok(_)) => {}
         }
-        let answer = match wire::decode_request(frame.into()) {
+        let frame = bytes::Bytes::from(frame);
+        let answer = match wire::decode_request(frame.clone()) {
             Ok(req) => {
                 let key = req.api_key;
                 let version = req.header.request_api_version;
@@ -385,7 +386,8 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
                 }
             },
             Err(Refused::Malformed(why)) => {
-                tracing::warn!(%peer, reason = %why, "malformed request: connection closed");
+                let head: String = frame.iter().take(48).map(|b| format!("{b:02x}")).collect();
+                tracing::warn!(%peer, reason = %why, size, head = %head, "malformed request: connection closed");
                 return;
             }
         };

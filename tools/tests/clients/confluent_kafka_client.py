@@ -10,7 +10,7 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from common import Broker, check, contiguous
 
@@ -171,6 +171,26 @@ def main():
         check({tp.partition for tp in a.assignment()} == {0, 1, 2}, "rebalance after one left")
         a.close()
         print("after one left, the other holds all partitions", flush=True)
+
+        # Admin: configs, DeleteRecords, a topic created and deleted.
+        res = ConfigResource(ResourceType.TOPIC, TOPIC)
+        entries = admin.describe_configs([res])[res].result(30)
+        check("retention.ms" in entries and "cleanup.policy" in entries, f"configs: {sorted(entries)}")
+        tp = TopicPartition(TOPIC, 0, 10)
+        deleted = admin.delete_records([tp])
+        low = list(deleted.values())[0].result(30).low_watermark
+        check(low == 10, f"delete_records low watermark {low}")
+        admin.create_topics([NewTopic("scratch", num_partitions=2, replication_factor=1)])["scratch"].result(30)
+        check("scratch" in admin.list_topics(timeout=10).topics, "scratch created")
+        admin.delete_topics(["scratch"])["scratch"].result(30)
+        check("scratch" not in admin.list_topics(timeout=10).topics, "scratch deleted")
+        bad = admin.create_topics([NewTopic("rf3", num_partitions=1, replication_factor=3)])["rf3"]
+        try:
+            bad.result(30)
+            check(False, "replication factor 3 accepted on one node")
+        except Exception as e:  # KafkaException with INVALID_REPLICATION_FACTOR
+            check("REPLICATION_FACTOR" in str(e).upper(), f"rf3 refused with {e}")
+        print("admin: configs described, records deleted, topics created and deleted", flush=True)
         broker.stop()
     except BaseException:
         broker.dump_log()
