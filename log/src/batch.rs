@@ -355,6 +355,40 @@ impl Batch {
     /// decompressing the body if it is compressed; the offset deltas must
     /// be exactly 0..count and the last offset delta count - 1.
     pub fn validate_for_append(&self) -> Result<()> {
+        self.check_produced()
+    }
+
+    /// A producer's batch from its bytes: [`Batch::from_bytes`] and
+    /// [`Batch::validate_for_append`] in one pass over the records.
+    pub fn from_producer(bytes: Bytes) -> Result<Batch> {
+        let b = Batch::from_bytes_header_and_crc(bytes)?;
+        b.check_produced()?;
+        Ok(b)
+    }
+
+    /// [`Batch::from_bytes`] without the record walk: header and CRC only.
+    /// For a producer's batch, whose records [`Batch::validate_for_append`]
+    /// then walks once with the stricter rules.
+    pub fn from_bytes_header_and_crc(bytes: Bytes) -> Result<Batch> {
+        let bad = |r: &str| Error::InvalidBatch(r.to_string());
+        if bytes.len() < HEADER_LEN {
+            return Err(bad("truncated batch"));
+        }
+        let header = BatchHeader::parse(&bytes).map_err(bad)?;
+        if header.total_len() != bytes.len() {
+            return Err(bad(if header.total_len() > bytes.len() {
+                "truncated batch"
+            } else {
+                "bytes left after the batch"
+            }));
+        }
+        if checksum(&bytes) != header.crc {
+            return Err(bad("batch checksum mismatch"));
+        }
+        Ok(Batch { header, bytes })
+    }
+
+    fn check_produced(&self) -> Result<()> {
         let h = &self.header;
         if h.record_count == 0 || u64::from(h.record_count) != u64::from(h.last_offset_delta) + 1 {
             return Err(Error::InvalidBatch(format!(

@@ -18,6 +18,9 @@
 //!   directory or segment file.
 //! * `strata serve`: a broker speaking the Kafka wire protocol over the
 //!   segmented log, for unmodified Kafka clients.
+//! * `strata kbench produce|consume`: a Kafka-protocol load generator
+//!   with pre-encoded batches, open loop with coordinated-omission
+//!   correction.
 //! * `strata sim`: the replication protocol in the deterministic cluster
 //!   simulator, seed after seed, judged by the history checker.
 //!
@@ -32,6 +35,7 @@ mod common;
 mod corrupt;
 mod error;
 mod inspect;
+mod kbench;
 mod log_dump;
 mod logbench;
 mod serve;
@@ -142,6 +146,10 @@ enum Command {
         after_help = "Examples:\n  strata serve\n  strata serve --listen 127.0.0.1:9092 --data /var/lib/strata\n  strata serve --config server.properties --set num.partitions=3\n\nThen: kcat -b 127.0.0.1:9092 -P -t events   and   kcat -b 127.0.0.1:9092 -C -t events -e"
     )]
     Serve(serve::Args),
+    #[command(
+        after_help = "Examples:\n  strata kbench produce --bootstrap 127.0.0.1:9092 --topic bench --num-records 1000000 --record-size 1024 --batch-size 100\n  strata kbench produce --throughput 50000 --acks all --connections 4\n  strata kbench consume --topic bench --num-records 1000000"
+    )]
+    Kbench(kbench::Args),
 }
 
 /// Rewrites each `--flag` of `args` (program name first) that the chosen
@@ -231,6 +239,7 @@ fn main() {
         Command::WalDump(a) => wal_dump::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Kbench(a) => kbench::run(a).map(|_| 0),
     };
     match res {
         Ok(code) => std::process::exit(code),

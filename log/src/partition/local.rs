@@ -421,6 +421,17 @@ impl Partition {
         self.state.read().hwm
     }
 
+    /// Moves the high watermark in memory only (clamped to the log); the
+    /// stored one, which only shortens what a restart must recompute, is
+    /// written by [`Partition::set_high_watermark`]. For a caller that
+    /// moves it on every request and stores it now and then.
+    pub fn advance_high_watermark(&self, hwm: u64) -> u64 {
+        let mut st = self.state.write();
+        let h = hwm.clamp(st.log_start, st.leo());
+        st.hwm = h;
+        h
+    }
+
     /// Sets the high watermark (replication does): clamped to the log.
     pub fn set_high_watermark(&self, hwm: u64) -> Result<u64> {
         let mut st = self.state.write();

@@ -91,11 +91,12 @@ impl Broker {
         p.epochs().last().map_or(0, |&(e, _)| e)
     }
 
-    /// Moves the high watermark over what is fsynced; wakes fetches.
+    /// Moves the high watermark over what is fsynced; wakes fetches. In
+    /// memory: the flusher stores it now and then (`store_hw`).
     fn advance_hw(&self, p: &Partition) -> strata_log::Result<()> {
         let durable = p.durable_end_offset();
         if durable > p.high_watermark() {
-            p.set_high_watermark(durable)?;
+            p.advance_high_watermark(durable);
             self.data.notify_waiters();
         }
         Ok(())
@@ -231,8 +232,11 @@ pub fn run(args: Args) -> Result<i32> {
 /// log.flush.interval.ms.
 fn flusher(b: &Broker) {
     let every = Duration::from_millis(b.cfg.flush_interval_ms);
+    let store_every = (1000 / b.cfg.flush_interval_ms).max(1);
+    let mut ticks = 0u64;
     while !b.stop.load(Ordering::SeqCst) {
         std::thread::sleep(every);
+        ticks += 1;
         for (topic, count) in b.logs.topics() {
             for i in 0..count {
                 let Ok(p) = b.logs.partition(&topic, i) else {
@@ -246,6 +250,13 @@ fn flusher(b: &Broker) {
                 }
                 if let Err(e) = b.advance_hw(&p) {
                     tracing::error!(topic = %topic, partition = i, error = %e, "high watermark update failed");
+                }
+                // Stored about once a second (unsynced, as Kafka's
+                // checkpoint): a restart recomputes it from the durable end.
+                if ticks.is_multiple_of(store_every) {
+                    if let Err(e) = p.set_high_watermark(p.high_watermark()) {
+                        tracing::error!(topic = %topic, partition = i, error = %e, "storing the high watermark failed");
+                    }
                 }
             }
         }
