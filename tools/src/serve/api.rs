@@ -339,6 +339,13 @@ fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
     out
 }
 
+/// The partition `index` of `topic`, if both exist.
+fn part(b: &Broker, topic: &str, index: i32) -> Option<Arc<Partition>> {
+    u32::try_from(index)
+        .ok()
+        .and_then(|i| b.logs.partition(topic, i).ok())
+}
+
 /// Checks a client's view of the leader epoch (KIP-320): -1 means none.
 fn check_leader_epoch(p: &Partition, current: i32) -> i16 {
     let epoch = Broker::epoch(p);
@@ -413,10 +420,7 @@ fn produce_one(
     records: Option<Bytes>,
     sync: bool,
 ) -> Result<(i64, i64), Failure> {
-    let p = u32::try_from(partition)
-        .ok()
-        .and_then(|i| b.logs.partition(topic, i).ok())
-        .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
+    let p = part(b, topic, partition).ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
     let bytes = records.ok_or((code::CORRUPT_MESSAGE, Some("no records".into())))?;
     if bytes.len() > b.cfg.message_max_bytes {
         return Err((
@@ -489,9 +493,7 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bo
             pd.partition_index = fp.partition;
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
-            let part = u32::try_from(fp.partition)
-                .ok()
-                .and_then(|i| b.logs.partition(t.topic.as_str(), i).ok());
+            let part = part(b, t.topic.as_str(), fp.partition);
             let Some(p) = part else {
                 pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
                 errors = true;
@@ -564,9 +566,7 @@ fn list_offsets(b: &Broker, r: ListOffsetsRequest, v: i16) -> ListOffsetsRespons
             pr.partition_index = lp.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
-            let part = u32::try_from(lp.partition_index)
-                .ok()
-                .and_then(|i| b.logs.partition(t.name.as_str(), i).ok());
+            let part = part(b, t.name.as_str(), lp.partition_index);
             match part {
                 None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) => {
@@ -1100,9 +1100,7 @@ fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse 
             let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
             pr.partition_index = dp.partition_index;
             pr.low_watermark = -1;
-            let part = u32::try_from(dp.partition_index)
-                .ok()
-                .and_then(|i| b.logs.partition(t.name.as_str(), i).ok());
+            let part = part(b, t.name.as_str(), dp.partition_index);
             match part {
                 None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) => {
@@ -1139,9 +1137,7 @@ fn offset_for_leader_epoch(
             e.partition = op.partition;
             e.leader_epoch = -1;
             e.end_offset = -1;
-            let part = u32::try_from(op.partition)
-                .ok()
-                .and_then(|i| b.logs.partition(t.topic.as_str(), i).ok());
+            let part = part(b, t.topic.as_str(), op.partition);
             match part {
                 None => e.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) => {

@@ -85,3 +85,24 @@ def contiguous(offsets_by_partition, what):
         offs = sorted(offs)
         check(offs == list(range(len(offs))), f"{what}: partition {p} offsets not contiguous from 0 "
               f"(first {offs[:3]}, last {offs[-3:]}, {len(offs)} in all)")
+
+
+def check_resumed(first, rest, last, value_at):
+    """After a restart, a group consumer read `rest` having read `first` and
+    committed `last[p] + 1`: it resumed at the commits, read nothing
+    twice, kept each partition's order, and together they read exactly
+    what was produced (`value_at`: (partition, offset) -> value)."""
+    by_part = {}
+    for part, off, val in first + rest:
+        by_part.setdefault(part, []).append(off)
+        check(value_at[(part, off)] == val, f"p{part} offset {off}: value differs")
+    for part, offs in by_part.items():
+        check(offs == sorted(offs), f"partition {part}: out of order")
+        check(len(set(offs)) == len(offs), f"partition {part}: a message read twice")
+    firsts = {}
+    for part, off, _ in rest:
+        firsts.setdefault(part, off)
+    for part, off in firsts.items():
+        check(off == last.get(part, -1) + 1,
+              f"partition {part} resumed at {off}, committed {last.get(part, -1) + 1}")
+    check(sorted((p, o) for p, o, _ in first + rest) == sorted(value_at), "lost or extra messages")

@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from common import Broker, check, contiguous
+from common import Broker, check, check_resumed, contiguous
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
 CODECS = [None, "snappy", "lz4", "zstd"]
@@ -102,19 +102,7 @@ def main():
             pass
         check(not extra, f"read more than was produced: {extra[:3]}")
         c.close()
-        by_part = collections.defaultdict(list)
-        for part, off, val in first + rest:
-            by_part[part].append(off)
-            check(value_at[(part, off)] == val, f"p{part} offset {off}: value differs")
-        for part, offs in by_part.items():
-            check(offs == sorted(offs), f"partition {part}: out of order")
-            check(len(set(offs)) == len(offs), f"partition {part}: a message read twice")
-        firsts = {}
-        for part, off, _ in rest:
-            firsts.setdefault(part, off)
-        for part, off in firsts.items():
-            check(off == last.get(part, -1) + 1, f"partition {part} resumed at {off}, committed {last.get(part, -1) + 1}")
-        check(sorted((p, o) for p, o, _ in first + rest) == sorted(value_at), "lost or extra messages")
+        check_resumed(first, rest, last, value_at)
         print(f"resumed at the committed offsets and read the other {len(rest)}", flush=True)
 
         a = consumer(broker.bootstrap, "g2")
