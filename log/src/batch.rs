@@ -968,6 +968,15 @@ mod tests {
         assert!(sparse.validate_for_append().is_err());
         let empty = filter(&b, |_| false).expect("filter");
         assert!(empty.validate_for_append().is_err());
+        // The broker's one-pass path: header and CRC, then the records.
+        assert!(Batch::from_producer(b.bytes.clone()).is_ok());
+        assert!(Batch::from_producer(sparse.bytes.clone()).is_err());
+        let mut d = BytesMut::from(&b.bytes[..]);
+        let last = d.len() - 1;
+        d[last] ^= 1;
+        assert!(Batch::from_bytes_header_and_crc(d.clone().freeze()).is_err());
+        assert!(Batch::from_producer(d.freeze()).is_err());
+        assert!(Batch::from_bytes_header_and_crc(b.bytes.slice(..b.bytes.len() - 1)).is_err());
     }
 
     #[test]
