@@ -89,14 +89,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// Answers one request; `None`: no answer (acks=0, or a handler that
 /// failed, which is logged).
 pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<ResponseKind> {
-    let v = req.header.request_api_version;
-    let client = req
-        .header
+    let Request { header, body, .. } = req;
+    let v = header.request_api_version;
+    let client = header
         .client_id
         .as_ref()
         .map(|c| c.as_str().to_string())
         .unwrap_or_default();
-    Some(match req.body {
+    // The header's strings share the frame's buffer; dropped here so a
+    // produced batch can own it.
+    drop(header);
+    Some(match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(wire::api_versions(code::NONE)),
         RequestKind::Metadata(r) => {
             let b = b.clone();
@@ -382,14 +385,20 @@ fn produce(b: &Broker, r: ProduceRequest, v: i16) -> ProduceResponse {
     if r.transactional_id.is_some() {
         tracing::warn!("transactional produce refused: transactions are not supported");
     }
+    drop(r.transactional_id);
     for t in r.topic_data {
+        // Names are copied out so that nothing but the batch refers to the
+        // request's buffer, and the leader stamps the batch in place.
+        let name = t.name.as_str().to_string();
+        drop(t.name);
         let mut tr = produce_response::TopicProduceResponse::default();
-        tr.name = t.name.clone();
-        for pd in t.partition_data {
+        tr.name = topic_name(&name);
+        let parts = t.partition_data;
+        for pd in parts {
             let mut pr = produce_response::PartitionProduceResponse::default();
             pr.index = pd.index;
             pr.base_offset = -1;
-            let res = produce_one(b, t.name.as_str(), pd.index, pd.records, sync);
+            let res = produce_one(b, &name, pd.index, pd.records, sync);
             match res {
                 Ok((base, start)) => {
                     pr.base_offset = base;

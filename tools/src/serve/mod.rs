@@ -356,8 +356,17 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
                 "request size out of bounds (socket.request.max.bytes): connection closed");
             return;
         }
-        let mut frame = vec![0u8; size as usize];
-        match tokio::time::timeout(read_timeout, stream.read_exact(&mut frame)).await {
+        // Into uninitialised capacity: no zeroing of a large request.
+        let mut frame = bytes::BytesMut::with_capacity(size as usize);
+        let read = async {
+            while frame.len() < size as usize {
+                if stream.read_buf(&mut frame).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(read_timeout, read).await {
             Err(_) => {
                 tracing::warn!(%peer, size, "request not received within socket.request.read.timeout.ms: connection closed");
                 return;
@@ -368,8 +377,10 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
             }
             Ok(Ok(_)) => {}
         }
-        let frame = bytes::Bytes::from(frame);
-        let answer = match wire::decode_request(frame.clone()) {
+        // Only the head is kept for a log line: a produced batch is then
+        // the only holder of its bytes and is stamped in place.
+        let head: String = frame.iter().take(48).map(|b| format!("{b:02x}")).collect();
+        let answer = match wire::decode_request(frame.freeze()) {
             Ok(req) => {
                 let key = req.api_key;
                 let version = req.header.request_api_version;
@@ -397,7 +408,6 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
                 }
             },
             Err(Refused::Malformed(why)) => {
-                let head: String = frame.iter().take(48).map(|b| format!("{b:02x}")).collect();
                 tracing::warn!(%peer, reason = %why, size, head = %head, "malformed request: connection closed");
                 return;
             }
