@@ -282,6 +282,19 @@ fn garbage_gets_an_error_or_a_closed_connection_and_the_broker_serves_on() {
         assert!(closed(&mut s), "huge array count for key {key}");
         api_versions_ok(&b);
     }
+    // DescribeAcls: no authorizer, SECURITY_DISABLED as Kafka says.
+    let mut s = connect(&b);
+    let mut acl = DescribeAclsRequest::default();
+    acl.resource_type_filter = 1;
+    acl.pattern_type_filter = 1;
+    acl.operation = 1;
+    acl.permission_type = 1;
+    s.write_all(&frame(ApiKey::DescribeAcls, 1, 13, &acl))
+        .expect("send");
+    let (cid, mut body) = read_response(&mut s).expect("answer");
+    assert_eq!(cid, 13);
+    let r = DescribeAclsResponse::decode(&mut body, 1).expect("decode");
+    assert_eq!(r.error_code, 54);
     // A version of a served API outside its range: closed.
     let mut s = connect(&b);
     s.write_all(&frame(ApiKey::Fetch, 17, 10, &FetchRequest::default()))

@@ -34,6 +34,7 @@ mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const SECURITY_DISABLED: i16 = 54;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
@@ -239,7 +240,42 @@ pub fn unsupported(api_key: i16, version: i16) -> Option<(ApiKey, ResponseKind)>
             r.error_code = code::UNSUPPORTED_SASL_MECHANISM;
             ResponseKind::SaslAuthenticate(r)
         }
-        _ => return None,
+        // No authorizer: what Kafka answers without one.
+        ApiKey::DescribeAcls => {
+            let mut r = DescribeAclsResponse::default();
+            r.error_code = code::SECURITY_DISABLED;
+            ResponseKind::DescribeAcls(r)
+        }
+        _ => return unsupported_by_error_code(key),
+    };
+    Some((key, body))
+}
+
+/// APIs whose responses carry a top-level error code in every version the
+/// codec knows: answered UNSUPPORTED_VERSION.
+fn unsupported_by_error_code(key: ApiKey) -> Option<(ApiKey, ResponseKind)> {
+    macro_rules! answer {
+        ($($k:ident => $t:ident),* $(,)?) => {
+            match key {
+                $(ApiKey::$k => {
+                    let mut r = $t::default();
+                    r.error_code = code::UNSUPPORTED_VERSION;
+                    ResponseKind::$k(r)
+                })*
+                _ => return None,
+            }
+        };
+    }
+    let body = answer! {
+        DescribeClientQuotas => DescribeClientQuotasResponse,
+        ListTransactions => ListTransactionsResponse,
+        DescribeQuorum => DescribeQuorumResponse,
+        UpdateFeatures => UpdateFeaturesResponse,
+        ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
+        GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,
+        PushTelemetry => PushTelemetryResponse,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+        AllocateProducerIds => AllocateProducerIdsResponse,
     };
     Some((key, body))
 }
