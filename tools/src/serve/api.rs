@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_log::batch::Batch;
@@ -87,9 +87,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     Some(tokio::task::block_in_place(f))
 }
 
+/// What a request is answered with.
+pub enum Answer {
+    /// A response the codec encodes whole.
+    Kind(ResponseKind),
+    /// A Fetch response whose record batches go to the socket uncopied.
+    Fetch(FetchResponse, Vec<Vec<Vec<Bytes>>>),
+}
+
 /// Answers one request; `None`: no answer (acks=0, or a handler that
 /// failed, which is logged).
-pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<ResponseKind> {
+pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
     let Request { header, body, .. } = req;
     let v = header.request_api_version;
     let client = header
@@ -100,7 +108,7 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<ResponseKind> {
     // The header's strings share the frame's buffer; dropped here so a
     // produced batch can own it.
     drop(header);
-    Some(match body {
+    Some(Answer::Kind(match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(wire::api_versions(code::NONE)),
         RequestKind::Metadata(r) => {
             let b = b.clone();
@@ -115,7 +123,10 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<ResponseKind> {
             }
             ResponseKind::Produce(resp)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(b, r, v).await?),
+        RequestKind::Fetch(r) => {
+            let (resp, records) = fetch(b, r, v).await?;
+            return Some(Answer::Fetch(resp, records));
+        }
         RequestKind::ListOffsets(r) => {
             let b = b.clone();
             ResponseKind::ListOffsets(blocking(move || list_offsets(&b, r, v)).await?)
@@ -191,7 +202,7 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<ResponseKind> {
             tracing::warn!(request = ?std::mem::discriminant(&other), "decoded a request no handler serves");
             return None;
         }
-    })
+    }))
 }
 
 /// The answer to a request for an API this broker does not serve, where
@@ -499,7 +510,7 @@ fn produce_one(
     Ok((info.first_offset as i64, p.log_start_offset() as i64))
 }
 
-async fn fetch(b: &Arc<Broker>, r: FetchRequest, v: i16) -> Option<FetchResponse> {
+async fn fetch(b: &Arc<Broker>, r: FetchRequest, v: i16) -> Option<Fetched> {
     let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let r = Arc::new(r);
     loop {
@@ -522,19 +533,28 @@ async fn fetch(b: &Arc<Broker>, r: FetchRequest, v: i16) -> Option<FetchResponse
     }
 }
 
-/// One pass over the fetched partitions: the response, its record bytes
-/// and whether some partition has an error.
-fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bool) {
+/// A fetch answer: the response with every partition's records empty, and
+/// the batches that stand for them, per topic and partition (slices of the
+/// segments, written to the socket as they are: see
+/// `wire::encode_fetch_chunks`).
+pub type Fetched = (FetchResponse, Vec<Vec<Vec<Bytes>>>);
+
+/// One pass over the fetched partitions: the answer, its record bytes and
+/// whether some partition has an error.
+fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (Fetched, usize, bool) {
     let mut out = FetchResponse::default();
     out.session_id = 0;
+    let mut records = Vec::with_capacity(r.topics.len());
     let mut total = 0usize;
     let mut errors = false;
     let max_total = r.max_bytes.max(0) as usize;
     for t in &r.topics {
         let mut tr = fetch_response::FetchableTopicResponse::default();
         tr.topic = t.topic.clone();
+        let mut trecs = Vec::with_capacity(t.partitions.len());
         for fp in &t.partitions {
             let mut pd = fetch_response::PartitionData::default();
+            pd.records = Some(Bytes::new());
             pd.partition_index = fp.partition;
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
@@ -543,6 +563,7 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bo
                 pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
                 errors = true;
                 tr.partitions.push(pd);
+                trecs.push(Vec::new());
                 continue;
             };
             let hw = p.high_watermark();
@@ -556,6 +577,7 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bo
                 pd.error_code = e;
                 errors = true;
                 tr.partitions.push(pd);
+                trecs.push(Vec::new());
                 continue;
             }
             let from = fp.fetch_offset;
@@ -563,6 +585,7 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bo
                 pd.error_code = code::OFFSET_OUT_OF_RANGE;
                 errors = true;
                 tr.partitions.push(pd);
+                trecs.push(Vec::new());
                 continue;
             }
             let from = from as u64;
@@ -570,18 +593,15 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bo
             // past max_bytes if need be (so a large batch never stalls a
             // consumer); later ones only what fits.
             let room = max_total.saturating_sub(total);
+            let mut chunks = Vec::new();
             if from < hw && (room > 0 || total == 0) {
                 let want = (fp.partition_max_bytes.max(0) as usize).min(room.max(1));
                 match p.read(from, want, Some(hw)) {
                     Ok(batches) => {
                         let n: usize = batches.iter().map(|x| x.bytes.len()).sum();
                         if n <= room || total == 0 {
-                            let mut buf = BytesMut::with_capacity(n);
-                            for x in &batches {
-                                buf.extend_from_slice(&x.bytes);
-                            }
                             total += n;
-                            pd.records = Some(buf.freeze());
+                            chunks = batches.into_iter().map(|x| x.bytes).collect();
                         }
                     }
                     Err(e) => {
@@ -591,14 +611,13 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (FetchResponse, usize, bo
                     }
                 }
             }
-            if pd.records.is_none() {
-                pd.records = Some(Bytes::new());
-            }
             tr.partitions.push(pd);
+            trecs.push(chunks);
         }
         out.responses.push(tr);
+        records.push(trecs);
     }
-    (out, total, errors)
+    ((out, records), total, errors)
 }
 
 fn list_offsets(b: &Broker, r: ListOffsetsRequest, v: i16) -> ListOffsetsResponse {

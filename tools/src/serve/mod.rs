@@ -387,20 +387,24 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
                 let cid = req.header.correlation_id;
                 api::handle(&b, req)
                     .await
-                    .map(|body| (key, version, cid, body))
+                    .map(|answer| (key, version, cid, answer))
             }
             Err(Refused::ApiVersionsTooNew { correlation_id }) => Some((
                 kafka_protocol::messages::ApiKey::ApiVersions,
                 0,
                 correlation_id,
-                ResponseKind::ApiVersions(wire::api_versions(wire::UNSUPPORTED_VERSION)),
+                api::Answer::Kind(ResponseKind::ApiVersions(wire::api_versions(
+                    wire::UNSUPPORTED_VERSION,
+                ))),
             )),
             Err(Refused::Unsupported {
                 api_key,
                 api_version,
                 correlation_id,
             }) => match api::unsupported(api_key, api_version) {
-                Some((key, body)) => Some((key, api_version, correlation_id, body)),
+                Some((key, body)) => {
+                    Some((key, api_version, correlation_id, api::Answer::Kind(body)))
+                }
                 None => {
                     tracing::warn!(%peer, api_key, api_version,
                         "request for an API or version this broker does not serve: connection closed");
@@ -412,19 +416,61 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
                 return;
             }
         };
-        let Some((key, version, cid, body)) = answer else {
+        let Some((key, version, cid, answer)) = answer else {
             continue; // acks=0: no answer
         };
-        let bytes = match wire::encode_response(key, version, cid, &body) {
-            Ok(b) => b,
+        let chunks = match answer {
+            api::Answer::Kind(body) => {
+                wire::encode_response(key, version, cid, &body).map(|b| vec![b.freeze()])
+            }
+            api::Answer::Fetch(resp, records) => {
+                wire::encode_fetch_chunks(version, cid, resp, records)
+            }
+        };
+        let chunks = match chunks {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!(%peer, ?key, version, error = %e, "response does not encode: connection closed");
                 return;
             }
         };
-        if let Err(e) = stream.write_all(&bytes).await {
+        if let Err(e) = write_chunks(&mut stream, &chunks).await {
             tracing::info!(%peer, error = %e, "connection closed while answering");
             return;
         }
     }
+}
+
+/// Writes every chunk, several per system call (record batches are slices
+/// of memory-mapped segments: the kernel copies them to the socket, this
+/// process never does).
+async fn write_chunks(stream: &mut TcpStream, chunks: &[bytes::Bytes]) -> std::io::Result<()> {
+    let (mut i, mut off) = (0usize, 0usize);
+    while i < chunks.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&chunks[i][off..])
+            .chain(chunks[i + 1..].iter().take(63).map(|c| &c[..]))
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut n = stream.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while i < chunks.len() && n > 0 {
+            let left = chunks[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+        // Skip empty chunks so the loop always ends.
+        while i < chunks.len() && chunks[i].len() == off {
+            i += 1;
+            off = 0;
+        }
+    }
+    Ok(())
 }
