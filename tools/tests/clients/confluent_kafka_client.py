@@ -3,7 +3,9 @@ acks=all produce with every codec, a consumer group that commits, a
 SIGKILL of the broker, resumption at the committed offsets, and two
 consumers that split the partitions and rebalance when one leaves.
 
-usage: confluent_kafka_client.py STRATA_BINARY [N]"""
+usage: confluent_kafka_client.py STRATA_BINARY [N]
+
+N messages are produced with each codec (100,000 by default)."""
 
 import collections
 import sys
@@ -23,7 +25,7 @@ def produce(bootstrap):
     delivered = collections.defaultdict(list)  # partition -> offsets
     value_at = {}  # (partition, offset) -> value
     errors = []
-    per_codec = N // len(CODECS)
+    per_codec = N
     i = 0
     for codec in CODECS:
         p = Producer({

@@ -3,7 +3,9 @@ with every codec, a consumer group that commits, a SIGKILL of the broker,
 resumption at the committed offsets, and two consumers that split the
 partitions and rebalance when one leaves.
 
-usage: kafka_python_client.py STRATA_BINARY [N]"""
+usage: kafka_python_client.py STRATA_BINARY [N]
+
+N messages are produced with each codec (100,000 by default)."""
 
 import collections
 import sys
@@ -23,7 +25,7 @@ TOPIC = "events"
 def produce(bootstrap):
     delivered = collections.defaultdict(list)
     value_at = {}
-    per_codec = N // len(CODECS)
+    per_codec = N
     i = 0
     for codec in CODECS:
         p = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
