@@ -1,0 +1,790 @@
+//! Raft, for the controller quorum, as a state machine in the style of the
+//! rest of this crate: no I/O, no threads, no clock. Inputs are ticks and
+//! messages, each with `now` (milliseconds from an injected clock), and
+//! proposals; the output is a [`Ready`]: the hard state and log entries to
+//! make durable, the messages to send once they are, and the entries now
+//! committed, to apply in order (etcd's raft has the same shape).
+//!
+//! What it implements, and the trap each rule closes:
+//! * Elections with randomized timeouts; a vote only for a candidate whose
+//!   log is at least as up-to-date (election restriction, §5.4.1).
+//! * Log replication with the consistency check on (prev index, prev
+//!   term), conflicting suffixes truncated, a follower's hint to skip back.
+//! * Commitment only of an entry of the leader's own term counted on a
+//!   majority (§5.4.2, figure 8); earlier entries commit with it. A new
+//!   leader appends an empty entry so that this happens without waiting
+//!   for a client. `Config::unsafe_commit_by_counting` turns the rule off,
+//!   for the test that shows figure 8's loss.
+//! * Pre-vote (§9.6): a node whose timer fires asks first whether it could
+//!   win, without raising its term; voters say no while they hear from a
+//!   leader. An isolated node then cannot inflate its term and depose a
+//!   healthy leader when it comes back.
+//! * Check-quorum: a leader that has not heard from a majority within an
+//!   election timeout steps down, so a leader cut off from the quorum stops
+//!   serving; voters that heard from a leader within the minimum election
+//!   timeout ignore vote requests (leader stickiness).
+//!
+//! Not yet: snapshots and log compaction, membership changes, leadership
+//! transfer (docs/raft.md lists them).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use strata_io::rng::Rng;
+
+/// A node of the quorum.
+pub type NodeId = u32;
+/// A term.
+pub type Term = u64;
+/// A log index (1-based; 0 means "before the first entry").
+pub type Index = u64;
+
+/// A log entry. An empty `data` is the no-op a new leader appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Term of the leader that created it.
+    pub term: Term,
+    /// Its index.
+    pub index: Index,
+    /// The command.
+    pub data: Bytes,
+}
+
+/// A Raft message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Could I win an election in `term` (one more than the sender's)?
+    PreVote {
+        /// The term the sender would campaign in.
+        term: Term,
+        /// Index of its last entry.
+        last_index: Index,
+        /// Term of its last entry.
+        last_term: Term,
+    },
+    /// The answer to a pre-vote.
+    PreVoteResponse {
+        /// The term asked about.
+        term: Term,
+        /// Whether the voter would vote.
+        granted: bool,
+        /// The voter's own term (a higher one makes the asker follow it).
+        current_term: Term,
+    },
+    /// RequestVote.
+    Vote {
+        /// The candidate's term.
+        term: Term,
+        /// Index of its last entry.
+        last_index: Index,
+        /// Term of its last entry.
+        last_term: Term,
+    },
+    /// The answer to a vote request.
+    VoteResponse {
+        /// The voter's term.
+        term: Term,
+        /// Whether it voted for the candidate.
+        granted: bool,
+    },
+    /// AppendEntries (a heartbeat when `entries` is empty).
+    Append {
+        /// The leader's term.
+        term: Term,
+        /// Index of the entry before `entries`.
+        prev_index: Index,
+        /// Its term.
+        prev_term: Term,
+        /// Entries to store.
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        commit: Index,
+    },
+    /// The answer to an append.
+    AppendResponse {
+        /// The follower's term.
+        term: Term,
+        /// Whether the consistency check passed.
+        success: bool,
+        /// On success, the index up to which the follower's log matches
+        /// the leader's; on failure, the follower's last index (a hint).
+        index: Index,
+    },
+}
+
+impl Message {
+    /// The term the message carries.
+    pub fn term(&self) -> Term {
+        match self {
+            Message::PreVote { term, .. }
+            | Message::PreVoteResponse { term, .. }
+            | Message::Vote { term, .. }
+            | Message::VoteResponse { term, .. }
+            | Message::Append { term, .. }
+            | Message::AppendResponse { term, .. } => *term,
+        }
+    }
+}
+
+/// A message with its ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Sender.
+    pub from: NodeId,
+    /// Recipient.
+    pub to: NodeId,
+    /// The message.
+    pub msg: Message,
+}
+
+/// What must survive a crash besides the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    /// Current term.
+    pub term: Term,
+    /// Whom this node voted for in `term`.
+    pub voted_for: Option<NodeId>,
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking whether it could win (pre-vote).
+    PreCandidate,
+    /// Campaigning.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voter, this node included.
+    pub voters: Vec<NodeId>,
+    /// Election timeout range, ms: each wait is drawn from it.
+    pub election_timeout_ms: (u64, u64),
+    /// Heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Ask before campaigning.
+    pub pre_vote: bool,
+    /// Leaders step down without a majority's contact; voters stick to a
+    /// leader they heard from recently.
+    pub check_quorum: bool,
+    /// Most entries in one append.
+    pub max_entries: usize,
+    /// Commit any entry stored on a majority, of any term (the rule figure
+    /// 8 of the Raft paper shows unsafe). For tests only.
+    pub unsafe_commit_by_counting: bool,
+}
+
+impl Config {
+    /// Defaults for a voter set: 1-2 s elections, 100 ms heartbeats,
+    /// pre-vote and check-quorum on.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_timeout_ms: (1000, 2000),
+            heartbeat_ms: 100,
+            pre_vote: true,
+            check_quorum: true,
+            max_entries: 256,
+            unsafe_commit_by_counting: false,
+        }
+    }
+}
+
+/// What the driver must do after an input, in this order: make
+/// `hard_state` and the log changes durable (truncate from
+/// `truncate_from`, then append `append`), then send `messages`, then
+/// apply `committed`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Term and vote to persist, if they changed.
+    pub hard_state: Option<HardState>,
+    /// Remove every stored entry at or after this index first.
+    pub truncate_from: Option<Index>,
+    /// Entries to store.
+    pub append: Vec<Entry>,
+    /// Messages to send once the above is durable.
+    pub messages: Vec<Envelope>,
+    /// Entries newly committed, in order.
+    pub committed: Vec<Entry>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.truncate_from.is_none()
+            && self.append.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+    }
+}
+
+/// A proposal refused: this node does not lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLeader {
+    /// The leader this node knows of, if any.
+    pub leader: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    next: Index,
+    matched: Index,
+    /// Last time this follower answered (check-quorum).
+    heard: i64,
+}
+
+/// One node's Raft state.
+#[derive(Debug)]
+pub struct Raft {
+    cfg: Config,
+    term: Term,
+    voted_for: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: Vec<Entry>,
+    commit: Index,
+    applied: Index,
+    election_deadline: i64,
+    heartbeat_deadline: i64,
+    /// When this node last heard from a leader of its term.
+    leader_contact: Option<i64>,
+    /// When this node became leader (check-quorum grace).
+    leader_since: i64,
+    votes: BTreeSet<NodeId>,
+    progress: BTreeMap<NodeId, Progress>,
+    rng: Rng,
+    out: Ready,
+}
+
+impl Raft {
+    /// A node starting from what it persisted (`hard_state` and `log`; both
+    /// empty for a new node), as a follower, at `now`. `seed` makes its
+    /// randomized timeouts reproducible.
+    pub fn restore(
+        cfg: Config,
+        hard_state: HardState,
+        log: Vec<Entry>,
+        now: i64,
+        seed: u64,
+    ) -> Raft {
+        let mut r = Raft {
+            rng: Rng::new(seed ^ (u64::from(cfg.id) << 32) ^ 0x005E_ED0F_4AF7),
+            cfg,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            role: Role::Follower,
+            leader: None,
+            log,
+            commit: 0,
+            applied: 0,
+            election_deadline: 0,
+            heartbeat_deadline: 0,
+            leader_contact: None,
+            leader_since: 0,
+            votes: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            out: Ready::default(),
+        };
+        r.reset_election_timer(now);
+        r
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node follows (itself when leading).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Commit index.
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+
+    /// The log (index i at position i - 1).
+    pub fn log(&self) -> &[Entry] {
+        &self.log
+    }
+
+    /// Index of the last entry.
+    pub fn last_index(&self) -> Index {
+        self.log.len() as Index
+    }
+
+    fn last_term(&self) -> Term {
+        self.log.last().map_or(0, |e| e.term)
+    }
+
+    fn term_at(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.log.get(index as usize - 1).map(|e| e.term)
+    }
+
+    fn quorum(&self) -> usize {
+        self.cfg.voters.len() / 2 + 1
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        self.cfg
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.cfg.id)
+            .collect()
+    }
+
+    fn reset_election_timer(&mut self, now: i64) {
+        let (lo, hi) = self.cfg.election_timeout_ms;
+        let wait = lo + self.rng.below(hi.saturating_sub(lo).max(1));
+        self.election_deadline = now + wait as i64;
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.messages.push(Envelope {
+            from: self.cfg.id,
+            to,
+            msg,
+        });
+    }
+
+    fn persist_hard_state(&mut self) {
+        self.out.hard_state = Some(HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        });
+    }
+
+    /// Takes what the driver must do now.
+    pub fn ready(&mut self) -> Ready {
+        if self.applied < self.commit {
+            let from = self.applied as usize;
+            let to = self.commit as usize;
+            self.out
+                .committed
+                .extend_from_slice(&self.log[from..to.min(self.log.len())]);
+            self.applied = self.commit;
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn become_follower(&mut self, now: i64, term: Term, leader: Option<NodeId>) {
+        if term != self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_timer(now);
+    }
+
+    /// Advances time: elections, heartbeats, check-quorum.
+    pub fn tick(&mut self, now: i64) {
+        if self.role == Role::Leader {
+            if self.cfg.check_quorum
+                && now - self.leader_since >= self.cfg.election_timeout_ms.0 as i64
+            {
+                let window = self.cfg.election_timeout_ms.0 as i64;
+                let heard = 1 + self
+                    .progress
+                    .values()
+                    .filter(|p| now - p.heard < window)
+                    .count();
+                if heard < self.quorum() {
+                    // Cut off from the quorum: stop leading.
+                    let term = self.term;
+                    self.become_follower(now, term, None);
+                    return;
+                }
+            }
+            if now >= self.heartbeat_deadline {
+                self.heartbeat_deadline = now + self.cfg.heartbeat_ms as i64;
+                for id in self.others() {
+                    self.send_append(id);
+                }
+            }
+            return;
+        }
+        if now >= self.election_deadline {
+            if self.cfg.pre_vote {
+                self.pre_campaign(now);
+            } else {
+                self.campaign(now);
+            }
+        }
+    }
+
+    fn pre_campaign(&mut self, now: i64) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes = BTreeSet::from([self.cfg.id]);
+        self.reset_election_timer(now);
+        if self.votes.len() >= self.quorum() {
+            self.campaign(now);
+            return;
+        }
+        let msg = Message::PreVote {
+            term: self.term + 1,
+            last_index: self.last_index(),
+            last_term: self.last_term(),
+        };
+        for id in self.others() {
+            self.send(id, msg.clone());
+        }
+    }
+
+    fn campaign(&mut self, now: i64) {
+        self.term += 1;
+        self.voted_for = Some(self.cfg.id);
+        self.persist_hard_state();
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes = BTreeSet::from([self.cfg.id]);
+        self.reset_election_timer(now);
+        if self.votes.len() >= self.quorum() {
+            self.become_leader(now);
+            return;
+        }
+        let msg = Message::Vote {
+            term: self.term,
+            last_index: self.last_index(),
+            last_term: self.last_term(),
+        };
+        for id in self.others() {
+            self.send(id, msg.clone());
+        }
+    }
+
+    fn become_leader(&mut self, now: i64) {
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.id);
+        self.leader_since = now;
+        let next = self.last_index() + 1;
+        self.progress = self
+            .others()
+            .into_iter()
+            .map(|id| {
+                (
+                    id,
+                    Progress {
+                        next,
+                        matched: 0,
+                        heard: now,
+                    },
+                )
+            })
+            .collect();
+        // The no-op of the new term: committing it commits every entry
+        // before it (an earlier term's entries never commit by counting).
+        self.append_local(Bytes::new());
+        self.heartbeat_deadline = now + self.cfg.heartbeat_ms as i64;
+        for id in self.others() {
+            self.send_append(id);
+        }
+        self.maybe_commit();
+    }
+
+    fn append_local(&mut self, data: Bytes) -> Index {
+        let e = Entry {
+            term: self.term,
+            index: self.last_index() + 1,
+            data,
+        };
+        self.out.append.push(e.clone());
+        self.log.push(e);
+        self.last_index()
+    }
+
+    /// Proposes a command; its index if this node leads.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader: self.leader,
+            });
+        }
+        let i = self.append_local(data);
+        for id in self.others() {
+            let p = self.progress.get(&id).copied();
+            // Followers that are caught up get it at once; the others are
+            // being walked back and get it on their next answer.
+            if p.is_some_and(|p| p.next == i) {
+                self.send_append(id);
+            }
+        }
+        self.maybe_commit();
+        Ok(i)
+    }
+
+    fn send_append(&mut self, to: NodeId) {
+        let Some(p) = self.progress.get(&to).copied() else {
+            return;
+        };
+        let prev_index = p.next.saturating_sub(1).min(self.last_index());
+        let prev_term = self.term_at(prev_index).unwrap_or(0);
+        let from = prev_index as usize;
+        let to_idx = (from + self.cfg.max_entries).min(self.log.len());
+        let entries = self.log[from..to_idx].to_vec();
+        let msg = Message::Append {
+            term: self.term,
+            prev_index,
+            prev_term,
+            entries,
+            commit: self.commit,
+        };
+        self.send(to, msg);
+    }
+
+    fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut matched: Vec<Index> = self.progress.values().map(|p| p.matched).collect();
+        matched.push(self.last_index());
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let n = matched[self.quorum() - 1];
+        if n > self.commit
+            && (self.cfg.unsafe_commit_by_counting || self.term_at(n) == Some(self.term))
+        {
+            self.commit = n;
+        }
+    }
+
+    /// Whether a candidate's log (last index and term) is at least as
+    /// up-to-date as this node's.
+    fn log_ok(&self, last_index: Index, last_term: Term) -> bool {
+        (last_term, last_index) >= (self.last_term(), self.last_index())
+    }
+
+    /// Whether this node heard from a leader within the minimum election
+    /// timeout (then it refuses to help depose it).
+    fn in_lease(&self, now: i64) -> bool {
+        self.cfg.check_quorum
+            && self
+                .leader_contact
+                .is_some_and(|t| now - t < self.cfg.election_timeout_ms.0 as i64)
+            && self.leader.is_some()
+    }
+
+    /// Handles a message from `from`.
+    pub fn receive(&mut self, now: i64, from: NodeId, msg: Message) {
+        if !self.cfg.voters.contains(&from) || from == self.cfg.id {
+            return;
+        }
+        match msg {
+            Message::PreVote {
+                term,
+                last_index,
+                last_term,
+            } => {
+                let granted =
+                    term > self.term && self.log_ok(last_index, last_term) && !self.in_lease(now);
+                let current_term = self.term;
+                self.send(
+                    from,
+                    Message::PreVoteResponse {
+                        term,
+                        granted,
+                        current_term,
+                    },
+                );
+            }
+            Message::PreVoteResponse {
+                term,
+                granted,
+                current_term,
+            } => {
+                if current_term > self.term {
+                    self.become_follower(now, current_term, None);
+                    return;
+                }
+                if self.role != Role::PreCandidate || term != self.term + 1 {
+                    return;
+                }
+                if granted {
+                    self.votes.insert(from);
+                    if self.votes.len() >= self.quorum() {
+                        self.campaign(now);
+                    }
+                }
+            }
+            Message::Vote {
+                term,
+                last_index,
+                last_term,
+            } => {
+                if term > self.term {
+                    if self.in_lease(now) {
+                        // A leader is alive: do not let this candidate
+                        // raise terms and depose it.
+                        return;
+                    }
+                    self.become_follower(now, term, None);
+                }
+                let granted = term == self.term
+                    && self.voted_for.is_none_or(|v| v == from)
+                    && self.log_ok(last_index, last_term);
+                if granted {
+                    self.voted_for = Some(from);
+                    self.persist_hard_state();
+                    self.reset_election_timer(now);
+                }
+                let t = self.term;
+                self.send(from, Message::VoteResponse { term: t, granted });
+            }
+            Message::VoteResponse { term, granted } => {
+                if term > self.term {
+                    self.become_follower(now, term, None);
+                    return;
+                }
+                if self.role != Role::Candidate || term != self.term || !granted {
+                    return;
+                }
+                self.votes.insert(from);
+                if self.votes.len() >= self.quorum() {
+                    self.become_leader(now);
+                }
+            }
+            Message::Append {
+                term,
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                if term < self.term {
+                    let t = self.term;
+                    let last = self.last_index();
+                    self.send(
+                        from,
+                        Message::AppendResponse {
+                            term: t,
+                            success: false,
+                            index: last,
+                        },
+                    );
+                    return;
+                }
+                if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
+                    self.become_follower(now, term, Some(from));
+                }
+                self.leader_contact = Some(now);
+                self.reset_election_timer(now);
+                if self.term_at(prev_index) != Some(prev_term) {
+                    let hint = self.last_index().min(prev_index.saturating_sub(1));
+                    let t = self.term;
+                    self.send(
+                        from,
+                        Message::AppendResponse {
+                            term: t,
+                            success: false,
+                            index: hint,
+                        },
+                    );
+                    return;
+                }
+                let mut last_new = prev_index;
+                for e in entries {
+                    last_new = e.index;
+                    match self.term_at(e.index) {
+                        Some(t) if t == e.term => continue,
+                        Some(_) => {
+                            // A conflicting suffix: it was never committed
+                            // (the leader's log holds every committed entry).
+                            self.log.truncate(e.index as usize - 1);
+                            self.out.append.retain(|a| a.index < e.index);
+                            self.out.truncate_from = Some(
+                                self.out
+                                    .truncate_from
+                                    .map_or(e.index, |t: Index| t.min(e.index)),
+                            );
+                        }
+                        None => {}
+                    }
+                    self.out.append.push(e.clone());
+                    self.log.push(e);
+                }
+                let new_commit = commit.min(last_new);
+                if new_commit > self.commit {
+                    self.commit = new_commit;
+                }
+                let t = self.term;
+                self.send(
+                    from,
+                    Message::AppendResponse {
+                        term: t,
+                        success: true,
+                        index: last_new,
+                    },
+                );
+            }
+            Message::AppendResponse {
+                term,
+                success,
+                index,
+            } => {
+                if term > self.term {
+                    self.become_follower(now, term, None);
+                    return;
+                }
+                if self.role != Role::Leader || term != self.term {
+                    return;
+                }
+                let last = self.last_index();
+                let Some(p) = self.progress.get_mut(&from) else {
+                    return;
+                };
+                p.heard = now;
+                if success {
+                    if index > p.matched {
+                        p.matched = index;
+                    }
+                    p.next = p.next.max(index + 1);
+                    let behind = p.next <= last;
+                    self.maybe_commit();
+                    if behind {
+                        self.send_append(from);
+                    }
+                } else {
+                    // Walk back, skipping to the follower's end if shorter.
+                    let back = p.next.saturating_sub(1).min(index + 1).max(p.matched + 1);
+                    if back < p.next {
+                        p.next = back.max(1);
+                        self.send_append(from);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub mod sim;
+
+#[cfg(test)]
+mod tests;

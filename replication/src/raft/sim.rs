@@ -1,0 +1,403 @@
+//! A seeded simulator of a Raft quorum, with Raft's invariants checked
+//! after every event. Virtual time, a network that delays, drops,
+//! duplicates and reorders, partitions (the minority, the majority, or
+//! one node cut off), and crashes with restarts from what each node
+//! persisted. One seed decides everything, so a failing seed replays.
+//!
+//! Checked at every step (the Raft paper's figure 3 properties):
+//! * election safety: at most one leader per term;
+//! * log matching: two logs with an entry of the same index and term are
+//!   identical up to it;
+//! * leader completeness: a leader's log holds every entry any node has
+//!   applied;
+//! * state machine safety: no two nodes apply different entries at one
+//!   index.
+//!
+//! After the faults, everything heals and a new proposal must commit on
+//! every node within a bounded virtual time (liveness).
+//!
+//! Persistence is synchronous here: a node's `Ready` is stored before its
+//! messages leave, which is the driver contract; a crash keeps exactly
+//! that.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use strata_io::rng::Rng;
+
+use super::{Config, Entry, Envelope, HardState, Index, NodeId, Raft, Role, Term};
+
+/// Simulation settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Voters.
+    pub nodes: u32,
+    /// The seed.
+    pub seed: u64,
+    /// Milliseconds of faults before the heal.
+    pub fault_ms: i64,
+    /// Inject faults at all.
+    pub faults: bool,
+    /// Node settings (id and voters are filled in).
+    pub pre_vote: bool,
+    /// Check-quorum and leader stickiness.
+    pub check_quorum: bool,
+    /// The unsafe commit rule of figure 8.
+    pub unsafe_commit_by_counting: bool,
+    /// Most entries per append.
+    pub max_entries: usize,
+}
+
+impl SimConfig {
+    /// Five nodes, twenty virtual seconds of faults.
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            nodes: 5,
+            seed,
+            fault_ms: 20_000,
+            faults: true,
+            pre_vote: true,
+            check_quorum: true,
+            unsafe_commit_by_counting: false,
+            max_entries: 8,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Entries committed (applied by some node).
+    pub committed: usize,
+    /// Terms that had a leader.
+    pub leaders: usize,
+    /// Crashes injected.
+    pub crashes: usize,
+    /// The highest term reached.
+    pub max_term: Term,
+}
+
+/// A cluster in simulation.
+pub struct Cluster {
+    cfg: SimConfig,
+    now: i64,
+    rng: Rng,
+    nodes: BTreeMap<NodeId, Option<Raft>>,
+    disks: BTreeMap<NodeId, (HardState, Vec<Entry>)>,
+    net: Vec<(i64, Envelope)>,
+    /// Nodes cut off from the others (both ways).
+    cut: BTreeSet<NodeId>,
+    leaders: BTreeMap<Term, NodeId>,
+    applied: BTreeMap<Index, Entry>,
+    was_leader: BTreeSet<(NodeId, Term)>,
+    proposals: u64,
+    out: Outcome,
+    drop_pct: u64,
+    dup_pct: u64,
+}
+
+impl Cluster {
+    /// A fresh cluster.
+    pub fn new(cfg: SimConfig) -> Cluster {
+        let ids: Vec<NodeId> = (1..=cfg.nodes).collect();
+        let mut c = Cluster {
+            rng: Rng::new(cfg.seed),
+            now: 0,
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            net: Vec::new(),
+            cut: BTreeSet::new(),
+            leaders: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            was_leader: BTreeSet::new(),
+            proposals: 0,
+            out: Outcome::default(),
+            drop_pct: 0,
+            dup_pct: 0,
+            cfg,
+        };
+        for &id in &ids {
+            c.disks.insert(id, (HardState::default(), Vec::new()));
+            let r = c.start(id);
+            c.nodes.insert(id, Some(r));
+        }
+        c
+    }
+
+    fn node_config(&self, id: NodeId) -> Config {
+        let mut k = Config::new(id, (1..=self.cfg.nodes).collect());
+        k.pre_vote = self.cfg.pre_vote;
+        k.check_quorum = self.cfg.check_quorum;
+        k.unsafe_commit_by_counting = self.cfg.unsafe_commit_by_counting;
+        k.max_entries = self.cfg.max_entries;
+        k.election_timeout_ms = (300, 600);
+        k.heartbeat_ms = 50;
+        k
+    }
+
+    fn start(&mut self, id: NodeId) -> Raft {
+        let (hs, log) = self.disks.get(&id).cloned().unwrap_or_default();
+        let seed = self.rng.next_u64();
+        Raft::restore(self.node_config(id), hs, log, self.now, seed)
+    }
+
+    /// Persists a node's outputs, sends its messages, checks what it
+    /// applies.
+    fn drive(&mut self, id: NodeId) -> Result<(), String> {
+        let Some(Some(r)) = self.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        let ready = r.ready();
+        let role = r.role();
+        let term = r.term();
+        let disk = self.disks.entry(id).or_default();
+        if let Some(hs) = ready.hard_state {
+            disk.0 = hs;
+        }
+        if let Some(t) = ready.truncate_from {
+            disk.1.truncate(t as usize - 1);
+        }
+        for e in ready.append {
+            if e.index as usize != disk.1.len() + 1 {
+                return Err(format!(
+                    "node {id} stored entry {} after {} entries",
+                    e.index,
+                    disk.1.len()
+                ));
+            }
+            disk.1.push(e);
+        }
+        for e in ready.committed {
+            match self.applied.get(&e.index) {
+                Some(prev) if *prev != e => {
+                    return Err(format!(
+                        "state machine safety: node {id} applied {:?} at index {} where {:?} was applied",
+                        e, e.index, prev
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.applied.insert(e.index, e);
+                }
+            }
+        }
+        for m in ready.messages {
+            if self.cut.contains(&m.from) != self.cut.contains(&m.to) {
+                continue;
+            }
+            if self.cfg.faults && self.rng.below(100) < self.drop_pct {
+                continue;
+            }
+            let copies = if self.cfg.faults && self.rng.below(100) < self.dup_pct {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + 1 + self.rng.below(20) as i64;
+                self.net.push((at, m.clone()));
+            }
+        }
+        if role == Role::Leader && self.was_leader.insert((id, term)) {
+            if let Some(&other) = self.leaders.get(&term) {
+                if other != id {
+                    return Err(format!(
+                        "election safety: nodes {other} and {id} both lead term {term}"
+                    ));
+                }
+            }
+            self.leaders.insert(term, id);
+            self.out.leaders += 1;
+            // Leader completeness: it holds everything ever applied.
+            let log = &self.disks[&id].1;
+            for (i, e) in &self.applied {
+                if log.get(*i as usize - 1) != Some(e) {
+                    return Err(format!(
+                        "leader completeness: node {id}, leader of term {term}, lacks applied entry {i} {e:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_logs(&self) -> Result<(), String> {
+        let logs: Vec<(NodeId, &Vec<Entry>)> = self.disks.iter().map(|(k, v)| (*k, &v.1)).collect();
+        for (i, (a, la)) in logs.iter().enumerate() {
+            for (b, lb) in &logs[i + 1..] {
+                let n = la.len().min(lb.len());
+                // The last index where they agree on the term.
+                if let Some(k) = (0..n).rev().find(|&k| la[k].term == lb[k].term) {
+                    if la[..=k] != lb[..=k] {
+                        return Err(format!(
+                            "log matching: nodes {a} and {b} agree on the term at index {} but differ before it",
+                            k + 1
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        // The live leader of the highest term.
+        self.nodes
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().map(|r| (*id, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.term())
+            .map(|(id, _)| id)
+    }
+
+    /// One millisecond: due messages delivered, every node ticked, faults
+    /// and proposals drawn.
+    fn step(&mut self, faults: bool) -> Result<(), String> {
+        self.now += 1;
+        let now = self.now;
+        // Deliver what is due, in a shuffled order (reordering).
+        let (due, rest): (Vec<_>, Vec<_>) = self.net.drain(..).partition(|(t, _)| *t <= now);
+        self.net = rest;
+        let mut due: Vec<Envelope> = due.into_iter().map(|(_, m)| m).collect();
+        for i in (1..due.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            due.swap(i, j);
+        }
+        for m in due {
+            if let Some(Some(r)) = self.nodes.get_mut(&m.to) {
+                r.receive(now, m.from, m.msg);
+                let to = m.to;
+                self.drive(to)?;
+            }
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in &ids {
+            if let Some(Some(r)) = self.nodes.get_mut(id) {
+                r.tick(now);
+            }
+            self.drive(*id)?;
+        }
+        if now % 20 == 0 {
+            if let Some(l) = self.leader() {
+                self.proposals += 1;
+                let data = Bytes::from(format!("p{}", self.proposals));
+                if let Some(Some(r)) = self.nodes.get_mut(&l) {
+                    let _ = r.propose(data);
+                }
+                self.drive(l)?;
+            }
+        }
+        if faults && self.cfg.faults {
+            self.inject();
+        }
+        self.check_logs()?;
+        for r in self.nodes.values().flatten() {
+            self.out.max_term = self.out.max_term.max(r.term());
+        }
+        Ok(())
+    }
+
+    fn inject(&mut self) {
+        let n = self.cfg.nodes as u64;
+        match self.rng.below(1000) {
+            // Crash a node (often the leader).
+            0..=2 => {
+                let victim = match self.leader() {
+                    Some(l) if self.rng.chance(1, 2) => l,
+                    _ => 1 + self.rng.below(n) as NodeId,
+                };
+                if let Some(slot) = self.nodes.get_mut(&victim) {
+                    if slot.take().is_some() {
+                        self.out.crashes += 1;
+                    }
+                }
+            }
+            // Restart a crashed node.
+            3..=8 => {
+                let down: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(k, _)| *k)
+                    .collect();
+                if !down.is_empty() {
+                    let id = down[self.rng.below(down.len() as u64) as usize];
+                    let r = self.start(id);
+                    self.nodes.insert(id, Some(r));
+                }
+            }
+            // Partition: cut off a random minority, the leader, or heal.
+            9 => {
+                self.cut.clear();
+                let k = 1 + self.rng.below((n - 1) / 2 + 1);
+                for _ in 0..k {
+                    self.cut.insert(1 + self.rng.below(n) as NodeId);
+                }
+            }
+            10 => {
+                self.cut.clear();
+                if let Some(l) = self.leader() {
+                    self.cut.insert(l);
+                }
+            }
+            11..=13 => self.cut.clear(),
+            // Network quality changes.
+            14 => {
+                self.drop_pct = self.rng.below(30);
+                self.dup_pct = self.rng.below(10);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs the faults, heals, and requires a new proposal to commit on
+    /// every node.
+    pub fn run(mut self) -> Result<Outcome, String> {
+        while self.now < self.cfg.fault_ms {
+            self.step(true)?;
+        }
+        // Heal: every node up, no cut, a clean network.
+        self.cut.clear();
+        self.drop_pct = 0;
+        self.dup_pct = 0;
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for id in down {
+            let r = self.start(id);
+            self.nodes.insert(id, Some(r));
+        }
+        let healed = self.now;
+        let before = self.proposals;
+        loop {
+            self.step(false)?;
+            // Some proposal made after the heal is committed everywhere.
+            let fresh = |e: &Entry| {
+                std::str::from_utf8(&e.data)
+                    .ok()
+                    .and_then(|d| d.strip_prefix('p'))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > before)
+            };
+            let done = self
+                .nodes
+                .values()
+                .flatten()
+                .all(|r| r.log()[..r.commit_index() as usize].iter().any(fresh));
+            if done {
+                break;
+            }
+            if self.now - healed > 30_000 {
+                return Err(format!(
+                    "liveness: 30 s after the heal, no proposal made since is committed everywhere (leader {:?})",
+                    self.leader()
+                ));
+            }
+        }
+        self.out.committed = self.applied.len();
+        Ok(self.out)
+    }
+}
