@@ -14,6 +14,9 @@ pub enum Error {
         /// What the log said.
         source: strata_log::Error,
     },
+    /// A Raft node's durable state does not decode.
+    #[error("raft state: {0}")]
+    BadRaftState(String),
     /// The controller's durable state does not decode.
     #[error("controller state: {0}")]
     BadControllerState(String),

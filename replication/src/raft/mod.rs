@@ -785,6 +785,7 @@ impl Raft {
 }
 
 pub mod sim;
+pub mod storage;
 
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,11 @@ pub struct SimConfig {
     pub unsafe_commit_by_counting: bool,
     /// Most entries per append.
     pub max_entries: usize,
+    /// Keep each node's state on the segmented log ([`super::storage`]) on
+    /// a fault-injecting disk of its own, cut its power at crashes (what
+    /// was not synced goes) and check that what it recovers is exactly
+    /// what it had persisted.
+    pub real_storage: bool,
 }
 
 impl SimConfig {
@@ -60,6 +65,7 @@ impl SimConfig {
             check_quorum: true,
             unsafe_commit_by_counting: false,
             max_entries: 8,
+            real_storage: false,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct Cluster {
     out: Outcome,
     drop_pct: u64,
     dup_pct: u64,
+    disks_real: BTreeMap<NodeId, strata_io::fault::FaultStorage>,
+    stores: BTreeMap<NodeId, super::storage::RaftStorage>,
 }
 
 impl Cluster {
@@ -114,14 +122,23 @@ impl Cluster {
             out: Outcome::default(),
             drop_pct: 0,
             dup_pct: 0,
+            disks_real: BTreeMap::new(),
+            stores: BTreeMap::new(),
             cfg,
         };
         for &id in &ids {
             c.disks.insert(id, (HardState::default(), Vec::new()));
-            let r = c.start(id);
-            c.nodes.insert(id, Some(r));
+            if c.cfg.real_storage {
+                let seed = c.rng.next_u64();
+                c.disks_real
+                    .insert(id, strata_io::fault::FaultStorage::new(seed));
+            }
         }
         c
+    }
+
+    fn dir(id: NodeId) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/raft/{id}"))
     }
 
     fn node_config(&self, id: NodeId) -> Config {
@@ -135,10 +152,40 @@ impl Cluster {
         k
     }
 
-    fn start(&mut self, id: NodeId) -> Raft {
+    fn start(&mut self, id: NodeId) -> Result<Raft, String> {
         let (hs, log) = self.disks.get(&id).cloned().unwrap_or_default();
+        if let Some(f) = self.disks_real.get(&id) {
+            let f = f.reopen();
+            self.disks_real.insert(id, f.clone());
+            let (store, got_hs, got_log) =
+                super::storage::RaftStorage::open(std::sync::Arc::new(f), &Self::dir(id))
+                    .map_err(|e| format!("node {id} cannot open its raft state: {e}"))?;
+            if got_hs != hs || got_log != log {
+                return Err(format!(
+                    "durability: node {id} recovered term {} vote {:?} and {} entries, persisted term {} vote {:?} and {} entries",
+                    got_hs.term,
+                    got_hs.voted_for,
+                    got_log.len(),
+                    hs.term,
+                    hs.voted_for,
+                    log.len()
+                ));
+            }
+            self.stores.insert(id, store);
+        }
         let seed = self.rng.next_u64();
-        Raft::restore(self.node_config(id), hs, log, self.now, seed)
+        Ok(Raft::restore(self.node_config(id), hs, log, self.now, seed))
+    }
+
+    fn start_all(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.disks.keys().copied().collect();
+        for id in ids {
+            if self.nodes.get(&id).is_none_or(|r| r.is_none()) {
+                let r = self.start(id)?;
+                self.nodes.insert(id, Some(r));
+            }
+        }
+        Ok(())
     }
 
     /// Persists a node's outputs, sends its messages, checks what it
@@ -150,6 +197,11 @@ impl Cluster {
         let ready = r.ready();
         let role = r.role();
         let term = r.term();
+        if let Some(store) = self.stores.get_mut(&id) {
+            store
+                .apply(&ready)
+                .map_err(|e| format!("node {id} could not persist: {e}"))?;
+        }
         let disk = self.disks.entry(id).or_default();
         if let Some(hs) = ready.hard_state {
             disk.0 = hs;
@@ -288,7 +340,7 @@ impl Cluster {
             }
         }
         if faults && self.cfg.faults {
-            self.inject();
+            self.inject()?;
         }
         self.check_logs()?;
         for r in self.nodes.values().flatten() {
@@ -297,7 +349,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn inject(&mut self) {
+    fn inject(&mut self) -> Result<(), String> {
         let n = self.cfg.nodes as u64;
         match self.rng.below(1000) {
             // Crash a node (often the leader).
@@ -309,6 +361,12 @@ impl Cluster {
                 if let Some(slot) = self.nodes.get_mut(&victim) {
                     if slot.take().is_some() {
                         self.out.crashes += 1;
+                        // Power off: what was not synced is gone.
+                        self.stores.remove(&victim);
+                        if let Some(f) = self.disks_real.get(&victim) {
+                            let seed = self.rng.next_u64();
+                            f.crash_seeded(seed);
+                        }
                     }
                 }
             }
@@ -322,7 +380,7 @@ impl Cluster {
                     .collect();
                 if !down.is_empty() {
                     let id = down[self.rng.below(down.len() as u64) as usize];
-                    let r = self.start(id);
+                    let r = self.start(id)?;
                     self.nodes.insert(id, Some(r));
                 }
             }
@@ -348,11 +406,13 @@ impl Cluster {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Runs the faults, heals, and requires a new proposal to commit on
     /// every node.
     pub fn run(mut self) -> Result<Outcome, String> {
+        self.start_all()?;
         while self.now < self.cfg.fault_ms {
             self.step(true)?;
         }
@@ -360,16 +420,7 @@ impl Cluster {
         self.cut.clear();
         self.drop_pct = 0;
         self.dup_pct = 0;
-        let down: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, r)| r.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        for id in down {
-            let r = self.start(id);
-            self.nodes.insert(id, Some(r));
-        }
+        self.start_all()?;
         let healed = self.now;
         let before = self.proposals;
         loop {
