@@ -24,8 +24,12 @@
 //!   serving; voters that heard from a leader within the minimum election
 //!   timeout ignore vote requests (leader stickiness).
 //!
-//! Not yet: snapshots and log compaction, membership changes, leadership
-//! transfer (docs/raft.md lists them).
+//! * Snapshots: the application compacts the log up to an applied index
+//!   with its state; a follower too far behind gets the snapshot
+//!   (InstallSnapshot) and keeps any suffix of its log that agrees with it.
+//!
+//! Not yet: membership changes, leadership transfer (docs/raft.md lists
+//! them).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,6 +51,18 @@ pub struct Entry {
     /// Its index.
     pub index: Index,
     /// The command.
+    pub data: Bytes,
+}
+
+/// A snapshot of the application's state after applying every entry up
+/// to `index` (whose term was `term`); the log before it is dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Last entry it covers.
+    pub index: Index,
+    /// That entry's term.
+    pub term: Term,
+    /// The application's state, opaque here.
     pub data: Bytes,
 }
 
@@ -100,6 +116,16 @@ pub enum Message {
         /// The leader's commit index.
         commit: Index,
     },
+    /// InstallSnapshot: for a follower that needs entries the leader has
+    /// compacted away. Answered with an `AppendResponse`.
+    Snapshot {
+        /// The leader's term.
+        term: Term,
+        /// The leader's commit index.
+        commit: Index,
+        /// The snapshot.
+        snapshot: Snapshot,
+    },
     /// The answer to an append.
     AppendResponse {
         /// The follower's term.
@@ -121,6 +147,7 @@ impl Message {
             | Message::Vote { term, .. }
             | Message::VoteResponse { term, .. }
             | Message::Append { term, .. }
+            | Message::Snapshot { term, .. }
             | Message::AppendResponse { term, .. } => *term,
         }
     }
@@ -215,6 +242,14 @@ pub struct Ready {
     pub messages: Vec<Envelope>,
     /// Entries newly committed, in order.
     pub committed: Vec<Entry>,
+    /// A snapshot to persist (the log before it may then be dropped).
+    pub snapshot: Option<Snapshot>,
+    /// Whether `snapshot` came from the leader: the application replaces
+    /// its state with it before applying `committed`.
+    pub install: bool,
+    /// With `install`: the whole stored log goes, and the log starts again
+    /// after the snapshot (none of it agreed with the leader's).
+    pub reset_log: bool,
 }
 
 impl Ready {
@@ -225,6 +260,7 @@ impl Ready {
             && self.append.is_empty()
             && self.messages.is_empty()
             && self.committed.is_empty()
+            && self.snapshot.is_none()
     }
 }
 
@@ -251,7 +287,10 @@ pub struct Raft {
     voted_for: Option<NodeId>,
     role: Role,
     leader: Option<NodeId>,
+    /// Entries after the snapshot: index `snap.index + 1 + k` at `log[k]`.
     log: Vec<Entry>,
+    /// The last snapshot (index 0, term 0: none).
+    snap: Snapshot,
     commit: Index,
     applied: Index,
     election_deadline: i64,
@@ -267,16 +306,23 @@ pub struct Raft {
 }
 
 impl Raft {
-    /// A node starting from what it persisted (`hard_state` and `log`; both
-    /// empty for a new node), as a follower, at `now`. `seed` makes its
-    /// randomized timeouts reproducible.
+    /// A node starting from what it persisted (`hard_state`, its latest
+    /// snapshot and the log after it; all empty for a new node), as a
+    /// follower, at `now`. `seed` makes its randomized timeouts
+    /// reproducible. The application has loaded `snapshot`.
     pub fn restore(
         cfg: Config,
         hard_state: HardState,
+        snapshot: Option<Snapshot>,
         log: Vec<Entry>,
         now: i64,
         seed: u64,
     ) -> Raft {
+        let snap = snapshot.unwrap_or(Snapshot {
+            index: 0,
+            term: 0,
+            data: Bytes::new(),
+        });
         let mut r = Raft {
             rng: Rng::new(seed ^ (u64::from(cfg.id) << 32) ^ 0x005E_ED0F_4AF7),
             cfg,
@@ -284,9 +330,10 @@ impl Raft {
             voted_for: hard_state.voted_for,
             role: Role::Follower,
             leader: None,
-            log,
-            commit: 0,
-            applied: 0,
+            log: log.into_iter().filter(|e| e.index > snap.index).collect(),
+            commit: snap.index,
+            applied: snap.index,
+            snap,
             election_deadline: 0,
             heartbeat_deadline: 0,
             leader_contact: None,
@@ -324,25 +371,62 @@ impl Raft {
         self.commit
     }
 
-    /// The log (index i at position i - 1).
+    /// The entries after the snapshot.
     pub fn log(&self) -> &[Entry] {
         &self.log
     }
 
+    /// The latest snapshot's index and term (0, 0: none).
+    pub fn snapshot_point(&self) -> (Index, Term) {
+        (self.snap.index, self.snap.term)
+    }
+
     /// Index of the last entry.
     pub fn last_index(&self) -> Index {
-        self.log.len() as Index
+        self.snap.index + self.log.len() as Index
     }
 
     fn last_term(&self) -> Term {
-        self.log.last().map_or(0, |e| e.term)
+        self.log.last().map_or(self.snap.term, |e| e.term)
     }
 
+    /// The term of entry `index`; `None` if past the log or compacted
+    /// into the snapshot (whose own last index is known).
     fn term_at(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.snap.index {
+            return Some(self.snap.term);
         }
-        self.log.get(index as usize - 1).map(|e| e.term)
+        if index < self.snap.index {
+            return None;
+        }
+        self.log
+            .get((index - self.snap.index - 1) as usize)
+            .map(|e| e.term)
+    }
+
+    /// Position in `log` of entry `index` (which must be past the snapshot).
+    fn pos(&self, index: Index) -> usize {
+        (index - self.snap.index - 1) as usize
+    }
+
+    /// The application has applied every entry up to `index` and captured
+    /// its state in `data`: the log up to it is dropped and the snapshot
+    /// persisted (in the next `Ready`) and sent to followers too far
+    /// behind. `index` must be applied already; `false` if it is not, or
+    /// is not past the current snapshot.
+    pub fn compact(&mut self, index: Index, data: Bytes) -> bool {
+        if index <= self.snap.index || index > self.applied {
+            return false;
+        }
+        let Some(term) = self.term_at(index) else {
+            return false;
+        };
+        let k = self.pos(index) + 1;
+        self.log.drain(..k);
+        self.snap = Snapshot { index, term, data };
+        self.out.snapshot = Some(self.snap.clone());
+        self.out.install = false;
+        true
     }
 
     fn quorum(&self) -> usize {
@@ -382,8 +466,8 @@ impl Raft {
     /// Takes what the driver must do now.
     pub fn ready(&mut self) -> Ready {
         if self.applied < self.commit {
-            let from = self.applied as usize;
-            let to = self.commit as usize;
+            let from = self.pos(self.applied + 1);
+            let to = self.pos(self.commit) + 1;
             self.out
                 .committed
                 .extend_from_slice(&self.log[from..to.min(self.log.len())]);
@@ -547,8 +631,17 @@ impl Raft {
             return;
         };
         let prev_index = p.next.saturating_sub(1).min(self.last_index());
-        let prev_term = self.term_at(prev_index).unwrap_or(0);
-        let from = prev_index as usize;
+        let Some(prev_term) = self.term_at(prev_index) else {
+            // The entries it needs were compacted: the snapshot instead.
+            let msg = Message::Snapshot {
+                term: self.term,
+                commit: self.commit,
+                snapshot: self.snap.clone(),
+            };
+            self.send(to, msg);
+            return;
+        };
+        let from = self.pos(prev_index + 1);
         let to_idx = (from + self.cfg.max_entries).min(self.log.len());
         let entries = self.log[from..to_idx].to_vec();
         let msg = Message::Append {
@@ -696,7 +789,11 @@ impl Raft {
                 }
                 self.leader_contact = Some(now);
                 self.reset_election_timer(now);
-                if self.term_at(prev_index) != Some(prev_term) {
+                // An index inside the snapshot is committed, hence the
+                // leader's too.
+                let matches =
+                    prev_index < self.snap.index || self.term_at(prev_index) == Some(prev_term);
+                if !matches {
                     let hint = self.last_index().min(prev_index.saturating_sub(1));
                     let t = self.term;
                     self.send(
@@ -712,12 +809,17 @@ impl Raft {
                 let mut last_new = prev_index;
                 for e in entries {
                     last_new = e.index;
+                    if e.index <= self.snap.index {
+                        // Already in the snapshot (committed, so equal).
+                        continue;
+                    }
                     match self.term_at(e.index) {
                         Some(t) if t == e.term => continue,
                         Some(_) => {
                             // A conflicting suffix: it was never committed
                             // (the leader's log holds every committed entry).
-                            self.log.truncate(e.index as usize - 1);
+                            let k = self.pos(e.index);
+                            self.log.truncate(k);
                             self.out.append.retain(|a| a.index < e.index);
                             self.out.truncate_from = Some(
                                 self.out
@@ -741,6 +843,61 @@ impl Raft {
                         term: t,
                         success: true,
                         index: last_new,
+                    },
+                );
+            }
+            Message::Snapshot {
+                term,
+                commit,
+                snapshot,
+            } => {
+                if term < self.term {
+                    let t = self.term;
+                    let last = self.last_index();
+                    self.send(
+                        from,
+                        Message::AppendResponse {
+                            term: t,
+                            success: false,
+                            index: last,
+                        },
+                    );
+                    return;
+                }
+                if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
+                    self.become_follower(now, term, Some(from));
+                }
+                self.leader_contact = Some(now);
+                self.reset_election_timer(now);
+                let at = snapshot.index;
+                if at > self.commit {
+                    if self.term_at(at) == Some(snapshot.term) {
+                        // The log agrees up to it: keep what follows.
+                        let k = self.pos(at) + 1;
+                        self.log.drain(..k.min(self.log.len()));
+                    } else {
+                        // Nothing of the log is known good: all of it goes
+                        // (the snapshot replaces it on disk too).
+                        self.log.clear();
+                        self.out.append.clear();
+                        self.out.truncate_from = None;
+                        self.out.reset_log = true;
+                    }
+                    self.snap = snapshot;
+                    self.commit = at.max(commit.min(self.last_index()));
+                    self.applied = at;
+                    self.out.committed.clear();
+                    self.out.snapshot = Some(self.snap.clone());
+                    self.out.install = true;
+                }
+                let t = self.term;
+                let idx = self.snap.index.max(self.commit.min(self.last_index()));
+                self.send(
+                    from,
+                    Message::AppendResponse {
+                        term: t,
+                        success: true,
+                        index: idx,
                     },
                 );
             }

@@ -25,7 +25,76 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use strata_io::rng::Rng;
 
-use super::{Config, Entry, Envelope, HardState, Index, NodeId, Raft, Role, Term};
+use super::{Config, Entry, Envelope, HardState, Index, NodeId, Raft, Role, Snapshot, Term};
+
+/// What a node keeps on disk: hard state, latest snapshot, the entries
+/// after it.
+type Disk = (HardState, Option<Snapshot>, Vec<Entry>);
+
+/// The simulated application: a hash chain over every applied entry, and
+/// the highest proposal number applied. Its snapshot is these three.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct App {
+    index: Index,
+    hash: u64,
+    max_p: u64,
+}
+
+impl App {
+    fn apply(&mut self, e: &Entry) {
+        let mut h = self.hash ^ 0xcbf2_9ce4_8422_2325;
+        for b in e
+            .term
+            .to_be_bytes()
+            .iter()
+            .chain(e.index.to_be_bytes().iter())
+            .chain(e.data.iter())
+        {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.hash = h;
+        self.index = e.index;
+        if let Some(n) = proposal_number(e) {
+            self.max_p = self.max_p.max(n);
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&self.index.to_be_bytes());
+        b.extend_from_slice(&self.hash.to_be_bytes());
+        b.extend_from_slice(&self.max_p.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    fn decode(b: &[u8]) -> Option<App> {
+        if b.len() != 24 {
+            return None;
+        }
+        let n = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(a)
+        };
+        Some(App {
+            index: n(0),
+            hash: n(8),
+            max_p: n(16),
+        })
+    }
+}
+
+/// Entry `i` of a log whose first stored entry is `f`.
+fn at(l: &[Entry], f: Index, i: Index) -> &Entry {
+    &l[(i - f) as usize]
+}
+
+fn proposal_number(e: &Entry) -> Option<u64> {
+    std::str::from_utf8(&e.data)
+        .ok()
+        .and_then(|d| d.strip_prefix('p'))
+        .and_then(|n| n.parse().ok())
+}
 
 /// Simulation settings.
 #[derive(Clone, Debug)]
@@ -46,6 +115,9 @@ pub struct SimConfig {
     pub unsafe_commit_by_counting: bool,
     /// Most entries per append.
     pub max_entries: usize,
+    /// Compact a node's log once this many applied entries follow its
+    /// snapshot (0: never).
+    pub snapshot_every: u64,
     /// Keep each node's state on the segmented log ([`super::storage`]) on
     /// a fault-injecting disk of its own, cut its power at crashes (what
     /// was not synced goes) and check that what it recovers is exactly
@@ -65,6 +137,7 @@ impl SimConfig {
             check_quorum: true,
             unsafe_commit_by_counting: false,
             max_entries: 8,
+            snapshot_every: 40,
             real_storage: false,
         }
     }
@@ -81,6 +154,8 @@ pub struct Outcome {
     pub crashes: usize,
     /// The highest term reached.
     pub max_term: Term,
+    /// Snapshots a follower took from its leader.
+    pub installs: usize,
 }
 
 /// A cluster in simulation.
@@ -89,7 +164,10 @@ pub struct Cluster {
     now: i64,
     rng: Rng,
     nodes: BTreeMap<NodeId, Option<Raft>>,
-    disks: BTreeMap<NodeId, (HardState, Vec<Entry>)>,
+    disks: BTreeMap<NodeId, Disk>,
+    apps: BTreeMap<NodeId, App>,
+    /// The application hash after each index, as first seen applied.
+    chain: BTreeMap<Index, u64>,
     net: Vec<(i64, Envelope)>,
     /// Nodes cut off from the others (both ways).
     cut: BTreeSet<NodeId>,
@@ -113,6 +191,8 @@ impl Cluster {
             now: 0,
             nodes: BTreeMap::new(),
             disks: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            chain: BTreeMap::new(),
             net: Vec::new(),
             cut: BTreeSet::new(),
             leaders: BTreeMap::new(),
@@ -127,7 +207,7 @@ impl Cluster {
             cfg,
         };
         for &id in &ids {
-            c.disks.insert(id, (HardState::default(), Vec::new()));
+            c.disks.insert(id, (HardState::default(), None, Vec::new()));
             if c.cfg.real_storage {
                 let seed = c.rng.next_u64();
                 c.disks_real
@@ -153,14 +233,14 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId) -> Result<Raft, String> {
-        let (hs, log) = self.disks.get(&id).cloned().unwrap_or_default();
+        let (hs, snap, log) = self.disks.get(&id).cloned().unwrap_or_default();
         if let Some(f) = self.disks_real.get(&id) {
             let f = f.reopen();
             self.disks_real.insert(id, f.clone());
-            let (store, got_hs, got_log) =
+            let (store, got_hs, got_snap, got_log) =
                 super::storage::RaftStorage::open(std::sync::Arc::new(f), &Self::dir(id))
                     .map_err(|e| format!("node {id} cannot open its raft state: {e}"))?;
-            if got_hs != hs || got_log != log {
+            if got_hs != hs || got_snap != snap || got_log != log {
                 return Err(format!(
                     "durability: node {id} recovered term {} vote {:?} and {} entries, persisted term {} vote {:?} and {} entries",
                     got_hs.term,
@@ -173,8 +253,21 @@ impl Cluster {
             }
             self.stores.insert(id, store);
         }
+        // The application starts from the snapshot.
+        let app = snap
+            .as_ref()
+            .and_then(|s| App::decode(&s.data))
+            .unwrap_or_default();
+        self.apps.insert(id, app);
         let seed = self.rng.next_u64();
-        Ok(Raft::restore(self.node_config(id), hs, log, self.now, seed))
+        Ok(Raft::restore(
+            self.node_config(id),
+            hs,
+            snap,
+            log,
+            self.now,
+            seed,
+        ))
     }
 
     fn start_all(&mut self) -> Result<(), String> {
@@ -206,32 +299,70 @@ impl Cluster {
         if let Some(hs) = ready.hard_state {
             disk.0 = hs;
         }
-        if let Some(t) = ready.truncate_from {
-            disk.1.truncate(t as usize - 1);
+        if let Some(sn) = &ready.snapshot {
+            disk.1 = Some(sn.clone());
         }
+        let base = disk.1.as_ref().map_or(0, |s| s.index);
+        if ready.reset_log {
+            disk.2.clear();
+        }
+        if let Some(t) = ready.truncate_from {
+            disk.2.retain(|e| e.index < t);
+        }
+        disk.2.retain(|e| e.index > base);
         for e in ready.append {
-            if e.index as usize != disk.1.len() + 1 {
+            let expect = disk.2.last().map_or(base, |l| l.index) + 1;
+            if e.index != expect {
                 return Err(format!(
-                    "node {id} stored entry {} after {} entries",
-                    e.index,
-                    disk.1.len()
+                    "node {id} stored entry {} where {expect} was next",
+                    e.index
                 ));
             }
-            disk.1.push(e);
+            disk.2.push(e);
+        }
+        if ready.install {
+            self.out.installs += 1;
+        }
+        let app = self.apps.entry(id).or_default();
+        if ready.install {
+            if let Some(sn) = &ready.snapshot {
+                *app = App::decode(&sn.data)
+                    .ok_or_else(|| format!("node {id} got a snapshot it cannot read"))?;
+                match self.chain.get(&sn.index) {
+                    Some(h) if *h != app.hash => {
+                        return Err(format!(
+                            "state machine safety: node {id} installed a snapshot at {} unlike what was applied there",
+                            sn.index
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.chain.insert(sn.index, app.hash);
+                    }
+                }
+            }
         }
         for e in ready.committed {
-            match self.applied.get(&e.index) {
-                Some(prev) if *prev != e => {
+            if e.index != app.index + 1 {
+                return Err(format!(
+                    "node {id} applied entry {} after {}",
+                    e.index, app.index
+                ));
+            }
+            app.apply(&e);
+            match self.chain.get(&e.index) {
+                Some(h) if *h != app.hash => {
                     return Err(format!(
-                        "state machine safety: node {id} applied {:?} at index {} where {:?} was applied",
-                        e, e.index, prev
+                        "state machine safety: node {id} applied {:?} at index {} unlike what was applied there",
+                        e, e.index
                     ));
                 }
                 Some(_) => {}
                 None => {
-                    self.applied.insert(e.index, e);
+                    self.chain.insert(e.index, app.hash);
                 }
             }
+            self.applied.insert(e.index, e);
         }
         for m in ready.messages {
             if self.cut.contains(&m.from) != self.cut.contains(&m.to) {
@@ -260,10 +391,22 @@ impl Cluster {
             }
             self.leaders.insert(term, id);
             self.out.leaders += 1;
-            // Leader completeness: it holds everything ever applied.
-            let log = &self.disks[&id].1;
-            for (i, e) in &self.applied {
-                if log.get(*i as usize - 1) != Some(e) {
+            // Leader completeness: it holds everything ever applied (in
+            // its snapshot, or in its log after it).
+            let (_, snap, log) = &self.disks[&id];
+            let base = snap.as_ref().map_or(0, |s| s.index);
+            if let Some(sn) = snap {
+                let ok = App::decode(&sn.data)
+                    .is_some_and(|a| self.chain.get(&sn.index).is_none_or(|h| *h == a.hash));
+                if !ok {
+                    return Err(format!(
+                        "leader completeness: node {id}, leader of term {term}, has a snapshot at {} unlike what was applied",
+                        sn.index
+                    ));
+                }
+            }
+            for (i, e) in self.applied.range(base + 1..) {
+                if log.get((*i - base - 1) as usize) != Some(e) {
                     return Err(format!(
                         "leader completeness: node {id}, leader of term {term}, lacks applied entry {i} {e:?}"
                     ));
@@ -274,19 +417,54 @@ impl Cluster {
     }
 
     fn check_logs(&self) -> Result<(), String> {
-        let logs: Vec<(NodeId, &Vec<Entry>)> = self.disks.iter().map(|(k, v)| (*k, &v.1)).collect();
+        // Entries before a snapshot are compared through the application
+        // chain; here, the stored entries two nodes both have.
+        let logs: Vec<(NodeId, &Vec<Entry>)> = self.disks.iter().map(|(k, v)| (*k, &v.2)).collect();
         for (i, (a, la)) in logs.iter().enumerate() {
             for (b, lb) in &logs[i + 1..] {
-                let n = la.len().min(lb.len());
+                let (Some(fa), Some(fb)) = (la.first(), lb.first()) else {
+                    continue;
+                };
+                let lo = fa.index.max(fb.index);
+                let hi = (fa.index + la.len() as u64).min(fb.index + lb.len() as u64);
+                if lo >= hi {
+                    continue;
+                }
                 // The last index where they agree on the term.
-                if let Some(k) = (0..n).rev().find(|&k| la[k].term == lb[k].term) {
-                    if la[..=k] != lb[..=k] {
-                        return Err(format!(
-                            "log matching: nodes {a} and {b} agree on the term at index {} but differ before it",
-                            k + 1
-                        ));
+                if let Some(k) = (lo..hi)
+                    .rev()
+                    .find(|&k| at(la, fa.index, k).term == at(lb, fb.index, k).term)
+                {
+                    for j in lo..=k {
+                        if at(la, fa.index, j) != at(lb, fb.index, j) {
+                            return Err(format!(
+                                "log matching: nodes {a} and {b} agree on the term at index {k} but differ at {j}"
+                            ));
+                        }
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compacts nodes whose logs grew past `snapshot_every` applied entries.
+    fn compact(&mut self) -> Result<(), String> {
+        if self.cfg.snapshot_every == 0 {
+            return Ok(());
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let Some(app) = self.apps.get(&id).copied() else {
+                continue;
+            };
+            let Some(Some(r)) = self.nodes.get_mut(&id) else {
+                continue;
+            };
+            if app.index >= r.snapshot_point().0 + self.cfg.snapshot_every
+                && r.compact(app.index, app.encode())
+            {
+                self.drive(id)?;
             }
         }
         Ok(())
@@ -338,6 +516,9 @@ impl Cluster {
                 }
                 self.drive(l)?;
             }
+        }
+        if now % 100 == 0 {
+            self.compact()?;
         }
         if faults && self.cfg.faults {
             self.inject()?;
@@ -425,19 +606,11 @@ impl Cluster {
         let before = self.proposals;
         loop {
             self.step(false)?;
-            // Some proposal made after the heal is committed everywhere.
-            let fresh = |e: &Entry| {
-                std::str::from_utf8(&e.data)
-                    .ok()
-                    .and_then(|d| d.strip_prefix('p'))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| n > before)
-            };
+            // Some proposal made after the heal is applied everywhere.
             let done = self
                 .nodes
-                .values()
-                .flatten()
-                .all(|r| r.log()[..r.commit_index() as usize].iter().any(fresh));
+                .keys()
+                .all(|id| self.apps.get(id).is_some_and(|a| a.max_p > before));
             if done {
                 break;
             }

@@ -16,7 +16,19 @@
 //! replaced by write-temp, fsync, rename, fsync directory. A file of the
 //! wrong size or checksum is refused ([`Error::BadRaftState`]), never
 //! read as "no vote": a node that forgot its vote could vote twice in a
-//! term.
+//! term. The latest snapshot is `<dir>/snapshot`, replaced the same way:
+//!
+//! ```text
+//! 0        8        16       20          20+n
+//! +--------+--------+--------+-----------+---------+
+//! | index  | term   | n u32  | data (n)  | crc32c  |  of everything before
+//! | u64    | u64    |        |           | u32     |
+//! +--------+--------+--------+-----------+---------+
+//! ```
+//!
+//! A snapshot is written before the log is cut under it, so a crash
+//! between the two leaves a snapshot and a longer log (whose covered
+//! entries are skipped), never a log that starts past its snapshot.
 //!
 //! [`RaftStorage::apply`] makes a [`Ready`]'s hard state and entries
 //! durable (the log is fsynced) before the caller sends its messages.
@@ -28,7 +40,7 @@ use strata_io::{OpenOptions, StorageRef};
 use strata_log::batch::{self, ProducerInfo, Record};
 use strata_log::{LogConfig, LogManager, ManagerOptions, Partition};
 
-use super::{Entry, HardState, Index, Ready};
+use super::{Entry, HardState, Index, Ready, Snapshot};
 use crate::{Error, Result};
 
 const TOPIC: &str = "__raft";
@@ -55,7 +67,7 @@ pub struct RaftStorage {
 impl RaftStorage {
     /// Opens (creating) the state under `dir`: what was persisted, to hand
     /// to [`super::Raft::restore`].
-    pub fn open(storage: StorageRef, dir: &Path) -> Result<(RaftStorage, HardState, Vec<Entry>)> {
+    pub fn open(storage: StorageRef, dir: &Path) -> Result<Opened> {
         strata_io::create_dir_durable(&*storage, dir).map_err(io_err)?;
         let mgr = LogManager::open_with(
             storage.clone(),
@@ -72,6 +84,13 @@ impl RaftStorage {
         }
         let part = mgr.partition(TOPIC, 0).map_err(log_err)?;
         let hs = read_hard_state(&storage, dir)?;
+        let snap = read_snapshot(&storage, dir)?;
+        let base = snap.as_ref().map_or(0, |s| s.index);
+        // A crash after a snapshot from the leader was written but before
+        // the log under it was replaced: the log is behind the snapshot.
+        if part.log_end_offset() < base {
+            part.truncate_fully_and_start_at(base).map_err(log_err)?;
+        }
         let mut entries = Vec::new();
         let end = part.log_end_offset();
         let mut at = part.log_start_offset();
@@ -87,6 +106,9 @@ impl RaftStorage {
                     ))
                 })?;
                 for r in b.try_records().map_err(log_err)? {
+                    if r.offset < base {
+                        continue;
+                    }
                     entries.push(Entry {
                         term,
                         index: r.offset + 1,
@@ -103,6 +125,7 @@ impl RaftStorage {
                 part,
             },
             hs,
+            snap,
             entries,
         ))
     }
@@ -112,9 +135,30 @@ impl RaftStorage {
         if let Some(hs) = ready.hard_state {
             write_hard_state(&self.storage, &self.dir, hs)?;
         }
-        if let Some(from) = ready.truncate_from {
+        if let Some(sn) = &ready.snapshot {
+            // Before the log is cut under it (see the module note).
+            write_snapshot(&self.storage, &self.dir, sn)?;
+        }
+        if ready.reset_log {
+            if let Some(sn) = &ready.snapshot {
+                // The leader's snapshot replaces the whole log.
+                self.part
+                    .truncate_fully_and_start_at(sn.index)
+                    .map_err(log_err)?;
+            }
+        } else if let Some(from) = ready.truncate_from {
             // One entry per batch: truncation by whole batches is exact.
             self.part.truncate_to(from - 1).map_err(log_err)?;
+        }
+        if let Some(sn) = &ready.snapshot {
+            let upto = sn.index.min(self.part.log_end_offset());
+            if upto > self.part.log_start_offset() {
+                // The entries the snapshot covers are no longer needed.
+                self.part
+                    .set_high_watermark(self.part.log_end_offset())
+                    .map_err(log_err)?;
+                self.part.delete_records_before(upto).map_err(log_err)?;
+            }
         }
         for e in &ready.append {
             let term = i32::try_from(e.term)
@@ -139,6 +183,82 @@ impl RaftStorage {
         drop(self.part);
         self.mgr.close().map_err(log_err)
     }
+}
+
+/// What [`RaftStorage::open`] recovers: the storage, then what to hand to
+/// [`super::Raft::restore`] (hard state, snapshot, entries after it).
+pub type Opened = (RaftStorage, HardState, Option<Snapshot>, Vec<Entry>);
+
+fn encode_snapshot(sn: &Snapshot) -> Vec<u8> {
+    let mut b = Vec::with_capacity(24 + sn.data.len());
+    b.extend_from_slice(&sn.index.to_be_bytes());
+    b.extend_from_slice(&sn.term.to_be_bytes());
+    b.extend_from_slice(&(sn.data.len() as u32).to_be_bytes());
+    b.extend_from_slice(&sn.data);
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Decodes a snapshot file; `Err` names what is wrong.
+pub fn decode_snapshot(b: &[u8]) -> std::result::Result<Snapshot, String> {
+    if b.len() < 24 {
+        return Err(format!(
+            "snapshot of {} bytes is shorter than its header",
+            b.len()
+        ));
+    }
+    let n = u32::from_be_bytes([b[16], b[17], b[18], b[19]]) as usize;
+    if b.len() != 24 + n {
+        return Err(format!(
+            "snapshot of {} bytes holds {n} bytes of data and a header",
+            b.len()
+        ));
+    }
+    let crc = u32::from_be_bytes([b[20 + n], b[21 + n], b[22 + n], b[23 + n]]);
+    if crc32c::crc32c(&b[..20 + n]) != crc {
+        return Err("snapshot checksum mismatch".into());
+    }
+    let u = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i..i + 8]);
+        u64::from_be_bytes(a)
+    };
+    Ok(Snapshot {
+        index: u(0),
+        term: u(8),
+        data: bytes::Bytes::copy_from_slice(&b[20..20 + n]),
+    })
+}
+
+fn read_snapshot(storage: &StorageRef, dir: &Path) -> Result<Option<Snapshot>> {
+    let path = dir.join("snapshot");
+    if !storage.exists(&path).map_err(io_err)? {
+        return Ok(None);
+    }
+    let f = storage
+        .open(&path, OpenOptions::existing())
+        .map_err(io_err)?;
+    let bytes = f.read_all().map_err(io_err)?;
+    decode_snapshot(&bytes)
+        .map(Some)
+        .map_err(|why| Error::BadRaftState(format!("{}: {why}", path.display())))
+}
+
+fn write_snapshot(storage: &StorageRef, dir: &Path, sn: &Snapshot) -> Result<()> {
+    replace_file(storage, dir, "snapshot", &encode_snapshot(sn))
+}
+
+/// Write-temp, fsync, rename, fsync directory.
+fn replace_file(storage: &StorageRef, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let f = storage.open(&tmp, OpenOptions::create()).map_err(io_err)?;
+    f.set_len(0).map_err(io_err)?;
+    f.write_at(bytes, 0).map_err(io_err)?;
+    f.sync_data().map_err(io_err)?;
+    drop(f);
+    storage.rename(&tmp, &dir.join(name)).map_err(io_err)?;
+    storage.sync_dir(dir).map_err(io_err)
 }
 
 fn encode_hard_state(hs: HardState) -> [u8; 16] {
@@ -182,16 +302,7 @@ fn read_hard_state(storage: &StorageRef, dir: &Path) -> Result<HardState> {
 }
 
 fn write_hard_state(storage: &StorageRef, dir: &Path, hs: HardState) -> Result<()> {
-    let tmp = dir.join("raft-state.tmp");
-    let f = storage.open(&tmp, OpenOptions::create()).map_err(io_err)?;
-    f.set_len(0).map_err(io_err)?;
-    f.write_at(&encode_hard_state(hs), 0).map_err(io_err)?;
-    f.sync_data().map_err(io_err)?;
-    drop(f);
-    storage
-        .rename(&tmp, &dir.join("raft-state"))
-        .map_err(io_err)?;
-    storage.sync_dir(dir).map_err(io_err)
+    replace_file(storage, dir, "raft-state", &encode_hard_state(hs))
 }
 
 #[cfg(test)]
@@ -205,7 +316,7 @@ mod tests {
         let fault = FaultStorage::new(3);
         let storage: StorageRef = Arc::new(fault.clone());
         let dir = Path::new("/raft/1");
-        let (mut s, hs, log) = RaftStorage::open(storage.clone(), dir).expect("open");
+        let (mut s, hs, _, log) = RaftStorage::open(storage.clone(), dir).expect("open");
         assert_eq!((hs, log.len()), (HardState::default(), 0));
         let e = |i: u64, t: u64| Entry {
             term: t,
@@ -234,7 +345,7 @@ mod tests {
         fault.crash();
         drop(s);
         let storage: StorageRef = Arc::new(fault.reopen());
-        let (_s, hs, log) = RaftStorage::open(storage, dir).expect("reopen");
+        let (_s, hs, _, log) = RaftStorage::open(storage, dir).expect("reopen");
         assert_eq!(
             hs,
             HardState {
@@ -243,6 +354,74 @@ mod tests {
             }
         );
         assert_eq!(log, vec![e(1, 1), e(2, 1), e(3, 3), e(4, 3)]);
+    }
+
+    #[test]
+    fn snapshots_compact_and_replace_the_log_across_power_cuts() {
+        let fault = FaultStorage::new(5);
+        let storage: StorageRef = Arc::new(fault.clone());
+        let dir = Path::new("/raft/2");
+        let (mut s, _, _, _) = RaftStorage::open(storage, dir).expect("open");
+        let e = |i: u64, t: u64| Entry {
+            term: t,
+            index: i,
+            data: Bytes::from(format!("e{i}")),
+        };
+        let sn = |i: u64, t: u64| Snapshot {
+            index: i,
+            term: t,
+            data: Bytes::from(format!("state at {i}")),
+        };
+        s.apply(&Ready {
+            append: (1..=6).map(|i| e(i, 1)).collect(),
+            ..Ready::default()
+        })
+        .expect("append");
+        // Local compaction up to 4: entries 5 and 6 stay.
+        s.apply(&Ready {
+            snapshot: Some(sn(4, 1)),
+            ..Ready::default()
+        })
+        .expect("compact");
+        fault.crash();
+        drop(s);
+        let (mut s, _, got, log) =
+            RaftStorage::open(Arc::new(fault.reopen()), dir).expect("reopen");
+        assert_eq!(got, Some(sn(4, 1)));
+        assert_eq!(log, vec![e(5, 1), e(6, 1)]);
+        // The leader's snapshot at 10 replaces everything; the log goes on
+        // after it.
+        s.apply(&Ready {
+            snapshot: Some(sn(10, 3)),
+            install: true,
+            reset_log: true,
+            append: vec![e(11, 3)],
+            ..Ready::default()
+        })
+        .expect("install");
+        fault.crash();
+        drop(s);
+        let (_s, _, got, log) = RaftStorage::open(Arc::new(fault.reopen()), dir).expect("reopen");
+        assert_eq!(got, Some(sn(10, 3)));
+        assert_eq!(log, vec![e(11, 3)]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused() {
+        let b = encode_snapshot(&Snapshot {
+            index: 7,
+            term: 2,
+            data: Bytes::from_static(b"state"),
+        });
+        assert!(decode_snapshot(&b).is_ok());
+        for at in 0..b.len() {
+            let mut d = b.clone();
+            d[at] ^= 0x01;
+            assert!(decode_snapshot(&d).is_err(), "byte {at}");
+        }
+        for cut in 0..b.len() {
+            assert!(decode_snapshot(&b[..cut]).is_err(), "cut {cut}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Hand {
         c.id = id;
         let (hs, log) = self.disks[&id].clone();
         self.nodes
-            .insert(id, Raft::restore(c, hs, log, self.now, u64::from(id)));
+            .insert(id, Raft::restore(c, hs, None, log, self.now, u64::from(id)));
     }
 
     fn crash(&mut self, id: NodeId) {
@@ -388,12 +388,15 @@ fn seeded_runs_keep_raft_invariants_and_recover() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
+    let mut installs = 0;
     for seed in 0..seeds {
         let out = sim::Cluster::new(sim::SimConfig::new(seed))
             .run()
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(out.committed > 0, "seed {seed}: nothing committed");
+        installs += out.installs;
     }
+    assert!(installs > 0, "no follower ever needed a snapshot");
 }
 
 /// The simulator finds figure 8 on its own: with counting replicas (and
@@ -426,6 +429,7 @@ fn seeded_runs_on_the_segmented_log_survive_power_cuts() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
+    let mut installs = 0;
     for seed in 0..seeds {
         let mut c = sim::SimConfig::new(seed);
         c.real_storage = true;
@@ -434,5 +438,7 @@ fn seeded_runs_on_the_segmented_log_survive_power_cuts() {
             .run()
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(out.committed > 0 && out.crashes > 0, "seed {seed}: {out:?}");
+        installs += out.installs;
     }
+    assert!(installs > 0, "no follower ever needed a snapshot");
 }
