@@ -343,7 +343,15 @@ impl Controller {
                 heard: false,
             },
         );
-        self.commit(changed, out);
+        if changed.is_empty() {
+            // The broker epoch handed out must be durable before the
+            // broker hears it: a restarted controller would otherwise hand
+            // the same epoch to another start of the broker, and KIP-903's
+            // fence could not tell the two apart.
+            out.push(ControllerOutput::Persist(self.st.encode()));
+        } else {
+            self.commit(changed, out);
+        }
         answer(out, epoch, self.st.epoch);
     }
 

@@ -44,6 +44,7 @@ mod error;
 pub mod group;
 pub mod msg;
 pub mod phi;
+pub mod quorum;
 pub mod raft;
 pub mod replica;
 pub mod sim;
