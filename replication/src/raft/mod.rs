@@ -685,6 +685,32 @@ impl Raft {
             && self.leader.is_some()
     }
 
+    /// An append or snapshot from `from` claiming to lead `term`: a stale
+    /// one is answered with this node's term (so the sender steps down)
+    /// and `false`; otherwise this node follows `from` and its election
+    /// timer restarts.
+    fn hear_leader(&mut self, now: i64, from: NodeId, term: Term) -> bool {
+        if term < self.term {
+            let t = self.term;
+            let last = self.last_index();
+            self.send(
+                from,
+                Message::AppendResponse {
+                    term: t,
+                    success: false,
+                    index: last,
+                },
+            );
+            return false;
+        }
+        if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(now, term, Some(from));
+        }
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+        true
+    }
+
     /// Handles a message from `from`.
     pub fn receive(&mut self, now: i64, from: NodeId, msg: Message) {
         if !self.cfg.voters.contains(&from) || from == self.cfg.id {
@@ -771,24 +797,9 @@ impl Raft {
                 entries,
                 commit,
             } => {
-                if term < self.term {
-                    let t = self.term;
-                    let last = self.last_index();
-                    self.send(
-                        from,
-                        Message::AppendResponse {
-                            term: t,
-                            success: false,
-                            index: last,
-                        },
-                    );
+                if !self.hear_leader(now, from, term) {
                     return;
                 }
-                if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
-                    self.become_follower(now, term, Some(from));
-                }
-                self.leader_contact = Some(now);
-                self.reset_election_timer(now);
                 // An index inside the snapshot is committed, hence the
                 // leader's too.
                 let matches =
@@ -851,24 +862,9 @@ impl Raft {
                 commit,
                 snapshot,
             } => {
-                if term < self.term {
-                    let t = self.term;
-                    let last = self.last_index();
-                    self.send(
-                        from,
-                        Message::AppendResponse {
-                            term: t,
-                            success: false,
-                            index: last,
-                        },
-                    );
+                if !self.hear_leader(now, from, term) {
                     return;
                 }
-                if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
-                    self.become_follower(now, term, Some(from));
-                }
-                self.leader_contact = Some(now);
-                self.reset_election_timer(now);
                 let at = snapshot.index;
                 if at > self.commit {
                     if self.term_at(at) == Some(snapshot.term) {
