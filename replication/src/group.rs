@@ -507,6 +507,12 @@ impl GroupCoordinator {
         g.state = State::PreparingRebalance;
         g.rebalance_deadline = now + timeout;
         g.initial_until = now;
+        tracing::info!(
+            members = g.members.len(),
+            generation = g.generation,
+            deadline_ms = timeout,
+            "group rebalance started"
+        );
     }
 
     fn supported_by_all(g: &Group, name: &str, extra: Option<&[(String, Bytes)]>) -> bool {
@@ -596,6 +602,12 @@ impl GroupCoordinator {
             }
         }
         g.state = State::CompletingRebalance;
+        tracing::info!(
+            generation = g.generation,
+            members = g.members.len(),
+            protocol = %g.protocol,
+            "group rebalance completed"
+        );
     }
 
     fn sync(

@@ -203,8 +203,15 @@ fn normalize_flags(args: Vec<OsString>) -> Vec<OsString> {
 }
 
 fn main() {
-    strata_io::default_sigpipe();
     let cli = Cli::parse_from(normalize_flags(std::env::args_os().collect()));
+    // A tool whose output goes to a pipe that closed early ends quietly,
+    // as Unix tools do. Not the network commands: there SIGPIPE would kill
+    // the broker (or the load generator) whenever a peer closes a socket
+    // it is writing to; they keep Rust's default, where the write fails
+    // with EPIPE and only that connection ends.
+    if !matches!(&cli.command, Command::Serve(_) | Command::Kbench(_)) {
+        strata_io::default_sigpipe();
+    }
     // Torture and the simulator provoke torn tails, cut logs, I/O errors
     // and damage on purpose: the engine's reports of them are expected
     // there and would bury the summary (a failure is reported by the

@@ -324,6 +324,38 @@ fn garbage_gets_an_error_or_a_closed_connection_and_the_broker_serves_on() {
     assert!(cut_off || closed(&mut slow), "slow client not cut off");
     drop(crowd);
 
+    // Clients that leave while their answers are on their way: the
+    // broker's writes fail on that socket only.
+    // (SIGPIPE's default action once killed the whole broker here.)
+    for _ in 0..30 {
+        let mut s = connect(&b);
+        let mut fp = fetch_request::FetchPartition::default();
+        fp.partition = 0;
+        fp.partition_max_bytes = 1 << 20;
+        let mut ft = fetch_request::FetchTopic::default();
+        ft.topic = TopicName(StrBytes::from_static_str("g"));
+        ft.partitions = vec![fp];
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = 50;
+        req.min_bytes = 1 << 30;
+        req.max_bytes = 1 << 20;
+        req.topics = vec![ft];
+        // Two requests, then gone: the first answer meets a closed socket
+        // (the peer resets it), the second write then fails with EPIPE.
+        let mut two = frame(ApiKey::Fetch, 11, 20, &req);
+        two.extend_from_slice(&frame(
+            ApiKey::ApiVersions,
+            3,
+            21,
+            &ApiVersionsRequest::default(),
+        ));
+        s.write_all(&two).expect("send");
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    api_versions_ok(&b);
+
     // Nothing acknowledged was lost; the good connection still works.
     assert_eq!(produce_one(&mut good, b"after"), 1);
     assert_eq!(fetch_all(&mut good), 2);
