@@ -249,6 +249,7 @@ pub struct GroupCoordinator {
     cfg: GroupConfig,
     groups: BTreeMap<String, Group>,
     next_member: u64,
+    rebalances: u64,
 }
 
 fn join_error(error: i16, member_id: &str) -> Reply {
@@ -279,6 +280,7 @@ impl GroupCoordinator {
             cfg,
             groups: BTreeMap::new(),
             next_member: 0,
+            rebalances: 0,
         }
     }
 
@@ -287,6 +289,11 @@ impl GroupCoordinator {
         self.groups
             .get(group)
             .map(|g| (g.state, g.generation, g.members.keys().cloned().collect()))
+    }
+
+    /// Rebalances completed with a new generation, since the start.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances
     }
 
     /// Group ids with their protocol type.

@@ -360,3 +360,62 @@ fn garbage_gets_an_error_or_a_closed_connection_and_the_broker_serves_on() {
     assert_eq!(produce_one(&mut good, b"after"), 1);
     assert_eq!(fetch_all(&mut good), 2);
 }
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn the_metrics_endpoint_counts_requests_fsyncs_and_offsets() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let maddr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let b = start(&["--metrics-listen", &maddr.to_string()]);
+    let mut c = connect(&b);
+    let mut md = MetadataRequest::default();
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_static_str("g")));
+    md.topics = Some(vec![t]);
+    md.allow_auto_topic_creation = true;
+    c.write_all(&frame(ApiKey::Metadata, 9, 2, &md))
+        .expect("send");
+    read_response(&mut c).expect("metadata");
+    for i in 0..3 {
+        assert_eq!(produce_one(&mut c, b"m"), i);
+    }
+    let text = http_get(maddr, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("strata_requests_total{api=\"Produce\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_requests_total{api=\"Metadata\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_request_seconds_count{api=\"Produce\"} 3"),
+        "{text}"
+    );
+    // Each acks=all append fsyncs (the flusher may add its own).
+    let fsyncs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_fsync_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .expect("fsync count");
+    assert!(fsyncs >= 3, "{text}");
+    assert!(
+        text.contains("strata_partition_high_watermark{topic=\"g\",partition=\"0\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("strata_connections 1"), "{text}");
+    assert!(http_get(maddr, "/other").starts_with("HTTP/1.1 404"));
+}

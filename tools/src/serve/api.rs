@@ -501,9 +501,12 @@ fn produce_one(
         .validate_for_append()
         .map_err(|e| (code::INVALID_RECORD, Some(e.to_string())))?;
     let epoch = Broker::epoch(&p);
-    let info = p
-        .append(batch, epoch, sync)
-        .map_err(|e| (log_code(&e), Some(e.to_string())))?;
+    let t = std::time::Instant::now();
+    let appended = p.append(batch, epoch, sync);
+    if sync {
+        b.metrics.fsync.observe(t.elapsed());
+    }
+    let info = appended.map_err(|e| (log_code(&e), Some(e.to_string())))?;
     if sync {
         b.advance_hw(&p).map_err(|e| (log_code(&e), None))?;
     }

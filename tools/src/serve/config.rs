@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// connections.max.idle.ms
     pub connections_max_idle_ms: u64,
+    /// metrics.listen: HOST:PORT of the Prometheus endpoint (`GET
+    /// /metrics`); none by default.
+    pub metrics_listen: Option<String>,
     /// socket.request.read.timeout.ms: a request whose bytes do not all
     /// arrive within this closes its connection (a client sending one
     /// byte a second holds nothing for long).
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
+            metrics_listen: None,
         }
     }
 }
@@ -94,6 +98,11 @@ impl ServerConfig {
             "max.connections" => self.max_connections = num(key, v)?,
             "connections.max.idle.ms" => self.connections_max_idle_ms = num(key, v)?,
             "socket.request.read.timeout.ms" => self.request_read_timeout_ms = num(key, v)?,
+            "metrics.listen" => {
+                v.parse::<std::net::SocketAddr>()
+                    .map_err(|_| CliError::Usage(format!("{key}={v}: expected IP:PORT")))?;
+                self.metrics_listen = Some(v.to_string());
+            }
             _ => {
                 // Broker-wide topic defaults: Kafka's `log.` names for the
                 // topic settings (log.retention.ms for retention.ms, ...).

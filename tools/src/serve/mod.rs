@@ -15,6 +15,7 @@
 
 mod api;
 mod config;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,10 @@ pub struct Args {
     /// One setting, as in the file (repeatable; wins over the file).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); the
+    /// same as `metrics.listen`.
+    #[arg(long = "metrics-listen", value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The broker's shared state.
@@ -72,6 +77,7 @@ pub struct Broker {
     /// Serialises topic creation and deletion.
     admin: Mutex<()>,
     stop: AtomicBool,
+    metrics: metrics::Metrics,
 }
 
 fn log_err(e: strata_log::Error) -> CliError {
@@ -117,6 +123,26 @@ impl Broker {
         Ok(())
     }
 
+    /// (topic, partition, log start, log end, high watermark) of every
+    /// partition, for the metrics.
+    fn partition_offsets(&self) -> Vec<(String, u32, u64, u64, u64)> {
+        let mut out = Vec::new();
+        for (t, n) in self.logs.topics() {
+            for i in 0..n {
+                if let Ok(p) = self.logs.partition(&t, i) {
+                    out.push((
+                        t.clone(),
+                        i,
+                        p.log_start_offset(),
+                        p.log_end_offset(),
+                        p.high_watermark(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Group coordinator replies go to the requests waiting on them.
     fn dispatch(&self, replies: Vec<(Token, Reply)>) {
         let mut w = self.waiting.lock();
@@ -150,6 +176,9 @@ pub fn run(args: Args) -> Result<i32> {
             .split_once('=')
             .ok_or_else(|| CliError::Usage(format!("--set {kv}: expected KEY=VALUE")))?;
         cfg.set(k.trim(), v)?;
+    }
+    if let Some(m) = &args.metrics_listen {
+        cfg.set("metrics.listen", m)?;
     }
     let listen: SocketAddr = args
         .listen
@@ -196,6 +225,7 @@ pub fn run(args: Args) -> Result<i32> {
         start: Instant::now(),
         admin: Mutex::new(()),
         stop: AtomicBool::new(false),
+        metrics: metrics::Metrics::new(),
     });
     for (topic, count) in broker.logs.topics() {
         broker.open_topic(&topic, count).map_err(log_err)?;
@@ -243,7 +273,10 @@ fn flusher(b: &Broker) {
                     continue;
                 };
                 if p.log_end_offset() > p.durable_end_offset() {
-                    if let Err(e) = p.flush() {
+                    let t = Instant::now();
+                    let res = p.flush();
+                    b.metrics.fsync.observe(t.elapsed());
+                    if let Err(e) = res {
                         tracing::error!(topic = %topic, partition = i, error = %e, "flush failed: the partition stops");
                         continue;
                     }
@@ -288,6 +321,33 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
             }
         });
     }
+    if let Some(addr) = &broker.cfg.metrics_listen {
+        let l = TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| CliError::Local {
+                what: format!("listening for metrics on {addr}"),
+                source: e,
+            })?;
+        eprintln!("strata serve: metrics on http://{addr}/metrics");
+        let b = broker.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = l.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let render = || {
+                        let parts = tokio::task::block_in_place(|| b.partition_offsets());
+                        let rebalances = b.groups.lock().rebalances();
+                        b.metrics.render(&parts, rebalances)
+                    };
+                    let _ = metrics::serve_http(stream, render).await;
+                });
+            }
+        });
+    }
     let conns = Arc::new(AtomicUsize::new(0));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::Local {
@@ -326,6 +386,7 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
                 }
                 let _ = stream.set_nodelay(true);
                 conns.fetch_add(1, Ordering::SeqCst);
+                broker.metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 let b = broker.clone();
                 let c = conns.clone();
                 tokio::spawn(async move {
@@ -339,7 +400,13 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
 }
 
 /// One client connection: frames in, answers out, in order.
-async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
+async fn connection(b: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    b.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    serve_connection(&b, stream, peer).await;
+    b.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
     let idle = Duration::from_millis(b.cfg.connections_max_idle_ms);
     let read_timeout = Duration::from_millis(b.cfg.request_read_timeout_ms);
     loop {
@@ -379,13 +446,14 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         // Only the head is kept for a log line: a produced batch is then
         // the only holder of its bytes and is stamped in place.
-        let head: String = frame.iter().take(48).map(|b| format!("{b:02x}")).collect();
+        let head: String = frame.iter().take(48).map(|x| format!("{x:02x}")).collect();
+        let started = Instant::now();
         let answer = match wire::decode_request(frame.freeze()) {
             Ok(req) => {
                 let key = req.api_key;
                 let version = req.header.request_api_version;
                 let cid = req.header.correlation_id;
-                api::handle(&b, req)
+                api::handle(b, req)
                     .await
                     .map(|answer| (key, version, cid, answer))
             }
@@ -403,15 +471,18 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
                 correlation_id,
             }) => match api::unsupported(api_key, api_version) {
                 Some((key, body)) => {
+                    b.metrics.refused.fetch_add(1, Ordering::Relaxed);
                     Some((key, api_version, correlation_id, api::Answer::Kind(body)))
                 }
                 None => {
+                    b.metrics.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, api_key, api_version,
                         "request for an API or version this broker does not serve: connection closed");
                     return;
                 }
             },
             Err(Refused::Malformed(why)) => {
+                b.metrics.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, reason = %why, size, head = %head, "malformed request: connection closed");
                 return;
             }
@@ -438,6 +509,7 @@ async fn connection(b: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr) {
             tracing::info!(%peer, error = %e, "connection closed while answering");
             return;
         }
+        b.metrics.request(key, started.elapsed());
     }
 }
 
