@@ -95,6 +95,15 @@ pub enum Message {
         last_index: Index,
         /// Term of its last entry.
         last_term: Term,
+        /// The leader handed leadership over: voters that still hear from
+        /// that leader vote anyway.
+        transfer: bool,
+    },
+    /// The leader asks a caught-up follower to campaign at once
+    /// (leadership transfer, for a controlled shutdown).
+    TimeoutNow {
+        /// The leader's term.
+        term: Term,
     },
     /// The answer to a vote request.
     VoteResponse {
@@ -148,6 +157,7 @@ impl Message {
             | Message::VoteResponse { term, .. }
             | Message::Append { term, .. }
             | Message::Snapshot { term, .. }
+            | Message::TimeoutNow { term }
             | Message::AppendResponse { term, .. } => *term,
         }
     }
@@ -299,6 +309,9 @@ pub struct Raft {
     leader_contact: Option<i64>,
     /// When this node became leader (check-quorum grace).
     leader_since: i64,
+    /// A leadership transfer in progress: the target and when it is
+    /// abandoned.
+    transfer: Option<(NodeId, i64)>,
     votes: BTreeSet<NodeId>,
     progress: BTreeMap<NodeId, Progress>,
     rng: Rng,
@@ -338,6 +351,7 @@ impl Raft {
             heartbeat_deadline: 0,
             leader_contact: None,
             leader_since: 0,
+            transfer: None,
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
             out: Ready::default(),
@@ -486,11 +500,16 @@ impl Raft {
         self.leader = leader;
         self.votes.clear();
         self.progress.clear();
+        self.transfer = None;
         self.reset_election_timer(now);
     }
 
     /// Advances time: elections, heartbeats, check-quorum.
     pub fn tick(&mut self, now: i64) {
+        if self.transfer.is_some_and(|(_, until)| now >= until) {
+            // The target did not take over in time: lead on.
+            self.transfer = None;
+        }
         if self.role == Role::Leader {
             if self.cfg.check_quorum
                 && now - self.leader_since >= self.cfg.election_timeout_ms.0 as i64
@@ -545,6 +564,10 @@ impl Raft {
     }
 
     fn campaign(&mut self, now: i64) {
+        self.campaign_with(now, false);
+    }
+
+    fn campaign_with(&mut self, now: i64, transfer: bool) {
         self.term += 1;
         self.voted_for = Some(self.cfg.id);
         self.persist_hard_state();
@@ -560,6 +583,7 @@ impl Raft {
             term: self.term,
             last_index: self.last_index(),
             last_term: self.last_term(),
+            transfer,
         };
         for id in self.others() {
             self.send(id, msg.clone());
@@ -606,11 +630,43 @@ impl Raft {
         self.last_index()
     }
 
+    /// Hands leadership to `to` (a controlled shutdown): proposals are
+    /// refused meanwhile; once `to` holds the whole log it is told to
+    /// campaign at once, and wins the next term. Abandoned after an
+    /// election timeout if it does not happen. `false` if this node does
+    /// not lead or `to` is not another voter.
+    pub fn transfer_leadership(&mut self, now: i64, to: NodeId) -> bool {
+        if self.role != Role::Leader || to == self.cfg.id || !self.progress.contains_key(&to) {
+            return false;
+        }
+        self.transfer = Some((to, now + self.cfg.election_timeout_ms.0 as i64));
+        self.maybe_hand_over(to);
+        true
+    }
+
+    /// Tells the transfer target to campaign if it holds the whole log;
+    /// otherwise sends it what it lacks.
+    fn maybe_hand_over(&mut self, to: NodeId) {
+        if self.transfer.map(|(t, _)| t) != Some(to) {
+            return;
+        }
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.matched == self.last_index());
+        if caught_up {
+            let term = self.term;
+            self.send(to, Message::TimeoutNow { term });
+        } else {
+            self.send_append(to);
+        }
+    }
+
     /// Proposes a command; its index if this node leads.
     pub fn propose(&mut self, data: Bytes) -> Result<Index, NotLeader> {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || self.transfer.is_some() {
             return Err(NotLeader {
-                leader: self.leader,
+                leader: self.transfer.map(|(to, _)| to).or(self.leader),
             });
         }
         let i = self.append_local(data);
@@ -757,9 +813,10 @@ impl Raft {
                 term,
                 last_index,
                 last_term,
+                transfer,
             } => {
                 if term > self.term {
-                    if self.in_lease(now) {
+                    if !transfer && self.in_lease(now) {
                         // A leader is alive: do not let this candidate
                         // raise terms and depose it.
                         return;
@@ -897,6 +954,13 @@ impl Raft {
                     },
                 );
             }
+            Message::TimeoutNow { term } => {
+                // Only from the leader of this node's term: campaign now,
+                // without pre-vote (the leader agreed to step aside).
+                if term == self.term && self.leader == Some(from) && self.role == Role::Follower {
+                    self.campaign_with(now, true);
+                }
+            }
             Message::AppendResponse {
                 term,
                 success,
@@ -921,7 +985,9 @@ impl Raft {
                     p.next = p.next.max(index + 1);
                     let behind = p.next <= last;
                     self.maybe_commit();
-                    if behind {
+                    if self.transfer.is_some_and(|(t, _)| t == from) {
+                        self.maybe_hand_over(from);
+                    } else if behind {
                         self.send_append(from);
                     }
                 } else {

@@ -9,7 +9,7 @@
 //! * log matching: two logs with an entry of the same index and term are
 //!   identical up to it;
 //! * leader completeness: a leader's log holds every entry any node has
-//!   applied;
+//!   applied (leaders change by elections and by controlled transfers);
 //! * state machine safety: no two nodes apply different entries at one
 //!   index.
 //!
@@ -118,6 +118,8 @@ pub struct SimConfig {
     /// Compact a node's log once this many applied entries follow its
     /// snapshot (0: never).
     pub snapshot_every: u64,
+    /// Inject controlled leadership transfers among the faults.
+    pub transfers: bool,
     /// Keep each node's state on the segmented log ([`super::storage`]) on
     /// a fault-injecting disk of its own, cut its power at crashes (what
     /// was not synced goes) and check that what it recovers is exactly
@@ -138,6 +140,7 @@ impl SimConfig {
             unsafe_commit_by_counting: false,
             max_entries: 8,
             snapshot_every: 40,
+            transfers: true,
             real_storage: false,
         }
     }
@@ -156,6 +159,8 @@ pub struct Outcome {
     pub max_term: Term,
     /// Snapshots a follower took from its leader.
     pub installs: usize,
+    /// Leadership transfers started.
+    pub transfers: usize,
 }
 
 /// A cluster in simulation.
@@ -584,6 +589,19 @@ impl Cluster {
             14 => {
                 self.drop_pct = self.rng.below(30);
                 self.dup_pct = self.rng.below(10);
+            }
+            // A controlled hand-over of leadership.
+            15 if self.cfg.transfers => {
+                if let Some(l) = self.leader() {
+                    let to = 1 + self.rng.below(n) as NodeId;
+                    let now = self.now;
+                    if let Some(Some(r)) = self.nodes.get_mut(&l) {
+                        if r.transfer_leadership(now, to) {
+                            self.out.transfers += 1;
+                        }
+                    }
+                    self.drive(l)?;
+                }
             }
             _ => {}
         }
