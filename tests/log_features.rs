@@ -63,6 +63,30 @@ fn committed_reads_stop_at_the_high_watermark_and_epochs_answer_end_offsets() {
     );
     assert_eq!(mgr.fetch_offset("g2", "t", 0).expect("fetch"), None);
     assert!(mgr.commit_offset("", "t", 0, 1, b"").is_err());
+    // Several at once (one synced write), listed back by group.
+    mgr.commit_offsets(
+        "g3",
+        &[
+            ("t".into(), 0, 7, b"a".to_vec()),
+            ("u".into(), 2, 9, Vec::new()),
+        ],
+    )
+    .expect("commit several");
+    assert_eq!(
+        mgr.group_offsets("g3").expect("list"),
+        vec![
+            ("t".to_string(), 0, 7, b"a".to_vec()),
+            ("u".to_string(), 2, 9, Vec::new())
+        ]
+    );
+    assert!(mgr
+        .commit_offsets("g3", &[("bad/name".into(), 0, 1, Vec::new())])
+        .is_err());
+    assert_eq!(
+        mgr.group_offsets("g3").expect("list").len(),
+        2,
+        "all or none"
+    );
     assert!(mgr.partition("t", 5).is_err());
     assert!(mgr
         .create_topic("bad/name", 1, LogConfig::default())

@@ -460,6 +460,24 @@ impl LogManager {
             .put(&format!("group/{group}/{topic}/{partition:010}"), &v, true)
     }
 
+    /// Commits several of a group's offsets at once: one synced write of
+    /// the metadata store for all of them (an OffsetCommit request's
+    /// partitions), all or none.
+    pub fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
+        check_group_name(group)?;
+        let mut puts = Vec::with_capacity(offsets.len());
+        for (topic, partition, offset, metadata) in offsets {
+            check_topic_name(topic)?;
+            let mut v = offset.to_be_bytes().to_vec();
+            v.extend_from_slice(metadata);
+            puts.push((format!("group/{group}/{topic}/{partition:010}"), v));
+        }
+        if puts.is_empty() {
+            return Ok(());
+        }
+        self.meta.write(&puts, &[], true)
+    }
+
     /// A group's committed offset and metadata for a partition.
     pub fn fetch_offset(
         &self,

@@ -861,46 +861,51 @@ fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
         r.generation_id_or_member_epoch,
         r.member_id.as_str(),
     );
+    let topics = b.logs.topics();
     let mut out = OffsetCommitResponse::default();
-    for t in r.topics {
+    // The valid partitions' offsets, committed together below with one
+    // fsync, and where their answers are.
+    let mut batch = Vec::new();
+    let mut slots = Vec::new();
+    for (ti, t) in r.topics.into_iter().enumerate() {
         let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
         tr.name = t.name.clone();
-        for p in t.partitions {
+        for (pi, p) in t.partitions.into_iter().enumerate() {
             let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
             pr.error_code = check;
             if check == code::NONE {
-                let exists = u32::try_from(p.partition_index).ok().filter(|&i| {
-                    b.logs
-                        .topics()
-                        .iter()
-                        .any(|(n, c)| n == t.name.as_str() && i < *c)
-                });
-                pr.error_code = match exists {
-                    None => code::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(_) if p.committed_offset < 0 => code::OFFSET_OUT_OF_RANGE,
+                let exists = u32::try_from(p.partition_index)
+                    .ok()
+                    .filter(|&i| topics.iter().any(|(n, c)| n == t.name.as_str() && i < *c));
+                match exists {
+                    None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(_) if p.committed_offset < 0 => pr.error_code = code::OFFSET_OUT_OF_RANGE,
                     Some(i) => {
                         let meta = p
                             .committed_metadata
                             .as_ref()
                             .map(|m| m.as_str().as_bytes().to_vec())
                             .unwrap_or_default();
-                        match b.logs.commit_offset(
-                            &group,
-                            t.name.as_str(),
+                        batch.push((
+                            t.name.as_str().to_string(),
                             i,
                             p.committed_offset as u64,
-                            &meta,
-                        ) {
-                            Ok(()) => code::NONE,
-                            Err(e) => log_code(&e),
-                        }
+                            meta,
+                        ));
+                        slots.push((ti, pi));
                     }
-                };
+                }
             }
             tr.partitions.push(pr);
         }
         out.topics.push(tr);
+    }
+    if let Err(e) = b.logs.commit_offsets(&group, &batch) {
+        let c = log_code(&e);
+        for (ti, pi) in slots {
+            out.topics[ti].partitions[pi].error_code = c;
+        }
     }
     out
 }
