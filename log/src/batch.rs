@@ -350,22 +350,6 @@ impl Batch {
         }
     }
 
-    /// Checks a batch a producer sent before it is appended, as Kafka's
-    /// LogValidator does: magic 2 (by `parse`), the CRC, then every record,
-    /// decompressing the body if it is compressed; the offset deltas must
-    /// be exactly 0..count and the last offset delta count - 1.
-    pub fn validate_for_append(&self) -> Result<()> {
-        self.check_produced()
-    }
-
-    /// A producer's batch from its bytes: [`Batch::from_bytes`] and
-    /// [`Batch::validate_for_append`] in one pass over the records.
-    pub fn from_producer(bytes: Bytes) -> Result<Batch> {
-        let b = Batch::from_bytes_header_and_crc(bytes)?;
-        b.check_produced()?;
-        Ok(b)
-    }
-
     /// [`Batch::from_bytes`] without the record walk: header and CRC only.
     /// For a producer's batch, whose records [`Batch::validate_for_append`]
     /// then walks once with the stricter rules.
@@ -388,7 +372,11 @@ impl Batch {
         Ok(Batch { header, bytes })
     }
 
-    fn check_produced(&self) -> Result<()> {
+    /// Checks a batch a producer sent before it is appended, as Kafka's
+    /// LogValidator does: magic 2 (by `parse`), the CRC, then every record,
+    /// decompressing the body if it is compressed; the offset deltas must
+    /// be exactly 0..count and the last offset delta count - 1.
+    pub fn validate_for_append(&self) -> Result<()> {
         let h = &self.header;
         if h.record_count == 0 || u64::from(h.record_count) != u64::from(h.last_offset_delta) + 1 {
             return Err(Error::InvalidBatch(format!(
@@ -969,13 +957,16 @@ mod tests {
         let empty = filter(&b, |_| false).expect("filter");
         assert!(empty.validate_for_append().is_err());
         // The broker's one-pass path: header and CRC, then the records.
-        assert!(Batch::from_producer(b.bytes.clone()).is_ok());
-        assert!(Batch::from_producer(sparse.bytes.clone()).is_err());
+        let two_step = |bytes: Bytes| {
+            Batch::from_bytes_header_and_crc(bytes).and_then(|b| b.validate_for_append())
+        };
+        assert!(two_step(b.bytes.clone()).is_ok());
+        assert!(two_step(sparse.bytes.clone()).is_err());
         let mut d = BytesMut::from(&b.bytes[..]);
         let last = d.len() - 1;
         d[last] ^= 1;
         assert!(Batch::from_bytes_header_and_crc(d.clone().freeze()).is_err());
-        assert!(Batch::from_producer(d.freeze()).is_err());
+        assert!(two_step(d.freeze()).is_err());
         assert!(Batch::from_bytes_header_and_crc(b.bytes.slice(..b.bytes.len() - 1)).is_err());
     }
 

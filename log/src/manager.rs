@@ -392,6 +392,11 @@ impl LogManager {
         v
     }
 
+    /// A topic's partition count (`None`: no such topic).
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics.lock().get(topic).map(|(n, _)| *n)
+    }
+
     /// A topic's configuration.
     pub fn topic_config(&self, topic: &str) -> Result<LogConfig> {
         self.topics

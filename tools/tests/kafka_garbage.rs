@@ -146,7 +146,8 @@ fn produce_one(s: &mut TcpStream, value: &[u8]) -> i64 {
     p.base_offset
 }
 
-fn fetch_all(s: &mut TcpStream) -> usize {
+/// A Fetch of partition 0 of topic `g` from offset 0.
+fn fetch_g(max_wait_ms: i32, min_bytes: i32) -> FetchRequest {
     let mut fp = fetch_request::FetchPartition::default();
     fp.partition = 0;
     fp.fetch_offset = 0;
@@ -156,10 +157,15 @@ fn fetch_all(s: &mut TcpStream) -> usize {
     ft.partitions = vec![fp];
     let mut req = FetchRequest::default();
     req.replica_id = BrokerId(-1);
-    req.max_wait_ms = 100;
-    req.min_bytes = 1;
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = min_bytes;
     req.max_bytes = 1 << 20;
     req.topics = vec![ft];
+    req
+}
+
+fn fetch_all(s: &mut TcpStream) -> usize {
+    let req = fetch_g(100, 1);
     s.write_all(&frame(ApiKey::Fetch, 11, 6, &req))
         .expect("send");
     let (_, mut body) = read_response(s).expect("fetch answer");
@@ -329,18 +335,7 @@ fn garbage_gets_an_error_or_a_closed_connection_and_the_broker_serves_on() {
     // (SIGPIPE's default action once killed the whole broker here.)
     for _ in 0..30 {
         let mut s = connect(&b);
-        let mut fp = fetch_request::FetchPartition::default();
-        fp.partition = 0;
-        fp.partition_max_bytes = 1 << 20;
-        let mut ft = fetch_request::FetchTopic::default();
-        ft.topic = TopicName(StrBytes::from_static_str("g"));
-        ft.partitions = vec![fp];
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.max_wait_ms = 50;
-        req.min_bytes = 1 << 30;
-        req.max_bytes = 1 << 20;
-        req.topics = vec![ft];
+        let req = fetch_g(50, 1 << 30);
         // Two requests, then gone: the first answer meets a closed socket
         // (the peer resets it), the second write then fails with EPIPE.
         let mut two = frame(ApiKey::Fetch, 11, 20, &req);

@@ -33,6 +33,11 @@ impl Partition {
         }
     }
 
+    /// The newest epoch in the cache, without copying it (`None`: empty).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.state.read().epochs.last().map(|&(e, _)| e)
+    }
+
     /// The leader-epoch cache: (epoch, start offset), ascending.
     pub fn epochs(&self) -> Vec<(i32, u64)> {
         self.state.read().epochs.clone()

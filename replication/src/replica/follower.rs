@@ -91,7 +91,7 @@ impl Replica {
             -1
         } else {
             // The newest epoch, without copying the whole cache.
-            log.end_offset_for_epoch(i32::MAX).map_or(-1, |(e, _)| e)
+            log.latest_epoch().unwrap_or(-1)
         };
         let leo = log.log_end_offset();
         Self::send(

@@ -346,22 +346,10 @@ fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
         if version >= 10 {
             t.topic_id = topic_id(&name);
         }
-        let mut count = b
-            .logs
-            .topics()
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, c)| *c);
+        let mut count = b.logs.partition_count(&name);
         if count.is_none() && auto {
             match create_topic(b, &name, b.cfg.num_partitions, b.cfg.log.clone()) {
-                Ok(()) | Err(code::TOPIC_ALREADY_EXISTS) => {
-                    count = b
-                        .logs
-                        .topics()
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map(|(_, c)| *c)
-                }
+                Ok(()) | Err(code::TOPIC_ALREADY_EXISTS) => count = b.logs.partition_count(&name),
                 Err(e) => t.error_code = e,
             }
         }
@@ -861,7 +849,6 @@ fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
         r.generation_id_or_member_epoch,
         r.member_id.as_str(),
     );
-    let topics = b.logs.topics();
     let mut out = OffsetCommitResponse::default();
     // The valid partitions' offsets, committed together below with one
     // fsync, and where their answers are.
@@ -875,9 +862,11 @@ fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
             pr.partition_index = p.partition_index;
             pr.error_code = check;
             if check == code::NONE {
-                let exists = u32::try_from(p.partition_index)
-                    .ok()
-                    .filter(|&i| topics.iter().any(|(n, c)| n == t.name.as_str() && i < *c));
+                let exists = u32::try_from(p.partition_index).ok().filter(|&i| {
+                    b.logs
+                        .partition_count(t.name.as_str())
+                        .is_some_and(|c| i < c)
+                });
                 match exists {
                     None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                     Some(_) if p.committed_offset < 0 => pr.error_code = code::OFFSET_OUT_OF_RANGE,

@@ -94,7 +94,7 @@ impl Broker {
     /// The partition's current leader epoch (this node leads every
     /// partition; the epoch is the newest in its epoch cache).
     fn epoch(p: &Partition) -> i32 {
-        p.epochs().last().map_or(0, |&(e, _)| e)
+        p.latest_epoch().unwrap_or(0)
     }
 
     /// Moves the high watermark over what is fsynced; wakes fetches. In
@@ -113,7 +113,7 @@ impl Broker {
     fn open_topic(&self, topic: &str, count: u32) -> strata_log::Result<()> {
         for i in 0..count {
             let p = self.logs.partition(topic, i)?;
-            if p.epochs().is_empty() {
+            if p.latest_epoch().is_none() {
                 p.assign_epoch(0)?;
             }
             // Whatever recovery kept is fsynced from here on.
