@@ -69,6 +69,8 @@ fn state(leader: u32, epoch: i32, pe: i32, isr: Vec<u32>) -> PartitionState {
         isr,
         elr: Vec::new(),
         controller_epoch: 1,
+        topic: String::new(),
+        index: 0,
     }
 }
 
@@ -671,6 +673,8 @@ fn brokers_drop_decisions_of_an_older_controller_epoch() {
             isr: vec![1, 2],
             elr: Vec::new(),
             controller_epoch: ce,
+            topic: String::new(),
+            index: 0,
         })
     };
     b.handle(

@@ -11,7 +11,9 @@ use strata_io::rng::Rng;
 use strata_log::Partition;
 
 use crate::backoff::Backoff;
-use crate::msg::{Addr, Envelope, ErrorCode, FetchResponse, Msg, NodeId, ProduceResult};
+use crate::msg::{
+    Addr, Envelope, ErrorCode, FetchResponse, Msg, NodeId, PartitionState, ProduceResult,
+};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::Result;
 
@@ -47,6 +49,9 @@ pub struct Broker {
     controller_epoch: u32,
     partitions: Vec<u32>,
     replicas: BTreeMap<u32, Replica>,
+    /// The newest state heard of every partition, hosted or not (the
+    /// network server answers Metadata from it).
+    view: BTreeMap<u32, PartitionState>,
     next_heartbeat: u64,
     next_register: u64,
     register_backoff: Backoff,
@@ -69,6 +74,7 @@ impl Broker {
             controller_epoch: 0,
             partitions,
             replicas: BTreeMap::new(),
+            view: BTreeMap::new(),
             next_heartbeat: 0,
             next_register: 0,
             register_backoff: Backoff::new(cfg.replica.retry_base_ms, cfg.replica.retry_cap_ms),
@@ -88,6 +94,46 @@ impl Broker {
     /// A hosted replica.
     pub fn replica(&self, partition: u32) -> Option<&Replica> {
         self.replicas.get(&partition)
+    }
+
+    /// The newest state heard of every partition.
+    pub fn view(&self) -> &BTreeMap<u32, PartitionState> {
+        &self.view
+    }
+
+    /// Whether this broker hosts `partition`.
+    pub fn hosts(&self, partition: u32) -> bool {
+        self.partitions.contains(&partition)
+    }
+
+    /// Starts hosting `partition` (its log must be in `logs` from now on):
+    /// a topic created after this broker started. The state heard for it,
+    /// if any, is applied at once.
+    pub fn host(
+        &mut self,
+        now: u64,
+        partition: u32,
+        logs: &Logs,
+        out: &mut Vec<Envelope>,
+    ) -> Result<()> {
+        if self.partitions.contains(&partition) {
+            return Ok(());
+        }
+        self.partitions.push(partition);
+        if let Some(epoch) = self.broker_epoch {
+            self.replicas.insert(
+                partition,
+                Replica::new(self.node, partition, epoch, self.cfg.replica),
+            );
+            if let Some(st) = self.view.get(&partition).cloned() {
+                if let (Some(r), Some(log)) =
+                    (self.replicas.get_mut(&partition), logs.get(&partition))
+                {
+                    r.on_partition_state(now, st, log, out)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The highest controller epoch heard.
@@ -268,10 +314,17 @@ impl Broker {
     fn apply_state(
         &mut self,
         now: u64,
-        st: crate::msg::PartitionState,
+        st: PartitionState,
         logs: &Logs,
         out: &mut Vec<Envelope>,
     ) -> Result<()> {
+        if self
+            .view
+            .get(&st.partition)
+            .is_none_or(|v| v.partition_epoch < st.partition_epoch)
+        {
+            self.view.insert(st.partition, st.clone());
+        }
         match (
             self.replicas.get_mut(&st.partition),
             logs.get(&st.partition),
@@ -289,11 +342,22 @@ impl Broker {
             return;
         }
         self.next_heartbeat = now + self.cfg.heartbeat_interval_ms;
-        let known = self
-            .replicas
+        // A hosted partition counts what its replica applied (a new start
+        // of the replica needs the state again); others what the view has.
+        let mut known: BTreeMap<u32, i32> = self
+            .view
             .iter()
-            .map(|(&p, r)| (p, r.state().map_or(-1, |s| s.partition_epoch)))
+            .map(|(&p, s)| (p, s.partition_epoch))
             .collect();
+        for &p in &self.partitions {
+            let e = self
+                .replicas
+                .get(&p)
+                .and_then(|r| r.state())
+                .map_or(-1, |s| s.partition_epoch);
+            known.insert(p, e);
+        }
+        let known = known.into_iter().collect();
         out.push(Envelope {
             to: Addr::Controller,
             msg: Msg::Heartbeat {

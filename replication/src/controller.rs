@@ -97,7 +97,11 @@ impl ControllerState {
                 list(&p.isr),
                 list(&p.elr),
                 p.controller_epoch,
-                "."
+                if p.topic.is_empty() {
+                    ".".to_string()
+                } else {
+                    format!("{}/{}", p.topic, p.index)
+                }
             ));
         }
         let crc = crc32fast::hash(s.as_bytes());
@@ -160,7 +164,23 @@ impl ControllerState {
                         isr: ids(6)?,
                         elr: ids(7)?,
                         controller_epoch: num(8)? as u32,
+                        topic: String::new(),
+                        index: 0,
                     };
+                    let mut p = p;
+                    match f.get(9).copied() {
+                        Some(".") => {}
+                        Some(t) => {
+                            let (name, idx) = t
+                                .rsplit_once('/')
+                                .and_then(|(n, i)| Some((n, i.parse::<u32>().ok()?)))
+                                .filter(|(n, _)| !n.is_empty())
+                                .ok_or_else(|| bad(&format!("bad topic field in {line:?}")))?;
+                            p.topic = name.to_string();
+                            p.index = idx;
+                        }
+                        None => return Err(bad(&format!("no topic field in {line:?}"))),
+                    }
                     st.partitions.insert(p.partition, p);
                 }
                 _ => return Err(bad(&format!("unknown line {line:?}"))),
@@ -232,6 +252,8 @@ impl Controller {
                                 isr: r.clone(),
                                 elr: Vec::new(),
                                 controller_epoch: 0,
+                                topic: String::new(),
+                                index: 0,
                             },
                         )
                     })
@@ -290,8 +312,87 @@ impl Controller {
                 known,
             } => self.on_heartbeat(now, from, node, broker_epoch, &known, out),
             Msg::AlterPartition(a) => self.on_alter(from, a, out),
+            Msg::CreateTopic {
+                corr,
+                name,
+                partitions,
+                replication_factor,
+            } => self.on_create_topic(from, corr, &name, partitions, replication_factor, out),
             _ => {}
         }
+    }
+
+    /// Most partitions one topic may have.
+    pub const MAX_PARTITIONS: u32 = 10_000;
+
+    /// A new topic: its partitions get the next free ids and replicas
+    /// spread round-robin over the live brokers (each partition's
+    /// preferred leader one further along), every replica in the ISR of
+    /// an empty log and the first one leading. Creating an existing topic
+    /// again answers with its partitions (a retried request must not
+    /// fail) only if the shape matches, else TOPIC_ALREADY_EXISTS.
+    fn on_create_topic(
+        &mut self,
+        from: Addr,
+        corr: u64,
+        name: &str,
+        count: u32,
+        rf: u32,
+        out: &mut Vec<ControllerOutput>,
+    ) {
+        let reply = |out: &mut Vec<ControllerOutput>, result| {
+            Self::send(out, from, Msg::CreateTopicResponse { corr, result })
+        };
+        if self.st.partitions.values().any(|p| p.topic == name) {
+            reply(out, Err(ErrorCode::TopicAlreadyExists));
+            return;
+        }
+        if count == 0 || count > Self::MAX_PARTITIONS {
+            reply(out, Err(ErrorCode::InvalidPartitions));
+            return;
+        }
+        let alive: Vec<NodeId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| !l.fenced && l.heard)
+            .map(|(&n, _)| n)
+            .collect();
+        if rf == 0 || rf as usize > alive.len() {
+            reply(out, Err(ErrorCode::InvalidReplicationFactor));
+            return;
+        }
+        let first = self.st.partitions.keys().next_back().map_or(0, |&k| k + 1);
+        // Spread the first preferred leaders of successive topics too.
+        let start = (first as usize) % alive.len();
+        let mut changed = Vec::new();
+        for i in 0..count {
+            let id = first + i;
+            let replicas: Vec<NodeId> = (0..rf as usize)
+                .map(|k| alive[(start + i as usize + k) % alive.len()])
+                .collect();
+            self.st.partitions.insert(
+                id,
+                PartitionState {
+                    partition: id,
+                    replicas: replicas.clone(),
+                    leader: replicas.first().copied(),
+                    leader_epoch: 1,
+                    partition_epoch: 0,
+                    isr: replicas,
+                    elr: Vec::new(),
+                    controller_epoch: self.st.epoch,
+                    topic: name.to_string(),
+                    index: i,
+                },
+            );
+            changed.push(id);
+        }
+        self.commit(changed.clone(), out);
+        let states = changed
+            .iter()
+            .filter_map(|id| self.st.partitions.get(id).cloned())
+            .collect();
+        reply(out, Ok(states));
     }
 
     fn send(out: &mut Vec<ControllerOutput>, to: Addr, msg: Msg) {
@@ -395,7 +496,8 @@ impl Controller {
             .st
             .partitions
             .values()
-            .filter(|p| p.replicas.contains(&node))
+            // Every partition, not only the broker's own: each broker
+            // answers Metadata for the whole cluster.
             .filter(|p| {
                 known
                     .get(&p.partition)
@@ -685,5 +787,90 @@ mod tests {
         bad[12] ^= 1;
         assert!(ControllerState::decode(&bad).is_err());
         assert!(ControllerState::decode(&enc[..enc.len() / 2]).is_err());
+    }
+
+    fn register_and_heartbeat(c: &mut Controller, node: NodeId, now: u64) {
+        let mut out = Vec::new();
+        c.handle(
+            now,
+            Addr::Node(node),
+            Msg::Register {
+                node,
+                incarnation: 7,
+            },
+            &mut out,
+        );
+        let epoch = c.state().brokers[&node].0;
+        c.handle(
+            now,
+            Addr::Node(node),
+            Msg::Heartbeat {
+                node,
+                broker_epoch: epoch,
+                known: Vec::new(),
+            },
+            &mut out,
+        );
+    }
+
+    fn created(
+        out: &[ControllerOutput],
+    ) -> Option<std::result::Result<Vec<PartitionState>, ErrorCode>> {
+        out.iter().find_map(|o| match o {
+            ControllerOutput::Send(Envelope {
+                msg: Msg::CreateTopicResponse { result, .. },
+                ..
+            }) => Some(result.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_topic_is_created_over_live_brokers_and_survives_a_restart() {
+        let (mut c, _) =
+            Controller::start(ControllerConfig::default(), None, &[], 0).expect("start");
+        for n in [1, 2, 3] {
+            register_and_heartbeat(&mut c, n, 10);
+        }
+        let create = |name: &str, partitions, replication_factor| Msg::CreateTopic {
+            corr: 5,
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+        };
+        let mut out = Vec::new();
+        c.handle(11, Addr::Node(2), create("events", 3, 2), &mut out);
+        // Persisted before the answer and the pushes.
+        assert!(matches!(out.first(), Some(ControllerOutput::Persist(_))));
+        let ps = created(&out).expect("answer").expect("created");
+        assert_eq!(ps.len(), 3);
+        let mut leaders = BTreeSet::new();
+        for (i, p) in ps.iter().enumerate() {
+            assert_eq!((p.topic.as_str(), p.index), ("events", i as u32));
+            assert_eq!(p.replicas.len(), 2);
+            assert_eq!(p.isr, p.replicas);
+            assert_eq!(p.leader, p.replicas.first().copied());
+            leaders.insert(p.leader);
+        }
+        assert_eq!(leaders.len(), 3, "leaders spread over the brokers");
+        for (name, parts, rf, code) in [
+            ("events", 1, 1, ErrorCode::TopicAlreadyExists),
+            ("wide", 1, 4, ErrorCode::InvalidReplicationFactor),
+            ("none", 0, 1, ErrorCode::InvalidPartitions),
+        ] {
+            let mut out = Vec::new();
+            c.handle(12, Addr::Node(1), create(name, parts, rf), &mut out);
+            assert_eq!(created(&out), Some(Err(code)), "{name}");
+        }
+        // The topic is in the durable state.
+        let st = ControllerState::decode(&c.state().encode()).expect("decode");
+        assert_eq!(st, *c.state());
+        assert_eq!(
+            st.partitions
+                .values()
+                .filter(|p| p.topic == "events")
+                .count(),
+            3
+        );
     }
 }

@@ -39,6 +39,7 @@
 
 pub mod backoff;
 pub mod broker;
+pub mod codec;
 pub mod controller;
 mod error;
 pub mod group;

@@ -50,6 +50,11 @@ pub struct PartitionState {
     pub elr: Vec<NodeId>,
     /// The controller epoch that made this decision.
     pub controller_epoch: u32,
+    /// The Kafka topic and partition index this partition serves (empty
+    /// topic: an anonymous partition, as in the simulator).
+    pub topic: String,
+    /// Its index within `topic`.
+    pub index: u32,
 }
 
 /// Outcome codes, Kafka's where Kafka has one.
@@ -86,6 +91,14 @@ pub enum ErrorCode {
     StaleBrokerEpoch,
     /// 56: the replica's storage failed.
     KafkaStorageError,
+    /// 36: a topic of that name exists.
+    TopicAlreadyExists,
+    /// 38: more replicas asked for than there are live brokers.
+    InvalidReplicationFactor,
+    /// 37: a partition count of zero or too many.
+    InvalidPartitions,
+    /// 41: this node is not the active controller.
+    NotController,
 }
 
 impl ErrorCode {
@@ -105,6 +118,10 @@ impl ErrorCode {
             ErrorCode::IneligibleReplica => 107,
             ErrorCode::StaleBrokerEpoch => 77,
             ErrorCode::KafkaStorageError => 56,
+            ErrorCode::TopicAlreadyExists => 36,
+            ErrorCode::InvalidReplicationFactor => 38,
+            ErrorCode::InvalidPartitions => 37,
+            ErrorCode::NotController => 41,
         }
     }
 }
@@ -316,6 +333,25 @@ pub enum Msg {
     },
     /// The controller pushes a changed state to the replicas.
     PartitionUpdate(PartitionState),
+    /// A broker asks the controller for a new topic (Kafka's CreateTopics,
+    /// forwarded).
+    CreateTopic {
+        /// Correlation id, echoed.
+        corr: u64,
+        /// Topic name (already checked by the broker).
+        name: String,
+        /// Partition count.
+        partitions: u32,
+        /// Replicas per partition.
+        replication_factor: u32,
+    },
+    /// Its answer: the new partitions' states, or why not.
+    CreateTopicResponse {
+        /// Echoed.
+        corr: u64,
+        /// The partitions, or an error.
+        result: Result<Vec<PartitionState>, ErrorCode>,
+    },
 }
 
 impl Msg {
@@ -397,6 +433,16 @@ impl Msg {
                 Err(e) => format!("AlterPartitionResponse p{partition} {e:?}"),
             },
             Msg::PartitionUpdate(s) => format!("PartitionUpdate {}", state_summary(s)),
+            Msg::CreateTopic {
+                corr,
+                name,
+                partitions,
+                replication_factor,
+            } => format!("CreateTopic {name} corr{corr} p{partitions} rf{replication_factor}"),
+            Msg::CreateTopicResponse { corr, result } => match result {
+                Ok(ps) => format!("CreateTopicResponse corr{corr} ok {}", ps.len()),
+                Err(e) => format!("CreateTopicResponse corr{corr} {e:?}"),
+            },
         }
     }
 }
