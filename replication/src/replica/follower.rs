@@ -66,7 +66,7 @@ impl Replica {
             log.set_high_watermark(hw).map_err(self.err())?;
         }
         if let Role::Follower(f) = &mut self.role {
-            f.next_fetch = if resp.batches.is_empty() {
+            f.next_fetch = if resp.batches.is_empty() && self.cfg.fetch_wait_max_ms == 0 {
                 now + self.cfg.fetch_backoff_ms
             } else {
                 now

@@ -55,6 +55,11 @@ pub struct ReplicaConfig {
     pub fetch_backoff_ms: u64,
     /// A fetch not answered in this time is sent again.
     pub fetch_timeout_ms: u64,
+    /// `replica.fetch.wait.max.ms`: when non-zero, the leader's network
+    /// layer holds a fetch that finds nothing new for up to this long (a
+    /// long poll), so a follower fetches again at once after an empty
+    /// answer instead of waiting `fetch_backoff_ms`.
+    pub fetch_wait_max_ms: u64,
     /// First retry ceiling of AlterPartition (exponential, full jitter).
     pub retry_base_ms: u64,
     /// Largest retry ceiling.
@@ -72,6 +77,7 @@ impl Default for ReplicaConfig {
             fetch_max_bytes: 1 << 20,
             fetch_backoff_ms: 50,
             fetch_timeout_ms: 1000,
+            fetch_wait_max_ms: 0,
             retry_base_ms: 50,
             retry_cap_ms: 2000,
         }

@@ -452,6 +452,7 @@ impl World {
             fetch_max_bytes: 64 << 10,
             fetch_backoff_ms: 50,
             fetch_timeout_ms: 500,
+            fetch_wait_max_ms: 0,
             retry_base_ms: 50,
             retry_cap_ms: 1000,
         };

@@ -15,7 +15,7 @@ use strata_tools::wire::{self, Request};
 use super::Broker;
 
 /// Kafka error codes the broker answers with.
-mod code {
+pub(super) mod code {
     pub const NONE: i16 = 0;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -41,6 +41,11 @@ mod code {
     pub const INVALID_RECORD: i16 = 87;
 }
 
+/// INVALID_CONFIG, for the cluster handlers.
+pub fn code_invalid_config() -> i16 {
+    code::INVALID_CONFIG
+}
+
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
@@ -51,7 +56,7 @@ fn topic_name(v: &str) -> TopicName {
 
 /// A stable topic id (Metadata v10+) derived from the name: a single
 /// node has no controller to hand out ids, and clients only compare them.
-fn topic_id(name: &str) -> uuid::Uuid {
+pub fn topic_id(name: &str) -> uuid::Uuid {
     let a = crc32c::crc32c(name.as_bytes());
     let b = crc32c::crc32c_append(a, b"strata-topic-id");
     let c = crc32c::crc32c_append(b, name.as_bytes());
@@ -112,12 +117,22 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(wire::api_versions(code::NONE)),
         RequestKind::Metadata(r) => {
             let b = b.clone();
-            ResponseKind::Metadata(blocking(move || metadata(&b, r, v)).await?)
+            ResponseKind::Metadata(
+                blocking(move || match &b.cluster {
+                    Some(c) => super::cluster_api::metadata(&b, c, r, v),
+                    None => metadata(&b, r, v),
+                })
+                .await?,
+            )
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let b = b.clone();
-            let resp = blocking(move || produce(&b, r, v)).await?;
+            let resp = blocking(move || match &b.cluster {
+                Some(c) => super::cluster_api::produce(&b, c, r, v),
+                None => produce(&b, r, v),
+            })
+            .await?;
             if acks == 0 {
                 return None;
             }
@@ -184,7 +199,13 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
         }
         RequestKind::CreateTopics(r) => {
             let b = b.clone();
-            ResponseKind::CreateTopics(blocking(move || create_topics(&b, r, v)).await?)
+            ResponseKind::CreateTopics(
+                blocking(move || match &b.cluster {
+                    Some(c) => super::cluster_api::create_topics(&b, c, r, v),
+                    None => create_topics(&b, r, v),
+                })
+                .await?,
+            )
         }
         RequestKind::DeleteTopics(r) => {
             let b = b.clone();
@@ -377,11 +398,16 @@ fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
     out
 }
 
-/// The partition `index` of `topic`, if both exist.
-fn part(b: &Broker, topic: &str, index: i32) -> Option<Arc<Partition>> {
+/// The partition `index` of `topic`, if both exist (and, in a cluster,
+/// this node leads it); else the error code to answer with.
+fn part(b: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, i16> {
+    if let Some(c) = &b.cluster {
+        return c.leader_partition(topic, index).map(|(_, p)| p);
+    }
     u32::try_from(index)
         .ok()
         .and_then(|i| b.logs.partition(topic, i).ok())
+        .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
 }
 
 /// Checks a client's view of the leader epoch (KIP-320): -1 means none.
@@ -464,7 +490,7 @@ fn produce_one(
     records: Option<Bytes>,
     sync: bool,
 ) -> Result<(i64, i64), Failure> {
-    let p = part(b, topic, partition).ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
+    let p = part(b, topic, partition).map_err(|e| (e, None))?;
     let bytes = records.ok_or((code::CORRUPT_MESSAGE, Some("no records".into())))?;
     if bytes.len() > b.cfg.message_max_bytes {
         return Err((
@@ -550,8 +576,8 @@ fn fetch_once(b: &Broker, r: &FetchRequest, v: i16) -> (Fetched, usize, bool) {
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
             let part = part(b, t.topic.as_str(), fp.partition);
-            let Some(p) = part else {
-                pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+            let Ok(p) = part else {
+                pd.error_code = part.err().unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION);
                 errors = true;
                 tr.partitions.push(pd);
                 trecs.push(Vec::new());
@@ -623,8 +649,8 @@ fn list_offsets(b: &Broker, r: ListOffsetsRequest, v: i16) -> ListOffsetsRespons
             pr.offset = -1;
             let part = part(b, t.name.as_str(), lp.partition_index);
             match part {
-                None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(p) => {
+                Err(c) => pr.error_code = c,
+                Ok(p) => {
                     pr.error_code = check_leader_epoch(&p, lp.current_leader_epoch);
                     if pr.error_code == code::NONE {
                         let epochs = p.epochs();
@@ -678,6 +704,12 @@ fn init_producer_id(b: &Broker, r: InitProducerIdRequest) -> InitProducerIdRespo
     }
     match b.logs.allocate_producer_ids(1) {
         Ok(id) => {
+            // In a cluster each node hands out ids from its own durable
+            // counter: the node id in the low bits keeps them apart.
+            let id = match &b.cluster {
+                Some(c) => (id << 10) | i64::from(c.me & 0x3ff),
+                None => id,
+            };
             out.producer_id = ProducerId(id);
             out.producer_epoch = 0;
         }
@@ -1138,6 +1170,14 @@ fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> DeleteTopicsResp
         if v >= 6 {
             res.topic_id = topic_id(&name);
         }
+        if b.cluster.is_some() {
+            res.error_code = code::INVALID_REQUEST;
+            if v >= 5 {
+                res.error_message = Some(s("deleting topics is not supported in a cluster yet"));
+            }
+            out.responses.push(res);
+            continue;
+        }
         let _one = b.admin.lock();
         if let Err(e) = b.logs.delete_topic(&name) {
             res.error_code = log_code(&e);
@@ -1161,10 +1201,15 @@ fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse 
             let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
             pr.partition_index = dp.partition_index;
             pr.low_watermark = -1;
-            let part = part(b, t.name.as_str(), dp.partition_index);
+            // Kept local, a cut would differ between the replicas.
+            let part = if b.cluster.is_some() {
+                Err(code::INVALID_REQUEST)
+            } else {
+                part(b, t.name.as_str(), dp.partition_index)
+            };
             match part {
-                None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(p) => {
+                Err(c) => pr.error_code = c,
+                Ok(p) => {
                     // -1: up to the high watermark.
                     let to = if dp.offset == -1 {
                         Some(p.high_watermark())
@@ -1200,8 +1245,8 @@ fn offset_for_leader_epoch(
             e.end_offset = -1;
             let part = part(b, t.topic.as_str(), op.partition);
             match part {
-                None => e.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(p) => {
+                Err(c) => e.error_code = c,
+                Ok(p) => {
                     e.error_code = check_leader_epoch(&p, op.current_leader_epoch);
                     if e.error_code == code::NONE {
                         if let Some((epoch, end)) = p.end_offset_for_epoch(op.leader_epoch) {

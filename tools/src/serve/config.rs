@@ -41,6 +41,23 @@ pub struct ServerConfig {
     /// arrive within this closes its connection (a client sending one
     /// byte a second holds nothing for long).
     pub request_read_timeout_ms: u64,
+    /// controller.quorum.voters: `1@host:port,2@host:port,...`; set, the
+    /// node runs in a cluster (docs/cluster.md).
+    pub voters: Option<String>,
+    /// default.replication.factor (cluster; default: min(3, nodes)).
+    pub default_replication_factor: Option<u32>,
+    /// min.insync.replicas (cluster).
+    pub min_insync_replicas: usize,
+    /// replica.lag.time.max.ms
+    pub replica_lag_time_max_ms: u64,
+    /// replica.fetch.wait.max.ms
+    pub replica_fetch_wait_max_ms: u64,
+    /// broker.heartbeat.interval.ms
+    pub broker_heartbeat_interval_ms: u64,
+    /// broker.session.timeout.ms
+    pub broker_session_timeout_ms: u64,
+    /// controller.quorum.election.timeout.ms
+    pub election_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +75,14 @@ impl Default for ServerConfig {
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
             metrics_listen: None,
+            voters: None,
+            default_replication_factor: None,
+            min_insync_replicas: 2,
+            replica_lag_time_max_ms: 10_000,
+            replica_fetch_wait_max_ms: 500,
+            broker_heartbeat_interval_ms: 100,
+            broker_session_timeout_ms: 1000,
+            election_timeout_ms: 1000,
         }
     }
 }
@@ -98,6 +123,33 @@ impl ServerConfig {
             "max.connections" => self.max_connections = num(key, v)?,
             "connections.max.idle.ms" => self.connections_max_idle_ms = num(key, v)?,
             "socket.request.read.timeout.ms" => self.request_read_timeout_ms = num(key, v)?,
+            "controller.quorum.voters" => {
+                crate::serve::cluster::parse_voters(v)
+                    .map_err(|e| CliError::Usage(format!("{key}={v}: {e}")))?;
+                self.voters = Some(v.to_string());
+            }
+            "default.replication.factor" => {
+                let n: u32 = num(key, v)?;
+                if n == 0 {
+                    return Err(CliError::Usage(format!("{key}={v}: at least 1")));
+                }
+                self.default_replication_factor = Some(n);
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = num(key, v)?;
+                if self.min_insync_replicas == 0 {
+                    return Err(CliError::Usage(format!("{key}={v}: at least 1")));
+                }
+            }
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(key, v)?,
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = num(key, v)?,
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = num::<u64>(key, v)?.max(10)
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = num(key, v)?,
+            "controller.quorum.election.timeout.ms" => {
+                self.election_timeout_ms = num::<u64>(key, v)?.max(50)
+            }
             "metrics.listen" => {
                 v.parse::<std::net::SocketAddr>()
                     .map_err(|_| CliError::Usage(format!("{key}={v}: expected IP:PORT")))?;

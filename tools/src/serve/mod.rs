@@ -14,6 +14,8 @@
 //! and moves the high watermark, which only ever covers fsynced data.
 
 mod api;
+pub mod cluster;
+mod cluster_api;
 mod config;
 mod metrics;
 
@@ -60,6 +62,14 @@ pub struct Args {
     /// same as `metrics.listen`.
     #[arg(long = "metrics-listen", value_name = "IP:PORT")]
     pub metrics_listen: Option<String>,
+    /// This node's id (node.id).
+    #[arg(long = "node-id")]
+    pub node_id: Option<u32>,
+    /// The controller quorum, `1@HOST:PORT,2@HOST:PORT,3@HOST:PORT`
+    /// (controller.quorum.voters): runs this node in a cluster; the
+    /// addresses are the nodes' --listen addresses.
+    #[arg(long = "controller-voters", value_name = "ID@HOST:PORT,...")]
+    pub controller_voters: Option<String>,
 }
 
 /// The broker's shared state.
@@ -78,6 +88,8 @@ pub struct Broker {
     admin: Mutex<()>,
     stop: AtomicBool,
     metrics: metrics::Metrics,
+    /// Cluster mode: the replication driver's handle.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 fn log_err(e: strata_log::Error) -> CliError {
@@ -168,6 +180,7 @@ impl Broker {
 /// Runs the broker until SIGTERM or SIGINT.
 pub fn run(args: Args) -> Result<i32> {
     let mut cfg = ServerConfig::default();
+    let mut cfg_advertised: Option<String> = None;
     if let Some(path) = &args.config {
         cfg.load(path)?;
     }
@@ -180,17 +193,68 @@ pub fn run(args: Args) -> Result<i32> {
     if let Some(m) = &args.metrics_listen {
         cfg.set("metrics.listen", m)?;
     }
+    if let Some(n) = args.node_id {
+        cfg.set("node.id", &n.to_string())?;
+    }
+    if let Some(v) = &args.controller_voters {
+        cfg.set("controller.quorum.voters", v)?;
+    }
+    let cluster = match &cfg.voters {
+        None => None,
+        Some(v) => {
+            let voters = cluster::parse_voters(v).map_err(CliError::Usage)?;
+            let me = u32::try_from(cfg.node_id).map_err(|_| {
+                CliError::Usage(format!("node.id {} must be positive", cfg.node_id))
+            })?;
+            if me == 0 || me > 1023 {
+                return Err(CliError::Usage(format!(
+                    "node.id {me}: a cluster node's id is 1-1023"
+                )));
+            }
+            if !voters.iter().any(|n| n.id == me) {
+                return Err(CliError::Usage(format!(
+                    "node.id {me} is not among controller.quorum.voters ({v}): every node is a voter"
+                )));
+            }
+            let rf = cfg
+                .default_replication_factor
+                .unwrap_or_else(|| voters.len().min(3) as u32);
+            Some(cluster::Cluster::new(cluster::ClusterConfig {
+                me,
+                replication_factor: rf,
+                min_insync_replicas: cfg.min_insync_replicas.min(rf as usize),
+                replica_lag_time_max_ms: cfg.replica_lag_time_max_ms,
+                fetch_wait_max_ms: cfg.replica_fetch_wait_max_ms,
+                heartbeat_interval_ms: cfg.broker_heartbeat_interval_ms,
+                session_timeout_ms: cfg.broker_session_timeout_ms,
+                election_timeout_ms: cfg.election_timeout_ms,
+                voters,
+            }))
+        }
+    };
+    if let Some(c) = &cluster {
+        // Clients are told the address the voters list gives this node.
+        if args.advertised.is_none() {
+            if let Some(n) = c.nodes.iter().find(|n| n.id == c.me) {
+                cfg_advertised = Some(format!("{}:{}", n.host, n.port));
+            }
+        }
+    }
     let listen: SocketAddr = args
         .listen
         .parse()
         .map_err(|_| CliError::Usage(format!("--listen {}: expected IP:PORT", args.listen)))?;
-    let advertised = args.advertised.clone().unwrap_or_else(|| {
-        if listen.ip().is_unspecified() {
-            format!("127.0.0.1:{}", listen.port())
-        } else {
-            listen.to_string()
-        }
-    });
+    let advertised = args
+        .advertised
+        .clone()
+        .or(cfg_advertised)
+        .unwrap_or_else(|| {
+            if listen.ip().is_unspecified() {
+                format!("127.0.0.1:{}", listen.port())
+            } else {
+                listen.to_string()
+            }
+        });
     let (host, port) = advertised
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -226,10 +290,19 @@ pub fn run(args: Args) -> Result<i32> {
         admin: Mutex::new(()),
         stop: AtomicBool::new(false),
         metrics: metrics::Metrics::new(),
+        cluster: cluster.clone(),
     });
-    for (topic, count) in broker.logs.topics() {
-        broker.open_topic(&topic, count).map_err(log_err)?;
-    }
+    // In a cluster the replicas open their logs as the controller's
+    // states arrive, and the replication core moves high watermarks.
+    let driver = match &cluster {
+        Some(c) => Some(c.start(broker.clone(), &data)?),
+        None => {
+            for (topic, count) in broker.logs.topics() {
+                broker.open_topic(&topic, count).map_err(log_err)?;
+            }
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-serve")
@@ -238,11 +311,14 @@ pub fn run(args: Args) -> Result<i32> {
             what: "starting the runtime".into(),
             source: e,
         })?;
-    let flusher = {
+    let flusher = if cluster.is_some() {
+        None
+    } else {
         let b = broker.clone();
         std::thread::Builder::new()
             .name("strata-flusher".into())
             .spawn(move || flusher(&b))
+            .map(Some)
             .map_err(|e| CliError::Local {
                 what: "starting the flusher".into(),
                 source: e,
@@ -250,7 +326,13 @@ pub fn run(args: Args) -> Result<i32> {
     };
     let res = rt.block_on(serve(broker.clone(), listen, data));
     broker.stop.store(true, Ordering::SeqCst);
-    let _ = flusher.join();
+    if let Some(f) = flusher {
+        let _ = f.join();
+    }
+    if let (Some(c), Some(d)) = (&cluster, driver) {
+        c.stop();
+        let _ = d.join();
+    }
     // Requests still on the blocking pool finish before the logs close.
     rt.shutdown_timeout(Duration::from_secs(10));
     broker.logs.close().map_err(log_err)?;
@@ -443,6 +525,17 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
                 return;
             }
             Ok(Ok(_)) => {}
+        }
+        if frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == cluster::PEER_API_KEY {
+            let Some(c) = &b.cluster else {
+                tracing::warn!(%peer, "peer frame on a node not in a cluster: connection closed");
+                return;
+            };
+            if let Err(e) = c.peer_frame(&frame) {
+                tracing::warn!(%peer, error = %e, "bad peer frame: connection closed");
+                return;
+            }
+            continue;
         }
         // Only the head is kept for a log line: a produced batch is then
         // the only holder of its bytes and is stamped in place.
