@@ -21,6 +21,8 @@
 //! * `strata kbench produce|consume`: a Kafka-protocol load generator
 //!   with pre-encoded batches, open loop with coordinated-omission
 //!   correction.
+//! * `strata cluster up|status|down`: a local cluster of `strata serve`
+//!   nodes replicating over TCP with a Raft controller quorum.
 //! * `strata sim`: the replication protocol in the deterministic cluster
 //!   simulator, seed after seed, judged by the history checker.
 //!
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cluster_cmd;
 mod common;
 mod corrupt;
 mod error;
@@ -150,6 +153,11 @@ enum Command {
         after_help = "Examples:\n  strata kbench produce --bootstrap 127.0.0.1:9092 --topic bench --num-records 1000000 --record-size 1024 --batch-size 100\n  strata kbench produce --throughput 50000 --acks all --connections 4\n  strata kbench consume --topic bench --num-records 1000000"
     )]
     Kbench(kbench::Args),
+    /// A local cluster of `strata serve` nodes: up, status, down.
+    #[command(
+        after_help = "Examples:\n  strata cluster up --nodes 3 --dir /tmp/strata-cluster\n  strata cluster status --dir /tmp/strata-cluster\n  strata cluster down --dir /tmp/strata-cluster"
+    )]
+    Cluster(cluster_cmd::Args),
 }
 
 /// Rewrites each `--flag` of `args` (program name first) that the chosen
@@ -247,6 +255,7 @@ fn main() {
         Command::Sim(a) => sim::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Kbench(a) => kbench::run(a).map(|_| 0),
+        Command::Cluster(a) => cluster_cmd::run(a),
     };
     match res {
         Ok(code) => std::process::exit(code),

@@ -146,6 +146,8 @@ pub struct View {
     pub controller: Option<NodeId>,
     /// This voter's Raft term and role.
     pub raft: Option<(u64, &'static str)>,
+    /// This start's broker epoch, once registered.
+    pub broker_epoch: Option<u64>,
 }
 
 enum Input {
@@ -219,6 +221,48 @@ impl Cluster {
             return Err(6);
         }
         v.local.get(&id).map(|p| (id, p.clone())).ok_or(6)
+    }
+
+    /// The node's state as `GET /status` shows it (what `strata cluster
+    /// status` reads): one `node` line, then one `partition` line per
+    /// partition, `key=value` fields.
+    pub fn status_text(&self) -> String {
+        let v = self.view();
+        let list = |x: &[NodeId]| {
+            x.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut out = format!(
+            "node id={} broker_epoch={} controller={} raft_term={} raft_role={}\n",
+            self.me,
+            v.broker_epoch.map_or("-".into(), |e| e.to_string()),
+            v.controller.map_or("-".into(), |n| n.to_string()),
+            v.raft.map_or("-".into(), |r| r.0.to_string()),
+            v.raft.map_or("-", |r| r.1),
+        );
+        for ((topic, index), id) in &v.by_name {
+            let Some(st) = v.states.get(id) else { continue };
+            out.push_str(&format!(
+                "partition topic={topic} index={index} leader={} leader_epoch={} replicas={} isr={} elr={}",
+                st.leader.map_or("-".into(), |n| n.to_string()),
+                st.leader_epoch,
+                list(&st.replicas),
+                list(&st.isr),
+                list(&st.elr),
+            ));
+            if let Some(p) = v.local.get(id) {
+                out.push_str(&format!(
+                    " hw={} leo={} durable={}",
+                    p.high_watermark(),
+                    p.log_end_offset(),
+                    p.durable_end_offset()
+                ));
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// Whether the topic exists in the cluster.
@@ -899,6 +943,7 @@ impl Driver {
         let mut v = self.c.view.lock();
         v.controller = controller;
         v.raft = raft;
+        v.broker_epoch = self.broker.broker_epoch();
         if sig == self.published {
             return;
         }

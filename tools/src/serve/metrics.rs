@@ -188,7 +188,7 @@ impl Metrics {
 /// other path 404, anything unreadable a closed connection.
 pub async fn serve_http(
     mut stream: tokio::net::TcpStream,
-    body: impl FnOnce() -> String,
+    body: impl FnOnce(&str) -> Option<String>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::with_capacity(1024);
@@ -211,11 +211,13 @@ pub async fn serve_http(
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, text) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?"))
-    {
-        ("200 OK", body())
-    } else {
-        ("404 Not Found", "only GET /metrics is served\n".to_string())
+    let path = path.split('?').next().unwrap_or("");
+    let (status, text) = match (method, body(path)) {
+        ("GET", Some(text)) => ("200 OK", text),
+        _ => (
+            "404 Not Found",
+            "GET /metrics is served (and /status on a cluster node)\n".to_string(),
+        ),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -420,10 +420,14 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
                 };
                 let b = b.clone();
                 tokio::spawn(async move {
-                    let render = || {
-                        let parts = tokio::task::block_in_place(|| b.partition_offsets());
-                        let rebalances = b.groups.lock().rebalances();
-                        b.metrics.render(&parts, rebalances)
+                    let render = |path: &str| match path {
+                        "/metrics" => {
+                            let parts = tokio::task::block_in_place(|| b.partition_offsets());
+                            let rebalances = b.groups.lock().rebalances();
+                            Some(b.metrics.render(&parts, rebalances))
+                        }
+                        "/status" => b.cluster.as_ref().map(|c| c.status_text()),
+                        _ => None,
                     };
                     let _ = metrics::serve_http(stream, render).await;
                 });

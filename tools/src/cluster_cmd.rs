@@ -1,0 +1,413 @@
+//! `strata cluster up|status|down`: a local cluster of `strata serve`
+//! processes on 127.0.0.1, for trying replication and failover on one
+//! machine.
+//!
+//! `up` starts N nodes in the background (each its own process group, so
+//! the shell's Ctrl-C does not reach them), every one a broker and a
+//! voter of the controller quorum, then waits until each has registered
+//! with an elected controller, and prints the bootstrap address. The
+//! nodes are listed in `DIR/cluster.txt` (id, pid, Kafka address,
+//! status address); `status` asks each node's `GET /status` and prints
+//! the controller and every partition's leader, ISR, ELR and each
+//! replica's high watermark and log end; `down` stops them with SIGTERM
+//! (a clean shutdown) and waits.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{CliError, Result};
+
+/// `strata cluster` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Starts a local cluster in the background and waits until it is ready.
+    Up(UpArgs),
+    /// Nodes, controller, partitions (leader, ISR, ELR, HW and LEO per replica).
+    Status(DirArg),
+    /// Stops the cluster's nodes (SIGTERM, then waits).
+    Down(DirArg),
+}
+
+/// `strata cluster` flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// `strata cluster up` flags.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Number of nodes (each a broker and a controller voter).
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Directory for the nodes' data and logs.
+    #[arg(long, default_value = "strata-cluster")]
+    dir: PathBuf,
+    /// Kafka port of node 1; node i listens on base-port + i - 1, and
+    /// serves /status and /metrics on base-port + 100 + i - 1.
+    #[arg(long = "base-port", default_value_t = 9092)]
+    base_port: u16,
+    /// A setting for every node, as `strata serve --set` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Seconds to wait for the cluster to be ready.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+/// The cluster directory.
+#[derive(clap::Args, Debug)]
+pub struct DirArg {
+    /// The directory `strata cluster up` used.
+    #[arg(long, default_value = "strata-cluster")]
+    dir: PathBuf,
+}
+
+/// One node as `cluster.txt` lists it.
+#[derive(Clone, Debug)]
+struct NodeEntry {
+    id: u32,
+    pid: u32,
+    kafka: String,
+    status: String,
+}
+
+fn local(what: String, e: std::io::Error) -> CliError {
+    CliError::Local { what, source: e }
+}
+
+fn read_nodes(dir: &Path) -> Result<Vec<NodeEntry>> {
+    let path = dir.join("cluster.txt");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CliError::Usage(format!(
+                "no cluster in {} (start one with `strata cluster up --dir {}`)",
+                dir.display(),
+                dir.display()
+            ))
+        } else {
+            local(format!("reading {}", path.display()), e)
+        }
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let bad = || {
+            CliError::Usage(format!(
+                "{}:{}: damaged line {line:?}",
+                path.display(),
+                i + 1
+            ))
+        };
+        if f.len() != 5 || f[0] != "node" {
+            return Err(bad());
+        }
+        out.push(NodeEntry {
+            id: f[1].parse().map_err(|_| bad())?,
+            pid: f[2].parse().map_err(|_| bad())?,
+            kafka: f[3].to_string(),
+            status: f[4].to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) is not alive.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// `GET path` on a node's status address, with short timeouts.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let sa = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// `key=value` fields of a status line.
+fn fields(line: &str) -> std::collections::BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+/// Runs `strata cluster`.
+pub fn run(args: Args) -> Result<i32> {
+    match args.cmd {
+        Cmd::Up(a) => up(a),
+        Cmd::Status(d) => status(&d.dir),
+        Cmd::Down(d) => down(&d.dir),
+    }
+}
+
+fn up(a: UpArgs) -> Result<i32> {
+    if a.nodes == 0 || a.nodes > 9 {
+        return Err(CliError::Usage(format!(
+            "--nodes {}: a local cluster has 1 to 9 nodes",
+            a.nodes
+        )));
+    }
+    if u32::from(a.base_port) + 100 + a.nodes > 65535 {
+        return Err(CliError::Usage(format!(
+            "--base-port {}: too high",
+            a.base_port
+        )));
+    }
+    if let Ok(nodes) = read_nodes(&a.dir) {
+        if nodes.iter().any(|n| alive(n.pid)) {
+            return Err(CliError::Usage(format!(
+                "a cluster is already running in {} (stop it with `strata cluster down --dir {}`)",
+                a.dir.display(),
+                a.dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(&a.dir)
+        .map_err(|e| local(format!("creating {}", a.dir.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| local("finding the strata binary".into(), e))?;
+    let kafka = |i: u32| format!("127.0.0.1:{}", u32::from(a.base_port) + i - 1);
+    let stat = |i: u32| format!("127.0.0.1:{}", u32::from(a.base_port) + 100 + i - 1);
+    let voters: Vec<String> = (1..=a.nodes).map(|i| format!("{i}@{}", kafka(i))).collect();
+    let voters = voters.join(",");
+    let mut entries = Vec::new();
+    for i in 1..=a.nodes {
+        let log_path = a.dir.join(format!("node-{i}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--node-id")
+            .arg(i.to_string())
+            .arg("--listen")
+            .arg(kafka(i))
+            .arg("--data")
+            .arg(a.dir.join(format!("node-{i}")))
+            .arg("--controller-voters")
+            .arg(&voters)
+            .arg("--metrics-listen")
+            .arg(stat(i));
+        for s in &a.set {
+            cmd.arg("--set").arg(s);
+        }
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| local(format!("starting node {i}"), e))?;
+        entries.push(NodeEntry {
+            id: i,
+            pid: child.id(),
+            kafka: kafka(i),
+            status: stat(i),
+        });
+    }
+    let text: String = entries
+        .iter()
+        .map(|n| format!("node {} {} {} {}\n", n.id, n.pid, n.kafka, n.status))
+        .collect();
+    let path = a.dir.join("cluster.txt");
+    std::fs::write(&path, text).map_err(|e| local(format!("writing {}", path.display()), e))?;
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    loop {
+        let mut ready = 0;
+        for n in &entries {
+            if !alive(n.pid) {
+                let log = std::fs::read_to_string(a.dir.join(format!("node-{}.log", n.id)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let _ = down(&a.dir);
+                return Err(CliError::Usage(format!(
+                    "node {} exited while starting; its log ends:\n{}",
+                    n.id,
+                    tail.join("\n")
+                )));
+            }
+            if let Some(body) = http_get(&n.status, "/status") {
+                let f = body.lines().next().map(fields).unwrap_or_default();
+                if f.get("broker_epoch").is_some_and(|e| *e != "-")
+                    && f.get("controller").is_some_and(|c| *c != "-")
+                {
+                    ready += 1;
+                }
+            }
+        }
+        if ready == entries.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::Usage(format!(
+                "the cluster in {} was not ready after {} s ({ready} of {} nodes registered); see its node-*.log files",
+                a.dir.display(),
+                a.timeout,
+                entries.len()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bootstrap: Vec<&str> = entries.iter().map(|n| n.kafka.as_str()).collect();
+    println!(
+        "cluster of {} nodes up in {} (logs: node-N.log there)",
+        entries.len(),
+        a.dir.display()
+    );
+    println!("bootstrap: {}", bootstrap.join(","));
+    Ok(0)
+}
+
+fn status(dir: &Path) -> Result<i32> {
+    let nodes = read_nodes(dir)?;
+    // topic, index -> (leader, epoch, isr, elr, per replica hw/leo)
+    type Row = (String, String, String, String, Vec<String>, i64);
+    let mut parts: std::collections::BTreeMap<(String, u32), Row> = Default::default();
+    let mut down_count = 0;
+    println!("NODE  PID      ADDRESS            STATE  RAFT               BROKER EPOCH");
+    for n in &nodes {
+        let body = if alive(n.pid) {
+            http_get(&n.status, "/status")
+        } else {
+            None
+        };
+        let Some(body) = body else {
+            down_count += 1;
+            println!(
+                "{:<5} {:<8} {:<18} {}",
+                n.id,
+                n.pid,
+                n.kafka,
+                if alive(n.pid) { "silent" } else { "down" }
+            );
+            continue;
+        };
+        let mut lines = body.lines();
+        let head = lines.next().map(fields).unwrap_or_default();
+        println!(
+            "{:<5} {:<8} {:<18} up     {:<18} {}",
+            n.id,
+            n.pid,
+            n.kafka,
+            format!(
+                "{} (term {})",
+                head.get("raft_role").unwrap_or(&"-"),
+                head.get("raft_term").unwrap_or(&"-")
+            ),
+            head.get("broker_epoch").unwrap_or(&"-")
+        );
+        if let Some(c) = head.get("controller") {
+            parts.entry(("".into(), 0)).or_insert_with(|| {
+                (
+                    c.to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    Vec::new(),
+                    -1,
+                )
+            });
+        }
+        for l in lines {
+            let f = fields(l);
+            let (Some(t), Some(i)) = (f.get("topic"), f.get("index").and_then(|i| i.parse().ok()))
+            else {
+                continue;
+            };
+            let epoch: i64 = f
+                .get("leader_epoch")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(-1);
+            let row = parts.entry((t.to_string(), i)).or_insert_with(|| {
+                (
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    Vec::new(),
+                    -1,
+                )
+            });
+            // The newest leader epoch any node knows wins.
+            if epoch > row.5 {
+                row.0 = f.get("leader").unwrap_or(&"-").to_string();
+                row.1 = epoch.to_string();
+                row.2 = f.get("isr").unwrap_or(&"").to_string();
+                row.3 = f.get("elr").unwrap_or(&"").to_string();
+                row.5 = epoch;
+            }
+            if let (Some(hw), Some(leo)) = (f.get("hw"), f.get("leo")) {
+                row.4.push(format!("{}:{hw}/{leo}", n.id));
+            }
+        }
+    }
+    if let Some(c) = parts.remove(&("".to_string(), 0)) {
+        println!("\ncontroller leader: {}", c.0);
+    }
+    println!(
+        "\n{:<20} {:>4}  {:<6} {:>5}  {:<8} {:<8} REPLICAS (node:hw/leo)",
+        "TOPIC", "PART", "LEADER", "EPOCH", "ISR", "ELR"
+    );
+    for ((t, i), r) in &parts {
+        println!(
+            "{:<20} {:>4}  {:<6} {:>5}  {:<8} {:<8} {}",
+            t,
+            i,
+            r.0,
+            r.1,
+            if r.2.is_empty() { "-" } else { &r.2 },
+            if r.3.is_empty() { "-" } else { &r.3 },
+            r.4.join(" ")
+        );
+    }
+    Ok(if down_count > 0 { 1 } else { 0 })
+}
+
+fn down(dir: &Path) -> Result<i32> {
+    let nodes = read_nodes(dir)?;
+    for n in nodes.iter().filter(|n| alive(n.pid)) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(n.pid.to_string())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes.iter().any(|n| alive(n.pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut code = 0;
+    for n in nodes.iter().filter(|n| alive(n.pid)) {
+        eprintln!("node {} (pid {}) did not stop in 20 s: killed", n.id, n.pid);
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(n.pid.to_string())
+            .status();
+        code = 1;
+    }
+    let _ = std::fs::remove_file(dir.join("cluster.txt"));
+    println!("cluster in {} stopped (data kept)", dir.display());
+    Ok(code)
+}
