@@ -621,7 +621,7 @@ impl Driver {
                     partitions,
                     replication_factor,
                 };
-                self.to_controller(now, msg)
+                self.send_controller(now, msg)
             }
             Input::Stop => Ok(()),
         }
@@ -678,9 +678,9 @@ impl Driver {
                     }
                     FROM_CONTROLLER => {
                         self.controller_guess = from;
-                        self.from_controller(now, m)
+                        self.on_controller(now, m)
                     }
-                    _ => self.to_broker(now, Addr::Node(from), m),
+                    _ => self.on_broker(now, Addr::Node(from), m),
                 }
             }
             k => {
@@ -712,7 +712,7 @@ impl Driver {
         }
     }
 
-    fn to_controller(&mut self, now: u64, m: Msg) -> DResult<()> {
+    fn send_controller(&mut self, now: u64, m: Msg) -> DResult<()> {
         if let Some((q, _)) = self.quorum.as_mut() {
             if q.controller().is_some() {
                 q.handle(now, Addr::Node(self.c.me), m);
@@ -733,17 +733,17 @@ impl Driver {
         Ok(())
     }
 
-    fn from_controller(&mut self, now: u64, m: Msg) -> DResult<()> {
+    fn on_controller(&mut self, now: u64, m: Msg) -> DResult<()> {
         if let Msg::CreateTopicResponse { corr, result } = m {
             if let Some(tx) = self.creates.remove(&corr) {
                 let _ = tx.send(result);
             }
             return Ok(());
         }
-        self.to_broker(now, Addr::Controller, m)
+        self.on_broker(now, Addr::Controller, m)
     }
 
-    fn to_broker(&mut self, now: u64, from: Addr, m: Msg) -> DResult<()> {
+    fn on_broker(&mut self, now: u64, from: Addr, m: Msg) -> DResult<()> {
         let replica_fetch = match (&m, from) {
             (Msg::Fetch(f), Addr::Node(n)) if f.replica.is_some() => Some((n, f.clone())),
             _ => None,
@@ -819,7 +819,7 @@ impl Driver {
         let mut queue: std::collections::VecDeque<Envelope> = out.into();
         while let Some(e) = queue.pop_front() {
             match e.to {
-                Addr::Controller => self.to_controller(now, e.msg)?,
+                Addr::Controller => self.send_controller(now, e.msg)?,
                 Addr::Node(n) if n == self.c.me => {
                     let mut more = Vec::new();
                     self.broker
@@ -869,7 +869,7 @@ impl Driver {
         }
         for e in ready.sends {
             match e.to {
-                Addr::Node(n) if n == self.c.me => self.from_controller(now, e.msg)?,
+                Addr::Node(n) if n == self.c.me => self.on_controller(now, e.msg)?,
                 Addr::Node(n) => self.send(n, FROM_CONTROLLER, codec::encode_msg(&e.msg)),
                 _ => {}
             }

@@ -1,0 +1,331 @@
+"""A 3-node `strata cluster` of real processes under faults, with
+confluent-kafka (librdkafka) clients: an idempotent acks=all producer
+and a consumer run throughout while the script SIGKILLs the leader of a
+partition, a follower and the controller leader, and SIGSTOPs a leader
+past its session timeout (the fencing path), restarting each. Then the
+checker: no acknowledged write lost, none duplicated, each at the offset
+its acknowledgement gave; the live consumer never skipped or went back;
+after the heal every acknowledged write is consumed.
+
+usage: cluster_faults.py STRATA_BINARY SECONDS SEED
+"""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+TOPIC = "faults"
+PARTITIONS = 3
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def ports_free(base, n):
+    for p in list(range(base, base + n)) + list(range(base + 100, base + 100 + n)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+class Cluster:
+    def __init__(self, strata, rng):
+        self.strata = strata
+        self.dir = tempfile.mkdtemp(prefix="strata-cluster-faults-")
+        while True:
+            self.base = rng.randrange(20000, 60000)
+            if ports_free(self.base, 3):
+                break
+        self.cmdlines = {}
+
+    def up(self):
+        out = subprocess.run(
+            [self.strata, "cluster", "up", "--nodes", "3", "--dir", self.dir,
+             "--base-port", str(self.base),
+             "--set", f"num.partitions={PARTITIONS}",
+             "--set", "broker.session.timeout.ms=1500"],
+            capture_output=True, text=True, timeout=90)
+        print(out.stdout.strip())
+        check(out.returncode == 0, f"cluster up failed: {out.stdout}\n{out.stderr}")
+        for n, pid, _, _ in self.nodes():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                self.cmdlines[n] = [a.decode() for a in f.read().split(b"\0") if a]
+
+    def bootstrap(self):
+        return ",".join(f"127.0.0.1:{self.base + i}" for i in range(3))
+
+    def nodes(self):
+        out = []
+        with open(os.path.join(self.dir, "cluster.txt")) as f:
+            for line in f:
+                _, n, pid, kafka, status = line.split()
+                out.append((int(n), int(pid), kafka, status))
+        return out
+
+    def pid(self, node):
+        return [p for n, p, _, _ in self.nodes() if n == node][0]
+
+    def status(self, node):
+        addr = [s for n, _, _, s in self.nodes() if n == node][0]
+        try:
+            with urllib.request.urlopen(f"http://{addr}/status", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def view(self):
+        """(controller leader, {partition: (leader, replicas)}) from the
+        node that knows the newest epochs."""
+        controller, parts = None, {}
+        for n in (1, 2, 3):
+            text = self.status(n)
+            if text is None:
+                continue
+            for line in text.splitlines():
+                f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+                if line.startswith("node") and f.get("raft_role") == "leader":
+                    controller = n
+                if line.startswith("partition") and f.get("topic") == TOPIC:
+                    p, e = int(f["index"]), int(f["leader_epoch"])
+                    if p not in parts or parts[p][0] < e:
+                        leader = None if f["leader"] == "-" else int(f["leader"])
+                        parts[p] = (e, leader, [int(x) for x in f["replicas"].split(",")])
+        return controller, {p: (l, r) for p, (_, l, r) in parts.items()}
+
+    def kill(self, node):
+        os.kill(self.pid(node), signal.SIGKILL)
+        deadline = time.time() + 10
+        while os.path.exists(f"/proc/{self.pid(node)}") and time.time() < deadline:
+            try:
+                with open(f"/proc/{self.pid(node)}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except OSError:
+                break
+            time.sleep(0.02)
+
+    def restart(self, node):
+        log = open(os.path.join(self.dir, f"node-{node}.log"), "ab")
+        p = subprocess.Popen(self.cmdlines[node], stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        lines = []
+        for n, pid, k, s in self.nodes():
+            lines.append(f"node {n} {p.pid if n == node else pid} {k} {s}\n")
+        with open(os.path.join(self.dir, "cluster.txt"), "w") as f:
+            f.writelines(lines)
+
+    def down(self):
+        subprocess.run([self.strata, "cluster", "down", "--dir", self.dir],
+                       capture_output=True, timeout=60)
+
+    def dump_logs(self):
+        for n in (1, 2, 3):
+            try:
+                with open(os.path.join(self.dir, f"node-{n}.log"), "rb") as f:
+                    sys.stderr.write(f"--- node {n}\n" + f.read().decode(errors="replace")[-3000:])
+            except OSError:
+                pass
+
+
+def main():
+    strata, seconds, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    rng = random.Random(seed)
+    c = Cluster(strata, rng)
+    c.up()
+    try:
+        run(c, seconds, rng)
+    except BaseException:
+        c.dump_logs()
+        raise
+    finally:
+        c.down()
+    print("all checks passed")
+
+
+def run(c, seconds, rng):
+    acked = {}        # value -> (partition, offset)
+    failed = {}       # value -> error
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def report(err, msg):
+        v = msg.value().decode()
+        with lock:
+            if err is None:
+                check(v not in acked, f"value {v} acknowledged twice")
+                acked[v] = (msg.partition(), msg.offset())
+            else:
+                failed[v] = str(err)
+
+    producer = Producer({
+        "bootstrap.servers": c.bootstrap(),
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "message.timeout.ms": 120000,
+        "request.timeout.ms": 10000,
+        "topic.metadata.refresh.interval.ms": 1000,
+        "log_level": 2,
+    })
+    sent = [0]
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            for _ in range(20):
+                v = f"{i}"
+                producer.produce(TOPIC, value=v.encode(), key=v.encode(),
+                                 partition=i % PARTITIONS, on_delivery=report)
+                i += 1
+            producer.poll(0)
+            time.sleep(0.02)
+        sent[0] = i
+
+    # The live consumer: offsets per partition must go up by one, never
+    # skip or go back, through every fault.
+    seen = {p: [] for p in range(PARTITIONS)}
+    consumer_errors = []
+
+    def consume():
+        cons = Consumer({
+            "bootstrap.servers": c.bootstrap(),
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "topic.metadata.refresh.interval.ms": 1000,
+            "log_level": 2,
+        })
+        cons.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+        while not stop.is_set():
+            m = cons.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                consumer_errors.append(str(m.error()))
+                continue
+            seen[m.partition()].append((m.offset(), m.value().decode()))
+        cons.close()
+
+    # The topic exists before the clients start (auto-created by metadata).
+    md_producer = Producer({"bootstrap.servers": c.bootstrap(), "log_level": 2})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        md = md_producer.list_topics(TOPIC, timeout=5)
+        t = md.topics.get(TOPIC)
+        if t and t.error is None and len(t.partitions) == PARTITIONS and \
+                all(p.leader >= 0 for p in t.partitions.values()):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("topic not ready in 30 s")
+
+    tp = threading.Thread(target=produce)
+    tc = threading.Thread(target=consume)
+    tp.start()
+    tc.start()
+    faults = ["kill-leader", "kill-follower", "kill-controller", "pause-leader"]
+    start = time.time()
+    k = 0
+    while time.time() - start < seconds:
+        time.sleep(2)
+        fault = faults[k % len(faults)] if k < len(faults) else rng.choice(faults)
+        k += 1
+        controller, parts = c.view()
+        p = rng.randrange(PARTITIONS)
+        leader, replicas = parts.get(p, (None, [1, 2, 3]))
+        if fault == "kill-controller":
+            victim = controller
+        elif fault == "kill-follower":
+            victim = rng.choice([r for r in replicas if r != leader] or replicas)
+        else:
+            victim = leader
+        if victim is None:
+            print(f"{time.time() - start:5.1f}s {fault}: no target known, skipped")
+            continue
+        print(f"{time.time() - start:5.1f}s {fault}: node {victim} (partition {p} leader {leader}, controller {controller})")
+        if fault == "pause-leader":
+            os.kill(c.pid(victim), signal.SIGSTOP)
+            time.sleep(4)  # past broker.session.timeout.ms: fenced, replaced
+            os.kill(c.pid(victim), signal.SIGCONT)
+        else:
+            c.kill(victim)
+            time.sleep(2)
+            c.restart(victim)
+        time.sleep(2)
+    stop.set()
+    tp.join()
+    left = producer.flush(120)
+    check(left == 0, f"{left} messages still unacknowledged after 120 s")
+    tc.join()
+    total = sent[0]
+    print(f"produced {total}, acknowledged {len(acked)}, failed {len(failed)}")
+    if failed:
+        print("failures:", sorted(set(failed.values()))[:5])
+    check(len(acked) + len(failed) == total, "a message got no delivery report")
+    check(len(acked) >= total * 0.5, "fewer than half acknowledged")
+
+    # After the heal: read everything back from offset 0.
+    cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "verify",
+                     "enable.auto.commit": False, "log_level": 2})
+    log = {p: [] for p in range(PARTITIONS)}
+    for p in range(PARTITIONS):
+        deadline = time.time() + 60
+        while True:
+            lo, hi = cons.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=5)
+            committed = {off for (pp, off) in acked.values() if pp == p}
+            if not committed or hi > max(committed):
+                break
+            check(time.time() < deadline, f"partition {p}: high watermark {hi} below acked offsets")
+            time.sleep(0.5)
+        cons.assign([TopicPartition(TOPIC, p, 0)])
+        while True:
+            m = cons.poll(1.0)
+            if m is None:
+                if log[p] and log[p][-1][0] >= hi - 1:
+                    break
+                check(time.time() < deadline, f"partition {p}: read stalled at {log[p][-1:]}")
+                continue
+            check(not m.error(), f"consumer error {m.error()}")
+            log[p].append((m.offset(), m.value().decode()))
+            if m.offset() >= hi - 1:
+                break
+    cons.close()
+
+    where = {}
+    for p, recs in log.items():
+        offs = [o for o, _ in recs]
+        check(offs == list(range(offs[0], offs[0] + len(offs))) if offs else True,
+              f"partition {p}: offsets not contiguous")
+        for o, v in recs:
+            check(v not in where, f"value {v} stored twice: {where.get(v)} and {(p, o)}")
+            where[v] = (p, o)
+    lost = [v for v in acked if v not in where]
+    check(not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}")
+    moved = [(v, acked[v], where[v]) for v in acked if where[v] != acked[v]]
+    check(not moved, f"{len(moved)} writes at another offset than acknowledged, e.g. {moved[:3]}")
+    for p, recs in seen.items():
+        offs = [o for o, _ in recs]
+        for a, b in zip(offs, offs[1:]):
+            check(b == a + 1, f"live consumer, partition {p}: offset {a} then {b}")
+        for o, v in recs:
+            check(where.get(v) == (p, o), f"live consumer read {v} at {(p, o)}, the log has it at {where.get(v)}")
+    print(f"checked: {len(acked)} acknowledged writes all present once at their offsets; "
+          f"{sum(len(r) for r in log.values())} stored; live consumer read "
+          f"{sum(len(r) for r in seen.values())} in order")
+
+
+if __name__ == "__main__":
+    main()
