@@ -471,6 +471,21 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
                 }
             }
         }
+        Msg::ControlledShutdown { node, broker_epoch } => {
+            w.u8(18);
+            w.u32(*node);
+            w.u64(*broker_epoch);
+        }
+        Msg::ControlledShutdownResponse {
+            controller_epoch,
+            broker_epoch,
+            remaining,
+        } => {
+            w.u8(19);
+            w.u32(*controller_epoch);
+            w.u64(*broker_epoch);
+            w.u32(*remaining);
+        }
     }
     w.0
 }
@@ -644,6 +659,15 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
             };
             Msg::CreateTopicResponse { corr, result }
         }
+        18 => Msg::ControlledShutdown {
+            node: r.u32()?,
+            broker_epoch: r.u64()?,
+        },
+        19 => Msg::ControlledShutdownResponse {
+            controller_epoch: r.u32()?,
+            broker_epoch: r.u64()?,
+            remaining: r.u32()?,
+        },
         t => return r.err(format!("unknown message type {t}")),
     };
     r.end()?;
@@ -915,6 +939,15 @@ mod tests {
             Msg::CreateTopicResponse {
                 corr: 3,
                 result: Err(ErrorCode::TopicAlreadyExists),
+            },
+            Msg::ControlledShutdown {
+                node: 2,
+                broker_epoch: 7,
+            },
+            Msg::ControlledShutdownResponse {
+                controller_epoch: 3,
+                broker_epoch: 7,
+                remaining: 0,
             },
         ]
     }

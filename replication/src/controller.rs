@@ -211,6 +211,9 @@ struct Liveness {
     /// A heartbeat arrived since this controller started: only then is the
     /// broker electable (a broker known from the durable state may be dead).
     heard: bool,
+    /// This start of the broker is shutting down: it stays fenced, and
+    /// its heartbeats do not make it electable again.
+    shutting_down: bool,
 }
 
 /// The controller.
@@ -275,6 +278,7 @@ impl Controller {
                         detector,
                         fenced: false,
                         heard: false,
+                        shutting_down: false,
                     },
                 )
             })
@@ -318,8 +322,53 @@ impl Controller {
                 partitions,
                 replication_factor,
             } => self.on_create_topic(from, corr, &name, partitions, replication_factor, out),
+            Msg::ControlledShutdown { node, broker_epoch } => {
+                self.on_controlled_shutdown(from, node, broker_epoch, out)
+            }
             _ => {}
         }
+    }
+
+    /// Controlled shutdown: the broker is fenced for the rest of this
+    /// start, leaves every ISR (the ELR keeps what KIP-966 allows), and
+    /// each partition it led gets another leader before it stops, so
+    /// clients move at once instead of after a session timeout. A
+    /// partition no other replica can lead goes offline now rather than
+    /// at the stop. Answered with how many partitions it still leads (0
+    /// once the change is made).
+    fn on_controlled_shutdown(
+        &mut self,
+        from: Addr,
+        node: NodeId,
+        broker_epoch: u64,
+        out: &mut Vec<ControllerOutput>,
+    ) {
+        let registered = self.st.brokers.get(&node).map(|&(e, _)| e);
+        if registered == Some(broker_epoch) {
+            if let Some(l) = self.live.get_mut(&node) {
+                if !l.shutting_down {
+                    l.fenced = true;
+                    l.shutting_down = true;
+                    let changed = self.broker_down(node, false, out);
+                    self.commit(changed, out);
+                }
+            }
+        }
+        let remaining = self
+            .st
+            .partitions
+            .values()
+            .filter(|p| p.leader == Some(node))
+            .count() as u32;
+        Self::send(
+            out,
+            from,
+            Msg::ControlledShutdownResponse {
+                controller_epoch: self.st.epoch,
+                broker_epoch,
+                remaining,
+            },
+        );
     }
 
     /// Most partitions one topic may have.
@@ -442,6 +491,7 @@ impl Controller {
                 detector: PhiAccrual::new(self.cfg.heartbeat_interval_ms, 32),
                 fenced: true,
                 heard: false,
+                shutting_down: false,
             },
         );
         if changed.is_empty() {
@@ -484,9 +534,11 @@ impl Controller {
             detector: PhiAccrual::new(self.cfg.heartbeat_interval_ms, 32),
             fenced: true,
             heard: false,
+            shutting_down: false,
         });
         l.detector.heartbeat(now);
-        if l.fenced || !l.heard {
+        let shutting_down = l.shutting_down;
+        if (l.fenced || !l.heard) && !shutting_down {
             l.fenced = false;
             l.heard = true;
             self.elect_offline(out);
@@ -512,7 +564,7 @@ impl Controller {
                 controller_epoch: self.st.epoch,
                 broker_epoch,
                 stale: false,
-                fenced: false,
+                fenced: shutting_down,
                 updates,
             },
         );
@@ -872,5 +924,70 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_and_keeps_the_broker_fenced() {
+        let (mut c, _) =
+            Controller::start(ControllerConfig::default(), None, &[], 0).expect("start");
+        for n in [1, 2, 3] {
+            register_and_heartbeat(&mut c, n, 10);
+        }
+        let mut out = Vec::new();
+        c.handle(
+            11,
+            Addr::Node(1),
+            Msg::CreateTopic {
+                corr: 1,
+                name: "t".into(),
+                partitions: 3,
+                replication_factor: 3,
+            },
+            &mut out,
+        );
+        let led_by_2 = c
+            .state()
+            .partitions
+            .values()
+            .filter(|p| p.leader == Some(2))
+            .count();
+        assert!(led_by_2 > 0);
+        let epoch = c.state().brokers[&2].0;
+        let mut out = Vec::new();
+        c.handle(
+            12,
+            Addr::Node(2),
+            Msg::ControlledShutdown {
+                node: 2,
+                broker_epoch: epoch,
+            },
+            &mut out,
+        );
+        let remaining = out.iter().find_map(|o| match o {
+            ControllerOutput::Send(Envelope {
+                msg: Msg::ControlledShutdownResponse { remaining, .. },
+                ..
+            }) => Some(*remaining),
+            _ => None,
+        });
+        assert_eq!(remaining, Some(0));
+        for p in c.state().partitions.values() {
+            assert_ne!(p.leader, Some(2));
+            assert!(!p.isr.contains(&2));
+            assert!(p.leader.is_some());
+        }
+        // Its heartbeats (same start) do not make it electable again.
+        let mut out = Vec::new();
+        c.handle(
+            13,
+            Addr::Node(2),
+            Msg::Heartbeat {
+                node: 2,
+                broker_epoch: epoch,
+                known: Vec::new(),
+            },
+            &mut out,
+        );
+        assert!(!c.is_alive(2));
     }
 }

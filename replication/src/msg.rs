@@ -352,6 +352,23 @@ pub enum Msg {
         /// The partitions, or an error.
         result: Result<Vec<PartitionState>, ErrorCode>,
     },
+    /// A broker about to stop asks the controller to move its leaderships
+    /// away and stop electing it (Kafka's controlled shutdown).
+    ControlledShutdown {
+        /// The broker.
+        node: NodeId,
+        /// Its broker epoch.
+        broker_epoch: u64,
+    },
+    /// The answer: how many partitions it still leads (0: done).
+    ControlledShutdownResponse {
+        /// The sending controller's epoch.
+        controller_epoch: u32,
+        /// Echoed.
+        broker_epoch: u64,
+        /// Partitions still led by the broker.
+        remaining: u32,
+    },
 }
 
 impl Msg {
@@ -439,6 +456,14 @@ impl Msg {
                 partitions,
                 replication_factor,
             } => format!("CreateTopic {name} corr{corr} p{partitions} rf{replication_factor}"),
+            Msg::ControlledShutdown { node, broker_epoch } => {
+                format!("ControlledShutdown n{node} be{broker_epoch}")
+            }
+            Msg::ControlledShutdownResponse {
+                broker_epoch,
+                remaining,
+                ..
+            } => format!("ControlledShutdownResponse be{broker_epoch} remaining{remaining}"),
             Msg::CreateTopicResponse { corr, result } => match result {
                 Ok(ps) => format!("CreateTopicResponse corr{corr} ok {}", ps.len()),
                 Err(e) => format!("CreateTopicResponse corr{corr} {e:?}"),

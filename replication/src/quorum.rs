@@ -129,6 +129,14 @@ impl QuorumNode {
         true
     }
 
+    /// Hands Raft leadership to voter `to` (a controlled shutdown of the
+    /// leader); `false` if this voter does not lead or cannot.
+    pub fn transfer_leadership(&mut self, now: u64, to: raft::NodeId) -> bool {
+        let ok = self.raft.transfer_leadership(now as i64, to);
+        self.settle(now);
+        ok
+    }
+
     /// Takes what the driver must do.
     pub fn ready(&mut self) -> QuorumReady {
         QuorumReady {

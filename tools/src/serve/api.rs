@@ -38,6 +38,7 @@ pub(super) mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const OFFSET_NOT_AVAILABLE: i16 = 78;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -654,7 +655,14 @@ fn list_offsets(b: &Broker, r: ListOffsetsRequest, v: i16) -> ListOffsetsRespons
                     pr.error_code = check_leader_epoch(&p, lp.current_leader_epoch);
                     if pr.error_code == code::NONE {
                         let epochs = p.epochs();
+                        // KIP-207: a new leader's high watermark may be
+                        // below where its epoch starts (it learns the
+                        // old one from followers): "latest" would go back.
+                        let epoch_start = p.epochs().last().map_or(0, |&(_, start)| start);
                         let found = match lp.timestamp {
+                            -1 if b.cluster.is_some() && p.high_watermark() < epoch_start => {
+                                Err(code::OFFSET_NOT_AVAILABLE)
+                            }
                             -1 => Ok(Some(p.high_watermark())),
                             -2 => Ok(Some(p.log_start_offset())),
                             ts if ts >= 0 => p
@@ -1251,8 +1259,19 @@ fn offset_for_leader_epoch(
                     if e.error_code == code::NONE {
                         if let Some((epoch, end)) = p.end_offset_for_epoch(op.leader_epoch) {
                             e.leader_epoch = epoch;
-                            // Consumers may only learn of fsynced offsets.
-                            e.end_offset = end.min(p.high_watermark()) as i64;
+                            // A single node: consumers only learn of fsynced
+                            // offsets. In a cluster a new leader's high
+                            // watermark may lag what consumers read under
+                            // the old one; capping by it would tell them the
+                            // log was truncated and send them back (the
+                            // fault test's live consumer caught this). Its
+                            // log holds all that was committed, so its end
+                            // is the answer, as Kafka gives.
+                            e.end_offset = if b.cluster.is_some() {
+                                end as i64
+                            } else {
+                                end.min(p.high_watermark()) as i64
+                            };
                         }
                     }
                 }

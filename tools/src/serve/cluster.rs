@@ -184,6 +184,7 @@ pub struct Cluster {
     rx: Mutex<Option<Receiver<Input>>>,
     view: Mutex<View>,
     next_corr: AtomicU64,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -198,6 +199,7 @@ impl Cluster {
             rx: Mutex::new(Some(rx)),
             view: Mutex::new(View::default()),
             next_corr: AtomicU64::new(1),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -352,9 +354,15 @@ impl Cluster {
         res
     }
 
-    /// Asks the driver to stop (it closes its logs and Raft storage).
+    /// Asks the driver to stop: a controlled shutdown (leaderships moved
+    /// away, Raft leadership handed over), then its Raft storage closes.
     pub fn stop(&self) {
         let _ = self.tx.send(Input::Stop);
+    }
+
+    /// Whether the driver has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     fn corr(&self) -> u64 {
@@ -434,11 +442,14 @@ impl Cluster {
             controller_guess: self.nodes.first().map_or(self.me, |n| n.id),
             hws: HashMap::new(),
             published: (usize::MAX, 0),
+            stopping: None,
         };
         std::thread::Builder::new()
             .name("strata-cluster".into())
             .spawn(move || {
-                if let Err(e) = d.run(rx) {
+                let res = d.run(rx);
+                d.c.stopped.store(true, Ordering::SeqCst);
+                if let Err(e) = res {
                     // A failed write or fsync is fatal (never retried): the
                     // node stops, and restarts from what is durable.
                     tracing::error!(error = %e, "cluster driver failed: stopping this node");
@@ -527,6 +538,19 @@ struct Driver {
     hws: HashMap<u32, u64>,
     /// A signature of the broker's view when last published.
     published: (usize, i64),
+    /// A controlled shutdown in progress.
+    stopping: Option<Stopping>,
+}
+
+/// How far a controlled shutdown got.
+struct Stopping {
+    /// Give up waiting and stop at this time.
+    deadline: u64,
+    /// The controller moved this node's leaderships.
+    moved: bool,
+    next_send: u64,
+    /// Raft leadership was handed to another voter.
+    transferred: bool,
 }
 
 type DResult<T> = std::result::Result<T, String>;
@@ -541,14 +565,10 @@ impl Driver {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(Input::Stop) => return self.close(),
                 Ok(i) => {
                     self.input(i)?;
                     // Everything already queued, before the next tick.
                     while let Ok(i) = rx.try_recv() {
-                        if matches!(i, Input::Stop) {
-                            return self.close();
-                        }
                         self.input(i)?;
                     }
                 }
@@ -558,6 +578,9 @@ impl Driver {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 self.tick()?;
+                if self.stopping.is_some() && self.shutdown_step() {
+                    return self.close();
+                }
             }
             self.publish();
         }
@@ -623,8 +646,71 @@ impl Driver {
                 };
                 self.send_controller(now, msg)
             }
-            Input::Stop => Ok(()),
+            Input::Stop => {
+                if self.stopping.is_none() {
+                    tracing::info!("controlled shutdown: moving leaderships away");
+                    self.stopping = Some(Stopping {
+                        deadline: now + 5000,
+                        moved: self.broker.broker_epoch().is_none(),
+                        next_send: now,
+                        transferred: false,
+                    });
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// One step of a controlled shutdown; `true` when the node may stop.
+    /// First the controller moves this node's leaderships (asked again
+    /// until it answers), then a Raft leader hands its leadership to
+    /// another voter; past the deadline the node stops anyway.
+    fn shutdown_step(&mut self) -> bool {
+        let now = self.now();
+        let me = self.c.me;
+        let leader_here = self.controller_leader() == Some(me) && self.c.nodes.len() > 1;
+        let Some(st) = self.stopping.as_mut() else {
+            return true;
+        };
+        if now >= st.deadline {
+            tracing::warn!("controlled shutdown did not finish in time: stopping anyway");
+            return true;
+        }
+        if !st.moved {
+            if now >= st.next_send {
+                st.next_send = now + 300;
+                if let Some(epoch) = self.broker.broker_epoch() {
+                    let m = Msg::ControlledShutdown {
+                        node: me,
+                        broker_epoch: epoch,
+                    };
+                    if let Err(e) = self.send_controller(now, m) {
+                        tracing::warn!(error = %e, "controlled shutdown request failed");
+                    }
+                }
+            }
+            return false;
+        }
+        if !leader_here {
+            return true;
+        }
+        if !st.transferred {
+            st.transferred = true;
+            let to = self.next_voter(me);
+            if let Some((q, _)) = self.quorum.as_mut() {
+                if q.transfer_leadership(now, to) {
+                    tracing::info!(
+                        to,
+                        "controlled shutdown: handing the controller to another voter"
+                    );
+                }
+            }
+            if let Err(e) = self.drain_quorum(now) {
+                tracing::warn!(error = %e, "controlled shutdown: raft");
+                return true;
+            }
+        }
+        false
     }
 
     fn peer(&mut self, now: u64, kind: u8, from: NodeId, body: &[u8]) -> DResult<()> {
@@ -734,6 +820,20 @@ impl Driver {
     }
 
     fn on_controller(&mut self, now: u64, m: Msg) -> DResult<()> {
+        if let Msg::ControlledShutdownResponse {
+            broker_epoch,
+            remaining,
+            ..
+        } = m
+        {
+            if let Some(st) = self.stopping.as_mut() {
+                if Some(broker_epoch) == self.broker.broker_epoch() && remaining == 0 && !st.moved {
+                    st.moved = true;
+                    tracing::info!("controlled shutdown: leaderships moved");
+                }
+            }
+            return Ok(());
+        }
         if let Msg::CreateTopicResponse { corr, result } = m {
             if let Some(tx) = self.creates.remove(&corr) {
                 let _ = tx.send(result);
@@ -801,11 +901,14 @@ impl Driver {
 
     fn tick(&mut self) -> DResult<()> {
         let now = self.now();
-        let mut out = Vec::new();
-        self.broker
-            .tick(now, &self.logs, &mut self.rng, &mut out)
-            .map_err(|e| e.to_string())?;
-        self.route(now, out)?;
+        // A node shutting down stops heartbeats and fetches: it is leaving.
+        if self.stopping.is_none() {
+            let mut out = Vec::new();
+            self.broker
+                .tick(now, &self.logs, &mut self.rng, &mut out)
+                .map_err(|e| e.to_string())?;
+            self.route(now, out)?;
+        }
         if let Some((q, _)) = self.quorum.as_mut() {
             q.tick(now);
         }

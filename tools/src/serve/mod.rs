@@ -441,15 +441,40 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
             source: e,
         })?;
     let mut last_refusal_log = Instant::now() - Duration::from_secs(10);
+    // In a cluster a stop is a controlled shutdown, and peers still reach
+    // this node through the listener until it is done.
+    let mut stopping = false;
     loop {
-        tokio::select! {
-            _ = term.recv() => {
-                eprintln!("strata serve: SIGTERM: flushing and closing");
-                break;
+        let stop_now = |why: &str| {
+            eprintln!("strata serve: {why}: flushing and closing");
+            match &broker.cluster {
+                Some(c) => {
+                    eprintln!(
+                        "strata serve: controlled shutdown: moving leaderships to other nodes"
+                    );
+                    c.stop();
+                    false
+                }
+                None => true,
             }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("strata serve: interrupted: flushing and closing");
-                break;
+        };
+        tokio::select! {
+            _ = term.recv(), if !stopping => {
+                if stop_now("SIGTERM") {
+                    break;
+                }
+                stopping = true;
+            }
+            _ = tokio::signal::ctrl_c(), if !stopping => {
+                if stop_now("interrupted") {
+                    break;
+                }
+                stopping = true;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)), if stopping => {
+                if broker.cluster.as_ref().is_none_or(|c| c.is_stopped()) {
+                    break;
+                }
             }
             acc = listener.accept() => {
                 let (stream, peer) = match acc {

@@ -1,8 +1,9 @@
 """A 3-node `strata cluster` of real processes under faults, with
 confluent-kafka (librdkafka) clients: an idempotent acks=all producer
 and a consumer run throughout while the script SIGKILLs the leader of a
-partition, a follower and the controller leader, and SIGSTOPs a leader
-past its session timeout (the fencing path), restarting each. Then the
+partition, a follower and the controller leader, SIGSTOPs a leader past
+its session timeout (the fencing path) and SIGTERMs a leader (a
+controlled shutdown), restarting each. Then the
 checker: no acknowledged write lost, none duplicated, each at the offset
 its acknowledgement gave; the live consumer never skipped or went back;
 after the heal every acknowledged write is consumed.
@@ -117,6 +118,18 @@ class Cluster:
             except OSError:
                 break
             time.sleep(0.02)
+
+    def wait_exit(self, node, secs):
+        deadline = time.time() + secs
+        while time.time() < deadline:
+            try:
+                with open(f"/proc/{self.pid(node)}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return
+            except OSError:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"node {node} did not stop within {secs} s of SIGTERM")
 
     def restart(self, node):
         log = open(os.path.join(self.dir, f"node-{node}.log"), "ab")
@@ -236,7 +249,7 @@ def run(c, seconds, rng):
     tc = threading.Thread(target=consume)
     tp.start()
     tc.start()
-    faults = ["kill-leader", "kill-follower", "kill-controller", "pause-leader"]
+    faults = ["kill-leader", "kill-follower", "kill-controller", "pause-leader", "stop-leader"]
     start = time.time()
     k = 0
     while time.time() - start < seconds:
@@ -256,7 +269,13 @@ def run(c, seconds, rng):
             print(f"{time.time() - start:5.1f}s {fault}: no target known, skipped")
             continue
         print(f"{time.time() - start:5.1f}s {fault}: node {victim} (partition {p} leader {leader}, controller {controller})")
-        if fault == "pause-leader":
+        if fault == "stop-leader":
+            # A clean stop: a controlled shutdown moves the leaderships first.
+            os.kill(c.pid(victim), signal.SIGTERM)
+            c.wait_exit(victim, 30)
+            time.sleep(1)
+            c.restart(victim)
+        elif fault == "pause-leader":
             os.kill(c.pid(victim), signal.SIGSTOP)
             time.sleep(4)  # past broker.session.timeout.ms: fenced, replaced
             os.kill(c.pid(victim), signal.SIGCONT)
