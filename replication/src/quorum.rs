@@ -129,6 +129,18 @@ impl QuorumNode {
         true
     }
 
+    /// Turns unclean leader election on or off, for this controller and
+    /// any this voter starts later (an operator's choice).
+    pub fn set_unclean_leader_election(&mut self, now: u64, on: bool) {
+        self.cfg.unclean_leader_election = on;
+        let mut out = Vec::new();
+        if let Some(c) = self.active.as_mut() {
+            c.set_unclean_leader_election(on, &mut out);
+        }
+        self.outputs(out);
+        self.settle(now);
+    }
+
     /// Hands Raft leadership to voter `to` (a controlled shutdown of the
     /// leader); `false` if this voter does not lead or cannot.
     pub fn transfer_leadership(&mut self, now: u64, to: raft::NodeId) -> bool {
@@ -202,6 +214,16 @@ impl QuorumNode {
                 self.applied = e.index;
             }
             self.out_raft.push(r);
+            // A leader deposed since it proposed must not release what it
+            // holds: the entries now committed at those indices are
+            // another leader's (found by the simulator with a quorum: a
+            // paused term-4 leader resumed, took term 6's entries 14-17 as
+            // a follower, and sent its own term-4 decisions for 14 and 15).
+            if self.raft.role() != Role::Leader
+                || self.leading.is_some_and(|(t, _)| t != self.raft.term())
+            {
+                self.step_down();
+            }
             while self.held.front().is_some_and(|(i, _)| *i <= self.applied) {
                 if let Some((_, o)) = self.held.pop_front() {
                     self.emit(o);

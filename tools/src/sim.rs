@@ -59,6 +59,10 @@ pub struct Args {
     /// the checker catching it).
     #[arg(long = "non-idempotent-producers")]
     non_idempotent_producers: bool,
+    /// The controller as a Raft quorum of this many voters on nodes
+    /// 1..=N (0: one controller on its own host).
+    #[arg(long = "controller-voters", default_value_t = 0)]
+    controller_voters: u32,
     /// Print one line per seed even when it passes.
     #[arg(long)]
     verbose: bool,
@@ -79,6 +83,9 @@ fn switch_flags(a: &Args) -> String {
         if on {
             f.push_str(flag);
         }
+    }
+    if a.controller_voters > 0 {
+        f.push_str(&format!(" --controller-voters {}", a.controller_voters));
     }
     f
 }
@@ -132,6 +139,7 @@ pub fn run(a: Args) -> Result<i32> {
         unsafe_unsynced_acks: a.unsafe_unsynced_acks,
         legacy_truncate_to_hw: a.legacy_truncate_to_hw,
         idempotent_producers: !a.non_idempotent_producers,
+        controller_voters: a.controller_voters,
         ..SimConfig::default()
     };
     base.validate().map_err(CliError::Usage)?;

@@ -12,10 +12,8 @@ impl World {
     }
 
     pub(super) fn controller_leader_of(&self, p: u32) -> Option<NodeId> {
-        self.ctrl
-            .c
-            .as_ref()
-            .and_then(|c| c.state().partitions.get(&p))
+        self.controller_state()
+            .and_then(|s| s.partitions.get(&p))
             .and_then(|s| s.leader)
     }
 
@@ -64,6 +62,14 @@ impl World {
                     }
                 }
             }
+            2 if self.cfg.controller_voters > 0 => {
+                // The controller's crash is its node's.
+                if let Some(n) = self.active_voter() {
+                    self.stats.controller_crashes += 1;
+                    self.trace(format!("{} controller crash: node {n}", self.now));
+                    self.power_cut(n, restart);
+                }
+            }
             2 => {
                 if self.ctrl.c.is_some() {
                     self.stats.controller_crashes += 1;
@@ -105,7 +111,9 @@ impl World {
 
     pub(super) fn all_hosts(&self) -> Vec<Host> {
         let mut v: Vec<Host> = (1..=self.cfg.nodes).map(Host::Node).collect();
-        v.push(Host::Controller);
+        if self.cfg.controller_voters == 0 {
+            v.push(Host::Controller);
+        }
         v.push(Host::Clients);
         v
     }
@@ -265,10 +273,8 @@ impl World {
 
     /// The controller's state of partition `p`.
     pub fn partition_state(&self, p: u32) -> Option<crate::msg::PartitionState> {
-        self.ctrl
-            .c
-            .as_ref()
-            .and_then(|c| c.state().partitions.get(&p).cloned())
+        self.controller_state()
+            .and_then(|s| s.partitions.get(&p).cloned())
     }
 
     /// Node `n`'s log end, durable end and HW of partition `p`.
@@ -299,6 +305,10 @@ impl World {
     /// Turns unclean leader election on at the controller.
     pub fn set_unclean_leader_election(&mut self, on: bool) {
         self.ctrl_cfg.unclean_leader_election = on;
+        if self.cfg.controller_voters > 0 {
+            self.set_unclean_on_voters(on);
+            return;
+        }
         let mut out = Vec::new();
         if let Some(c) = self.ctrl.c.as_mut() {
             c.set_unclean_leader_election(on, &mut out);

@@ -166,10 +166,10 @@ impl World {
         let Some(rt) = self.nodes[Self::idx(n)].rt.as_ref() else {
             return;
         };
-        let Some(c) = self.ctrl.c.as_ref() else {
+        let Some(cs) = self.controller_state() else {
             return;
         };
-        let registered = c.state().brokers.get(&n).map(|&(e, _)| e);
+        let registered = cs.brokers.get(&n).map(|&(e, _)| e);
         if self.cfg.unsafe_unsynced_acks && registered != rt.broker.broker_epoch() {
             // See `check_isr_holds_acked`.
             return;
@@ -177,12 +177,7 @@ impl World {
         let mut found = None;
         let mut moves = Vec::new();
         for (&p, log) in &rt.logs {
-            if !c
-                .state()
-                .partitions
-                .get(&p)
-                .is_some_and(|s| s.isr.contains(&n))
-            {
+            if !cs.partitions.get(&p).is_some_and(|s| s.isr.contains(&n)) {
                 continue;
             }
             let Some(acked) = self.acked.get(&p) else {
@@ -284,10 +279,8 @@ impl World {
                 // which the fault budget keeps out of elections): hold it
                 // to the claim only once readmitted under its new epoch.
                 let registered = self
-                    .ctrl
-                    .c
-                    .as_ref()
-                    .and_then(|c| c.state().brokers.get(&n))
+                    .controller_state()
+                    .and_then(|s| s.brokers.get(&n))
                     .map(|&(e, _)| e);
                 if self.cfg.unsafe_unsynced_acks && registered != rt.broker.broker_epoch() {
                     continue;

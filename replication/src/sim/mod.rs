@@ -31,6 +31,7 @@ pub mod client;
 mod faults;
 mod invariants;
 mod nodes;
+mod quorum;
 pub mod scenarios;
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -123,6 +124,10 @@ pub struct SimConfig {
     pub latest_callers: u32,
     /// Virtual time the heal phase may take.
     pub heal_limit_ms: u64,
+    /// 0: one controller on its own host and disk. N > 0: the controller
+    /// replicated by a Raft quorum of N voters, on nodes 1..=N and their
+    /// disks, as `strata serve` runs it (see `quorum.rs` here).
+    pub controller_voters: u32,
 }
 
 impl Default for SimConfig {
@@ -143,6 +148,7 @@ impl Default for SimConfig {
             consumers: 1,
             latest_callers: 1,
             heal_limit_ms: 60_000,
+            controller_voters: 0,
         }
     }
 }
@@ -161,6 +167,9 @@ impl SimConfig {
         }
         if self.partitions == 0 || self.partitions > 1000 {
             return Err("--partitions must be 1..=1000".into());
+        }
+        if self.controller_voters > self.nodes {
+            return Err("--controller-voters must be 0..=nodes".into());
         }
         Ok(())
     }
@@ -259,7 +268,23 @@ fn host(a: Addr) -> Host {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: Addr, to: Addr, msg: Msg },
+    Deliver {
+        from: Addr,
+        to: Addr,
+        msg: Msg,
+    },
+    /// A message for the controller, to the voter on node `voter`.
+    DeliverVoter {
+        from: Addr,
+        voter: NodeId,
+        msg: Msg,
+    },
+    /// A Raft message between voters.
+    DeliverRaft {
+        from: NodeId,
+        to: NodeId,
+        msg: crate::raft::Message,
+    },
     Tick(Addr, u64),
     RestartNode(NodeId),
     RestartController,
@@ -304,6 +329,8 @@ struct Runtime {
 struct NodeSlot {
     storage: FaultStorage,
     rt: Option<Runtime>,
+    /// The controller quorum's voter on this node, when it hosts one.
+    voter: Option<quorum::Voter>,
     paused_until: Option<u64>,
     tick_gen: u64,
     restart_pending: bool,
@@ -424,6 +451,13 @@ pub struct World {
     /// and its log end then (a lower end means a truncation or a lost tail:
     /// everything is checked again).
     isr_verified: BTreeMap<(NodeId, u32), (usize, u64)>,
+    /// With a quorum: the leader of each Raft term seen (election safety).
+    raft_leaders: BTreeMap<u64, NodeId>,
+    /// With a quorum: a hash of each committed Raft entry (state machine
+    /// safety: every voter commits the same entry at an index).
+    raft_committed: BTreeMap<u64, u64>,
+    /// With a quorum: the latest committed controller state and its index.
+    ctrl_committed: Option<(u64, crate::controller::ControllerState)>,
 }
 
 fn fnv(h: u64, s: &str) -> u64 {
@@ -477,6 +511,7 @@ impl World {
             .map(|_| NodeSlot {
                 storage: new_disk(&mut rng),
                 rt: None,
+                voter: None,
                 paused_until: None,
                 tick_gen: 0,
                 restart_pending: true,
@@ -535,8 +570,13 @@ impl World {
             cut_times: Vec::new(),
             acked: BTreeMap::new(),
             isr_verified: BTreeMap::new(),
+            raft_leaders: BTreeMap::new(),
+            raft_committed: BTreeMap::new(),
+            ctrl_committed: None,
         };
-        w.push(0, Event::RestartController);
+        if cfg.controller_voters == 0 {
+            w.push(0, Event::RestartController);
+        }
         for n in 1..=cfg.nodes {
             w.push(0, Event::RestartNode(n));
         }
@@ -591,7 +631,15 @@ impl World {
     }
 
     fn send(&mut self, from: Addr, env: Envelope) {
-        let (hf, ht) = (host(from), host(env.to));
+        self.send_from(host(from), from, env)
+    }
+
+    /// Sends from host `hf` (a voter's controller sends from its node).
+    fn send_from(&mut self, hf: Host, from: Addr, env: Envelope) {
+        if env.to == Addr::Controller && self.cfg.controller_voters > 0 {
+            return self.send_to_voter(hf, from, env.msg);
+        }
+        let ht = host(env.to);
         if self.cut.contains(&(hf, ht)) {
             self.stats.dropped += 1;
             return;
@@ -647,6 +695,20 @@ impl World {
                     Addr::Controller => self.deliver_controller(from, msg),
                     Addr::Client(c) => self.deliver_client(c, msg),
                 }
+            }
+            Event::DeliverVoter { from, voter, msg } => {
+                let line = format!("{} {from:?}->voter{voter} {}", self.now, msg.summary());
+                self.trace(line);
+                self.deliver_voter(from, voter, msg);
+            }
+            Event::DeliverRaft { from, to, msg } => {
+                let line = format!(
+                    "{} raft {from}->{to} {}",
+                    self.now,
+                    quorum::raft_summary(&msg)
+                );
+                self.trace(line);
+                self.deliver_raft(from, to, msg);
             }
             Event::Tick(Addr::Node(n), g) => self.tick_node(n, g),
             Event::Tick(Addr::Controller, g) => {
@@ -767,7 +829,7 @@ impl World {
         for c in &mut self.clients {
             c.stop_new = true;
         }
-        if self.ctrl.c.is_none() {
+        if self.ctrl.c.is_none() && self.cfg.controller_voters == 0 {
             self.start_controller();
         }
         if self.cfg.unsafe_unsynced_acks {

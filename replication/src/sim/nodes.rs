@@ -61,6 +61,20 @@ impl World {
         match opened {
             Ok(rt) => {
                 self.nodes[i].rt = Some(rt);
+                if let Err(e) = self.start_voter(n) {
+                    self.trace(format!("{} voter {n} failed to start: {e}", self.now));
+                    self.nodes[i].rt = None;
+                    if self.healing.is_some() {
+                        self.violate(
+                            "recovery",
+                            format!("voter {n} cannot open its Raft state after a crash: {e}"),
+                        );
+                        return;
+                    }
+                    let d = 100 + self.rng.below(1000);
+                    self.power_cut(n, d);
+                    return;
+                }
                 self.nodes[i].tick_gen += 1;
                 let g = self.nodes[i].tick_gen;
                 self.cursors.retain(|&(node, _), _| node != n);
@@ -87,6 +101,7 @@ impl World {
     pub(super) fn power_cut(&mut self, n: NodeId, restart_after: u64) {
         let i = Self::idx(n);
         self.nodes[i].rt = None;
+        self.nodes[i].voter = None;
         self.nodes[i].paused_until = None;
         self.nodes[i].tick_gen += 1;
         let kept = self.nodes[i].storage.crash();
@@ -172,6 +187,7 @@ impl World {
             Ok(()) => {
                 self.push(now + TICK_MS, Event::Tick(Addr::Node(n), gen));
                 self.check_node(n);
+                self.tick_voter(n);
             }
             Err(e) => self.node_io_stop(n, e),
         }
