@@ -1,7 +1,8 @@
-//! The controller as a Raft quorum in the simulator (`controller_voters`
-//! > 0), placed as `strata serve` places it: voter N runs on node N, with
-//! its Raft log and state on node N's fault disk, so a power cut, pause,
-//! disk error or partition of the node is one of its voter too.
+//! The controller as a Raft quorum in the simulator (a non-zero
+//! `controller_voters`), placed as `strata serve` places it: voter N runs
+//! on node N, with its Raft log and state on node N's fault disk, so a
+//! power cut, pause, disk error or partition of the node is one of its
+//! voter too.
 //!
 //! Brokers address `Addr::Controller`; the network delivers such a
 //! message to the voter that runs the active controller (none: the
