@@ -230,6 +230,19 @@ impl Replica {
         }
     }
 
+    /// As the leader: each follower's fetched log end (none before its
+    /// first fetch in this epoch) and fsynced end, from its fetches.
+    pub fn follower_progress(&self) -> Vec<(NodeId, Option<u64>, u64)> {
+        match &self.role {
+            Role::Leader(l) => l
+                .followers
+                .iter()
+                .map(|(&n, p)| (n, p.leo, p.durable))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The leader's epoch start offset.
     pub fn epoch_start_offset(&self) -> Option<u64> {
         match &self.role {

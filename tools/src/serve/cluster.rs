@@ -148,6 +148,93 @@ pub struct View {
     pub raft: Option<(u64, &'static str)>,
     /// This start's broker epoch, once registered.
     pub broker_epoch: Option<u64>,
+    /// ISR changes of partitions this node leads: (shrinks, expands).
+    pub isr_changes: (u64, u64),
+    /// Times this voter became the quorum's leader.
+    pub elections_won: u64,
+    /// Per led partition and follower: (topic, index, follower, leader
+    /// log end minus the follower's fsynced end), refreshed every 500 ms.
+    pub follower_lag: Vec<(String, u32, NodeId, u64)>,
+}
+
+impl View {
+    /// The cluster's lines for `GET /metrics` (Prometheus text).
+    pub fn metrics_text(&self, me: NodeId) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let led: Vec<&PartitionState> = self
+            .states
+            .values()
+            .filter(|s| s.leader == Some(me))
+            .collect();
+        let under = led
+            .iter()
+            .filter(|s| s.isr.len() < s.replicas.len())
+            .count();
+        let offline = self.states.values().filter(|s| s.leader.is_none()).count();
+        let mut g = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        g(
+            "strata_cluster_leader_partitions",
+            "Partitions this node leads.",
+            "gauge",
+            led.len() as u64,
+        );
+        g(
+            "strata_cluster_under_replicated_partitions",
+            "Partitions this node leads whose ISR is smaller than their replica set.",
+            "gauge",
+            under as u64,
+        );
+        g(
+            "strata_cluster_offline_partitions",
+            "Partitions without a leader, as this node last heard.",
+            "gauge",
+            offline as u64,
+        );
+        g(
+            "strata_cluster_isr_shrinks_total",
+            "ISR shrinks of partitions this node led.",
+            "counter",
+            self.isr_changes.0,
+        );
+        g(
+            "strata_cluster_isr_expands_total",
+            "ISR expansions of partitions this node led.",
+            "counter",
+            self.isr_changes.1,
+        );
+        g(
+            "strata_controller_elections_won_total",
+            "Times this voter became the controller quorum's leader.",
+            "counter",
+            self.elections_won,
+        );
+        g(
+            "strata_controller_raft_term",
+            "This voter's Raft term.",
+            "gauge",
+            self.raft.map_or(0, |r| r.0),
+        );
+        g(
+            "strata_controller_is_leader",
+            "1 if this voter leads the controller quorum.",
+            "gauge",
+            u64::from(self.raft.is_some_and(|r| r.1 == "leader")),
+        );
+        out.push_str("# HELP strata_cluster_follower_lag_records Leader log end minus the follower's fsynced end, per led partition and follower.\n# TYPE strata_cluster_follower_lag_records gauge\n");
+        for (t, i, f, lag) in &self.follower_lag {
+            let _ = writeln!(
+                out,
+                "strata_cluster_follower_lag_records{{topic=\"{t}\",partition=\"{i}\",follower=\"{f}\"}} {lag}"
+            );
+        }
+        out
+    }
 }
 
 enum Input {
@@ -443,6 +530,10 @@ impl Cluster {
             hws: HashMap::new(),
             published: (usize::MAX, 0),
             stopping: None,
+            isr_changes: (0, 0),
+            elections_won: 0,
+            was_leader: false,
+            next_lag_sample: 0,
         };
         std::thread::Builder::new()
             .name("strata-cluster".into())
@@ -540,6 +631,11 @@ struct Driver {
     published: (usize, i64),
     /// A controlled shutdown in progress.
     stopping: Option<Stopping>,
+    /// Counters and samples for the metrics.
+    isr_changes: (u64, u64),
+    elections_won: u64,
+    was_leader: bool,
+    next_lag_sample: u64,
 }
 
 /// How far a controlled shutdown got.
@@ -1043,16 +1139,59 @@ impl Driver {
             };
             (q.raft().term(), role)
         });
+        let leading = raft.is_some_and(|r| r.1 == "leader");
+        if leading && !self.was_leader {
+            self.elections_won += 1;
+        }
+        self.was_leader = leading;
+        let now = self.now();
+        let lag = if now >= self.next_lag_sample {
+            self.next_lag_sample = now + 500;
+            let mut lag = Vec::new();
+            for (&id, log) in &self.logs {
+                let Some(r) = self.broker.replica(id) else {
+                    continue;
+                };
+                let Some(st) = self.broker.view().get(&id) else {
+                    continue;
+                };
+                let leo = log.log_end_offset();
+                for (f, _, durable) in r.follower_progress() {
+                    lag.push((st.topic.clone(), st.index, f, leo.saturating_sub(durable)));
+                }
+            }
+            Some(lag)
+        } else {
+            None
+        };
         let mut v = self.c.view.lock();
         v.controller = controller;
         v.raft = raft;
         v.broker_epoch = self.broker.broker_epoch();
+        v.isr_changes = self.isr_changes;
+        v.elections_won = self.elections_won;
+        if let Some(lag) = lag {
+            v.follower_lag = lag;
+        }
         if sig == self.published {
             return;
         }
         self.published = sig;
         for (&id, s) in self.broker.view() {
             v.by_name.insert((s.topic.clone(), s.index), id);
+            if let Some(old) = v.states.get(&id) {
+                // Counted by the leader that keeps its leadership.
+                if s.leader == Some(self.c.me)
+                    && old.leader == s.leader
+                    && old.partition_epoch < s.partition_epoch
+                {
+                    if s.isr.len() < old.isr.len() {
+                        self.isr_changes.0 += 1;
+                    } else if s.isr.len() > old.isr.len() {
+                        self.isr_changes.1 += 1;
+                    }
+                }
+            }
             if v.states
                 .get(&id)
                 .is_none_or(|o| o.partition_epoch < s.partition_epoch)

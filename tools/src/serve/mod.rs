@@ -424,7 +424,11 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
                         "/metrics" => {
                             let parts = tokio::task::block_in_place(|| b.partition_offsets());
                             let rebalances = b.groups.lock().rebalances();
-                            Some(b.metrics.render(&parts, rebalances))
+                            let mut text = b.metrics.render(&parts, rebalances);
+                            if let Some(c) = &b.cluster {
+                                text.push_str(&c.view().metrics_text(c.me));
+                            }
+                            Some(text)
                         }
                         "/status" => b.cluster.as_ref().map(|c| c.status_text()),
                         _ => None,

@@ -341,6 +341,16 @@ def run(c, seconds, rng):
             check(b == a + 1, f"live consumer, partition {p}: offset {a} then {b}")
         for o, v in recs:
             check(where.get(v) == (p, o), f"live consumer read {v} at {(p, o)}, the log has it at {where.get(v)}")
+    # Each node's /metrics: together they lead every partition once.
+    led = 0
+    for n, _, _, status in c.nodes():
+        with urllib.request.urlopen(f"http://{status}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("strata_cluster_leader_partitions "):
+                led += int(line.split()[1])
+        check("strata_controller_raft_term" in text, f"node {n}: no controller metrics")
+    check(led == PARTITIONS, f"the nodes' metrics say they lead {led} partitions, not {PARTITIONS}")
     print(f"checked: {len(acked)} acknowledged writes all present once at their offsets; "
           f"{sum(len(r) for r in log.values())} stored; live consumer read "
           f"{sum(len(r) for r in seen.values())} in order")
