@@ -153,14 +153,176 @@ class Cluster:
             except OSError:
                 pass
 
+def sh(*args, check=True):
+    r = subprocess.run(list(args), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)}: {r.stderr.strip()}")
+    return r
+
+
+class NetnsCluster(Cluster):
+    """Each node in its own network namespace on a bridge, 10.213.X.N,
+    and the clients in the root namespace at 10.213.X.254. Cuts are
+    blackhole routes inside a node's namespace (one direction each),
+    `tc netem` on its link for delay and loss, or its link set down."""
+
+    @staticmethod
+    def unavailable():
+        if os.geteuid() != 0:
+            return "not root"
+        name = f"strata-probe-{os.getpid()}"
+        r = sh("ip", "netns", "add", name, check=False)
+        if r.returncode != 0:
+            return r.stderr.strip() or "ip netns add failed"
+        sh("ip", "netns", "del", name, check=False)
+        return None
+
+    def __init__(self, strata, rng):
+        self.strata = strata
+        self.dir = tempfile.mkdtemp(prefix="strata-cluster-net-")
+        self.tag = f"{os.getpid() % 10000}{rng.randrange(10)}"
+        self.net = f"10.213.{rng.randrange(1, 250)}"
+        self.br = f"sbr{self.tag}"
+        self.pids = {}
+        self.cmdlines = {}
+        self.routes = []
+        self.netems = []
+        self.down_links = []
+
+    def ns(self, n):
+        return f"s{self.tag}n{n}"
+
+    def host_if(self, n):
+        return f"sh{self.tag}{n}"
+
+    def addr(self, n):
+        return f"{self.net}.{n}"
+
+    def up(self):
+        sh("ip", "link", "add", self.br, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.net}.254/24", "dev", self.br)
+        sh("ip", "link", "set", self.br, "up")
+        for n in (1, 2, 3):
+            ns, hi, ni = self.ns(n), self.host_if(n), f"sn{self.tag}{n}"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", hi, "type", "veth", "peer", "name", ni)
+            sh("ip", "link", "set", ni, "netns", ns)
+            sh("ip", "link", "set", hi, "master", self.br, "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.addr(n)}/24", "dev", ni)
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", ni, "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        voters = ",".join(f"{n}@{self.addr(n)}:9092" for n in (1, 2, 3))
+        for n in (1, 2, 3):
+            self.cmdlines[n] = [
+                "ip", "netns", "exec", self.ns(n),
+                self.strata, "serve", "--node-id", str(n),
+                "--listen", f"{self.addr(n)}:9092",
+                "--data", os.path.join(self.dir, f"node-{n}"),
+                "--controller-voters", voters,
+                "--metrics-listen", f"{self.addr(n)}:9192",
+                "--set", f"num.partitions={PARTITIONS}",
+                "--set", "broker.session.timeout.ms=1500",
+            ]
+            self.restart(n)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            ready = 0
+            for n in (1, 2, 3):
+                text = self.status(n)
+                head = dict(kv.split("=", 1) for kv in (text or "").split("\n")[0].split()[1:] if "=" in kv)
+                if head.get("broker_epoch", "-") != "-" and head.get("controller", "-") != "-":
+                    ready += 1
+            if ready == 3:
+                print(f"cluster of 3 nodes in network namespaces on {self.net}.0/24")
+                return
+            time.sleep(0.2)
+        raise AssertionError("the namespaced cluster was not ready in 60 s")
+
+    def bootstrap(self):
+        return ",".join(f"{self.addr(n)}:9092" for n in (1, 2, 3))
+
+    def nodes(self):
+        return [(n, self.pids[n], f"{self.addr(n)}:9092", f"{self.addr(n)}:9192") for n in (1, 2, 3)]
+
+    def pid(self, node):
+        return self.pids[node]
+
+    def restart(self, node):
+        log = open(os.path.join(self.dir, f"node-{node}.log"), "ab")
+        p = subprocess.Popen(self.cmdlines[node], stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pids[node] = p.pid
+
+    def cut(self, a, b):
+        """Packets from node a to node b are lost."""
+        sh("ip", "netns", "exec", self.ns(a), "ip", "route", "add", "blackhole", f"{self.addr(b)}/32")
+        self.routes.append((a, b))
+
+    def netem(self, n, spec):
+        """Delay and loss on node n's link; False where the kernel has no
+        netem (the fault is then skipped, and said so)."""
+        r = sh("tc", "qdisc", "add", "dev", self.host_if(n), "root", "netem", *spec.split(), check=False)
+        if r.returncode != 0:
+            print(f"    netem unavailable here ({r.stderr.strip()}): delay and loss skipped")
+            return False
+        self.netems.append(n)
+        return True
+
+    def unplug(self, n):
+        sh("ip", "link", "set", self.host_if(n), "down")
+        self.down_links.append(n)
+
+    def heal(self):
+        for a, b in self.routes:
+            sh("ip", "netns", "exec", self.ns(a), "ip", "route", "del", "blackhole", f"{self.addr(b)}/32", check=False)
+        for n in self.netems:
+            sh("tc", "qdisc", "del", "dev", self.host_if(n), "root", check=False)
+        for n in self.down_links:
+            sh("ip", "link", "set", self.host_if(n), "up", check=False)
+        self.routes, self.netems, self.down_links = [], [], []
+
+    def down(self):
+        self.heal()
+        for n, pid in self.pids.items():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = time.time() + 30
+        for n, pid in self.pids.items():
+            while time.time() < deadline and os.path.exists(f"/proc/{pid}"):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.05)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for n in (1, 2, 3):
+            sh("ip", "netns", "del", self.ns(n), check=False)
+            sh("ip", "link", "del", self.host_if(n), check=False)
+        sh("ip", "link", "del", self.br, check=False)
+
 
 def main():
     strata, seconds, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    mode = sys.argv[4] if len(sys.argv) > 4 else "process"
     rng = random.Random(seed)
-    c = Cluster(strata, rng)
-    c.up()
+    if mode == "network":
+        why = NetnsCluster.unavailable()
+        if why:
+            print(f"SKIPPED network faults: network namespaces unavailable ({why})")
+            return
+        c = NetnsCluster(strata, rng)
+        faults = NETWORK_FAULTS
+    else:
+        c = Cluster(strata, rng)
+        faults = PROCESS_FAULTS
     try:
-        run(c, seconds, rng)
+        c.up()
+        run(c, seconds, rng, faults)
     except BaseException:
         c.dump_logs()
         raise
@@ -169,7 +331,11 @@ def main():
     print("all checks passed")
 
 
-def run(c, seconds, rng):
+PROCESS_FAULTS = ["kill-leader", "kill-follower", "kill-controller", "pause-leader", "stop-leader"]
+NETWORK_FAULTS = ["isolate-leader", "cut-controller", "one-way-leader", "netem", "unplug-leader"]
+
+
+def run(c, seconds, rng, faults):
     acked = {}        # value -> (partition, offset)
     failed = {}       # value -> error
     lock = threading.Lock()
@@ -201,8 +367,13 @@ def run(c, seconds, rng):
         while not stop.is_set():
             for _ in range(20):
                 v = f"{i}"
-                producer.produce(TOPIC, value=v.encode(), key=v.encode(),
-                                 partition=i % PARTITIONS, on_delivery=report)
+                try:
+                    producer.produce(TOPIC, value=v.encode(), key=v.encode(),
+                                     partition=i % PARTITIONS, on_delivery=report)
+                except BufferError:
+                    # The client's queue is full (a long cut): wait, retry.
+                    producer.poll(0.1)
+                    continue
                 i += 1
             producer.poll(0)
             time.sleep(0.02)
@@ -249,7 +420,6 @@ def run(c, seconds, rng):
     tc = threading.Thread(target=consume)
     tp.start()
     tc.start()
-    faults = ["kill-leader", "kill-follower", "kill-controller", "pause-leader", "stop-leader"]
     start = time.time()
     k = 0
     while time.time() - start < seconds:
@@ -259,7 +429,7 @@ def run(c, seconds, rng):
         controller, parts = c.view()
         p = rng.randrange(PARTITIONS)
         leader, replicas = parts.get(p, (None, [1, 2, 3]))
-        if fault == "kill-controller":
+        if fault in ("kill-controller", "cut-controller"):
             victim = controller
         elif fault == "kill-follower":
             victim = rng.choice([r for r in replicas if r != leader] or replicas)
@@ -268,6 +438,7 @@ def run(c, seconds, rng):
         if victim is None:
             print(f"{time.time() - start:5.1f}s {fault}: no target known, skipped")
             continue
+        others = [n for n in (1, 2, 3) if n != victim]
         print(f"{time.time() - start:5.1f}s {fault}: node {victim} (partition {p} leader {leader}, controller {controller})")
         if fault == "stop-leader":
             # A clean stop: a controlled shutdown moves the leaderships first.
@@ -279,6 +450,37 @@ def run(c, seconds, rng):
             os.kill(c.pid(victim), signal.SIGSTOP)
             time.sleep(4)  # past broker.session.timeout.ms: fenced, replaced
             os.kill(c.pid(victim), signal.SIGCONT)
+        elif fault == "isolate-leader":
+            # From the other nodes only: clients still reach it, and it
+            # must not acknowledge what it cannot replicate.
+            for o in others:
+                c.cut(victim, o)
+                c.cut(o, victim)
+            time.sleep(5)
+            c.heal()
+        elif fault == "cut-controller":
+            # Symmetric, between the controller leader and one other node.
+            o = rng.choice(others)
+            c.cut(victim, o)
+            c.cut(o, victim)
+            time.sleep(5)
+            c.heal()
+        elif fault == "one-way-leader":
+            # Asymmetric: the leader's packets to the others are lost, theirs
+            # to it arrive.
+            for o in others:
+                c.cut(victim, o)
+            time.sleep(5)
+            c.heal()
+        elif fault == "netem":
+            c.netem(victim, "delay 100ms 20ms loss 10%")
+            time.sleep(5)
+            c.heal()
+        elif fault == "unplug-leader":
+            # Its link down: neither nodes nor clients reach it.
+            c.unplug(victim)
+            time.sleep(5)
+            c.heal()
         else:
             c.kill(victim)
             time.sleep(2)
@@ -303,7 +505,11 @@ def run(c, seconds, rng):
     for p in range(PARTITIONS):
         deadline = time.time() + 60
         while True:
-            lo, hi = cons.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=5)
+            wm = cons.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=5)
+            if wm is None:
+                check(time.time() < deadline, f"partition {p}: no watermarks in 60 s")
+                continue
+            lo, hi = wm
             committed = {off for (pp, off) in acked.values() if pp == p}
             if not committed or hi > max(committed):
                 break
