@@ -37,6 +37,14 @@ pub struct ControllerConfig {
     pub phi_threshold: f64,
     /// Never fenced after less silence than this.
     pub min_session_timeout_ms: u64,
+    /// A controller that takes over (a new quorum leader) fences a known
+    /// broker it has not heard from within this long of its start (0:
+    /// only the detector, after `min_session_timeout_ms`). Live brokers
+    /// heartbeat every `heartbeat_interval_ms` and find the new leader at
+    /// once, so a few intervals tell a dead leader from a live one
+    /// sooner; a live broker fenced by mistake is unfenced by its next
+    /// heartbeat.
+    pub takeover_grace_ms: u64,
 }
 
 impl Default for ControllerConfig {
@@ -48,6 +56,7 @@ impl Default for ControllerConfig {
             heartbeat_interval_ms: 100,
             phi_threshold: 8.0,
             min_session_timeout_ms: 1000,
+            takeover_grace_ms: 0,
         }
     }
 }
@@ -222,6 +231,7 @@ pub struct Controller {
     cfg: ControllerConfig,
     st: ControllerState,
     live: BTreeMap<NodeId, Liveness>,
+    started_at: u64,
 }
 
 impl Controller {
@@ -283,7 +293,12 @@ impl Controller {
                 )
             })
             .collect();
-        let c = Controller { cfg, st, live };
+        let c = Controller {
+            cfg,
+            st,
+            live,
+            started_at: now,
+        };
         let out = vec![ControllerOutput::Persist(c.st.encode())];
         Ok((c, out))
     }
@@ -796,10 +811,14 @@ impl Controller {
     /// Time passes: fences brokers the detector suspects.
     pub fn tick(&mut self, now: u64, out: &mut Vec<ControllerOutput>) {
         let (threshold, floor) = (self.cfg.phi_threshold, self.cfg.min_session_timeout_ms);
+        let grace = self.cfg.takeover_grace_ms;
+        let grace_over = grace > 0 && now >= self.started_at + grace;
         let suspects: Vec<NodeId> = self
             .live
             .iter()
-            .filter(|(_, l)| !l.fenced && l.detector.suspect(now, threshold, floor))
+            .filter(|(_, l)| {
+                !l.fenced && (l.detector.suspect(now, threshold, floor) || (grace_over && !l.heard))
+            })
             .map(|(&n, _)| n)
             .collect();
         for n in suspects {

@@ -29,6 +29,24 @@ pub enum Cmd {
     Status(DirArg),
     /// Stops the cluster's nodes (SIGTERM, then waits).
     Down(DirArg),
+    /// Failover time: SIGKILLs the leader of a partition again and again
+    /// and measures the time to the first acks=all write acknowledged by
+    /// the new leader (P50/P99), restarting the victim each time.
+    Failover(FailoverArgs),
+}
+
+/// `strata cluster failover` flags.
+#[derive(clap::Args, Debug)]
+pub struct FailoverArgs {
+    /// The directory `strata cluster up` used.
+    #[arg(long, default_value = "strata-cluster")]
+    dir: PathBuf,
+    /// How many kills.
+    #[arg(long, default_value_t = 50)]
+    kills: u32,
+    /// Topic to write to (one partition, created if missing).
+    #[arg(long, default_value = "failover")]
+    topic: String,
 }
 
 /// `strata cluster` flags.
@@ -154,6 +172,7 @@ pub fn run(args: Args) -> Result<i32> {
         Cmd::Up(a) => up(a),
         Cmd::Status(d) => status(&d.dir),
         Cmd::Down(d) => down(&d.dir),
+        Cmd::Failover(f) => failover(f),
     }
 }
 
@@ -410,4 +429,221 @@ fn down(dir: &Path) -> Result<i32> {
     let _ = std::fs::remove_file(dir.join("cluster.txt"));
     println!("cluster in {} stopped (data kept)", dir.display());
     Ok(code)
+}
+
+/// The leader of partition 0 of `topic`, from the nodes' /status (the
+/// newest leader epoch wins), and whether its ISR holds every replica.
+fn leader_of(nodes: &[NodeEntry], topic: &str) -> Option<(u32, bool)> {
+    let mut best: Option<(i64, u32, bool)> = None;
+    for n in nodes.iter().filter(|n| alive(n.pid)) {
+        let Some(body) = http_get(&n.status, "/status") else {
+            continue;
+        };
+        for l in body.lines().skip(1) {
+            let f = fields(l);
+            if f.get("topic") != Some(&topic) || f.get("index") != Some(&"0") {
+                continue;
+            }
+            let epoch: i64 = f
+                .get("leader_epoch")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(-1);
+            let Some(leader) = f.get("leader").and_then(|l| l.parse().ok()) else {
+                continue;
+            };
+            let full = f.get("isr").map(|i| i.split(',').count())
+                == f.get("replicas").map(|r| r.split(',').count());
+            if best.is_none_or(|(e, _, _)| epoch > e) {
+                best = Some((epoch, leader, full));
+            }
+        }
+    }
+    best.map(|(_, l, full)| (l, full))
+}
+
+/// One acks=all Produce of a tiny batch to `addr`; whether it was
+/// acknowledged (error 0) within `timeout`.
+fn produce_once(addr: &str, topic: &str, timeout: Duration) -> bool {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let Ok(sa) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&sa, timeout) else {
+        return false;
+    };
+    let _ = s.set_nodelay(true);
+    let _ = s.set_read_timeout(Some(timeout));
+    let rec = strata_log::batch::Record::new(0, None, Some(b"failover"));
+    let Ok(b) = strata_log::batch::build(0, -1, strata_log::batch::ProducerInfo::NONE, &[rec])
+    else {
+        return false;
+    };
+    let mut pd = produce_request::PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(b.bytes.clone());
+    let mut td = produce_request::TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = timeout.as_millis() as i32;
+    req.topic_data = vec![td];
+    let Ok(f) = crate::kbench::frame(ApiKey::Produce, 8, 1, &req) else {
+        return false;
+    };
+    if s.write_all(&f).is_err() {
+        return false;
+    }
+    let Ok(mut body) = crate::kbench::read_response(&mut s, false) else {
+        return false;
+    };
+    ProduceResponse::decode(&mut body, 8)
+        .ok()
+        .and_then(|r| {
+            r.responses
+                .first()
+                .and_then(|t| t.partition_responses.first())
+                .map(|p| p.error_code == 0)
+        })
+        .unwrap_or(false)
+}
+
+fn restart_node(dir: &Path, node: u32, cmdline: &[String]) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log_path = dir.join(format!("node-{node}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
+    let child = Command::new(&cmdline[0])
+        .args(&cmdline[1..])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| local(format!("restarting node {node}"), e))?;
+    let mut nodes = read_nodes(dir)?;
+    for n in nodes.iter_mut().filter(|n| n.id == node) {
+        n.pid = child.id();
+    }
+    let text: String = nodes
+        .iter()
+        .map(|n| format!("node {} {} {} {}\n", n.id, n.pid, n.kafka, n.status))
+        .collect();
+    let path = dir.join("cluster.txt");
+    std::fs::write(&path, text).map_err(|e| local(format!("writing {}", path.display()), e))?;
+    Ok(child.id())
+}
+
+fn failover(a: FailoverArgs) -> Result<i32> {
+    let nodes = read_nodes(&a.dir)?;
+    if nodes.len() < 3 {
+        return Err(CliError::Usage(
+            "failover needs a cluster of at least 3 nodes".into(),
+        ));
+    }
+    // Create the topic (one partition) by writing to it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((l, true)) = leader_of(&nodes, &a.topic) {
+            let addr = &nodes
+                .iter()
+                .find(|n| n.id == l)
+                .map(|n| n.kafka.clone())
+                .unwrap_or_default();
+            if produce_once(addr, &a.topic, Duration::from_secs(5)) {
+                break;
+            }
+        } else {
+            // Metadata with auto-creation through the first node.
+            let _ = crate::kbench::topic_leaders(&nodes[0].kafka, &a.topic);
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::Usage(format!(
+                "topic {}: no writable leader with a full ISR after 30 s",
+                a.topic
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+        .map_err(|e| CliError::Usage(format!("histogram: {e}")))?;
+    for k in 0..a.kills {
+        let nodes = read_nodes(&a.dir)?;
+        // A healthy start: every replica in the ISR.
+        let wait_until = Instant::now() + Duration::from_secs(60);
+        let leader = loop {
+            match leader_of(&nodes, &a.topic) {
+                Some((l, true)) => break l,
+                _ if Instant::now() >= wait_until => {
+                    return Err(CliError::Usage(format!(
+                        "kill {k}: the partition did not get back a full ISR in 60 s"
+                    )))
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let victim = nodes
+            .iter()
+            .find(|n| n.id == leader)
+            .cloned()
+            .ok_or_else(|| CliError::Usage(format!("leader {leader} is not in cluster.txt")))?;
+        let cmdline: Vec<String> = std::fs::read(format!("/proc/{}/cmdline", victim.pid))
+            .map_err(|e| local(format!("reading node {}'s command line", victim.id), e))?
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let others: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.id != leader)
+            .map(|n| n.kafka.clone())
+            .collect();
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(victim.pid.to_string())
+            .status();
+        let t0 = Instant::now();
+        let mut done = None;
+        while done.is_none() && t0.elapsed() < Duration::from_secs(60) {
+            for addr in &others {
+                if produce_once(addr, &a.topic, Duration::from_millis(500)) {
+                    done = Some(t0.elapsed());
+                    break;
+                }
+            }
+            if done.is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let Some(took) = done else {
+            return Err(CliError::Usage(format!(
+                "kill {k} of node {leader}: no write acknowledged in 60 s"
+            )));
+        };
+        h.saturating_record(took.as_micros().max(1) as u64);
+        eprintln!(
+            "kill {:>3}: node {leader}: first acked write after {:.0} ms",
+            k + 1,
+            took.as_secs_f64() * 1000.0
+        );
+        while alive(victim.pid) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        restart_node(&a.dir, victim.id, &cmdline)?;
+    }
+    println!(
+        "failover over {} kills: P50 {:.0} ms, P99 {:.0} ms, max {:.0} ms (SIGKILL of the leader to the first acks=all write acknowledged by the new one)",
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+    Ok(0)
 }

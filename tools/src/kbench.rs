@@ -3,8 +3,9 @@
 //! it measures the broker and not a client library.
 //!
 //! produce: each connection sends Produce requests (one batch of
-//! `--batch-size` records for one partition, partitions in turn) and reads
-//! the answers. Without `--throughput` it runs closed loop, one request in
+//! `--batch-size` records each) for one partition, connection i to
+//! partition i mod P, on that partition's leader (so it works against a
+//! cluster), and reads the answers. Without `--throughput` it runs closed loop, one request in
 //! flight per connection. With it, open loop: request `i` of a connection
 //! has an intended start time on a fixed schedule, and its latency runs
 //! from that time, not from when it was sent, so a stall counts against
@@ -80,7 +81,7 @@ fn s(v: &str) -> StrBytes {
 }
 
 /// A request frame: size, header v1/v2, body.
-fn frame(key: ApiKey, version: i16, cid: i32, body: &impl Encodable) -> Result<Vec<u8>> {
+pub(crate) fn frame(key: ApiKey, version: i16, cid: i32, body: &impl Encodable) -> Result<Vec<u8>> {
     let mut h = RequestHeader::default();
     h.request_api_key = key as i16;
     h.request_api_version = version;
@@ -97,7 +98,7 @@ fn frame(key: ApiKey, version: i16, cid: i32, body: &impl Encodable) -> Result<V
 
 /// Reads one response; returns the body after the correlation id (and the
 /// header's tagged fields if `flexible`).
-fn read_response(s: &mut TcpStream, flexible: bool) -> Result<Bytes> {
+pub(crate) fn read_response(s: &mut TcpStream, flexible: bool) -> Result<Bytes> {
     let mut size = [0u8; 4];
     s.read_exact(&mut size)
         .map_err(io_err("reading a response"))?;
@@ -127,29 +128,59 @@ fn connect(addr: &str) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// The topic's partition count (auto-creating it).
-fn partitions(addr: &str, topic: &str) -> Result<i32> {
-    let mut c = connect(addr)?;
-    let mut req = MetadataRequest::default();
-    let mut t = metadata_request::MetadataRequestTopic::default();
-    t.name = Some(TopicName(s(topic)));
-    req.topics = Some(vec![t]);
-    req.allow_auto_topic_creation = true;
-    c.write_all(&frame(ApiKey::Metadata, 8, 1, &req)?)
-        .map_err(io_err("sending Metadata"))?;
-    let mut body = read_response(&mut c, false)?;
-    let r = MetadataResponse::decode(&mut body, 8).map_err(proto)?;
-    let t = r
-        .topics
-        .first()
-        .ok_or_else(|| CliError::Usage("no topic in the Metadata answer".into()))?;
-    if t.error_code != 0 || t.partitions.is_empty() {
-        return Err(CliError::Usage(format!(
-            "topic {topic}: Metadata error {}",
-            t.error_code
-        )));
+/// The topic's partitions and each one's leader address (auto-creating
+/// the topic; waiting up to 10 s for every partition to have a leader, as
+/// a cluster elects them).
+fn partitions(addr: &str, topic: &str) -> Result<Vec<(i32, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = connect(addr)?;
+        let mut req = MetadataRequest::default();
+        let mut t = metadata_request::MetadataRequestTopic::default();
+        t.name = Some(TopicName(s(topic)));
+        req.topics = Some(vec![t]);
+        req.allow_auto_topic_creation = true;
+        c.write_all(&frame(ApiKey::Metadata, 8, 1, &req)?)
+            .map_err(io_err("sending Metadata"))?;
+        let mut body = read_response(&mut c, false)?;
+        let r = MetadataResponse::decode(&mut body, 8).map_err(proto)?;
+        let t = r
+            .topics
+            .first()
+            .ok_or_else(|| CliError::Usage("no topic in the Metadata answer".into()))?;
+        let brokers: std::collections::HashMap<i32, String> = r
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+            .collect();
+        let leaders: Vec<(i32, Option<String>)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, brokers.get(&p.leader_id.0).cloned()))
+            .collect();
+        let ready =
+            t.error_code == 0 && !leaders.is_empty() && leaders.iter().all(|(_, l)| l.is_some());
+        if ready {
+            let mut out: Vec<(i32, String)> = leaders
+                .into_iter()
+                .filter_map(|(p, l)| l.map(|l| (p, l)))
+                .collect();
+            out.sort();
+            return Ok(out);
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::Usage(format!(
+                "topic {topic}: no leader for every partition after 10 s (Metadata error {})",
+                t.error_code
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(t.partitions.len() as i32)
+}
+
+/// The topic's partitions and their leaders' addresses (auto-creating it).
+pub(crate) fn topic_leaders(addr: &str, topic: &str) -> Result<Vec<(i32, String)>> {
+    partitions(addr, topic)
 }
 
 fn hist() -> Result<Histogram<u64>> {
@@ -197,8 +228,9 @@ fn produce(a: &Args) -> Result<()> {
         .map_err(|e| CliError::Usage(format!("batch: {e}")))?;
     let batch_bytes = b.bytes.len();
     // One pre-encoded request per partition.
-    let frames: Vec<Vec<u8>> = (0..parts)
-        .map(|p| {
+    let frames: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|&(p, _)| {
             let mut pd = produce_request::PartitionProduceData::default();
             pd.index = p;
             pd.records = Some(b.bytes.clone());
@@ -229,7 +261,9 @@ fn produce(a: &Args) -> Result<()> {
     for c in 0..a.connections {
         let frames = frames.clone();
         let done = done.clone();
-        let addr = a.bootstrap.clone();
+        // Connection c produces to partition c mod P, on its leader.
+        let slot = c % parts.len();
+        let addr = parts[slot].1.clone();
         let n = per_conn.min(total_batches.saturating_sub(per_conn * c as u64));
         let bar = bar.clone();
         let batch = a.batch_size as u64;
@@ -248,7 +282,7 @@ fn produce(a: &Args) -> Result<()> {
                     }
                     None => Instant::now(),
                 };
-                let f = &frames[((i as usize) + c) % frames.len()];
+                let f = &frames[slot];
                 conn.write_all(f).map_err(io_err("sending Produce"))?;
                 if acks != 0 {
                     let mut body = read_response(&mut conn, false)?;
@@ -295,7 +329,7 @@ fn produce(a: &Args) -> Result<()> {
         "(acks={}, {} connection(s), {} partition(s), batches of {} x {} B = {} B, {})",
         a.acks,
         a.connections,
-        parts,
+        parts.len(),
         a.batch_size,
         a.record_size,
         batch_bytes,
@@ -308,8 +342,18 @@ fn produce(a: &Args) -> Result<()> {
 }
 
 fn consume(a: &Args) -> Result<()> {
-    let parts = partitions(&a.bootstrap, &a.topic)?;
-    let mut conn = connect(&a.bootstrap)?;
+    let leaders = partitions(&a.bootstrap, &a.topic)?;
+    // One connection fetches every partition: they must share a leader
+    // (always so on one node).
+    let leader = leaders[0].1.clone();
+    if leaders.iter().any(|(_, l)| *l != leader) {
+        return Err(CliError::Usage(format!(
+            "consume: the partitions of {} have different leaders; use a topic with one partition, or one node",
+            a.topic
+        )));
+    }
+    let parts = leaders.len() as i32;
+    let mut conn = connect(&leader)?;
     let mut next: Vec<i64> = vec![0; parts as usize];
     let (mut records, mut bytes) = (0u64, 0u64);
     let bar = indicatif::ProgressBar::new(a.num_records);

@@ -501,6 +501,8 @@ impl World {
             heartbeat_interval_ms: 100,
             phi_threshold: 8.0,
             min_session_timeout_ms: 1000,
+            // Exercised with a quorum, where controllers take over.
+            takeover_grace_ms: if cfg.controller_voters > 0 { 300 } else { 0 },
         };
         let new_disk = |rng: &mut Rng| {
             let s = FaultStorage::new(rng.next_u64());

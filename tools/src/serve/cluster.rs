@@ -489,6 +489,7 @@ impl Cluster {
                 min_insync_replicas: self.cfg.min_insync_replicas,
                 heartbeat_interval_ms: self.cfg.heartbeat_interval_ms,
                 min_session_timeout_ms: self.cfg.session_timeout_ms,
+                takeover_grace_ms: 3 * self.cfg.heartbeat_interval_ms,
                 ..ControllerConfig::default()
             };
             Some((QuorumNode::new(r, snapshot_data, cc, Vec::new()), st))

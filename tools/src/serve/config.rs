@@ -82,7 +82,7 @@ impl Default for ServerConfig {
             replica_fetch_wait_max_ms: 500,
             broker_heartbeat_interval_ms: 100,
             broker_session_timeout_ms: 1000,
-            election_timeout_ms: 1000,
+            election_timeout_ms: 500,
         }
     }
 }
