@@ -479,6 +479,8 @@ impl Cluster {
                 self.cfg.election_timeout_ms,
                 2 * self.cfg.election_timeout_ms,
             );
+            // Several heartbeats per election timeout, however short.
+            rc.heartbeat_ms = (self.cfg.election_timeout_ms / 5).clamp(10, 100);
             let seed = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
