@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_log::batch::Batch;
-use strata_log::{Error as LogError, LogConfig, Partition};
+use strata_log::{Error as LogError, Partition};
 use strata_replication::group::{self, Reply};
 use strata_tools::wire::{self, Request};
 
@@ -47,11 +47,11 @@ pub fn code_invalid_config() -> i16 {
     code::INVALID_CONFIG
 }
 
-fn s(v: &str) -> StrBytes {
+pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn topic_name(v: &str) -> TopicName {
+pub(super) fn topic_name(v: &str) -> TopicName {
     TopicName(s(v))
 }
 
@@ -68,7 +68,7 @@ pub fn topic_id(name: &str) -> uuid::Uuid {
 }
 
 /// The Kafka error code of a log error.
-fn log_code(e: &LogError) -> i16 {
+pub(super) fn log_code(e: &LogError) -> i16 {
     match e {
         LogError::UnknownTopicOrPartition(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
         LogError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
@@ -151,9 +151,15 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
             let b = b.clone();
             ResponseKind::InitProducerId(blocking(move || init_producer_id(&b, r)).await?)
         }
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator(b, r, v)),
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group(b, r, v, &client).await?),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group(b, r, v).await?),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(super::groups::find_coordinator(b, r, v))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(super::groups::join_group(b, r, v, &client).await?)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(super::groups::sync_group(b, r, v).await?)
+        }
         RequestKind::Heartbeat(r) => {
             let reply = b
                 .group_call(group::Request::Heartbeat {
@@ -168,16 +174,22 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
             }
             ResponseKind::Heartbeat(out)
         }
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group(b, r, v).await?),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(super::groups::leave_group(b, r, v).await?)
+        }
         RequestKind::OffsetCommit(r) => {
             let b = b.clone();
-            ResponseKind::OffsetCommit(blocking(move || offset_commit(&b, r)).await?)
+            ResponseKind::OffsetCommit(blocking(move || super::groups::offset_commit(&b, r)).await?)
         }
         RequestKind::OffsetFetch(r) => {
             let b = b.clone();
-            ResponseKind::OffsetFetch(blocking(move || offset_fetch(&b, r, v)).await?)
+            ResponseKind::OffsetFetch(
+                blocking(move || super::groups::offset_fetch(&b, r, v)).await?,
+            )
         }
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups(b, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(super::groups::describe_groups(b, r))
+        }
         RequestKind::ListGroups(_) => {
             let v4 = v >= 4;
             let mut out = ListGroupsResponse::default();
@@ -203,23 +215,29 @@ pub async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
             ResponseKind::CreateTopics(
                 blocking(move || match &b.cluster {
                     Some(c) => super::cluster_api::create_topics(&b, c, r, v),
-                    None => create_topics(&b, r, v),
+                    None => super::admin::create_topics(&b, r, v),
                 })
                 .await?,
             )
         }
         RequestKind::DeleteTopics(r) => {
             let b = b.clone();
-            ResponseKind::DeleteTopics(blocking(move || delete_topics(&b, r, v)).await?)
+            ResponseKind::DeleteTopics(
+                blocking(move || super::admin::delete_topics(&b, r, v)).await?,
+            )
         }
         RequestKind::DeleteRecords(r) => {
             let b = b.clone();
-            ResponseKind::DeleteRecords(blocking(move || delete_records(&b, r)).await?)
+            ResponseKind::DeleteRecords(
+                blocking(move || super::admin::delete_records(&b, r)).await?,
+            )
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch(b, r))
         }
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs(b, r)),
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(super::admin::describe_configs(b, r))
+        }
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "decoded a request no handler serves");
             return None;
@@ -313,27 +331,6 @@ fn unsupported_by_error_code(key: ApiKey) -> Option<(ApiKey, ResponseKind)> {
     Some((key, body))
 }
 
-/// Creates a topic (auto-creation and CreateTopics): durable, opened,
-/// each partition at leader epoch 0.
-fn create_topic(b: &Broker, name: &str, partitions: u32, cfg: LogConfig) -> Result<(), i16> {
-    let _one = b.admin.lock();
-    if b.logs.topic_config(name).is_ok() {
-        return Err(code::TOPIC_ALREADY_EXISTS);
-    }
-    if strata_log::manager::check_topic_name(name).is_err() {
-        return Err(code::INVALID_TOPIC_EXCEPTION);
-    }
-    b.logs
-        .create_topic(name, partitions, cfg)
-        .map_err(|e| match e {
-            LogError::InvalidArgument(_) => code::INVALID_CONFIG,
-            e => log_code(&e),
-        })?;
-    b.open_topic(name, partitions).map_err(|e| log_code(&e))?;
-    tracing::info!(topic = name, partitions, "topic created");
-    Ok(())
-}
-
 fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
     let mut out = MetadataResponse::default();
     let mut broker = metadata_response::MetadataResponseBroker::default();
@@ -370,7 +367,7 @@ fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
         }
         let mut count = b.logs.partition_count(&name);
         if count.is_none() && auto {
-            match create_topic(b, &name, b.cfg.num_partitions, b.cfg.log.clone()) {
+            match super::admin::create_topic(b, &name, b.cfg.num_partitions, b.cfg.log.clone()) {
                 Ok(()) | Err(code::TOPIC_ALREADY_EXISTS) => count = b.logs.partition_count(&name),
                 Err(e) => t.error_code = e,
             }
@@ -401,7 +398,7 @@ fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
 
 /// The partition `index` of `topic`, if both exist (and, in a cluster,
 /// this node leads it); else the error code to answer with.
-fn part(b: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, i16> {
+pub(super) fn part(b: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, i16> {
     if let Some(c) = &b.cluster {
         return c.leader_partition(topic, index).map(|(_, p)| p);
     }
@@ -726,518 +723,6 @@ fn init_producer_id(b: &Broker, r: InitProducerIdRequest) -> InitProducerIdRespo
     out
 }
 
-fn find_coordinator(
-    b: &Broker,
-    r: FindCoordinatorRequest,
-    version: i16,
-) -> FindCoordinatorResponse {
-    let mut out = FindCoordinatorResponse::default();
-    let answer = |key_type: i8| -> (i16, i32, StrBytes, i32) {
-        if key_type == 0 {
-            (code::NONE, b.cfg.node_id, s(&b.host), b.port)
-        } else {
-            (code::COORDINATOR_NOT_AVAILABLE, -1, s(""), -1)
-        }
-    };
-    if version >= 4 {
-        for k in r.coordinator_keys {
-            let (e, id, host, port) = answer(r.key_type);
-            let mut c = find_coordinator_response::Coordinator::default();
-            c.key = k;
-            c.error_code = e;
-            c.node_id = BrokerId(id);
-            c.host = host;
-            c.port = port;
-            out.coordinators.push(c);
-        }
-    } else {
-        let (e, id, host, port) = answer(r.key_type);
-        out.error_code = e;
-        out.node_id = BrokerId(id);
-        out.host = host;
-        out.port = port;
-    }
-    out
-}
-
-async fn join_group(
-    b: &Arc<Broker>,
-    r: JoinGroupRequest,
-    version: i16,
-    client: &str,
-) -> Option<JoinGroupResponse> {
-    let req = group::Request::Join(group::Join {
-        group: r.group_id.as_str().to_string(),
-        member_id: r.member_id.as_str().to_string(),
-        client_id: if client.is_empty() {
-            "member".into()
-        } else {
-            client.to_string()
-        },
-        session_timeout_ms: r.session_timeout_ms,
-        rebalance_timeout_ms: if version >= 1 {
-            r.rebalance_timeout_ms
-        } else {
-            r.session_timeout_ms
-        },
-        protocol_type: r.protocol_type.as_str().to_string(),
-        protocols: r
-            .protocols
-            .into_iter()
-            .map(|p| (p.name.as_str().to_string(), p.metadata))
-            .collect(),
-        require_known_member_id: version >= 4,
-    });
-    let Reply::Join(j) = b.group_call(req).await? else {
-        return None;
-    };
-    let mut out = JoinGroupResponse::default();
-    out.error_code = j.error;
-    out.generation_id = j.generation;
-    if version >= 7 {
-        out.protocol_type = Some(s(&j.protocol_type));
-    }
-    out.protocol_name = Some(s(&j.protocol_name));
-    out.leader = s(&j.leader);
-    out.member_id = s(&j.member_id);
-    out.members = j
-        .members
-        .into_iter()
-        .map(|(id, meta)| {
-            let mut m = join_group_response::JoinGroupResponseMember::default();
-            m.member_id = s(&id);
-            m.metadata = meta;
-            m
-        })
-        .collect();
-    Some(out)
-}
-
-async fn sync_group(b: &Arc<Broker>, r: SyncGroupRequest, v: i16) -> Option<SyncGroupResponse> {
-    let req = group::Request::Sync {
-        group: r.group_id.as_str().to_string(),
-        generation: r.generation_id,
-        member_id: r.member_id.as_str().to_string(),
-        assignments: r
-            .assignments
-            .into_iter()
-            .map(|a| (a.member_id.as_str().to_string(), a.assignment))
-            .collect(),
-    };
-    let Reply::Sync {
-        error,
-        protocol_type,
-        protocol_name,
-        assignment,
-    } = b.group_call(req).await?
-    else {
-        return None;
-    };
-    let mut out = SyncGroupResponse::default();
-    out.error_code = error;
-    if v >= 5 {
-        out.protocol_type = Some(s(&protocol_type));
-        out.protocol_name = Some(s(&protocol_name));
-    }
-    out.assignment = assignment;
-    Some(out)
-}
-
-async fn leave_group(
-    b: &Arc<Broker>,
-    r: LeaveGroupRequest,
-    version: i16,
-) -> Option<LeaveGroupResponse> {
-    let members: Vec<String> = if version >= 3 {
-        r.members
-            .iter()
-            .map(|m| m.member_id.as_str().to_string())
-            .collect()
-    } else {
-        vec![r.member_id.as_str().to_string()]
-    };
-    let Reply::Leave { errors } = b
-        .group_call(group::Request::Leave {
-            group: r.group_id.as_str().to_string(),
-            members,
-        })
-        .await?
-    else {
-        return None;
-    };
-    let mut out = LeaveGroupResponse::default();
-    if version >= 3 {
-        out.members = errors
-            .into_iter()
-            .map(|(id, e)| {
-                let mut m = leave_group_response::MemberResponse::default();
-                m.member_id = s(&id);
-                m.error_code = e;
-                m
-            })
-            .collect();
-    } else {
-        out.error_code = errors.first().map_or(code::NONE, |e| e.1);
-    }
-    Some(out)
-}
-
-fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
-    let group = r.group_id.as_str().to_string();
-    let check = b.groups.lock().check_commit(
-        &group,
-        r.generation_id_or_member_epoch,
-        r.member_id.as_str(),
-    );
-    let mut out = OffsetCommitResponse::default();
-    // The valid partitions' offsets, committed together below with one
-    // fsync, and where their answers are.
-    let mut batch = Vec::new();
-    let mut slots = Vec::new();
-    for (ti, t) in r.topics.into_iter().enumerate() {
-        let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
-        tr.name = t.name.clone();
-        for (pi, p) in t.partitions.into_iter().enumerate() {
-            let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
-            pr.partition_index = p.partition_index;
-            pr.error_code = check;
-            if check == code::NONE {
-                let exists = u32::try_from(p.partition_index).ok().filter(|&i| {
-                    b.logs
-                        .partition_count(t.name.as_str())
-                        .is_some_and(|c| i < c)
-                });
-                match exists {
-                    None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(_) if p.committed_offset < 0 => pr.error_code = code::OFFSET_OUT_OF_RANGE,
-                    Some(i) => {
-                        let meta = p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.as_str().as_bytes().to_vec())
-                            .unwrap_or_default();
-                        batch.push((
-                            t.name.as_str().to_string(),
-                            i,
-                            p.committed_offset as u64,
-                            meta,
-                        ));
-                        slots.push((ti, pi));
-                    }
-                }
-            }
-            tr.partitions.push(pr);
-        }
-        out.topics.push(tr);
-    }
-    if let Err(e) = b.logs.commit_offsets(&group, &batch) {
-        let c = log_code(&e);
-        for (ti, pi) in slots {
-            out.topics[ti].partitions[pi].error_code = c;
-        }
-    }
-    out
-}
-
-/// Committed offsets of `group` for `topics` (`None`: every committed
-/// one): (topic, [(partition, offset, metadata, error)]).
-type Committed = Vec<(String, Vec<(i32, i64, String, i16)>)>;
-
-fn committed(
-    b: &Broker,
-    group: &str,
-    topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Committed, i16> {
-    match topics {
-        None => {
-            let all = b.logs.group_offsets(group).map_err(|e| log_code(&e))?;
-            let mut out: Committed = Vec::new();
-            for (t, p, off, meta) in all {
-                let meta = String::from_utf8_lossy(&meta).into_owned();
-                match out.iter_mut().find(|(n, _)| *n == t) {
-                    Some((_, v)) => v.push((p as i32, off as i64, meta, code::NONE)),
-                    None => out.push((t, vec![(p as i32, off as i64, meta, code::NONE)])),
-                }
-            }
-            Ok(out)
-        }
-        Some(ts) => Ok(ts
-            .into_iter()
-            .map(|(t, parts)| {
-                let v = parts
-                    .into_iter()
-                    .map(
-                        |p| match u32::try_from(p).map(|i| b.logs.fetch_offset(group, &t, i)) {
-                            Ok(Ok(Some((off, meta)))) => (
-                                p,
-                                off as i64,
-                                String::from_utf8_lossy(&meta).into_owned(),
-                                code::NONE,
-                            ),
-                            Ok(Ok(None)) => (p, -1, String::new(), code::NONE),
-                            Ok(Err(e)) => (p, -1, String::new(), log_code(&e)),
-                            Err(_) => (p, -1, String::new(), code::UNKNOWN_TOPIC_OR_PARTITION),
-                        },
-                    )
-                    .collect();
-                (t, v)
-            })
-            .collect()),
-    }
-}
-
-fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
-    let mut out = OffsetFetchResponse::default();
-    if version >= 8 {
-        for g in r.groups {
-            let mut gr = offset_fetch_response::OffsetFetchResponseGroup::default();
-            gr.group_id = g.group_id.clone();
-            let topics = g.topics.map(|ts| {
-                ts.into_iter()
-                    .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
-                    .collect()
-            });
-            match committed(b, g.group_id.as_str(), topics) {
-                Ok(c) => {
-                    for (t, parts) in c {
-                        let mut tr = offset_fetch_response::OffsetFetchResponseTopics::default();
-                        tr.name = topic_name(&t);
-                        for (p, off, meta, e) in parts {
-                            let mut pr =
-                                offset_fetch_response::OffsetFetchResponsePartitions::default();
-                            pr.partition_index = p;
-                            pr.committed_offset = off;
-                            pr.committed_leader_epoch = -1;
-                            pr.metadata = Some(s(&meta));
-                            pr.error_code = e;
-                            tr.partitions.push(pr);
-                        }
-                        gr.topics.push(tr);
-                    }
-                }
-                Err(e) => gr.error_code = e,
-            }
-            out.groups.push(gr);
-        }
-        return out;
-    }
-    let topics = r.topics.map(|ts| {
-        ts.into_iter()
-            .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
-            .collect()
-    });
-    match committed(b, r.group_id.as_str(), topics) {
-        Ok(c) => {
-            for (t, parts) in c {
-                let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
-                tr.name = topic_name(&t);
-                for (p, off, meta, e) in parts {
-                    let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
-                    pr.partition_index = p;
-                    pr.committed_offset = off;
-                    pr.committed_leader_epoch = -1;
-                    pr.metadata = Some(s(&meta));
-                    pr.error_code = e;
-                    tr.partitions.push(pr);
-                }
-                out.topics.push(tr);
-            }
-        }
-        Err(e) if version >= 2 => out.error_code = e,
-        Err(e) => tracing::warn!(
-            code = e,
-            "offset fetch failed; v0-1 has no place for the error"
-        ),
-    }
-    out
-}
-
-fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let mut out = DescribeGroupsResponse::default();
-    let coord = b.groups.lock();
-    for g in r.groups {
-        let mut d = describe_groups_response::DescribedGroup::default();
-        d.group_id = g.clone();
-        match coord.describe(g.as_str()) {
-            None => d.group_state = s("Dead"),
-            Some((state, _, members)) => {
-                d.group_state = s(state.name());
-                d.protocol_type = s("consumer");
-                d.members = members
-                    .into_iter()
-                    .map(|m| {
-                        let mut dm = describe_groups_response::DescribedGroupMember::default();
-                        dm.member_id = s(&m);
-                        dm
-                    })
-                    .collect();
-            }
-        }
-        out.groups.push(d);
-    }
-    out
-}
-
-fn create_topics(b: &Broker, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {
-    let mut out = CreateTopicsResponse::default();
-    for t in r.topics {
-        let mut res = create_topics_response::CreatableTopicResult::default();
-        res.name = t.name.clone();
-        if v >= 7 {
-            res.topic_id = topic_id(t.name.as_str());
-        }
-        let partitions = if t.num_partitions == -1 {
-            Some(b.cfg.num_partitions)
-        } else {
-            u32::try_from(t.num_partitions).ok().filter(|&n| n > 0)
-        };
-        let mut cfg = b.cfg.log.clone();
-        let mut bad_config = None;
-        for c in &t.configs {
-            if let Some(v) = &c.value {
-                if let Err(e) = cfg.set(c.name.as_str(), v.as_str()) {
-                    bad_config = Some(e.to_string());
-                }
-            }
-        }
-        let outcome = if partitions.is_none() {
-            Err((
-                code::INVALID_PARTITIONS,
-                "the partition count must be at least 1".to_string(),
-            ))
-        } else if !(t.replication_factor == -1 || t.replication_factor == 1)
-            || !t.assignments.is_empty()
-        {
-            Err((
-                code::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "replication factor {}: this is a single node (replication factor 1)",
-                    t.replication_factor
-                ),
-            ))
-        } else if let Some(e) = bad_config {
-            Err((code::INVALID_CONFIG, e))
-        } else if strata_log::manager::check_topic_name(t.name.as_str()).is_err() {
-            Err((
-                code::INVALID_TOPIC_EXCEPTION,
-                format!("invalid topic name {:?}", t.name.as_str()),
-            ))
-        } else if r.validate_only {
-            if b.logs.topic_config(t.name.as_str()).is_ok() {
-                Err((code::TOPIC_ALREADY_EXISTS, "the topic exists".to_string()))
-            } else {
-                Ok(())
-            }
-        } else {
-            create_topic(b, t.name.as_str(), partitions.unwrap_or(1), cfg)
-                .map_err(|c| (c, format!("topic {} not created", t.name.as_str())))
-        };
-        match outcome {
-            Ok(()) => {
-                if v >= 5 {
-                    res.num_partitions = partitions.unwrap_or(1) as i32;
-                    res.replication_factor = 1;
-                }
-            }
-            Err((c, msg)) => {
-                res.error_code = c;
-                res.error_message = Some(s(&msg));
-            }
-        }
-        out.topics.push(res);
-    }
-    out
-}
-
-fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> DeleteTopicsResponse {
-    let mut out = DeleteTopicsResponse::default();
-    let mut names: Vec<String> = r
-        .topic_names
-        .iter()
-        .map(|n| n.as_str().to_string())
-        .collect();
-    for t in &r.topics {
-        match &t.name {
-            Some(n) => names.push(n.as_str().to_string()),
-            None => {
-                // By id: the ids are derived from names.
-                if let Some((n, _)) = b
-                    .logs
-                    .topics()
-                    .into_iter()
-                    .find(|(n, _)| topic_id(n) == t.topic_id)
-                {
-                    names.push(n);
-                }
-            }
-        }
-    }
-    for name in names {
-        let mut res = delete_topics_response::DeletableTopicResult::default();
-        res.name = Some(topic_name(&name));
-        if v >= 6 {
-            res.topic_id = topic_id(&name);
-        }
-        if b.cluster.is_some() {
-            res.error_code = code::INVALID_REQUEST;
-            if v >= 5 {
-                res.error_message = Some(s("deleting topics is not supported in a cluster yet"));
-            }
-            out.responses.push(res);
-            continue;
-        }
-        let _one = b.admin.lock();
-        if let Err(e) = b.logs.delete_topic(&name) {
-            res.error_code = log_code(&e);
-            if v >= 5 {
-                res.error_message = Some(s(&e.to_string()));
-            }
-        } else {
-            tracing::info!(topic = %name, "topic deleted");
-        }
-        out.responses.push(res);
-    }
-    out
-}
-
-fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let mut out = DeleteRecordsResponse::default();
-    for t in r.topics {
-        let mut tr = delete_records_response::DeleteRecordsTopicResult::default();
-        tr.name = t.name.clone();
-        for dp in t.partitions {
-            let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
-            pr.partition_index = dp.partition_index;
-            pr.low_watermark = -1;
-            // Kept local, a cut would differ between the replicas.
-            let part = if b.cluster.is_some() {
-                Err(code::INVALID_REQUEST)
-            } else {
-                part(b, t.name.as_str(), dp.partition_index)
-            };
-            match part {
-                Err(c) => pr.error_code = c,
-                Ok(p) => {
-                    // -1: up to the high watermark.
-                    let to = if dp.offset == -1 {
-                        Some(p.high_watermark())
-                    } else {
-                        u64::try_from(dp.offset).ok()
-                    };
-                    match to.map(|o| p.delete_records_before(o)) {
-                        None => pr.error_code = code::OFFSET_OUT_OF_RANGE,
-                        Some(Ok(start)) => pr.low_watermark = start as i64,
-                        Some(Err(e)) => pr.error_code = log_code(&e),
-                    }
-                }
-            }
-            tr.partitions.push(pr);
-        }
-        out.topics.push(tr);
-    }
-    out
-}
-
 fn offset_for_leader_epoch(
     b: &Broker,
     r: OffsetForLeaderEpochRequest,
@@ -1281,72 +766,4 @@ fn offset_for_leader_epoch(
         out.topics.push(tr);
     }
     out
-}
-
-fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
-    let mut out = DescribeConfigsResponse::default();
-    for res in r.resources {
-        let mut rr = describe_configs_response::DescribeConfigsResult::default();
-        rr.resource_type = res.resource_type;
-        rr.resource_name = res.resource_name.clone();
-        let entries: Result<Vec<(String, String)>, i16> = match res.resource_type {
-            // TOPIC
-            2 => b
-                .logs
-                .topic_config(res.resource_name.as_str())
-                .map(|c| config_entries(&c))
-                .map_err(|e| log_code(&e)),
-            // BROKER
-            4 => {
-                let mut v = config_entries(&b.cfg.log)
-                    .into_iter()
-                    .map(|(k, v)| (format!("log.{k}"), v))
-                    .collect::<Vec<_>>();
-                v.push(("num.partitions".into(), b.cfg.num_partitions.to_string()));
-                v.push((
-                    "auto.create.topics.enable".into(),
-                    b.cfg.auto_create_topics.to_string(),
-                ));
-                v.push((
-                    "message.max.bytes".into(),
-                    b.cfg.message_max_bytes.to_string(),
-                ));
-                Ok(v)
-            }
-            _ => Err(code::INVALID_REQUEST),
-        };
-        match entries {
-            Ok(list) => {
-                for (k, v) in list {
-                    let wanted = res
-                        .configuration_keys
-                        .as_ref()
-                        .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k));
-                    if !wanted {
-                        continue;
-                    }
-                    let mut e = describe_configs_response::DescribeConfigsResourceResult::default();
-                    e.name = s(&k);
-                    e.value = Some(s(&v));
-                    e.config_source = 5; // DEFAULT_CONFIG
-                    rr.configs.push(e);
-                }
-            }
-            Err(c) => {
-                rr.error_code = c;
-                rr.error_message = Some(s("unknown resource"));
-            }
-        }
-        out.results.push(rr);
-    }
-    out
-}
-
-/// A topic configuration as (Kafka name, value) pairs.
-fn config_entries(c: &LogConfig) -> Vec<(String, String)> {
-    c.encode()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }

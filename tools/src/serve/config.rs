@@ -58,6 +58,11 @@ pub struct ServerConfig {
     pub broker_session_timeout_ms: u64,
     /// controller.quorum.election.timeout.ms
     pub election_timeout_ms: u64,
+    /// replica.ack.unsynced: count appended-but-unsynced data toward
+    /// acks=all, as Kafka does (fsync every second instead). Unsafe: a
+    /// power cut of min.insync.replicas nodes loses acknowledged writes;
+    /// for measuring what fsync-before-ack costs.
+    pub ack_unsynced: bool,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             broker_heartbeat_interval_ms: 100,
             broker_session_timeout_ms: 1000,
             election_timeout_ms: 500,
+            ack_unsynced: false,
         }
     }
 }
@@ -139,6 +145,13 @@ impl ServerConfig {
                 self.min_insync_replicas = num(key, v)?;
                 if self.min_insync_replicas == 0 {
                     return Err(CliError::Usage(format!("{key}={v}: at least 1")));
+                }
+            }
+            "replica.ack.unsynced" => {
+                self.ack_unsynced = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
                 }
             }
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(key, v)?,

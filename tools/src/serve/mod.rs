@@ -13,10 +13,12 @@
 //! A flusher thread fsyncs unsynced appends every log.flush.interval.ms
 //! and moves the high watermark, which only ever covers fsynced data.
 
+mod admin;
 mod api;
 pub mod cluster;
 mod cluster_api;
 mod config;
+mod groups;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -228,10 +230,14 @@ pub fn run(args: Args) -> Result<i32> {
                 heartbeat_interval_ms: cfg.broker_heartbeat_interval_ms,
                 session_timeout_ms: cfg.broker_session_timeout_ms,
                 election_timeout_ms: cfg.election_timeout_ms,
+                ack_unsynced: cfg.ack_unsynced,
                 voters,
             }))
         }
     };
+    if cfg.ack_unsynced {
+        eprintln!("strata serve: replica.ack.unsynced=true: acks=all counts unsynced data (unsafe: for measurement)");
+    }
     if let Some(c) = &cluster {
         // Clients are told the address the voters list gives this node.
         if args.advertised.is_none() {

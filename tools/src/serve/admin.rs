@@ -1,0 +1,264 @@
+//! Topic administration on one node: CreateTopics (and the auto-creation
+//! Metadata uses), DeleteTopics, DeleteRecords, DescribeConfigs. In a
+//! cluster the controller creates topics (`cluster_api.rs`), and
+//! deletions are refused.
+
+use kafka_protocol::messages::*;
+use strata_log::{Error as LogError, LogConfig};
+
+use super::api::{code, log_code, part, s, topic_id, topic_name};
+use super::Broker;
+
+/// Creates a topic (auto-creation and CreateTopics): durable, opened,
+/// each partition at leader epoch 0.
+pub(super) fn create_topic(
+    b: &Broker,
+    name: &str,
+    partitions: u32,
+    cfg: LogConfig,
+) -> Result<(), i16> {
+    let _one = b.admin.lock();
+    if b.logs.topic_config(name).is_ok() {
+        return Err(code::TOPIC_ALREADY_EXISTS);
+    }
+    if strata_log::manager::check_topic_name(name).is_err() {
+        return Err(code::INVALID_TOPIC_EXCEPTION);
+    }
+    b.logs
+        .create_topic(name, partitions, cfg)
+        .map_err(|e| match e {
+            LogError::InvalidArgument(_) => code::INVALID_CONFIG,
+            e => log_code(&e),
+        })?;
+    b.open_topic(name, partitions).map_err(|e| log_code(&e))?;
+    tracing::info!(topic = name, partitions, "topic created");
+    Ok(())
+}
+
+pub(super) fn create_topics(b: &Broker, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {
+    let mut out = CreateTopicsResponse::default();
+    for t in r.topics {
+        let mut res = create_topics_response::CreatableTopicResult::default();
+        res.name = t.name.clone();
+        if v >= 7 {
+            res.topic_id = topic_id(t.name.as_str());
+        }
+        let partitions = if t.num_partitions == -1 {
+            Some(b.cfg.num_partitions)
+        } else {
+            u32::try_from(t.num_partitions).ok().filter(|&n| n > 0)
+        };
+        let mut cfg = b.cfg.log.clone();
+        let mut bad_config = None;
+        for c in &t.configs {
+            if let Some(v) = &c.value {
+                if let Err(e) = cfg.set(c.name.as_str(), v.as_str()) {
+                    bad_config = Some(e.to_string());
+                }
+            }
+        }
+        let outcome = if partitions.is_none() {
+            Err((
+                code::INVALID_PARTITIONS,
+                "the partition count must be at least 1".to_string(),
+            ))
+        } else if !(t.replication_factor == -1 || t.replication_factor == 1)
+            || !t.assignments.is_empty()
+        {
+            Err((
+                code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {}: this is a single node (replication factor 1)",
+                    t.replication_factor
+                ),
+            ))
+        } else if let Some(e) = bad_config {
+            Err((code::INVALID_CONFIG, e))
+        } else if strata_log::manager::check_topic_name(t.name.as_str()).is_err() {
+            Err((
+                code::INVALID_TOPIC_EXCEPTION,
+                format!("invalid topic name {:?}", t.name.as_str()),
+            ))
+        } else if r.validate_only {
+            if b.logs.topic_config(t.name.as_str()).is_ok() {
+                Err((code::TOPIC_ALREADY_EXISTS, "the topic exists".to_string()))
+            } else {
+                Ok(())
+            }
+        } else {
+            create_topic(b, t.name.as_str(), partitions.unwrap_or(1), cfg)
+                .map_err(|c| (c, format!("topic {} not created", t.name.as_str())))
+        };
+        match outcome {
+            Ok(()) => {
+                if v >= 5 {
+                    res.num_partitions = partitions.unwrap_or(1) as i32;
+                    res.replication_factor = 1;
+                }
+            }
+            Err((c, msg)) => {
+                res.error_code = c;
+                res.error_message = Some(s(&msg));
+            }
+        }
+        out.topics.push(res);
+    }
+    out
+}
+
+pub(super) fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> DeleteTopicsResponse {
+    let mut out = DeleteTopicsResponse::default();
+    let mut names: Vec<String> = r
+        .topic_names
+        .iter()
+        .map(|n| n.as_str().to_string())
+        .collect();
+    for t in &r.topics {
+        match &t.name {
+            Some(n) => names.push(n.as_str().to_string()),
+            None => {
+                // By id: the ids are derived from names.
+                if let Some((n, _)) = b
+                    .logs
+                    .topics()
+                    .into_iter()
+                    .find(|(n, _)| topic_id(n) == t.topic_id)
+                {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    for name in names {
+        let mut res = delete_topics_response::DeletableTopicResult::default();
+        res.name = Some(topic_name(&name));
+        if v >= 6 {
+            res.topic_id = topic_id(&name);
+        }
+        if b.cluster.is_some() {
+            res.error_code = code::INVALID_REQUEST;
+            if v >= 5 {
+                res.error_message = Some(s("deleting topics is not supported in a cluster yet"));
+            }
+            out.responses.push(res);
+            continue;
+        }
+        let _one = b.admin.lock();
+        if let Err(e) = b.logs.delete_topic(&name) {
+            res.error_code = log_code(&e);
+            if v >= 5 {
+                res.error_message = Some(s(&e.to_string()));
+            }
+        } else {
+            tracing::info!(topic = %name, "topic deleted");
+        }
+        out.responses.push(res);
+    }
+    out
+}
+
+pub(super) fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut out = DeleteRecordsResponse::default();
+    for t in r.topics {
+        let mut tr = delete_records_response::DeleteRecordsTopicResult::default();
+        tr.name = t.name.clone();
+        for dp in t.partitions {
+            let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
+            pr.partition_index = dp.partition_index;
+            pr.low_watermark = -1;
+            // Kept local, a cut would differ between the replicas.
+            let part = if b.cluster.is_some() {
+                Err(code::INVALID_REQUEST)
+            } else {
+                part(b, t.name.as_str(), dp.partition_index)
+            };
+            match part {
+                Err(c) => pr.error_code = c,
+                Ok(p) => {
+                    // -1: up to the high watermark.
+                    let to = if dp.offset == -1 {
+                        Some(p.high_watermark())
+                    } else {
+                        u64::try_from(dp.offset).ok()
+                    };
+                    match to.map(|o| p.delete_records_before(o)) {
+                        None => pr.error_code = code::OFFSET_OUT_OF_RANGE,
+                        Some(Ok(start)) => pr.low_watermark = start as i64,
+                        Some(Err(e)) => pr.error_code = log_code(&e),
+                    }
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        out.topics.push(tr);
+    }
+    out
+}
+
+pub(super) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut out = DescribeConfigsResponse::default();
+    for res in r.resources {
+        let mut rr = describe_configs_response::DescribeConfigsResult::default();
+        rr.resource_type = res.resource_type;
+        rr.resource_name = res.resource_name.clone();
+        let entries: Result<Vec<(String, String)>, i16> = match res.resource_type {
+            // TOPIC
+            2 => b
+                .logs
+                .topic_config(res.resource_name.as_str())
+                .map(|c| config_entries(&c))
+                .map_err(|e| log_code(&e)),
+            // BROKER
+            4 => {
+                let mut v = config_entries(&b.cfg.log)
+                    .into_iter()
+                    .map(|(k, v)| (format!("log.{k}"), v))
+                    .collect::<Vec<_>>();
+                v.push(("num.partitions".into(), b.cfg.num_partitions.to_string()));
+                v.push((
+                    "auto.create.topics.enable".into(),
+                    b.cfg.auto_create_topics.to_string(),
+                ));
+                v.push((
+                    "message.max.bytes".into(),
+                    b.cfg.message_max_bytes.to_string(),
+                ));
+                Ok(v)
+            }
+            _ => Err(code::INVALID_REQUEST),
+        };
+        match entries {
+            Ok(list) => {
+                for (k, v) in list {
+                    let wanted = res
+                        .configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k));
+                    if !wanted {
+                        continue;
+                    }
+                    let mut e = describe_configs_response::DescribeConfigsResourceResult::default();
+                    e.name = s(&k);
+                    e.value = Some(s(&v));
+                    e.config_source = 5; // DEFAULT_CONFIG
+                    rr.configs.push(e);
+                }
+            }
+            Err(c) => {
+                rr.error_code = c;
+                rr.error_message = Some(s("unknown resource"));
+            }
+        }
+        out.results.push(rr);
+    }
+    out
+}
+
+/// A topic configuration as (Kafka name, value) pairs.
+fn config_entries(c: &LogConfig) -> Vec<(String, String)> {
+    c.encode()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
