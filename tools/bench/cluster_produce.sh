@@ -18,7 +18,7 @@ trap '$STRATA cluster down --dir "$WORK/c" >/dev/null 2>&1 || true; kill $SINGLE
 SINGLE=""
 
 bench() { # name bootstrap acks
-    local name=$1 boot=$2 acks=$3 topic="t-$1-$RANDOM"
+    local name=$1 boot=$2 acks=$3 topic="bench-$RANDOM"
     local out max
     out=$($STRATA kbench produce --bootstrap "$boot" --topic "$topic" --acks "$acks" \
         --num-records "$MAX_RECORDS" --record-size 1024 --batch-size 100 --connections 3)

@@ -25,6 +25,9 @@ import urllib.request
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 TOPIC = "faults"
+FAKETIME_LIB = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                                  "/usr/lib/faketime/libfaketime.so.1") if os.path.exists(p)), None)
 PARTITIONS = 3
 
 
@@ -52,6 +55,27 @@ class Cluster:
             if ports_free(self.base, 3):
                 break
         self.cmdlines = {}
+        self.faked = set()
+
+    def set_clock(self, node, offset):
+        with open(os.path.join(self.dir, f"clock-{node}"), "w") as f:
+            f.write(offset + "\n")
+
+    def epochs(self):
+        """(controller term, {partition: leader epoch}) as the nodes know them."""
+        term, epochs = 0, {}
+        for n in (1, 2, 3):
+            text = self.status(n)
+            if text is None:
+                continue
+            for line in text.splitlines():
+                f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+                if line.startswith("node") and f.get("raft_term", "-") != "-":
+                    term = max(term, int(f["raft_term"]))
+                if line.startswith("partition") and f.get("topic") == TOPIC:
+                    p = int(f["index"])
+                    epochs[p] = max(epochs.get(p, 0), int(f["leader_epoch"]))
+        return term, epochs
 
     def up(self):
         out = subprocess.run(
@@ -133,7 +157,21 @@ class Cluster:
 
     def restart(self, node):
         log = open(os.path.join(self.dir, f"node-{node}.log"), "ab")
-        p = subprocess.Popen(self.cmdlines[node], stdout=log, stderr=log,
+        env = dict(os.environ)
+        if FAKETIME_LIB:
+            # Restarted nodes run under libfaketime with their own clock
+            # file, so one node's wall clock can be moved (clock-jump).
+            clock = os.path.join(self.dir, f"clock-{node}")
+            with open(clock, "w") as f:
+                f.write("+0\n")
+            env.update({
+                "LD_PRELOAD": FAKETIME_LIB,
+                "FAKETIME_TIMESTAMP_FILE": clock,
+                "FAKETIME_CACHE_DURATION": "1",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            })
+            self.faked.add(node)
+        p = subprocess.Popen(self.cmdlines[node], stdout=log, stderr=log, env=env,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         lines = []
         for n, pid, k, s in self.nodes():
@@ -331,7 +369,8 @@ def main():
     print("all checks passed")
 
 
-PROCESS_FAULTS = ["kill-leader", "kill-follower", "kill-controller", "pause-leader", "stop-leader"]
+PROCESS_FAULTS = ["kill-leader", "kill-follower", "kill-controller", "pause-leader", "stop-leader",
+                  "clock-jump"]
 NETWORK_FAULTS = ["isolate-leader", "cut-controller", "one-way-leader", "netem", "unplug-leader"]
 
 
@@ -429,6 +468,29 @@ def run(c, seconds, rng, faults):
         controller, parts = c.view()
         p = rng.randrange(PARTITIONS)
         leader, replicas = parts.get(p, (None, [1, 2, 3]))
+        if fault == "clock-jump":
+            # The wall clock of a node (the controller leader if it runs
+            # under libfaketime) jumps an hour forward, then back: every
+            # timeout runs on the monotonic clock, so no election, fencing
+            # or leader change may follow.
+            if not FAKETIME_LIB:
+                print(f"{time.time() - start:5.1f}s clock-jump: libfaketime not installed, skipped")
+                continue
+            victim = controller if controller in c.faked else next(iter(sorted(c.faked)), None)
+            if victim is None:
+                print(f"{time.time() - start:5.1f}s clock-jump: no node under libfaketime yet, skipped")
+                continue
+            before = c.epochs()
+            print(f"{time.time() - start:5.1f}s clock-jump: node {victim} +1h, then -1h (controller {controller}; term and leader epochs {before})")
+            c.set_clock(victim, "+3600")
+            time.sleep(3)
+            c.set_clock(victim, "-3600")
+            time.sleep(3)
+            c.set_clock(victim, "+0")
+            after = c.epochs()
+            check(after == before, f"clock jump of node {victim}: term and leader epochs went from {before} to {after}")
+            time.sleep(1)
+            continue
         if fault in ("kill-controller", "cut-controller"):
             victim = controller
         elif fault == "kill-follower":
