@@ -17,10 +17,11 @@
 //! * [`controller`]: registrations, phi-accrual failure detection
 //!   ([`phi`]), ISR changes by compare-and-set on the partition epoch,
 //!   elections from the ISR, then the Eligible Leader Replicas (KIP-966).
-//! * Messages: [`msg`] (in memory; on the network they will be Kafka's
-//!   Fetch, Produce, ListOffsets, Metadata and the KRaft broker and
-//!   AlterPartition requests). Retries: [`backoff`] (exponential, full
-//!   jitter).
+//! * Messages: [`msg`]; between the nodes of a cluster they travel as
+//!   [`codec`]'s bytes in Strata's peer frames (docs/cluster.md). Retries:
+//!   [`backoff`] (exponential, full jitter).
+//! * The controller replicated by Raft ([`raft`], [`quorum`]), as KRaft
+//!   does; the simulator runs it too (`controller_voters`).
 //! * On disk: the replicas' logs are `strata-log` partitions; the
 //!   controller keeps one state file (text records and a CRC-32 line,
 //!   replaced by write-temp, fsync, rename, fsync directory; damage is

@@ -362,7 +362,8 @@ fn flusher(b: &Broker) {
                 };
                 if p.log_end_offset() > p.durable_end_offset() {
                     let t = Instant::now();
-                    let res = p.flush();
+                    let res = tracing::debug_span!("flush", topic = %topic, partition = i)
+                        .in_scope(|| p.flush());
                     b.metrics.fsync.observe(t.elapsed());
                     if let Err(e) = res {
                         tracing::error!(topic = %topic, partition = i, error = %e, "flush failed: the partition stops");
@@ -585,7 +586,10 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
                 let key = req.api_key;
                 let version = req.header.request_api_version;
                 let cid = req.header.correlation_id;
-                api::handle(b, req)
+                // A span per request (produce, fetch, ...): its time and
+                // anything logged inside it carry the API and correlation.
+                let span = tracing::debug_span!("request", api = ?key, version, correlation_id = cid, %peer);
+                tracing::Instrument::instrument(api::handle(b, req), span)
                     .await
                     .map(|answer| (key, version, cid, answer))
             }

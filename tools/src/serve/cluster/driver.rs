@@ -171,6 +171,8 @@ impl Driver {
                 if acks != Acks::None {
                     self.produces.insert(corr, reply);
                 }
+                // The leader's append and fsync.
+                let _span = tracing::debug_span!("leader_append", partition, corr).entered();
                 let msg = Msg::Produce(ProduceRequest {
                     corr,
                     partition,
@@ -407,6 +409,13 @@ impl Driver {
     }
 
     fn on_broker(&mut self, now: u64, from: Addr, m: Msg) -> DResult<()> {
+        // A follower's append and fsync of what it fetched.
+        let _span = match &m {
+            Msg::FetchResponse(r) => {
+                Some(tracing::debug_span!("follower_append", partition = r.partition).entered())
+            }
+            _ => None,
+        };
         let replica_fetch = match (&m, from) {
             (Msg::Fetch(f), Addr::Node(n)) if f.replica.is_some() => Some((n, f.clone())),
             _ => None,
@@ -607,8 +616,12 @@ impl Driver {
             (q.raft().term(), role)
         });
         let leading = raft.is_some_and(|r| r.1 == "leader");
-        if leading && !self.was_leader {
-            self.elections_won += 1;
+        if leading != self.was_leader {
+            if leading {
+                self.elections_won += 1;
+            }
+            let term = raft.map_or(0, |r| r.0);
+            tracing::info!(term, leading, "controller quorum: leadership changed");
         }
         self.was_leader = leading;
         let now = self.now();
