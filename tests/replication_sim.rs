@@ -312,10 +312,13 @@ fn seeds_with_a_raft_controller_quorum_pass() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    for (mode, name) in [
-        (FaultMode::Swarm, "swarm"),
-        (FaultMode::Crash, "crash"),
-        (FaultMode::Partition, "partition"),
+    // The last run is the server's setting: a controller that takes over
+    // fences the brokers it has not heard from within 150 ms.
+    for (mode, name, grace) in [
+        (FaultMode::Swarm, "swarm", 0),
+        (FaultMode::Crash, "crash", 0),
+        (FaultMode::Partition, "partition", 0),
+        (FaultMode::Swarm, "swarm", 150),
     ] {
         let mut acked = 0;
         let mut ctrl_crashes = 0;
@@ -324,12 +327,13 @@ fn seeds_with_a_raft_controller_quorum_pass() {
                 seed,
                 faults: mode,
                 controller_voters: 3,
+                takeover_grace_ms: grace,
                 ..SimConfig::default()
             });
             assert_ok(
                 &r,
                 &format!(
-                    "strata sim --seeds 1 --start {seed} --faults {name} --controller-voters 3"
+                    "strata sim --seeds 1 --start {seed} --faults {name} --controller-voters 3 --takeover-grace-ms {grace}"
                 ),
             );
             acked += r.verdict.acked;

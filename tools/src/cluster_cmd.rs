@@ -134,6 +134,19 @@ fn read_nodes(dir: &Path) -> Result<Vec<NodeEntry>> {
     Ok(out)
 }
 
+/// A node's log file, appended to, for its stdout and stderr.
+fn node_log(dir: &Path, node: u32) -> Result<(std::fs::File, std::fs::File)> {
+    let path = dir.join(format!("node-{node}.log"));
+    let open = |e| local(format!("opening {}", path.display()), e);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(open)?;
+    let err = log.try_clone().map_err(open)?;
+    Ok((log, err))
+}
+
 fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped) is not alive.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -207,15 +220,7 @@ fn up(a: UpArgs) -> Result<i32> {
     let voters = voters.join(",");
     let mut entries = Vec::new();
     for i in 1..=a.nodes {
-        let log_path = a.dir.join(format!("node-{i}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
+        let (log, err) = node_log(&a.dir, i)?;
         let mut cmd = Command::new(&exe);
         cmd.arg("serve")
             .arg("--node-id")
@@ -511,15 +516,7 @@ fn produce_once(addr: &str, topic: &str, timeout: Duration) -> bool {
 
 fn restart_node(dir: &Path, node: u32, cmdline: &[String]) -> Result<u32> {
     use std::os::unix::process::CommandExt;
-    let log_path = dir.join(format!("node-{node}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
-    let err = log
-        .try_clone()
-        .map_err(|e| local(format!("opening {}", log_path.display()), e))?;
+    let (log, err) = node_log(dir, node)?;
     let child = Command::new(&cmdline[0])
         .args(&cmdline[1..])
         .stdin(Stdio::null())

@@ -63,6 +63,10 @@ pub struct Args {
     /// 1..=N (0: one controller on its own host).
     #[arg(long = "controller-voters", default_value_t = 0)]
     controller_voters: u32,
+    /// A controller that takes over fences brokers it has not heard from
+    /// within this many ms (strata serve: three heartbeats); 0: off.
+    #[arg(long = "takeover-grace-ms", default_value_t = 0)]
+    takeover_grace_ms: u64,
     /// Print one line per seed even when it passes.
     #[arg(long)]
     verbose: bool,
@@ -86,6 +90,9 @@ fn switch_flags(a: &Args) -> String {
     }
     if a.controller_voters > 0 {
         f.push_str(&format!(" --controller-voters {}", a.controller_voters));
+    }
+    if a.takeover_grace_ms > 0 {
+        f.push_str(&format!(" --takeover-grace-ms {}", a.takeover_grace_ms));
     }
     f
 }
@@ -140,6 +147,7 @@ pub fn run(a: Args) -> Result<i32> {
         legacy_truncate_to_hw: a.legacy_truncate_to_hw,
         idempotent_producers: !a.non_idempotent_producers,
         controller_voters: a.controller_voters,
+        takeover_grace_ms: a.takeover_grace_ms,
         ..SimConfig::default()
     };
     base.validate().map_err(CliError::Usage)?;

@@ -128,6 +128,9 @@ pub struct SimConfig {
     /// replicated by a Raft quorum of N voters, on nodes 1..=N and their
     /// disks, as `strata serve` runs it (see `quorum.rs` here).
     pub controller_voters: u32,
+    /// The controller's `takeover_grace_ms` (what `strata serve` sets to
+    /// three heartbeats); 0: fencing by the detector only.
+    pub takeover_grace_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -149,6 +152,7 @@ impl Default for SimConfig {
             latest_callers: 1,
             heal_limit_ms: 60_000,
             controller_voters: 0,
+            takeover_grace_ms: 0,
         }
     }
 }
@@ -501,8 +505,7 @@ impl World {
             heartbeat_interval_ms: 100,
             phi_threshold: 8.0,
             min_session_timeout_ms: 1000,
-            // Exercised with a quorum, where controllers take over.
-            takeover_grace_ms: if cfg.controller_voters > 0 { 300 } else { 0 },
+            takeover_grace_ms: cfg.takeover_grace_ms,
         };
         let new_disk = |rng: &mut Rng| {
             let s = FaultStorage::new(rng.next_u64());
@@ -636,24 +639,36 @@ impl World {
         self.send_from(host(from), from, env)
     }
 
+    /// What the network does to a message from `hf` to `ht`: `None` if
+    /// it is lost (a cut or a drop), else its delay and, if it is
+    /// duplicated, the copy's.
+    fn net_fate(&mut self, hf: Host, ht: Host) -> Option<(u64, Option<u64>)> {
+        if self.cut.contains(&(hf, ht)) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        if self.rates.drop > 0 && self.rng.chance(self.rates.drop, 1000) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        let d = 1 + self.rng.below(self.rates.delay_max_ms.max(1));
+        let mut dup = None;
+        if self.rates.dup > 0 && self.rng.chance(self.rates.dup, 1000) {
+            self.stats.duplicated += 1;
+            dup = Some(1 + self.rng.below(2 * self.rates.delay_max_ms.max(1)));
+        }
+        Some((d, dup))
+    }
+
     /// Sends from host `hf` (a voter's controller sends from its node).
     fn send_from(&mut self, hf: Host, from: Addr, env: Envelope) {
         if env.to == Addr::Controller && self.cfg.controller_voters > 0 {
             return self.send_to_voter(hf, from, env.msg);
         }
-        let ht = host(env.to);
-        if self.cut.contains(&(hf, ht)) {
-            self.stats.dropped += 1;
+        let Some((d, dup)) = self.net_fate(hf, host(env.to)) else {
             return;
-        }
-        if self.rates.drop > 0 && self.rng.chance(self.rates.drop, 1000) {
-            self.stats.dropped += 1;
-            return;
-        }
-        let d = 1 + self.rng.below(self.rates.delay_max_ms.max(1));
-        if self.rates.dup > 0 && self.rng.chance(self.rates.dup, 1000) {
-            self.stats.duplicated += 1;
-            let d2 = 1 + self.rng.below(2 * self.rates.delay_max_ms.max(1));
+        };
+        if let Some(d2) = dup {
             self.push(
                 self.now + d2,
                 Event::Deliver {

@@ -150,17 +150,10 @@ impl World {
     }
 
     fn send_raft(&mut self, m: raft::Envelope) {
-        let (hf, ht) = (Host::Node(m.from), Host::Node(m.to));
-        if self.cut.contains(&(hf, ht))
-            || (self.rates.drop > 0 && self.rng.chance(self.rates.drop, 1000))
-        {
-            self.stats.dropped += 1;
+        let Some((d, dup)) = self.net_fate(Host::Node(m.from), Host::Node(m.to)) else {
             return;
-        }
-        let d = 1 + self.rng.below(self.rates.delay_max_ms.max(1));
-        if self.rates.dup > 0 && self.rng.chance(self.rates.dup, 1000) {
-            self.stats.duplicated += 1;
-            let d2 = 1 + self.rng.below(2 * self.rates.delay_max_ms.max(1));
+        };
+        if let Some(d2) = dup {
             self.push(
                 self.now + d2,
                 Event::DeliverRaft {

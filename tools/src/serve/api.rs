@@ -331,6 +331,26 @@ fn unsupported_by_error_code(key: ApiKey) -> Option<(ApiKey, ResponseKind)> {
     Some((key, body))
 }
 
+/// The topics a Metadata request names (`None`: every topic; v0 says so
+/// with an empty list, v1+ with null), and whether it may auto-create.
+pub(super) fn wanted_topics(
+    b: &Broker,
+    r: MetadataRequest,
+    version: i16,
+) -> (Option<Vec<String>>, bool) {
+    let auto = b.cfg.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+    let wanted = match r.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .filter_map(|t| t.name.map(|n| n.as_str().to_string()))
+                .collect(),
+        ),
+    };
+    (wanted, auto)
+}
+
 fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
     let mut out = MetadataResponse::default();
     let mut broker = metadata_response::MetadataResponseBroker::default();
@@ -344,17 +364,7 @@ fn metadata(b: &Broker, r: MetadataRequest, version: i16) -> MetadataResponse {
     if version >= 1 {
         out.controller_id = BrokerId(b.cfg.node_id);
     }
-    // v0: an empty list means every topic; v1+: null does.
-    let wanted: Option<Vec<String>> = match r.topics {
-        None => None,
-        Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(
-            t.into_iter()
-                .filter_map(|t| t.name.map(|n| n.as_str().to_string()))
-                .collect(),
-        ),
-    };
-    let auto = b.cfg.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+    let (wanted, auto) = wanted_topics(b, r, version);
     let names: Vec<String> = match wanted {
         None => b.logs.topics().into_iter().map(|(n, _)| n).collect(),
         Some(w) => w,

@@ -80,16 +80,7 @@ pub fn metadata(b: &Broker, c: &Cluster, r: MetadataRequest, version: i16) -> Me
     if version >= 2 {
         out.cluster_id = Some(s("strata"));
     }
-    let wanted: Option<Vec<String>> = match r.topics {
-        None => None,
-        Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(
-            t.into_iter()
-                .filter_map(|t| t.name.map(|n| n.as_str().to_string()))
-                .collect(),
-        ),
-    };
-    let auto = b.cfg.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+    let (wanted, auto) = super::api::wanted_topics(b, r, version);
     let mut create_errors = std::collections::HashMap::new();
     if let Some(w) = &wanted {
         for name in w {

@@ -110,7 +110,7 @@ impl Metrics {
             );
         }
         out.push_str(
-            "# HELP strata_request_seconds Time from a request's arrival to its answer, by API.\n",
+            "# HELP strata_request_seconds Time from a request's arrival to its encoded answer (before the socket write), by API.\n",
         );
         out.push_str("# TYPE strata_request_seconds histogram\n");
         for (k, _, h) in &self.apis {

@@ -141,6 +141,22 @@ impl Broker {
     /// partition, for the metrics.
     fn partition_offsets(&self) -> Vec<(String, u32, u64, u64, u64)> {
         let mut out = Vec::new();
+        if let Some(c) = &self.cluster {
+            // The replicas this node hosts, by their cluster names.
+            let v = c.view();
+            for ((t, i), id) in &v.by_name {
+                if let Some(p) = v.local.get(id) {
+                    out.push((
+                        t.clone(),
+                        *i,
+                        p.log_start_offset(),
+                        p.log_end_offset(),
+                        p.high_watermark(),
+                    ));
+                }
+            }
+            return out;
+        }
         for (t, n) in self.logs.topics() {
             for i in 0..n {
                 if let Ok(p) = self.logs.partition(&t, i) {
@@ -641,11 +657,13 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
                 return;
             }
         };
+        // Counted before the answer goes out: a client that reads its
+        // answer and then the metrics sees its request counted.
+        b.metrics.request(key, started.elapsed());
         if let Err(e) = write_chunks(&mut stream, &chunks).await {
             tracing::info!(%peer, error = %e, "connection closed while answering");
             return;
         }
-        b.metrics.request(key, started.elapsed());
     }
 }
 
