@@ -72,7 +72,7 @@ pub struct Metrics {
     /// Connections accepted since the start.
     pub accepted: AtomicU64,
     /// fsyncs of partition logs: the flusher's, and acks=all appends with
-    /// their fsync.
+    /// their fsync; in a cluster, each replica's append with its fsync.
     pub fsync: Histogram,
 }
 
@@ -154,7 +154,7 @@ impl Metrics {
             "counter",
             rebalances,
         );
-        out.push_str("# HELP strata_fsync_seconds Partition log fsyncs: the flusher's, and acks=all appends with theirs.\n");
+        out.push_str("# HELP strata_fsync_seconds Partition log fsyncs: the flusher's and acks=all appends with theirs; in a cluster, each replica's append with its fsync (the leader's per produce, a follower's per fetch answer).\n");
         out.push_str("# TYPE strata_fsync_seconds histogram\n");
         self.fsync.render(&mut out, "strata_fsync_seconds", "");
         for (name, help, pick) in [

@@ -618,6 +618,8 @@ def run(c, seconds, rng, faults):
             if line.startswith("strata_cluster_leader_partitions "):
                 led += int(line.split()[1])
         check("strata_controller_raft_term" in text, f"node {n}: no controller metrics")
+        fsyncs = [l for l in text.splitlines() if l.startswith("strata_fsync_seconds_count")]
+        check(fsyncs and int(fsyncs[0].split()[-1]) > 0, f"node {n}: no replica fsync timed: {fsyncs}")
     check(led == PARTITIONS, f"the nodes' metrics say they lead {led} partitions, not {PARTITIONS}")
     print(f"checked: {len(acked)} acknowledged writes all present once at their offsets; "
           f"{sum(len(r) for r in log.values())} stored; live consumer read "

@@ -181,6 +181,7 @@ impl Driver {
                     batch,
                 });
                 let mut out = Vec::new();
+                let t = Instant::now();
                 self.broker
                     .handle(
                         now,
@@ -191,6 +192,10 @@ impl Driver {
                         &mut out,
                     )
                     .map_err(|e| e.to_string())?;
+                if !self.c.cfg.ack_unsynced {
+                    // The leader's append and its fsync.
+                    self.b.metrics.fsync.observe(t.elapsed());
+                }
                 self.route(now, out)?;
                 // New data: the followers' held fetches can be answered.
                 self.unpark(now, Some(partition), false)
@@ -420,10 +425,15 @@ impl Driver {
             (Msg::Fetch(f), Addr::Node(n)) if f.replica.is_some() => Some((n, f.clone())),
             _ => None,
         };
+        let appends = matches!(&m, Msg::FetchResponse(r) if !r.batches.is_empty());
         let mut out = Vec::new();
+        let t = Instant::now();
         self.broker
             .handle(now, from, m, &self.logs, &mut self.rng, &mut out)
             .map_err(|e| e.to_string())?;
+        if appends && !self.c.cfg.ack_unsynced {
+            self.b.metrics.fsync.observe(t.elapsed());
+        }
         if let Some((n, f)) = replica_fetch {
             if self.c.cfg.fetch_wait_max_ms > 0 && is_empty_answer(&out, n) {
                 // Nothing new: hold it (a long poll). Whatever the fetch
