@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// power cut of min.insync.replicas nodes loses acknowledged writes;
     /// for measuring what fsync-before-ack costs.
     pub ack_unsynced: bool,
+    /// test.faults.enable: serve `GET /fault/drop?out=..&in=..` and
+    /// `GET /fault/heal` on the metrics listener, which drop peer frames
+    /// to and from the listed nodes in this node's own transport (network
+    /// faults where network namespaces are not available). Tests only.
+    pub test_faults: bool,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +96,7 @@ impl Default for ServerConfig {
             broker_session_timeout_ms: 1000,
             election_timeout_ms: 500,
             ack_unsynced: false,
+            test_faults: false,
         }
     }
 }
@@ -151,6 +157,13 @@ impl ServerConfig {
             }
             "replica.ack.unsynced" => {
                 self.ack_unsynced = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
+                }
+            }
+            "test.faults.enable" => {
+                self.test_faults = match v {
                     "true" => true,
                     "false" => false,
                     _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),

@@ -188,6 +188,7 @@ impl Metrics {
 /// other path 404, anything unreadable a closed connection.
 pub async fn serve_http(
     mut stream: tokio::net::TcpStream,
+    // Given the request target, query included.
     body: impl FnOnce(&str) -> Option<String>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -211,7 +212,6 @@ pub async fn serve_http(
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
     let (status, text) = match (method, body(path)) {
         ("GET", Some(text)) => ("200 OK", text),
         _ => (

@@ -247,6 +247,7 @@ pub fn run(args: Args) -> Result<i32> {
                 session_timeout_ms: cfg.broker_session_timeout_ms,
                 election_timeout_ms: cfg.election_timeout_ms,
                 ack_unsynced: cfg.ack_unsynced,
+                test_faults: cfg.test_faults,
                 voters,
             }))
         }
@@ -443,7 +444,7 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
                 };
                 let b = b.clone();
                 tokio::spawn(async move {
-                    let render = |path: &str| match path {
+                    let render = |target: &str| match target.split('?').next().unwrap_or("") {
                         "/metrics" => {
                             let parts = tokio::task::block_in_place(|| b.partition_offsets());
                             let rebalances = b.groups.lock().rebalances();
@@ -454,7 +455,7 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
                             Some(text)
                         }
                         "/status" => b.cluster.as_ref().map(|c| c.status_text()),
-                        _ => None,
+                        _ => b.cluster.as_ref().and_then(|c| c.fault_request(target)),
                     };
                     let _ = metrics::serve_http(stream, render).await;
                 });

@@ -360,6 +360,9 @@ impl Driver {
         let Some(tx) = self.peers.get(&to) else {
             return;
         };
+        if self.c.blocked_out(to) {
+            return; // a fault test's cut
+        }
         match tx.try_send(frame(kind, self.c.me, &body)) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {

@@ -23,7 +23,7 @@
 //! to `replica.fetch.wait.max.ms` and answered when a produce lands (a
 //! long poll), so followers ask again at once after each answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -132,6 +132,8 @@ pub struct ClusterConfig {
     pub election_timeout_ms: u64,
     /// replica.ack.unsynced (unsafe; for measurement).
     pub ack_unsynced: bool,
+    /// test.faults.enable: transport-level drops on request.
+    pub test_faults: bool,
 }
 
 /// What the driver reports for `strata cluster status` and Metadata.
@@ -273,6 +275,9 @@ pub struct Cluster {
     view: Mutex<View>,
     next_corr: AtomicU64,
     stopped: std::sync::atomic::AtomicBool,
+    /// With test.faults.enable: peers whose frames this node drops, going
+    /// out and coming in.
+    blocked: Mutex<(BTreeSet<NodeId>, BTreeSet<NodeId>)>,
 }
 
 impl Cluster {
@@ -288,6 +293,7 @@ impl Cluster {
             view: Mutex::new(View::default()),
             next_corr: AtomicU64::new(1),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            blocked: Mutex::new((BTreeSet::new(), BTreeSet::new())),
         })
     }
 
@@ -355,6 +361,39 @@ impl Cluster {
         out
     }
 
+    /// Whether frames to `to` are dropped (a fault test's cut).
+    pub(super) fn blocked_out(&self, to: NodeId) -> bool {
+        self.blocked.lock().0.contains(&to)
+    }
+
+    /// `GET /fault/drop?out=2,3&in=3` and `GET /fault/heal`, with
+    /// test.faults.enable: sets which peers' frames this node drops in
+    /// its own transport, going out and coming in (a network fault where
+    /// namespaces are not available). `None`: not enabled, or not a fault
+    /// path.
+    pub fn fault_request(&self, target: &str) -> Option<String> {
+        if !self.cfg.test_faults {
+            return None;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let ids = |key: &str| -> BTreeSet<NodeId> {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| *k == key)
+                .flat_map(|(_, v)| v.split(',').filter_map(|n| n.parse().ok()))
+                .collect()
+        };
+        let mut b = self.blocked.lock();
+        match path {
+            "/fault/drop" => *b = (ids("out"), ids("in")),
+            "/fault/heal" => *b = (BTreeSet::new(), BTreeSet::new()),
+            _ => return None,
+        }
+        tracing::warn!(out = ?b.0, r#in = ?b.1, "test fault: peer frames dropped");
+        Some(format!("out {:?} in {:?}\n", b.0, b.1))
+    }
+
     /// Whether the topic exists in the cluster.
     pub fn topic_exists(&self, topic: &str) -> bool {
         let v = self.view.lock();
@@ -379,6 +418,9 @@ impl Cluster {
         }
         if !self.nodes.iter().any(|n| n.id == from) || from == self.me {
             return Err(format!("peer frame from unknown node {from}"));
+        }
+        if self.blocked.lock().1.contains(&from) {
+            return Ok(()); // a fault test's cut: lost
         }
         let _ = self.tx.send(Input::Peer {
             kind,
