@@ -153,7 +153,7 @@ enum Command {
         after_help = "Examples:\n  strata kbench produce --bootstrap 127.0.0.1:9092 --topic bench --num-records 1000000 --record-size 1024 --batch-size 100\n  strata kbench produce --throughput 50000 --acks all --connections 4\n  strata kbench consume --topic bench --num-records 1000000"
     )]
     Kbench(kbench::Args),
-    /// A local cluster of `strata serve` nodes: up, status, down.
+    /// A local cluster of `strata serve` nodes: up, status, down, failover.
     #[command(
         after_help = "Examples:\n  strata cluster up --nodes 3 --dir /tmp/strata-cluster\n  strata cluster status --dir /tmp/strata-cluster\n  strata cluster down --dir /tmp/strata-cluster"
     )]

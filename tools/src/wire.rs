@@ -240,9 +240,23 @@ pub fn encode_fetch_chunks(
                 );
             }
             let enc = encode_to_vec(&p, version)?;
-            // The records field is last: an i32 length 0, or (flexible) a
-            // varint 1 followed by the empty tagged-field section.
-            let (phead, ptail) = split_empty_array(&enc, flexible)?;
+            // The records field is the last regular one: an i32 length 0,
+            // or (flexible) a varint 1 followed by the tagged fields. Those
+            // may be set (a leader's answer to a follower carries its
+            // epoch, a diverging epoch): the head is found by encoding the
+            // partition without them, the tail is what follows it here.
+            let mut plain = p.clone();
+            plain.diverging_epoch = Default::default();
+            plain.current_leader = Default::default();
+            plain.snapshot_id = Default::default();
+            plain.unknown_tagged_fields = Default::default();
+            let enc_plain = encode_to_vec(&plain, version)?;
+            let (phead, _) = split_empty_array(&enc_plain, flexible)?;
+            let skip = if flexible { 1 } else { 4 };
+            if !enc.starts_with(phead) || enc.len() < phead.len() + skip {
+                anyhow::bail!("unexpected encoding of partition {}", p.partition_index);
+            }
+            let ptail = &enc[phead.len() + skip..];
             out.small.extend_from_slice(phead);
             let n: usize = chunks.iter().map(Bytes::len).sum();
             put_count(&mut out.small, n, flexible);
@@ -399,6 +413,15 @@ mod tests {
                         pd.partition_index = p as i32;
                         pd.high_watermark = 1000 + p as i64;
                         pd.last_stable_offset = 1000;
+                        if p % 2 == 1 {
+                            // Tagged fields set, as a leader answers a
+                            // follower; epoch 1 makes the section end in
+                            // the bytes an empty array ends with.
+                            pd.current_leader.leader_id = kafka_protocol::messages::BrokerId(1);
+                            pd.current_leader.leader_epoch = 1;
+                            pd.diverging_epoch.epoch = (p % 3) as i32;
+                            pd.diverging_epoch.end_offset = 7;
+                        }
                         let mut whole = BytesMut::new();
                         for c in &chunks {
                             whole.extend_from_slice(c);

@@ -536,6 +536,11 @@ fn produce_one(
 }
 
 async fn fetch(b: &Arc<Broker>, r: FetchRequest, v: i16) -> Option<Fetched> {
+    if let Some(c) = &b.cluster {
+        if r.replica_id.0 >= 0 {
+            return super::cluster_api::replica_fetch(c, r).await;
+        }
+    }
     let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64);
     let r = Arc::new(r);
     loop {

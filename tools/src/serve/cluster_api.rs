@@ -318,3 +318,53 @@ fn submit(
         .map_err(|e| (INVALID_RECORD, Some(e.to_string())))?;
     Ok(c.produce(id, acks, timeout_ms, batch))
 }
+
+/// A follower's Fetch (replica id set): handed to the leader replica of
+/// the replication core, answered when it answers (a fetch that finds
+/// nothing is held up to `replica.fetch.wait.max.ms`). Its batches go to
+/// the socket as the segment slices they are, as a consumer's do.
+pub async fn replica_fetch(
+    c: &std::sync::Arc<Cluster>,
+    r: FetchRequest,
+) -> Option<super::api::Fetched> {
+    use super::cluster::fetcher::{encode_answer, tag_u64, TAG_BROKER_EPOCH, TAG_DURABLE};
+    let from = u32::try_from(r.replica_id.0).ok()?;
+    let t = r.topics.first()?;
+    let fp = t.partitions.first()?;
+    let req = strata_replication::msg::FetchRequest {
+        corr: 0,
+        partition: 0,
+        replica: Some((
+            from,
+            tag_u64(&fp.unknown_tagged_fields, TAG_BROKER_EPOCH).unwrap_or(0),
+        )),
+        leader_epoch: fp.current_leader_epoch,
+        fetch_offset: u64::try_from(fp.fetch_offset).unwrap_or(0),
+        last_fetched_epoch: fp.last_fetched_epoch,
+        // Without Strata's tag (another implementation's replica) nothing
+        // counts as fsynced: the high watermark is never moved on a guess.
+        durable_offset: tag_u64(&fp.unknown_tagged_fields, TAG_DURABLE).unwrap_or(0),
+        max_bytes: usize::try_from(fp.partition_max_bytes).unwrap_or(1).max(1),
+    };
+    let answer = match c.replica_fetch(from, t.topic.as_str(), fp.partition, req) {
+        None => None,
+        Some(rx) => {
+            let wait = Duration::from_millis(c.cfg.fetch_wait_max_ms + 2000);
+            tokio::time::timeout(wait, rx)
+                .await
+                .ok()
+                .and_then(|x| x.ok())
+        }
+    };
+    let resp = answer.unwrap_or(strata_replication::msg::FetchResponse {
+        corr: 0,
+        partition: 0,
+        leader_epoch: -1,
+        error: Some(ErrorCode::NotLeaderOrFollower),
+        high_watermark: 0,
+        diverging: None,
+        batches: Vec::new(),
+    });
+    let (out, chunks) = encode_answer(c.me, &t.topic, fp.partition, -1, resp);
+    Some((out, vec![vec![chunks]]))
+}

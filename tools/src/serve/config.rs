@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// to and from the listed nodes in this node's own transport (network
     /// faults where network namespaces are not available). Tests only.
     pub test_faults: bool,
+    /// replica.fetch.protocol: `kafka` (followers send Kafka Fetch
+    /// requests with the replica id set) or `peer` (the protocol message
+    /// in a peer frame).
+    pub kafka_fetch: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +101,7 @@ impl Default for ServerConfig {
             election_timeout_ms: 500,
             ack_unsynced: false,
             test_faults: false,
+            kafka_fetch: true,
         }
     }
 }
@@ -160,6 +165,13 @@ impl ServerConfig {
                     "true" => true,
                     "false" => false,
                     _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
+                }
+            }
+            "replica.fetch.protocol" => {
+                self.kafka_fetch = match v {
+                    "kafka" => true,
+                    "peer" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: kafka or peer"))),
                 }
             }
             "test.faults.enable" => {

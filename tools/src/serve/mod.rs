@@ -248,6 +248,7 @@ pub fn run(args: Args) -> Result<i32> {
                 election_timeout_ms: cfg.election_timeout_ms,
                 ack_unsynced: cfg.ack_unsynced,
                 test_faults: cfg.test_faults,
+                kafka_fetch: cfg.kafka_fetch,
                 voters,
             }))
         }

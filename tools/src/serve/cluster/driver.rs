@@ -13,8 +13,8 @@ use strata_log::Partition;
 use strata_replication::broker::Broker as ReplBroker;
 use strata_replication::codec;
 use strata_replication::msg::{
-    Acks, Addr, Envelope, ErrorCode, FetchRequest, Msg, NodeId, PartitionState, ProduceRequest,
-    ProduceResult,
+    Acks, Addr, Envelope, ErrorCode, FetchRequest, FetchResponse, Msg, NodeId, PartitionState,
+    ProduceRequest, ProduceResult,
 };
 use strata_replication::quorum::QuorumNode;
 use strata_replication::raft::{self, storage::RaftStorage};
@@ -55,6 +55,8 @@ pub(super) fn spawn(
         hws: HashMap::new(),
         published: (usize::MAX, 0),
         stopping: None,
+        kafka_fetches: HashMap::new(),
+        fetchers: HashMap::new(),
         isr_changes: (0, 0),
         elections_won: 0,
         was_leader: false,
@@ -98,6 +100,13 @@ struct Driver {
     published: (usize, i64),
     /// A controlled shutdown in progress.
     stopping: Option<Stopping>,
+    /// Followers' Kafka fetches waiting for their answer, by (follower,
+    /// correlation).
+    kafka_fetches: HashMap<(NodeId, u64), tokio::sync::oneshot::Sender<FetchResponse>>,
+    /// This node's fetchers, one per (leader, partition): each keeps a
+    /// Kafka connection to the leader (a held fetch of one partition never
+    /// waits behind another's).
+    fetchers: HashMap<(NodeId, u32), Sender<FetchRequest>>,
     /// Counters and samples for the metrics.
     isr_changes: (u64, u64),
     elections_won: u64,
@@ -215,6 +224,19 @@ impl Driver {
                     replication_factor,
                 };
                 self.send_controller(now, msg)
+            }
+            Input::ReplicaFetch {
+                from,
+                mut req,
+                reply,
+            } => {
+                let corr = self.c.corr();
+                req.corr = corr;
+                self.kafka_fetches.insert((from, corr), reply);
+                self.on_broker(now, Addr::Node(from), Msg::Fetch(req))
+            }
+            Input::FetchAnswer { from, resp } => {
+                self.on_broker(now, Addr::Node(from), Msg::FetchResponse(resp))
             }
             Input::Stop => {
                 if self.stopping.is_none() {
@@ -449,6 +471,33 @@ impl Driver {
         self.host_new(now)
     }
 
+    /// Sends a follower fetch to leader `n` as a Kafka Fetch request, on
+    /// the fetcher of (leader, partition), started on first use.
+    fn kafka_fetch(&mut self, n: NodeId, f: FetchRequest) {
+        let key = (n, f.partition);
+        if !self.fetchers.contains_key(&key) {
+            let Some(st) = self.broker.view().get(&f.partition) else {
+                return;
+            };
+            let Some(node) = self.c.nodes.iter().find(|x| x.id == n).cloned() else {
+                return;
+            };
+            match super::fetcher::spawn(self.c.clone(), node, st.topic.clone(), st.index) {
+                Ok(tx) => {
+                    self.fetchers.insert(key, tx);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "starting a fetcher failed");
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = self.fetchers.get(&key) {
+            // Full or gone: lost like a frame, the replica fetches again.
+            let _ = tx.try_send(f);
+        }
+    }
+
     /// Answers held fetches: those of `partition` (new data), or those
     /// past their time (`expired`).
     fn unpark(&mut self, now: u64, partition: Option<u32>, expired: bool) -> DResult<()> {
@@ -522,7 +571,20 @@ impl Driver {
                         .map_err(|e| e.to_string())?;
                     queue.extend(more);
                 }
-                Addr::Node(n) => self.send(n, TO_BROKER, codec::encode_msg(&e.msg)),
+                Addr::Node(n) => match e.msg {
+                    // The answer to a follower's Kafka Fetch goes back on
+                    // its connection.
+                    Msg::FetchResponse(r) if self.kafka_fetches.contains_key(&(n, r.corr)) => {
+                        if let Some(tx) = self.kafka_fetches.remove(&(n, r.corr)) {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    // A follower's fetch as a Kafka Fetch request.
+                    Msg::Fetch(f) if self.c.cfg.kafka_fetch && f.replica.is_some() => {
+                        self.kafka_fetch(n, f)
+                    }
+                    m => self.send(n, TO_BROKER, codec::encode_msg(&m)),
+                },
                 Addr::Client(_) => {
                     if let Msg::ProduceResponse { corr, result, .. } = e.msg {
                         if let Some(tx) = self.produces.remove(&corr) {

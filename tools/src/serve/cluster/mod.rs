@@ -35,7 +35,9 @@ use parking_lot::Mutex;
 use strata_log::{Batch, Partition};
 use strata_replication::broker::{Broker as ReplBroker, BrokerConfig};
 use strata_replication::controller::ControllerConfig;
-use strata_replication::msg::{Acks, ErrorCode, NodeId, PartitionState, ProduceResult};
+use strata_replication::msg::{
+    Acks, ErrorCode, FetchRequest, FetchResponse, NodeId, PartitionState, ProduceResult,
+};
 use strata_replication::quorum::QuorumNode;
 use strata_replication::raft::{self, storage::RaftStorage, Raft};
 use strata_replication::replica::ReplicaConfig;
@@ -44,6 +46,7 @@ use super::Broker;
 use crate::error::{CliError, Result};
 
 mod driver;
+pub mod fetcher;
 mod peer;
 
 use peer::spawn_sender;
@@ -134,6 +137,9 @@ pub struct ClusterConfig {
     pub ack_unsynced: bool,
     /// test.faults.enable: transport-level drops on request.
     pub test_faults: bool,
+    /// replica.fetch.protocol: followers fetch with Kafka's Fetch API
+    /// (`true`), or with the protocol message in a peer frame.
+    pub kafka_fetch: bool,
 }
 
 /// What the driver reports for `strata cluster status` and Metadata.
@@ -258,6 +264,18 @@ enum Input {
         partitions: u32,
         replication_factor: u32,
         reply: Sender<std::result::Result<Vec<PartitionState>, ErrorCode>>,
+    },
+    /// A follower's fetch that came as a Kafka Fetch request (replica id
+    /// set); the answer goes back on `reply`.
+    ReplicaFetch {
+        from: NodeId,
+        req: FetchRequest,
+        reply: tokio::sync::oneshot::Sender<FetchResponse>,
+    },
+    /// The answer to this node's Kafka Fetch to leader `from`.
+    FetchAnswer {
+        from: NodeId,
+        resp: FetchResponse,
     },
     Stop,
 }
@@ -482,6 +500,28 @@ impl Cluster {
             }
         }
         res
+    }
+
+    /// A follower's Kafka Fetch of partition `index` of `topic`: the
+    /// protocol's answer, once the leader replica gives it (held up to
+    /// `replica.fetch.wait.max.ms` if there is nothing new). `None`: no
+    /// such partition.
+    pub fn replica_fetch(
+        &self,
+        from: NodeId,
+        topic: &str,
+        index: i32,
+        mut req: FetchRequest,
+    ) -> Option<tokio::sync::oneshot::Receiver<FetchResponse>> {
+        let id = {
+            let v = self.view.lock();
+            let idx = u32::try_from(index).ok()?;
+            *v.by_name.get(&(topic.to_string(), idx))?
+        };
+        req.partition = id;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(Input::ReplicaFetch { from, req, reply });
+        Some(rx)
     }
 
     /// Asks the driver to stop: a controlled shutdown (leaderships moved
