@@ -603,6 +603,14 @@ impl Driver {
         let Some((q, st)) = self.quorum.as_mut() else {
             return Ok(());
         };
+        // While this voter campaigns, its vote persistence and requests
+        // run inside an `election` span.
+        let campaigning = matches!(
+            q.raft().role(),
+            raft::Role::Candidate | raft::Role::PreCandidate
+        );
+        let _span =
+            campaigning.then(|| tracing::info_span!("election", term = q.raft().term()).entered());
         let ready = q.ready();
         let mut raft_out = Vec::new();
         for r in &ready.raft {
