@@ -204,34 +204,6 @@ impl<'a> Rd<'a> {
     }
 }
 
-impl ErrorCode {
-    /// The code for Kafka's number, if it is one of ours.
-    pub fn from_kafka_code(c: i16) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            NotLeaderOrFollower,
-            FencedLeaderEpoch,
-            UnknownLeaderEpoch,
-            NotEnoughReplicas,
-            NotEnoughReplicasAfterAppend,
-            RequestTimedOut,
-            OffsetOutOfRange,
-            OffsetNotAvailable,
-            OutOfOrderSequence,
-            InvalidUpdateVersion,
-            IneligibleReplica,
-            StaleBrokerEpoch,
-            KafkaStorageError,
-            TopicAlreadyExists,
-            InvalidReplicationFactor,
-            InvalidPartitions,
-            NotController,
-        ]
-        .into_iter()
-        .find(|e| e.kafka_code() == c)
-    }
-}
-
 /// Encodes a protocol message.
 pub fn encode_msg(m: &Msg) -> Vec<u8> {
     let mut w = W(Vec::with_capacity(64));
@@ -1039,6 +1011,14 @@ mod tests {
                 assert!(decode_raft(&enc[..cut]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn every_error_code_round_trips_through_its_kafka_number() {
+        for e in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_kafka_code(e.kafka_code()), Some(e));
+        }
+        assert_eq!(ErrorCode::from_kafka_code(0), None);
     }
 
     #[test]

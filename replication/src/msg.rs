@@ -102,6 +102,32 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for decoding.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::NotLeaderOrFollower,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::OffsetNotAvailable,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::InvalidUpdateVersion,
+        ErrorCode::IneligibleReplica,
+        ErrorCode::StaleBrokerEpoch,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::NotController,
+    ];
+
+    /// The code for Kafka's number, if it is one of ours.
+    pub fn from_kafka_code(c: i16) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|e| e.kafka_code() == c)
+    }
+
     /// Kafka's numeric code.
     pub fn kafka_code(self) -> i16 {
         match self {

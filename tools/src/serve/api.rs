@@ -21,6 +21,8 @@ pub(super) mod code {
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
@@ -40,11 +42,6 @@ pub(super) mod code {
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const OFFSET_NOT_AVAILABLE: i16 = 78;
     pub const INVALID_RECORD: i16 = 87;
-}
-
-/// INVALID_CONFIG, for the cluster handlers.
-pub fn code_invalid_config() -> i16 {
-    code::INVALID_CONFIG
 }
 
 pub(super) fn s(v: &str) -> StrBytes {
@@ -489,16 +486,13 @@ fn produce(b: &Broker, r: ProduceRequest, v: i16) -> ProduceResponse {
     out
 }
 
-type Failure = (i16, Option<String>);
+pub(super) type Failure = (i16, Option<String>);
 
-fn produce_one(
-    b: &Broker,
-    topic: &str,
-    partition: i32,
-    records: Option<Bytes>,
-    sync: bool,
-) -> Result<(i64, i64), Failure> {
-    let p = part(b, topic, partition).map_err(|e| (e, None))?;
+/// A produced partition's records as a batch an append may take (one
+/// cluster or one node alike): within message.max.bytes, record batch v2
+/// with a good header and CRC (Produce v3+ sends exactly one), not
+/// transactional, records valid by LogValidator's rules.
+pub(super) fn check_produced(b: &Broker, records: Option<Bytes>) -> Result<Batch, Failure> {
     let bytes = records.ok_or((code::CORRUPT_MESSAGE, Some("no records".into())))?;
     if bytes.len() > b.cfg.message_max_bytes {
         return Err((
@@ -522,6 +516,18 @@ fn produce_one(
     batch
         .validate_for_append()
         .map_err(|e| (code::INVALID_RECORD, Some(e.to_string())))?;
+    Ok(batch)
+}
+
+fn produce_one(
+    b: &Broker,
+    topic: &str,
+    partition: i32,
+    records: Option<Bytes>,
+    sync: bool,
+) -> Result<(i64, i64), Failure> {
+    let p = part(b, topic, partition).map_err(|e| (e, None))?;
+    let batch = check_produced(b, records)?;
     let epoch = Broker::epoch(&p);
     let t = std::time::Instant::now();
     let appended = p.append(batch, epoch, sync);

@@ -9,23 +9,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use strata_log::batch::Batch;
 use strata_replication::msg::{Acks, ErrorCode, ProduceResult};
 
 use super::cluster::Cluster;
 use super::Broker;
 
-const NONE: i16 = 0;
-const CORRUPT_MESSAGE: i16 = 2;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const LEADER_NOT_AVAILABLE: i16 = 5;
-const REQUEST_TIMED_OUT: i16 = 7;
-const MESSAGE_TOO_LARGE: i16 = 10;
-const INVALID_TOPIC_EXCEPTION: i16 = 17;
-const INVALID_REQUIRED_ACKS: i16 = 21;
-const INVALID_PARTITIONS: i16 = 37;
-const INVALID_REPLICATION_FACTOR: i16 = 38;
-const INVALID_RECORD: i16 = 87;
+use super::api::code::{
+    INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_REQUIRED_ACKS, INVALID_TOPIC_EXCEPTION,
+    LEADER_NOT_AVAILABLE, NONE, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
+};
 
 /// How long a topic creation waits for the controller.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -189,7 +181,7 @@ pub fn create_topics(
                 "manual replica assignments are not supported".into(),
             )),
             _ if !t.configs.is_empty() => Err((
-                super::api::code_invalid_config(),
+                super::api::code::INVALID_CONFIG,
                 "per-topic configs are not supported in a cluster yet: the broker defaults apply"
                     .into(),
             )),
@@ -280,7 +272,7 @@ pub fn produce(b: &Broker, c: &Cluster, r: ProduceRequest, v: i16) -> ProduceRes
     out
 }
 
-type Failure = (i16, Option<String>);
+use super::api::Failure;
 
 fn submit(
     b: &Broker,
@@ -294,28 +286,7 @@ fn submit(
     let (id, _) = c
         .leader_partition(topic, partition)
         .map_err(|e| (e, None))?;
-    let bytes = records.ok_or((CORRUPT_MESSAGE, Some("no records".into())))?;
-    if bytes.len() > b.cfg.message_max_bytes {
-        return Err((
-            MESSAGE_TOO_LARGE,
-            Some(format!(
-                "{} bytes is over message.max.bytes ({})",
-                bytes.len(),
-                b.cfg.message_max_bytes
-            )),
-        ));
-    }
-    let batch = Batch::from_bytes_header_and_crc(bytes)
-        .map_err(|e| (CORRUPT_MESSAGE, Some(e.to_string())))?;
-    if batch.header.attributes & 0x10 != 0 {
-        return Err((
-            INVALID_RECORD,
-            Some("transactional batches are not supported".into()),
-        ));
-    }
-    batch
-        .validate_for_append()
-        .map_err(|e| (INVALID_RECORD, Some(e.to_string())))?;
+    let batch = super::api::check_produced(b, records)?;
     Ok(c.produce(id, acks, timeout_ms, batch))
 }
 

@@ -460,10 +460,9 @@ impl Driver {
             self.b.metrics.fsync.observe(t.elapsed());
         }
         if let Some((n, f)) = replica_fetch {
-            if self.c.cfg.fetch_wait_max_ms > 0 && is_empty_answer(&out, n) {
-                // Nothing new: hold it (a long poll). Whatever the fetch
-                // told the leader (the follower's durable end) is applied.
-                out.retain(|e| !matches!(&e.msg, Msg::FetchResponse(_)) || e.to != Addr::Node(n));
+            // Nothing new: hold it (a long poll). Whatever the fetch told
+            // the leader (the follower's durable end) is applied.
+            if self.c.cfg.fetch_wait_max_ms > 0 && take_empty_answer(&mut out, n) {
                 self.parked.push((n, f, now + self.c.cfg.fetch_wait_max_ms));
             }
         }
@@ -523,9 +522,8 @@ impl Driver {
                     &mut out,
                 )
                 .map_err(|e| e.to_string())?;
-            if by > now && is_empty_answer(&out, n) {
-                // Still nothing (an acks=0 produce that failed): hold on.
-                out.retain(|e| !matches!(&e.msg, Msg::FetchResponse(_)) || e.to != Addr::Node(n));
+            // Still nothing (an acks=0 produce that failed): hold on.
+            if by > now && take_empty_answer(&mut out, n) {
                 self.parked.push((n, f, by));
             }
             self.route(now, out)?;
@@ -768,12 +766,16 @@ impl Driver {
     }
 }
 
-/// Whether `out` answers node `n`'s fetch with nothing (no batches, no
-/// error, no divergence).
-fn is_empty_answer(out: &[Envelope], n: NodeId) -> bool {
-    out.iter().any(|e| {
+/// If `out` answers node `n`'s fetch with nothing (no batches, no error,
+/// no divergence), takes that answer out (the fetch is held) and says so.
+fn take_empty_answer(out: &mut Vec<Envelope>, n: NodeId) -> bool {
+    let empty = out.iter().any(|e| {
         e.to == Addr::Node(n)
             && matches!(&e.msg, Msg::FetchResponse(r)
                 if r.batches.is_empty() && r.error.is_none() && r.diverging.is_none())
-    })
+    });
+    if empty {
+        out.retain(|e| !matches!(&e.msg, Msg::FetchResponse(_)) || e.to != Addr::Node(n));
+    }
+    empty
 }
