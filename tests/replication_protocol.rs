@@ -278,6 +278,7 @@ fn register_all(c: &mut Controller, now: u64) -> Vec<u64> {
             Msg::Register {
                 node: n,
                 incarnation: u64::from(n),
+                endpoint: String::new(),
             },
             &mut out,
         );
@@ -300,6 +301,7 @@ fn register_all(c: &mut Controller, now: u64) -> Vec<u64> {
                 node: n,
                 broker_epoch: e,
                 known: vec![],
+                brokers_seen: 0,
             },
             &mut out,
         );
@@ -343,6 +345,7 @@ fn s6_kip903_a_stale_broker_epoch_cannot_re_add_a_restarted_follower() {
         Msg::Register {
             node: 3,
             incarnation: 99,
+            endpoint: String::new(),
         },
         &mut out,
     );
@@ -376,6 +379,7 @@ fn s6_kip903_a_stale_broker_epoch_cannot_re_add_a_restarted_follower() {
             node: 3,
             broker_epoch: new_epoch,
             known: vec![],
+            brokers_seen: 0,
         },
         &mut out,
     );
@@ -400,6 +404,7 @@ fn elections_go_to_the_isr_then_the_elr_and_unclean_ones_are_reported() {
                     node: n,
                     broker_epoch: epochs[n as usize - 1],
                     known: vec![],
+                    brokers_seen: 0,
                 },
                 &mut out,
             );
@@ -565,6 +570,7 @@ fn a_refused_isr_addition_cannot_be_applied_by_a_late_copy() {
         Msg::Register {
             node: 3,
             incarnation: 77,
+            endpoint: String::new(),
         },
         &mut out,
     );
@@ -600,6 +606,7 @@ fn a_refused_isr_addition_cannot_be_applied_by_a_late_copy() {
             node: 3,
             broker_epoch: new3,
             known: vec![],
+            brokers_seen: 0,
         },
         &mut out,
     );

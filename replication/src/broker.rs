@@ -12,7 +12,8 @@ use strata_log::Partition;
 
 use crate::backoff::Backoff;
 use crate::msg::{
-    Addr, Envelope, ErrorCode, FetchResponse, Msg, NodeId, PartitionState, ProduceResult,
+    brokers_digest, Addr, BrokerInfo, Envelope, ErrorCode, FetchResponse, Msg, NodeId,
+    PartitionState, ProduceResult,
 };
 use crate::replica::{Replica, ReplicaConfig};
 use crate::Result;
@@ -55,6 +56,12 @@ pub struct Broker {
     next_heartbeat: u64,
     next_register: u64,
     register_backoff: Backoff,
+    /// Where others reach this broker, sent when it registers.
+    endpoint: String,
+    /// Every registered broker, as the controller last listed them, and
+    /// the list's digest (0: none heard yet).
+    brokers: Vec<BrokerInfo>,
+    brokers_seen: u32,
 }
 
 /// The broker's local logs by partition.
@@ -78,7 +85,22 @@ impl Broker {
             next_heartbeat: 0,
             next_register: 0,
             register_backoff: Backoff::new(cfg.replica.retry_base_ms, cfg.replica.retry_cap_ms),
+            endpoint: String::new(),
+            brokers: Vec::new(),
+            brokers_seen: 0,
         }
+    }
+
+    /// Sets the `host:port` this broker registers with (a server's
+    /// advertised address; the simulator's brokers have none).
+    pub fn set_endpoint(&mut self, endpoint: &str) {
+        self.endpoint = endpoint.to_string();
+    }
+
+    /// Every registered broker with its endpoint, as the controller last
+    /// listed them (empty until a heartbeat brought the list).
+    pub fn brokers(&self) -> &[BrokerInfo] {
+        &self.brokers
     }
 
     /// Its id.
@@ -188,11 +210,16 @@ impl Broker {
                 stale,
                 fenced,
                 updates,
+                brokers,
             } => {
                 if Some(broker_epoch) != self.broker_epoch
                     || !self.current_controller(controller_epoch)
                 {
                     return Ok(());
+                }
+                if let Some(list) = brokers {
+                    self.brokers_seen = brokers_digest(&list);
+                    self.brokers = list;
                 }
                 if stale {
                     // The controller knows a newer start of this node: this
@@ -364,6 +391,7 @@ impl Broker {
                 node: self.node,
                 broker_epoch: epoch,
                 known,
+                brokers_seen: self.brokers_seen,
             },
         });
     }
@@ -389,6 +417,7 @@ impl Broker {
                     msg: Msg::Register {
                         node: self.node,
                         incarnation: self.incarnation,
+                        endpoint: self.endpoint.clone(),
                     },
                 });
             }

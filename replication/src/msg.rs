@@ -57,6 +57,32 @@ pub struct PartitionState {
     pub index: u32,
 }
 
+/// A registered broker as the controller tells the others of it: how
+/// brokers that are not controller voters find each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// The broker.
+    pub node: NodeId,
+    /// `host:port` it registered with.
+    pub endpoint: String,
+    /// Fenced: not heard from lately (Metadata leaves it out).
+    pub fenced: bool,
+}
+
+/// A digest of a broker list, so a heartbeat can say which list it holds
+/// in four bytes and the controller sends the list only when it changed.
+/// Never 0 (0 means "no list").
+pub fn brokers_digest(list: &[BrokerInfo]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for b in list {
+        h.update(&b.node.to_be_bytes());
+        h.update(&(b.endpoint.len() as u32).to_be_bytes());
+        h.update(b.endpoint.as_bytes());
+        h.update(&[u8::from(b.fenced)]);
+    }
+    h.finalize().max(1)
+}
+
 /// Outcome codes, Kafka's where Kafka has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorCode {
@@ -313,6 +339,9 @@ pub enum Msg {
         node: NodeId,
         /// Random per process start.
         incarnation: u64,
+        /// Where clients and other brokers reach it (`host:port`; empty
+        /// in the simulator, whose network needs none).
+        endpoint: String,
     },
     /// The broker epoch assigned to that start.
     RegisterResponse {
@@ -331,6 +360,8 @@ pub enum Msg {
         broker_epoch: u64,
         /// (partition, partition epoch) it holds.
         known: Vec<(u32, i32)>,
+        /// [`brokers_digest`] of the broker list it holds (0: none yet).
+        brokers_seen: u32,
     },
     /// The controller's answer: fenced or not, and the newer states.
     HeartbeatResponse {
@@ -345,6 +376,9 @@ pub enum Msg {
         fenced: bool,
         /// States newer than the broker's.
         updates: Vec<PartitionState>,
+        /// Every registered broker, when the list differs from the one the
+        /// heartbeat said it holds.
+        brokers: Option<Vec<BrokerInfo>>,
     },
     /// A leader asks for an ISR change.
     AlterPartition(AlterPartition),
@@ -444,7 +478,11 @@ impl Msg {
                 state.as_ref().and_then(|s| s.leader),
                 state.as_ref().map(|s| s.leader_epoch)
             ),
-            Msg::Register { node, incarnation } => format!("Register n{node} inc{incarnation}"),
+            Msg::Register {
+                node,
+                incarnation,
+                endpoint,
+            } => format!("Register n{node} inc{incarnation} {endpoint}"),
             Msg::RegisterResponse {
                 broker_epoch,
                 controller_epoch,
@@ -457,10 +495,12 @@ impl Msg {
                 stale,
                 fenced,
                 updates,
+                brokers,
                 ..
             } => format!(
-                "HeartbeatResponse stale{stale} fenced{fenced} updates{}",
-                updates.len()
+                "HeartbeatResponse stale{stale} fenced{fenced} updates{} brokers{:?}",
+                updates.len(),
+                brokers.as_ref().map(Vec::len)
             ),
             Msg::AlterPartition(a) => format!(
                 "AlterPartition p{} l{} le{} pe{} isr{:?}",

@@ -395,7 +395,8 @@ mod tests {
             Addr::Node(7),
             Msg::Register {
                 node: 7,
-                incarnation: 42
+                incarnation: 42,
+                endpoint: String::new(),
             }
         ));
         q.drain(a);
@@ -434,7 +435,8 @@ mod tests {
             Addr::Node(8),
             Msg::Register {
                 node: 8,
-                incarnation: 1
+                incarnation: 1,
+                endpoint: String::new(),
             }
         ));
     }
@@ -452,6 +454,7 @@ mod tests {
             Msg::Register {
                 node: 9,
                 incarnation: 5,
+                endpoint: String::new(),
             },
         );
         q.drain(a);

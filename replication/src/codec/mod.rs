@@ -15,7 +15,7 @@ use bytes::Bytes;
 use strata_log::Batch;
 
 use crate::msg::{
-    Acks, AlterPartition, ErrorCode, FetchRequest, FetchResponse, Msg, PartitionState,
+    Acks, AlterPartition, BrokerInfo, ErrorCode, FetchRequest, FetchResponse, Msg, PartitionState,
     ProduceRequest, ProduceResult,
 };
 use crate::raft::{self, Entry, Snapshot};
@@ -333,10 +333,15 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
                 None => w.bool(false),
             }
         }
-        Msg::Register { node, incarnation } => {
+        Msg::Register {
+            node,
+            incarnation,
+            endpoint,
+        } => {
             w.u8(9);
             w.u32(*node);
             w.u64(*incarnation);
+            w.bytes(endpoint.as_bytes());
         }
         Msg::RegisterResponse {
             incarnation,
@@ -352,6 +357,7 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
             node,
             broker_epoch,
             known,
+            brokers_seen,
         } => {
             w.u8(11);
             w.u32(*node);
@@ -361,6 +367,7 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
                 w.u32(p);
                 w.i32(e);
             }
+            w.u32(*brokers_seen);
         }
         Msg::HeartbeatResponse {
             controller_epoch,
@@ -368,6 +375,7 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
             stale,
             fenced,
             updates,
+            brokers,
         } => {
             w.u8(12);
             w.u32(*controller_epoch);
@@ -377,6 +385,18 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
             w.len(updates.len());
             for s in updates {
                 w.state(s);
+            }
+            match brokers {
+                Some(list) => {
+                    w.bool(true);
+                    w.len(list.len());
+                    for b in list {
+                        w.u32(b.node);
+                        w.bytes(b.endpoint.as_bytes());
+                        w.bool(b.fenced);
+                    }
+                }
+                None => w.bool(false),
             }
         }
         Msg::AlterPartition(a) => {
@@ -554,6 +574,7 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
         9 => Msg::Register {
             node: r.u32()?,
             incarnation: r.u64()?,
+            endpoint: r.string()?,
         },
         10 => Msg::RegisterResponse {
             incarnation: r.u64()?,
@@ -571,6 +592,7 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
                 node,
                 broker_epoch,
                 known,
+                brokers_seen: r.u32()?,
             }
         }
         12 => {
@@ -580,12 +602,30 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
             let fenced = r.bool()?;
             let n = r.len(8)?;
             let updates = (0..n).map(|_| r.state()).collect::<R<Vec<_>>>()?;
+            let brokers = if r.bool()? {
+                // node (4), endpoint length (4), fenced (1)
+                let n = r.len(9)?;
+                Some(
+                    (0..n)
+                        .map(|_| {
+                            Ok(BrokerInfo {
+                                node: r.u32()?,
+                                endpoint: r.string()?,
+                                fenced: r.bool()?,
+                            })
+                        })
+                        .collect::<R<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
             Msg::HeartbeatResponse {
                 controller_epoch,
                 broker_epoch,
                 stale,
                 fenced,
                 updates,
+                brokers,
             }
         }
         13 => {

@@ -69,6 +69,7 @@ fn msgs() -> Vec<Msg> {
             node: 1,
             broker_epoch: 2,
             known: vec![(0, 1), (1, -1)],
+            brokers_seen: 0xdead_beef,
         },
         Msg::HeartbeatResponse {
             controller_epoch: 1,
@@ -76,6 +77,31 @@ fn msgs() -> Vec<Msg> {
             stale: false,
             fenced: true,
             updates: vec![state(), state()],
+            brokers: None,
+        },
+        Msg::HeartbeatResponse {
+            controller_epoch: 1,
+            broker_epoch: 2,
+            stale: false,
+            fenced: false,
+            updates: Vec::new(),
+            brokers: Some(vec![
+                BrokerInfo {
+                    node: 1,
+                    endpoint: "127.0.0.1:9092".into(),
+                    fenced: false,
+                },
+                BrokerInfo {
+                    node: 4,
+                    endpoint: "broker-4.example:19092".into(),
+                    fenced: true,
+                },
+            ]),
+        },
+        Msg::Register {
+            node: 4,
+            incarnation: 99,
+            endpoint: "127.0.0.1:9095".into(),
         },
         Msg::AlterPartition(AlterPartition {
             partition: 1,

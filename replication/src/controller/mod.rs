@@ -15,7 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::msg::{Addr, AlterPartition, Envelope, ErrorCode, Msg, NodeId, PartitionState};
+use crate::msg::{
+    brokers_digest, Addr, AlterPartition, BrokerInfo, Envelope, ErrorCode, Msg, NodeId,
+    PartitionState,
+};
 use crate::phi::PhiAccrual;
 use crate::{Error, Result};
 
@@ -70,8 +73,20 @@ pub struct ControllerState {
     pub next_broker_epoch: u64,
     /// Registered brokers: (broker epoch, incarnation).
     pub brokers: BTreeMap<NodeId, (u64, u64)>,
+    /// Where each registered broker said it is reached (`host:port`);
+    /// brokers that gave none (the simulator's) are absent.
+    pub endpoints: BTreeMap<NodeId, String>,
     /// Every partition's state.
     pub partitions: BTreeMap<u32, PartitionState>,
+}
+
+/// A broker endpoint the state can hold: `host:port`, printable, no
+/// spaces (the state is a text of space-separated fields), bounded.
+pub fn valid_endpoint(s: &str) -> bool {
+    s.len() <= 255
+        && s.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn list(v: &[NodeId]) -> String {
@@ -93,7 +108,8 @@ impl ControllerState {
     pub fn encode(&self) -> Vec<u8> {
         let mut s = format!("controller {} {}\n", self.epoch, self.next_broker_epoch);
         for (n, (e, inc)) in &self.brokers {
-            s.push_str(&format!("broker {n} {e} {inc}\n"));
+            let at = self.endpoints.get(n).map_or(".", String::as_str);
+            s.push_str(&format!("broker {n} {e} {inc} {at}\n"));
         }
         for p in self.partitions.values() {
             s.push_str(&format!(
@@ -134,6 +150,7 @@ impl ControllerState {
             epoch: 0,
             next_broker_epoch: 1,
             brokers: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
             partitions: BTreeMap::new(),
         };
         let mut seen_head = false;
@@ -160,7 +177,16 @@ impl ControllerState {
                         .get(3)
                         .and_then(|x| x.parse().ok())
                         .ok_or_else(|| bad(&format!("bad incarnation in {line:?}")))?;
-                    st.brokers.insert(num(1)? as NodeId, (num(2)? as u64, inc));
+                    let n = num(1)? as NodeId;
+                    st.brokers.insert(n, (num(2)? as u64, inc));
+                    // No field: written before brokers had endpoints.
+                    match f.get(4).copied() {
+                        None | Some(".") => {}
+                        Some(at) if valid_endpoint(at) => {
+                            st.endpoints.insert(n, at.to_string());
+                        }
+                        Some(_) => return Err(bad(&format!("bad endpoint in {line:?}"))),
+                    }
                 }
                 Some("partition") => {
                     let leader = num(3)?;
@@ -250,6 +276,7 @@ impl Controller {
                 epoch: 0,
                 next_broker_epoch: 1,
                 brokers: BTreeMap::new(),
+                endpoints: BTreeMap::new(),
                 partitions: replicas
                     .iter()
                     .enumerate()
@@ -324,12 +351,17 @@ impl Controller {
     /// A message from a broker.
     pub fn handle(&mut self, now: u64, from: Addr, msg: Msg, out: &mut Vec<ControllerOutput>) {
         match msg {
-            Msg::Register { node, incarnation } => self.on_register(from, node, incarnation, out),
+            Msg::Register {
+                node,
+                incarnation,
+                endpoint,
+            } => self.on_register(from, node, incarnation, &endpoint, out),
             Msg::Heartbeat {
                 node,
                 broker_epoch,
                 known,
-            } => self.on_heartbeat(now, from, node, broker_epoch, &known, out),
+                brokers_seen,
+            } => self.on_heartbeat(now, from, node, broker_epoch, &known, brokers_seen, out),
             Msg::AlterPartition(a) => self.on_alter(from, a, out),
             Msg::CreateTopic {
                 corr,
@@ -468,6 +500,7 @@ impl Controller {
         from: Addr,
         node: NodeId,
         incarnation: u64,
+        endpoint: &str,
         out: &mut Vec<ControllerOutput>,
     ) {
         let answer = |out: &mut Vec<ControllerOutput>, broker_epoch, controller_epoch| {
@@ -491,6 +524,13 @@ impl Controller {
         let epoch = self.st.next_broker_epoch;
         self.st.next_broker_epoch += 1;
         let restarted = self.st.brokers.insert(node, (epoch, incarnation)).is_some();
+        // A start may come back elsewhere (another port, another host);
+        // one that gives no valid endpoint is reached by none.
+        if valid_endpoint(endpoint) {
+            self.st.endpoints.insert(node, endpoint.to_string());
+        } else {
+            self.st.endpoints.remove(&node);
+        }
         // A new start means the previous one is gone, with its fetch state
         // and (if acks counted unsynced data) maybe acknowledged data. A
         // first registration has nothing to lose: the assignment starts
@@ -528,6 +568,7 @@ impl Controller {
         node: NodeId,
         broker_epoch: u64,
         known: &[(u32, i32)],
+        brokers_seen: u32,
         out: &mut Vec<ControllerOutput>,
     ) {
         let registered = self.st.brokers.get(&node).map(|&(e, _)| e);
@@ -541,6 +582,7 @@ impl Controller {
                     stale: true,
                     fenced: true,
                     updates: Vec::new(),
+                    brokers: None,
                 },
             );
             return;
@@ -572,6 +614,8 @@ impl Controller {
             })
             .cloned()
             .collect();
+        let list = self.broker_list();
+        let brokers = (brokers_digest(&list) != brokers_seen).then_some(list);
         Self::send(
             out,
             from,
@@ -581,8 +625,23 @@ impl Controller {
                 stale: false,
                 fenced: shutting_down,
                 updates,
+                brokers,
             },
         );
+    }
+
+    /// Every registered broker with an endpoint, and whether it is fenced:
+    /// what brokers learn of each other from their heartbeats.
+    pub fn broker_list(&self) -> Vec<BrokerInfo> {
+        self.st
+            .endpoints
+            .iter()
+            .map(|(&node, endpoint)| BrokerInfo {
+                node,
+                endpoint: endpoint.clone(),
+                fenced: !self.is_alive(node),
+            })
+            .collect()
     }
 
     fn on_alter(&mut self, from: Addr, a: AlterPartition, out: &mut Vec<ControllerOutput>) {
