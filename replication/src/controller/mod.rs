@@ -361,7 +361,7 @@ impl Controller {
                 broker_epoch,
                 known,
                 brokers_seen,
-            } => self.on_heartbeat(now, from, node, broker_epoch, &known, brokers_seen, out),
+            } => self.on_heartbeat(now, from, (node, broker_epoch), &known, brokers_seen, out),
             Msg::AlterPartition(a) => self.on_alter(from, a, out),
             Msg::CreateTopic {
                 corr,
@@ -565,8 +565,7 @@ impl Controller {
         &mut self,
         now: u64,
         from: Addr,
-        node: NodeId,
-        broker_epoch: u64,
+        (node, broker_epoch): (NodeId, u64),
         known: &[(u32, i32)],
         brokers_seen: u32,
         out: &mut Vec<ControllerOutput>,
