@@ -349,6 +349,44 @@ fn seeds_with_a_raft_controller_quorum_pass() {
     }
 }
 
+/// Five brokers, three of them the controller quorum: brokers 4 and 5
+/// register, heartbeat and fetch like the others but hold no Raft log, and
+/// find the controller by trying voters. The same faults and checker.
+#[test]
+fn seeds_with_brokers_outside_the_controller_quorum_pass() {
+    let n: u64 = std::env::var("STRATA_SIM_QUORUM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    for (mode, name) in [
+        (FaultMode::Swarm, "swarm"),
+        (FaultMode::Crash, "crash"),
+        (FaultMode::Partition, "partition"),
+    ] {
+        let mut acked = 0;
+        for seed in 1..=n {
+            let r = sim::run(SimConfig {
+                seed,
+                faults: mode,
+                nodes: 5,
+                controller_voters: 3,
+                ..SimConfig::default()
+            });
+            assert_ok(
+                &r,
+                &format!(
+                    "strata sim --seeds 1 --start {seed} --faults {name} --nodes 5 --controller-voters 3"
+                ),
+            );
+            acked += r.verdict.acked;
+        }
+        assert!(
+            acked > n * 5,
+            "{name}: {acked} acknowledged writes in {n} seeds"
+        );
+    }
+}
+
 /// Seed 137 of partition faults with a quorum: voter 3, leader of term 4,
 /// was paused holding decisions proposed at indices 14 and 15. Resumed, it
 /// took term 6's entries 14-17 as a follower, saw index 15 committed and

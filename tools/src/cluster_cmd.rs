@@ -3,8 +3,9 @@
 //! machine.
 //!
 //! `up` starts N nodes in the background (each its own process group, so
-//! the shell's Ctrl-C does not reach them), every one a broker and a
-//! voter of the controller quorum, then waits until each has registered
+//! the shell's Ctrl-C does not reach them), every one a broker, nodes 1
+//! to K (`--voters`, at most 3 by default) also the voters of the
+//! controller quorum, then waits until each has registered
 //! with an elected controller, and prints the bootstrap address. The
 //! nodes are listed in `DIR/cluster.txt` (id, pid, Kafka address,
 //! status address); `status` asks each node's `GET /status` and prints
@@ -59,9 +60,13 @@ pub struct Args {
 /// `strata cluster up` flags.
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
-    /// Number of nodes (each a broker and a controller voter).
+    /// Number of nodes (each a broker).
     #[arg(long, default_value_t = 3)]
     nodes: u32,
+    /// How many of them (nodes 1 to K) are also the controller quorum's
+    /// voters; the others are brokers only. Default: all nodes, at most 3.
+    #[arg(long)]
+    voters: Option<u32>,
     /// Directory for the nodes' data and logs.
     #[arg(long, default_value = "strata-cluster")]
     dir: PathBuf,
@@ -196,6 +201,13 @@ fn up(a: UpArgs) -> Result<i32> {
             a.nodes
         )));
     }
+    let n_voters = a.voters.unwrap_or(a.nodes.min(3));
+    if n_voters == 0 || n_voters > a.nodes {
+        return Err(CliError::Usage(format!(
+            "--voters {n_voters}: between 1 and --nodes ({})",
+            a.nodes
+        )));
+    }
     if u32::from(a.base_port) + 100 + a.nodes > 65535 {
         return Err(CliError::Usage(format!(
             "--base-port {}: too high",
@@ -216,7 +228,9 @@ fn up(a: UpArgs) -> Result<i32> {
     let exe = std::env::current_exe().map_err(|e| local("finding the strata binary".into(), e))?;
     let kafka = |i: u32| format!("127.0.0.1:{}", u32::from(a.base_port) + i - 1);
     let stat = |i: u32| format!("127.0.0.1:{}", u32::from(a.base_port) + 100 + i - 1);
-    let voters: Vec<String> = (1..=a.nodes).map(|i| format!("{i}@{}", kafka(i))).collect();
+    let voters: Vec<String> = (1..=n_voters)
+        .map(|i| format!("{i}@{}", kafka(i)))
+        .collect();
     let voters = voters.join(",");
     let mut entries = Vec::new();
     for i in 1..=a.nodes {
@@ -232,7 +246,10 @@ fn up(a: UpArgs) -> Result<i32> {
             .arg("--controller-voters")
             .arg(&voters)
             .arg("--metrics-listen")
-            .arg(stat(i));
+            .arg(stat(i))
+            // Every broker's, not only the voters' (the user's --set wins).
+            .arg("--set")
+            .arg(format!("default.replication.factor={}", a.nodes.min(3)));
         for s in &a.set {
             cmd.arg("--set").arg(s);
         }
@@ -297,8 +314,9 @@ fn up(a: UpArgs) -> Result<i32> {
     }
     let bootstrap: Vec<&str> = entries.iter().map(|n| n.kafka.as_str()).collect();
     println!(
-        "cluster of {} nodes up in {} (logs: node-N.log there)",
+        "cluster of {} nodes ({} controller voters) up in {} (logs: node-N.log there)",
         entries.len(),
+        n_voters,
         a.dir.display()
     );
     println!("bootstrap: {}", bootstrap.join(","));
@@ -336,11 +354,11 @@ fn status(dir: &Path) -> Result<i32> {
             n.id,
             n.pid,
             n.kafka,
-            format!(
-                "{} (term {})",
-                head.get("raft_role").unwrap_or(&"-"),
-                head.get("raft_term").unwrap_or(&"-")
-            ),
+            match head.get("raft_role") {
+                Some(role) if *role != "-" =>
+                    format!("{role} (term {})", head.get("raft_term").unwrap_or(&"-")),
+                _ => "not a voter".to_string(),
+            },
             head.get("broker_epoch").unwrap_or(&"-")
         );
         if let Some(c) = head.get("controller") {

@@ -638,7 +638,10 @@ impl Controller {
             .map(|(&node, endpoint)| BrokerInfo {
                 node,
                 endpoint: endpoint.clone(),
-                fenced: !self.is_alive(node),
+                // Not `is_alive`: a controller that just took over has
+                // not heard anyone yet, and listing every broker fenced
+                // until then would make Metadata flap at each election.
+                fenced: self.live.get(&node).is_none_or(|l| l.fenced),
             })
             .collect()
     }

@@ -59,7 +59,7 @@ fn create(c: &Cluster, name: &str, partitions: u32, rf: u32) -> Result<(), (i16,
 pub fn metadata(b: &Broker, c: &Cluster, r: MetadataRequest, version: i16) -> MetadataResponse {
     let mut out = MetadataResponse::default();
     out.brokers = c
-        .nodes
+        .brokers()
         .iter()
         .map(|n| {
             let mut m = metadata_response::MetadataResponseBroker::default();

@@ -229,11 +229,6 @@ pub fn run(args: Args) -> Result<i32> {
                     "node.id {me}: a cluster node's id is 1-1023"
                 )));
             }
-            if !voters.iter().any(|n| n.id == me) {
-                return Err(CliError::Usage(format!(
-                    "node.id {me} is not among controller.quorum.voters ({v}): every node is a voter"
-                )));
-            }
             let rf = cfg
                 .default_replication_factor
                 .unwrap_or_else(|| voters.len().min(3) as u32);
@@ -257,9 +252,10 @@ pub fn run(args: Args) -> Result<i32> {
         eprintln!("strata serve: replica.ack.unsynced=true: acks=all counts unsynced data (unsafe: for measurement)");
     }
     if let Some(c) = &cluster {
-        // Clients are told the address the voters list gives this node.
+        // Clients are told the address the voters list gives this node
+        // (a broker outside the quorum: its listen or advertised address).
         if args.advertised.is_none() {
-            if let Some(n) = c.nodes.iter().find(|n| n.id == c.me) {
+            if let Some(n) = c.voters.iter().find(|n| n.id == c.me) {
                 cfg_advertised = Some(format!("{}:{}", n.host, n.port));
             }
         }

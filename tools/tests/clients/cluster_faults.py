@@ -8,7 +8,12 @@ checker: no acknowledged write lost, none duplicated, each at the offset
 its acknowledgement gave; the live consumer never skipped or went back;
 after the heal every acknowledged write is consumed.
 
-usage: cluster_faults.py STRATA_BINARY SECONDS SEED
+Mode "brokers" runs 4 nodes of which 3 are the controller quorum: node
+4 is a broker only, found by the others through the controller, and it
+is killed, paused and stopped too. Modes "network" and "transport" cut
+links instead of killing processes.
+
+usage: cluster_faults.py STRATA_BINARY SECONDS SEED [process|brokers|network|transport]
 """
 
 import os
@@ -47,12 +52,14 @@ def ports_free(base, n):
 
 
 class Cluster:
-    def __init__(self, strata, rng):
+    def __init__(self, strata, rng, nodes=3, voters=3):
         self.strata = strata
         self.dir = tempfile.mkdtemp(prefix="strata-cluster-faults-")
+        self.ids = list(range(1, nodes + 1))
+        self.voters = voters
         while True:
             self.base = rng.randrange(20000, 60000)
-            if ports_free(self.base, 3):
+            if ports_free(self.base, nodes):
                 break
         self.cmdlines = {}
         self.faked = set()
@@ -65,7 +72,7 @@ class Cluster:
     def epochs(self):
         """(controller term, {partition: leader epoch}) as the nodes know them."""
         term, epochs = 0, {}
-        for n in (1, 2, 3):
+        for n in self.ids:
             text = self.status(n)
             if text is None:
                 continue
@@ -80,7 +87,8 @@ class Cluster:
 
     def up(self):
         out = subprocess.run(
-            [self.strata, "cluster", "up", "--nodes", "3", "--dir", self.dir,
+            [self.strata, "cluster", "up", "--nodes", str(len(self.ids)),
+             "--voters", str(self.voters), "--dir", self.dir,
              "--base-port", str(self.base),
              "--set", f"num.partitions={PARTITIONS}",
              "--set", "broker.session.timeout.ms=1500"] + self.extra_sets,
@@ -92,7 +100,7 @@ class Cluster:
                 self.cmdlines[n] = [a.decode() for a in f.read().split(b"\0") if a]
 
     def bootstrap(self):
-        return ",".join(f"127.0.0.1:{self.base + i}" for i in range(3))
+        return ",".join(f"127.0.0.1:{self.base + i}" for i in range(len(self.ids)))
 
     def nodes(self):
         out = []
@@ -117,7 +125,7 @@ class Cluster:
         """(controller leader, {partition: (leader, replicas)}) from the
         node that knows the newest epochs."""
         controller, parts = None, {}
-        for n in (1, 2, 3):
+        for n in self.ids:
             text = self.status(n)
             if text is None:
                 continue
@@ -185,7 +193,7 @@ class Cluster:
                        capture_output=True, timeout=60)
 
     def dump_logs(self):
-        for n in (1, 2, 3):
+        for n in self.ids:
             try:
                 with open(os.path.join(self.dir, f"node-{n}.log"), "rb") as f:
                     sys.stderr.write(f"--- node {n}\n" + f.read().decode(errors="replace")[-3000:])
@@ -221,6 +229,7 @@ class NetnsCluster(Cluster):
         self.dir = tempfile.mkdtemp(prefix="strata-cluster-net-")
         self.tag = f"{os.getpid() % 10000}{rng.randrange(10)}"
         self.net = f"10.213.{rng.randrange(1, 250)}"
+        self.ids = [1, 2, 3]
         self.br = f"sbr{self.tag}"
         self.pids = {}
         self.cmdlines = {}
@@ -399,6 +408,14 @@ def main():
     elif mode == "transport":
         c = TransportCluster(strata, rng)
         faults = NETWORK_FAULTS
+    elif mode == "brokers":
+        # 4 nodes, 3 of them the controller quorum: node 4 is a broker
+        # only, known to the others from its registration. 4 partitions,
+        # so it is a preferred leader too.
+        global PARTITIONS
+        PARTITIONS = 4
+        c = Cluster(strata, rng, nodes=4, voters=3)
+        faults = BROKER_FAULTS
     else:
         c = Cluster(strata, rng)
         faults = PROCESS_FAULTS
@@ -415,6 +432,8 @@ def main():
 
 PROCESS_FAULTS = ["kill-leader", "kill-follower", "kill-controller", "pause-leader", "stop-leader",
                   "clock-jump"]
+BROKER_FAULTS = ["kill-broker", "kill-controller", "stop-broker", "kill-leader", "pause-broker",
+                 "kill-follower", "stop-leader"]
 NETWORK_FAULTS = ["isolate-leader", "cut-controller", "one-way-leader", "netem", "unplug-leader"]
 
 
@@ -492,12 +511,15 @@ def run(c, seconds, rng, faults):
     while time.time() < deadline:
         md = md_producer.list_topics(TOPIC, timeout=5)
         t = md.topics.get(TOPIC)
+        # Every broker is listed, those outside the quorum included (the
+        # controller's list reaches each broker with its next heartbeat).
         if t and t.error is None and len(t.partitions) == PARTITIONS and \
-                all(p.leader >= 0 for p in t.partitions.values()):
+                all(p.leader >= 0 for p in t.partitions.values()) and \
+                sorted(md.brokers) == c.ids:
             break
         time.sleep(0.2)
     else:
-        raise AssertionError("topic not ready in 30 s")
+        raise AssertionError(f"topic not ready in 30 s, or brokers {sorted(md.brokers)} listed, not {c.ids}")
 
     tp = threading.Thread(target=produce)
     tc = threading.Thread(target=consume)
@@ -537,6 +559,9 @@ def run(c, seconds, rng, faults):
             continue
         if fault in ("kill-controller", "cut-controller"):
             victim = controller
+        elif fault.endswith("-broker"):
+            # A node outside the controller quorum.
+            victim = rng.choice(c.ids[c.voters:])
         elif fault == "kill-follower":
             victim = rng.choice([r for r in replicas if r != leader] or replicas)
         else:
@@ -544,15 +569,15 @@ def run(c, seconds, rng, faults):
         if victim is None:
             print(f"{time.time() - start:5.1f}s {fault}: no target known, skipped")
             continue
-        others = [n for n in (1, 2, 3) if n != victim]
+        others = [n for n in c.ids if n != victim]
         print(f"{time.time() - start:5.1f}s {fault}: node {victim} (partition {p} leader {leader}, controller {controller})")
-        if fault == "stop-leader":
+        if fault in ("stop-leader", "stop-broker"):
             # A clean stop: a controlled shutdown moves the leaderships first.
             os.kill(c.pid(victim), signal.SIGTERM)
             c.wait_exit(victim, 30)
             time.sleep(1)
             c.restart(victim)
-        elif fault == "pause-leader":
+        elif fault in ("pause-leader", "pause-broker"):
             os.kill(c.pid(victim), signal.SIGSTOP)
             time.sleep(4)  # past broker.session.timeout.ms: fenced, replaced
             os.kill(c.pid(victim), signal.SIGCONT)

@@ -19,9 +19,9 @@ use strata_replication::msg::{
 use strata_replication::quorum::QuorumNode;
 use strata_replication::raft::{self, storage::RaftStorage};
 
-use super::peer::frame;
+use super::peer::{frame, spawn_sender};
 use super::{
-    local_topic, Cluster, Input, FROM_CONTROLLER, NOT_CONTROLLER, RAFT, TICK, TO_BROKER,
+    local_topic, Cluster, Input, Node, FROM_CONTROLLER, NOT_CONTROLLER, RAFT, TICK, TO_BROKER,
     TO_CONTROLLER,
 };
 use crate::error::{CliError, Result};
@@ -34,24 +34,28 @@ pub(super) fn spawn(
     b: Arc<Broker>,
     broker: ReplBroker,
     quorum: Option<(QuorumNode, RaftStorage)>,
-    peers: BTreeMap<NodeId, Sender<Vec<u8>>>,
     incarnation: u64,
     rx: Receiver<Input>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let controller_guess = c.nodes.first().map_or(c.me, |n| n.id);
+    let controller_guess = c.voters.first().map_or(c.me, |n| n.id);
+    let endpoints = c.voters.iter().map(|n| (n.id, n.clone())).collect();
     let mut d = Driver {
         c,
         b,
         broker,
         quorum,
         logs: BTreeMap::new(),
-        peers,
+        peers: BTreeMap::new(),
+        endpoints,
         start: Instant::now(),
         rng: strata_io::rng::Rng::new(incarnation),
         produces: HashMap::new(),
         creates: HashMap::new(),
         parked: Vec::new(),
         controller_guess,
+        controller_heard: 0,
+        controller_known: None,
+        next_guess: 0,
         hws: HashMap::new(),
         published: (usize::MAX, 0),
         stopping: None,
@@ -87,7 +91,12 @@ struct Driver {
     broker: ReplBroker,
     quorum: Option<(QuorumNode, RaftStorage)>,
     logs: BTreeMap<u32, Arc<Partition>>,
-    peers: BTreeMap<NodeId, Sender<Vec<u8>>>,
+    /// A sender per peer written to so far, with the address it uses.
+    peers: BTreeMap<NodeId, (Node, Sender<Vec<u8>>)>,
+    /// Where each node is reached: the voters from the configuration,
+    /// other brokers as they register (when this node is the controller)
+    /// and as the controller lists them in heartbeat answers.
+    endpoints: BTreeMap<NodeId, Node>,
     start: Instant,
     rng: strata_io::rng::Rng,
     produces: HashMap<u64, Sender<ProduceResult>>,
@@ -95,6 +104,13 @@ struct Driver {
     /// Follower fetches that found nothing: (follower, request, answer by).
     parked: Vec<(NodeId, FetchRequest, u64)>,
     controller_guess: NodeId,
+    /// When a controller (or a voter naming it) last answered: a guess
+    /// that stays silent moves on to the next voter.
+    controller_heard: u64,
+    /// The controller that answered last (what a broker outside the
+    /// quorum reports as the controller).
+    controller_known: Option<NodeId>,
+    next_guess: u64,
     hws: HashMap<u32, u64>,
     /// A signature of the broker's view when last published.
     published: (usize, i64),
@@ -260,7 +276,7 @@ impl Driver {
     fn shutdown_step(&mut self) -> bool {
         let now = self.now();
         let me = self.c.me;
-        let leader_here = self.controller_leader() == Some(me) && self.c.nodes.len() > 1;
+        let leader_here = self.controller_leader() == Some(me) && self.c.voters.len() > 1;
         let Some(st) = self.stopping.as_mut() else {
             return true;
         };
@@ -325,6 +341,7 @@ impl Driver {
                     .get(..4)
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                     .unwrap_or(0);
+                self.controller_heard = now;
                 self.controller_guess = if hint != 0 && hint != from {
                     hint
                 } else {
@@ -342,6 +359,14 @@ impl Driver {
                 };
                 match kind {
                     TO_CONTROLLER => {
+                        if let Msg::Register { node, endpoint, .. } = &m {
+                            // The answer must reach it before any list
+                            // does: a broker outside the voters is known
+                            // from its registration first.
+                            if *node == from {
+                                self.learn(from, endpoint);
+                            }
+                        }
                         let handled = match self.quorum.as_mut() {
                             Some((q, _)) => q.handle(now, Addr::Node(from), m),
                             None => false,
@@ -356,6 +381,8 @@ impl Driver {
                     }
                     FROM_CONTROLLER => {
                         self.controller_guess = from;
+                        self.controller_heard = now;
+                        self.controller_known = Some(from);
                         self.on_controller(now, m)
                     }
                     _ => self.on_broker(now, Addr::Node(from), m),
@@ -369,7 +396,7 @@ impl Driver {
     }
 
     fn next_voter(&self, after: NodeId) -> NodeId {
-        let ids: Vec<NodeId> = self.c.nodes.iter().map(|n| n.id).collect();
+        let ids: Vec<NodeId> = self.c.voters.iter().map(|n| n.id).collect();
         let i = ids.iter().position(|&n| n == after).unwrap_or(0);
         ids[(i + 1) % ids.len()]
     }
@@ -378,14 +405,66 @@ impl Driver {
         self.quorum.as_ref().and_then(|(q, _)| q.raft().leader())
     }
 
-    fn send(&self, to: NodeId, kind: u8, body: Vec<u8>) {
-        let Some(tx) = self.peers.get(&to) else {
+    /// Records where `node` is reached (a voter's address comes from the
+    /// configuration and is kept).
+    fn learn(&mut self, node: NodeId, endpoint: &str) {
+        if node == self.c.me || self.c.voters.iter().any(|v| v.id == node) {
+            return;
+        }
+        let Some(n) = Node::parse(node, endpoint) else {
             return;
         };
+        if self.endpoints.get(&node) != Some(&n) {
+            tracing::info!(node, endpoint, "broker endpoint learned");
+            self.endpoints.insert(node, n);
+        }
+    }
+
+    /// Takes in what the controller says of the other brokers: its list
+    /// in heartbeat answers and, on the controller's own node, its state.
+    fn learn_brokers(&mut self) {
+        let mut found: Vec<(NodeId, String)> = self
+            .broker
+            .brokers()
+            .iter()
+            .map(|b| (b.node, b.endpoint.clone()))
+            .collect();
+        if let Some(c) = self.quorum.as_ref().and_then(|(q, _)| q.controller()) {
+            found.extend(c.state().endpoints.iter().map(|(&n, e)| (n, e.clone())));
+        }
+        for (n, e) in found {
+            self.learn(n, &e);
+        }
+    }
+
+    /// The sender to `to`, started (or restarted at a new address) on
+    /// first use; `None` while its address is unknown.
+    fn sender(&mut self, to: NodeId) -> Option<&Sender<Vec<u8>>> {
+        let node = self.endpoints.get(&to)?.clone();
+        if self.peers.get(&to).is_none_or(|(n, _)| *n != node) {
+            match spawn_sender(self.c.me, node.clone()) {
+                Ok(tx) => {
+                    self.peers.insert(to, (node, tx));
+                }
+                Err(e) => {
+                    tracing::warn!(peer = to, error = %e, "starting a peer sender failed");
+                    return None;
+                }
+            }
+        }
+        self.peers.get(&to).map(|(_, tx)| tx)
+    }
+
+    fn send(&mut self, to: NodeId, kind: u8, body: Vec<u8>) {
         if self.c.blocked_out(to) {
             return; // a fault test's cut
         }
-        match tx.try_send(frame(kind, self.c.me, &body)) {
+        let me = self.c.me;
+        let Some(tx) = self.sender(to) else {
+            tracing::debug!(peer = to, "no address known: frame dropped");
+            return;
+        };
+        match tx.try_send(frame(kind, me, &body)) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 tracing::debug!(peer = to, "peer queue full: frame dropped");
@@ -478,7 +557,7 @@ impl Driver {
             let Some(st) = self.broker.view().get(&f.partition) else {
                 return;
             };
-            let Some(node) = self.c.nodes.iter().find(|x| x.id == n).cloned() else {
+            let Some(node) = self.endpoints.get(&n).cloned() else {
                 return;
             };
             match super::fetcher::spawn(self.c.clone(), node, st.topic.clone(), st.index) {
@@ -546,7 +625,49 @@ impl Driver {
         }
         self.drain_quorum(now)?;
         self.unpark(now, None, true)?;
+        self.learn_brokers();
+        self.publish_brokers();
+        self.rotate_guess(now);
         self.host_new(now)
+    }
+
+    /// A broker that does not know the quorum's leader sends to a guess;
+    /// a dead or cut-off guess answers nothing (not even "not the
+    /// controller"), so after a few silent heartbeats the next voter is
+    /// tried.
+    fn rotate_guess(&mut self, now: u64) {
+        if self.controller_leader().is_some() {
+            return;
+        }
+        let quiet = (4 * self.c.cfg.heartbeat_interval_ms).max(200);
+        if now.saturating_sub(self.controller_heard) >= quiet && now >= self.next_guess {
+            self.controller_known = None;
+            self.controller_guess = self.next_voter(self.controller_guess);
+            self.next_guess = now + quiet;
+        }
+    }
+
+    /// The brokers Metadata lists: those the controller says are live,
+    /// and this node.
+    fn publish_brokers(&mut self) {
+        let me = self.c.me;
+        let mut list: Vec<Node> = self
+            .broker
+            .brokers()
+            .iter()
+            .filter(|b| !b.fenced && b.node != me)
+            .filter_map(|b| Node::parse(b.node, &b.endpoint))
+            .collect();
+        if !self.broker.brokers().is_empty() {
+            if let Some(n) = Node::parse(me, &format!("{}:{}", self.b.host, self.b.port)) {
+                list.push(n);
+            }
+            list.sort_by_key(|n| n.id);
+        }
+        let mut v = self.c.view.lock();
+        if v.brokers != list {
+            v.brokers = list;
+        }
     }
 
     /// Sends the broker's outputs where they go.
@@ -686,7 +807,10 @@ impl Driver {
                 .map(|s| i64::from(s.partition_epoch))
                 .sum::<i64>(),
         );
-        let controller = self.controller_leader();
+        let controller = match self.quorum {
+            Some(_) => self.controller_leader(),
+            None => self.controller_known,
+        };
         let raft = self.quorum.as_ref().map(|(q, _)| {
             let role = match q.raft().role() {
                 raft::Role::Leader => "leader",

@@ -49,8 +49,6 @@ mod driver;
 pub mod fetcher;
 mod peer;
 
-use peer::spawn_sender;
-
 /// The API key of a peer frame: outside Kafka's range (Kafka's keys are
 /// below 100), so a Kafka client can never send one by accident.
 pub const PEER_API_KEY: i16 = 0x7f53;
@@ -74,6 +72,19 @@ pub struct Node {
     pub host: String,
     /// Port.
     pub port: u16,
+}
+
+impl Node {
+    /// A node from `host:port`; `None` if it is not one.
+    pub fn parse(id: NodeId, endpoint: &str) -> Option<Node> {
+        let (host, port) = endpoint.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        (!host.is_empty()).then(|| Node {
+            id,
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// Parses `controller.quorum.voters`: `1@host:port,2@host:port,...`.
@@ -115,7 +126,9 @@ pub fn parse_voters(s: &str) -> std::result::Result<Vec<Node>, String> {
 pub struct ClusterConfig {
     /// This node.
     pub me: NodeId,
-    /// The voters (every node of a `strata cluster up` cluster).
+    /// The controller quorum's voters. Every node needs them (brokers
+    /// find the controller through them); a node whose id is not among
+    /// them is a broker only.
     pub voters: Vec<Node>,
     /// default.replication.factor
     pub replication_factor: u32,
@@ -164,6 +177,10 @@ pub struct View {
     /// Per led partition and follower: (topic, index, follower, leader
     /// log end minus the follower's fsynced end), refreshed every 500 ms.
     pub follower_lag: Vec<(String, u32, NodeId, u64)>,
+    /// The brokers Metadata lists: registered and not fenced, as the
+    /// controller last said, and this node (empty until the controller
+    /// has answered: then the voters are listed).
+    pub brokers: Vec<Node>,
 }
 
 impl View {
@@ -284,8 +301,8 @@ enum Input {
 pub struct Cluster {
     /// This node's id.
     pub me: NodeId,
-    /// Every node.
-    pub nodes: Vec<Node>,
+    /// The controller quorum's voters.
+    pub voters: Vec<Node>,
     /// Settings.
     pub cfg: ClusterConfig,
     tx: Sender<Input>,
@@ -304,7 +321,7 @@ impl Cluster {
         let (tx, rx) = channel::unbounded();
         Arc::new(Cluster {
             me: cfg.me,
-            nodes: cfg.voters.clone(),
+            voters: cfg.voters.clone(),
             cfg,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -313,6 +330,17 @@ impl Cluster {
             stopped: std::sync::atomic::AtomicBool::new(false),
             blocked: Mutex::new((BTreeSet::new(), BTreeSet::new())),
         })
+    }
+
+    /// The brokers Metadata lists: the live registered ones, or the
+    /// voters until the controller has said.
+    pub fn brokers(&self) -> Vec<Node> {
+        let v = self.view.lock();
+        if v.brokers.is_empty() {
+            self.voters.clone()
+        } else {
+            v.brokers.clone()
+        }
     }
 
     /// A copy of what the driver last published.
@@ -434,8 +462,10 @@ impl Cluster {
         if crc32c::crc32c(body) != crc {
             return Err(format!("peer frame from node {from}: checksum mismatch"));
         }
-        if !self.nodes.iter().any(|n| n.id == from) || from == self.me {
-            return Err(format!("peer frame from unknown node {from}"));
+        // Brokers outside the voters are not known in advance: any node
+        // id but this node's own is taken.
+        if from == self.me || from == 0 || from > 1023 {
+            return Err(format!("peer frame from node {from}"));
         }
         if self.blocked.lock().1.contains(&from) {
             return Ok(()); // a fault test's cut: lost
@@ -551,13 +581,13 @@ impl Cluster {
             .take()
             .ok_or_else(|| CliError::Usage("the cluster driver is already running".into()))?;
         let storage = strata_io::open_storage(strata_io::Backend::Std);
-        let voter = self.nodes.iter().any(|n| n.id == self.me);
+        let voter = self.voters.iter().any(|n| n.id == self.me);
         let quorum = if voter {
             let (st, hs, snap, entries) =
                 RaftStorage::open(storage, &data.join("raft")).map_err(|e| {
                     CliError::Usage(format!("opening the controller quorum's log: {e}"))
                 })?;
-            let mut rc = raft::Config::new(self.me, self.nodes.iter().map(|n| n.id).collect());
+            let mut rc = raft::Config::new(self.me, self.voters.iter().map(|n| n.id).collect());
             rc.election_timeout_ms = (
                 self.cfg.election_timeout_ms,
                 2 * self.cfg.election_timeout_ms,
@@ -596,21 +626,9 @@ impl Cluster {
                 ..ReplicaConfig::default()
             },
         };
-        let mut peers = BTreeMap::new();
-        for n in &self.nodes {
-            if n.id != self.me {
-                peers.insert(n.id, spawn_sender(self.me, n.clone())?);
-            }
-        }
-        driver::spawn(
-            self.clone(),
-            b,
-            ReplBroker::new(self.me, incarnation, Vec::new(), bc),
-            quorum,
-            peers,
-            incarnation,
-            rx,
-        )
+        let mut broker = ReplBroker::new(self.me, incarnation, Vec::new(), bc);
+        broker.set_endpoint(&format!("{}:{}", b.host, b.port));
+        driver::spawn(self.clone(), b, broker, quorum, incarnation, rx)
     }
 }
 
