@@ -122,7 +122,7 @@ struct Driver {
     /// This node's fetchers, one per (leader, partition): each keeps a
     /// Kafka connection to the leader (a held fetch of one partition never
     /// waits behind another's).
-    fetchers: HashMap<(NodeId, u32), Sender<FetchRequest>>,
+    fetchers: HashMap<(NodeId, u32), (Node, Sender<FetchRequest>)>,
     /// Counters and samples for the metrics.
     isr_changes: (u64, u64),
     elections_won: u64,
@@ -423,12 +423,13 @@ impl Driver {
     /// Takes in what the controller says of the other brokers: its list
     /// in heartbeat answers and, on the controller's own node, its state.
     fn learn_brokers(&mut self) {
-        let mut found: Vec<(NodeId, String)> = self
+        let mut found: BTreeMap<NodeId, String> = self
             .broker
             .brokers()
             .iter()
             .map(|b| (b.node, b.endpoint.clone()))
             .collect();
+        // The controller's own state is newer than the list it sent.
         if let Some(c) = self.quorum.as_ref().and_then(|(q, _)| q.controller()) {
             found.extend(c.state().endpoints.iter().map(|(&n, e)| (n, e.clone())));
         }
@@ -553,16 +554,17 @@ impl Driver {
     /// the fetcher of (leader, partition), started on first use.
     fn kafka_fetch(&mut self, n: NodeId, f: FetchRequest) {
         let key = (n, f.partition);
-        if !self.fetchers.contains_key(&key) {
+        let Some(node) = self.endpoints.get(&n).cloned() else {
+            return; // the leader's address is not known yet: fetched again
+        };
+        // A leader that came back at another address gets a new fetcher.
+        if self.fetchers.get(&key).is_none_or(|(at, _)| *at != node) {
             let Some(st) = self.broker.view().get(&f.partition) else {
                 return;
             };
-            let Some(node) = self.endpoints.get(&n).cloned() else {
-                return;
-            };
-            match super::fetcher::spawn(self.c.clone(), node, st.topic.clone(), st.index) {
+            match super::fetcher::spawn(self.c.clone(), node.clone(), st.topic.clone(), st.index) {
                 Ok(tx) => {
-                    self.fetchers.insert(key, tx);
+                    self.fetchers.insert(key, (node, tx));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "starting a fetcher failed");
@@ -570,7 +572,7 @@ impl Driver {
                 }
             }
         }
-        if let Some(tx) = self.fetchers.get(&key) {
+        if let Some((_, tx)) = self.fetchers.get(&key) {
             // Full or gone: lost like a frame, the replica fetches again.
             let _ = tx.try_send(f);
         }
