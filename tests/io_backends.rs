@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use strata::io::fault::FaultStorage;
 use strata::io::{
-    write_file_atomic, AlignedBuf, Error, OpenOptions, StdStorage, StorageRef, SyncMode,
-    UringStorage,
+    write_file_atomic, AlignedBuf, DirectSync, Error, OpenOptions, StdStorage, StorageRef,
+    SyncMode, UringStorage,
 };
 
 fn backends() -> Vec<(&'static str, StorageRef, PathBuf, Option<tempfile::TempDir>)> {
@@ -19,12 +19,24 @@ fn backends() -> Vec<(&'static str, StorageRef, PathBuf, Option<tempfile::TempDi
         t.path().to_path_buf(),
         Some(t),
     ));
-    match UringStorage::try_new() {
-        Ok(u) => {
-            let t = tempfile::tempdir().expect("tmp");
-            out.push(("uring", Arc::new(u), t.path().to_path_buf(), Some(t)));
+    // io_uring with each way of making a synced O_DIRECT write durable.
+    for (name, how) in [
+        ("uring", DirectSync::RwfDsync),
+        ("uring-linked-fsync", DirectSync::LinkedFsync),
+        ("uring-then-fdatasync", DirectSync::ThenFdatasync),
+    ] {
+        match UringStorage::try_new() {
+            Ok(u) => {
+                let t = tempfile::tempdir().expect("tmp");
+                out.push((
+                    name,
+                    Arc::new(u.with_direct_sync(how)),
+                    t.path().to_path_buf(),
+                    Some(t),
+                ));
+            }
+            Err(e) => eprintln!("io_uring unavailable: {e}"),
         }
-        Err(e) => eprintln!("io_uring unavailable: {e}"),
     }
     let f = FaultStorage::new(3);
     f.set_direct_alignment(Some(4096));
@@ -157,6 +169,44 @@ fn large_batches_span_several_ring_submissions() {
                 (i as u32).to_le_bytes().repeat(3).as_slice(),
                 "{name}"
             );
+        }
+    }
+}
+
+/// A synced batch of O_DIRECT writes larger than one ring: with
+/// RWF_DSYNC the writes go unlinked, several submissions of them.
+#[test]
+fn large_synced_direct_batches_land_whole() {
+    for (name, s, root, _t) in backends() {
+        s.create_dir_all(&root).expect("mkdir");
+        let f = s
+            .open(&root.join("dbatch"), OpenOptions::create().direct(true))
+            .expect("open");
+        let Some(align) = f.alignment() else {
+            eprintln!("{name}: file system refused O_DIRECT; buffered instead");
+            continue;
+        };
+        let bufs: Vec<AlignedBuf> = (0..150u8)
+            .map(|i| {
+                let mut b = AlignedBuf::zeroed(align, align);
+                b.fill(i);
+                b
+            })
+            .collect();
+        // Out of order, as nothing links them.
+        let writes: Vec<(u64, &[u8])> = bufs
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, b)| ((i * align) as u64, &b[..]))
+            .collect();
+        f.write_batch(&writes, Some(SyncMode::Data)).expect("batch");
+        assert_eq!(f.len().expect("len"), (150 * align) as u64, "{name}");
+        let mut back = AlignedBuf::zeroed(align, align);
+        for i in 0..150 {
+            f.read_exact_at(&mut back, (i * align) as u64)
+                .expect("read");
+            assert!(back.iter().all(|&b| b == i as u8), "{name}: block {i}");
         }
     }
 }

@@ -7,9 +7,11 @@
 //! code runs on three backends chosen at open time ([`Backend`]):
 //!
 //! * **std**: `pread`/`pwrite`/`fdatasync` through the standard library.
-//! * **uring**: positional reads and writes submitted through io_uring; a batch
-//!   of writes and the fsync that makes them durable are linked in one
-//!   submission ([`File::write_batch`]). Where io_uring is unavailable (old
+//! * **uring**: positional reads and writes submitted through io_uring. A
+//!   synced batch of O_DIRECT writes goes as writes carrying `RWF_DSYNC`
+//!   ([`DirectSync`]: no io_uring worker thread; a linked fdatasync entry,
+//!   the other choice, can only run on one); a synced batch of buffered
+//!   writes is linked to its fsync in one submission ([`File::write_batch`]). Where io_uring is unavailable (old
 //!   kernel, seccomp, `io_uring_disabled`), opening it falls back to std and
 //!   says so once through `tracing`.
 //! * **fault** ([`fault::FaultStorage`]): an in-memory file system for tests
@@ -33,7 +35,8 @@
 //!   opened buffered instead and `alignment()` returns `None`.
 //!
 //! `unsafe` in Strata lives here only (io_uring submissions, `fallocate`,
-//! aligned allocation, memory maps, the tool's SIGPIPE default), each block
+//! aligned allocation, memory maps, the tool's SIGPIPE default, a
+//! benchmark thread's timer slack), each block
 //! with a `// SAFETY:` comment.
 
 #![deny(clippy::unwrap_used)]
@@ -51,7 +54,7 @@ use std::sync::Arc;
 pub use aligned::AlignedBuf;
 pub use error::{Error, Result, Stopped};
 pub use std_backend::StdStorage;
-pub use uring::UringStorage;
+pub use uring::{DirectSync, UringStorage};
 
 /// A read-only memory map of (a prefix of) a file; dereferences to its
 /// bytes. Cheap reads of immutable files, such as sealed log indexes.
@@ -339,6 +342,16 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Asks the kernel to wake this thread's timed sleeps on time (timer
+/// slack of 1 ns instead of the default 50 us): a benchmark that issues
+/// operations at intended times measures its own oversleep otherwise.
+/// Returns whether the kernel took it.
+pub fn precise_timers() -> bool {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer and changes only this
+    // thread's timer slack; no memory is passed or touched.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) == 0 }
 }
 
 /// Creates `dir` and any missing parents, durably: after each directory it

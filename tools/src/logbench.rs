@@ -36,7 +36,9 @@ pub struct Args {
     /// Records per batch (one append each).
     #[arg(long = "batch-size", default_value_t = 100)]
     batch_size: usize,
-    /// Records per second to stay under (-1: as fast as possible).
+    /// Records per second to offer, open loop: each batch is issued when
+    /// due and its latency counts from then, so a stall counts against
+    /// every batch queued behind it (-1: as fast as possible, closed loop).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     throughput: i64,
     /// fsync every batch before its append returns.
@@ -58,6 +60,11 @@ pub struct Args {
     /// Skip the bare-disk baseline.
     #[arg(long = "no-baseline")]
     no_baseline: bool,
+    /// produce: also measure the disk's sequential write ceiling with fio
+    /// (O_DIRECT, io_uring, 1 MiB writes, 8 in flight, 5 s) and give the
+    /// produce rate as a share of it.
+    #[arg(long = "fio-floor")]
+    fio_floor: bool,
 }
 
 /// A progress line on stderr, only when it is a terminal.
@@ -86,12 +93,13 @@ fn ms(us: u64) -> f64 {
 
 fn pct(h: &Histogram<u64>) -> String {
     format!(
-        "{:.3} ms avg latency, {:.3} ms max latency, {:.3} ms 50th, {:.3} ms 99th, {:.3} ms 99.9th",
+        "{:.3} ms avg latency, {:.3} ms max latency, {:.3} ms 50th, {:.3} ms 99th, {:.3} ms 99.9th, {:.3} ms 99.99th",
         h.mean() / 1000.0,
         ms(h.max()),
         ms(h.value_at_quantile(0.50)),
         ms(h.value_at_quantile(0.99)),
         ms(h.value_at_quantile(0.999)),
+        ms(h.value_at_quantile(0.9999)),
     )
 }
 
@@ -144,6 +152,13 @@ fn produce(
     // Records share the value's bytes, as a client reusing a buffer would.
     let value = bytes::Bytes::from(value);
     let started = Instant::now();
+    // With a rate, open loop: each batch is due when its first record is,
+    // and its latency counts from then (a stall delays every batch behind
+    // it, and each of them says so).
+    let sched = (a.throughput > 0).then(|| {
+        crate::openloop::precise();
+        crate::openloop::Schedule::new(a.throughput as f64)
+    });
     let (mut sent, mut bytes, mut batches, mut batch_bytes) = (0u64, 0u64, 0u64, 0usize);
     while sent < n {
         let k = (a.batch_size as u64).min(n - sent) as usize;
@@ -160,19 +175,15 @@ fn produce(
         let b = batch::build(0, 0, ProducerInfo::NONE, &recs).map_err(log_err)?;
         batch_bytes = b.bytes.len();
         let len = b.bytes.len() as u64;
-        let t = Instant::now();
+        let t = match &sched {
+            Some(s) => s.wait(sent),
+            None => Instant::now(),
+        };
         p.append(b, 0, a.sync).map_err(log_err)?;
         h.saturating_record(t.elapsed().as_micros().max(1) as u64);
         sent += k as u64;
         bytes += len;
         batches += 1;
-        if a.throughput > 0 {
-            // Stay under the rate: sleep until this many records are due.
-            let due = Duration::from_secs_f64(sent as f64 / a.throughput as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
         if !quiet && batches % 1000 == 0 {
             progress(&format!("produce: {sent}/{n} records"));
         }
@@ -314,9 +325,17 @@ pub fn run(a: Args) -> Result<()> {
             progress_done();
             let mbs = bytes as f64 / secs / 1e6;
             println!(
-                "{records} records sent, {:.1} records/sec ({mbs:.2} MB/sec), {}.",
+                "{records} records sent, {:.1} records/sec ({mbs:.2} MB/sec), {}{}.",
                 records as f64 / secs,
-                pct(&h)
+                pct(&h),
+                if a.throughput > 0 {
+                    format!(
+                        " (offered {} records/sec, open loop: latency from each batch's intended start)",
+                        a.throughput
+                    )
+                } else {
+                    String::new()
+                }
             );
             if a.consumers > 0 {
                 println!(
@@ -340,6 +359,28 @@ pub fn run(a: Args) -> Result<()> {
                         ms(h.value_at_quantile(0.99)),
                         h.value_at_quantile(0.99) as f64 / bh.value_at_quantile(0.99).max(1) as f64
                     );
+                }
+            }
+            if a.fio_floor {
+                if crate::fio::available() {
+                    let job = crate::fio::WriteJob {
+                        engine: "io_uring",
+                        direct: true,
+                        dsync: false,
+                        bs: 1 << 20,
+                        iodepth: 8,
+                        rate: 0,
+                        secs: 5.0,
+                        size: 1 << 30,
+                    };
+                    let f = crate::fio::write(&dir, &job)?;
+                    println!(
+                        "floor: fio O_DIRECT sequential write, io_uring, 1 MiB x 8 in flight: {:.2} MB/sec; produce / floor = {:.2}",
+                        f.bw / 1e6,
+                        mbs / (f.bw / 1e6)
+                    );
+                } else {
+                    println!("floor: fio not found (apt install fio): skipped");
                 }
             }
         }

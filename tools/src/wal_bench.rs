@@ -15,6 +15,8 @@ use strata_wal::{Preallocate, SyncPolicy, Wal, WalOptions};
 use crate::common::storage_for;
 use crate::error::{CliError, Result};
 
+mod open;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Which part to run: append (sync never, 1 thread), sync (sync always,
@@ -52,6 +54,27 @@ pub struct Args {
     /// Print one JSON object per benchmark instead of text.
     #[arg(long)]
     json: bool,
+    /// Open loop: offer synced appends at this many per second in all,
+    /// each measured from its intended start (coordinated-omission
+    /// correct), for --duration seconds per thread count and backend.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measure the closed-loop maximum of synced appends for each thread
+    /// count, then offer 25, 50, 75 and 90% of the first backend's maximum
+    /// to every backend, open loop; for one appender, the disk's floor
+    /// (fio, or a bare write+fdatasync loop) at the same rates.
+    #[arg(long = "rate-sweep")]
+    rate_sweep: bool,
+    /// Seconds per line of an open-loop step.
+    #[arg(long, default_value_t = 6.0)]
+    duration: f64,
+    /// Rounds each line's seconds are split into; the lines of a step run
+    /// their rounds in turns, so the disk's stalls fall on all alike.
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
+    /// Skip the disk's floor in open-loop runs.
+    #[arg(long = "no-floor")]
+    no_floor: bool,
 }
 
 struct Report {
@@ -181,6 +204,9 @@ pub fn run(a: Args) -> Result<()> {
             base.display()
         );
     }
+    if a.rate.is_some() || a.rate_sweep {
+        return open_loop(&a, &storages, &base, prealloc);
+    }
     let mut run_no = 0;
     let mut previous: Option<PathBuf> = None;
     // Each benchmark gets a new directory and the previous one is deleted,
@@ -283,6 +309,180 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     std::io::stdout().flush().ok();
+    Ok(())
+}
+
+/// `--rate` and `--rate-sweep`.
+fn open_loop(
+    a: &Args,
+    storages: &[(String, StorageRef)],
+    base: &Path,
+    prealloc: Preallocate,
+) -> Result<()> {
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(CliError::Usage(format!("--rate {r}: must be positive")));
+        }
+    }
+    if !(a.duration.is_finite() && a.duration > 0.0 && a.duration <= 3600.0) {
+        return Err(CliError::Usage(format!(
+            "--duration {}: 0 to 3600 seconds",
+            a.duration
+        )));
+    }
+    if a.rounds == 0 || a.rounds > 1000 {
+        return Err(CliError::Usage(format!("--rounds {}: 1 to 1000", a.rounds)));
+    }
+    let mut n = 0;
+    let mut fresh = |what: &str| -> Result<PathBuf> {
+        n += 1;
+        let d = base.join(format!("open-{n:03}-{what}"));
+        std::fs::create_dir_all(&d).map_err(|e| CliError::Local {
+            what: format!("create {}", d.display()),
+            source: e,
+        })?;
+        Ok(d)
+    };
+    // Nothing is deleted until the end: on this VM (ext4 mounted with
+    // `discard`) removing a run's 64 MiB of segments sends discards that
+    // can stall the next run's fsyncs.
+    let mut used = Vec::new();
+    let opts = WalOptions {
+        sync: SyncPolicy::Always,
+        direct_io: a.direct,
+        preallocate: prealloc,
+        segment_size: a.segment_size,
+        ..WalOptions::default()
+    };
+    let floor = !a.no_floor;
+    let fio = floor && crate::fio::available();
+    if floor && !fio {
+        println!("fio not found (apt install fio): the floor is this tool's own write+fdatasync loop only");
+    }
+    println!(
+        "strata wal-bench open loop: synced appends of {} bytes, {} s per line in {} rounds taken in turns, latency from each append's intended start (us)",
+        a.value_size, a.duration, a.rounds
+    );
+    let round_secs = a.duration / a.rounds as f64;
+    for &t in &a.threads {
+        let steps: Vec<(String, f64)> = match a.rate {
+            Some(r) => vec![(format!("{r:.0}/s"), r)],
+            None => {
+                let mut first = None;
+                for (name, storage) in storages {
+                    let d = fresh("max")?;
+                    let r = append_bench(
+                        storage,
+                        &d,
+                        opts.clone(),
+                        a.num.unwrap_or(20_000),
+                        a.value_size,
+                        t,
+                    )?;
+                    used.push(d);
+                    let max = r.ops as f64 / r.elapsed.as_secs_f64().max(1e-9);
+                    println!("wal-max/{name}/t{t} : {max:.0} appends/s closed loop");
+                    first.get_or_insert(max);
+                }
+                let max = first.unwrap_or(1.0);
+                [25u32, 50, 75, 90]
+                    .iter()
+                    .map(|&p| (format!("{p}%"), max * f64::from(p) / 100.0))
+                    .collect()
+            }
+        };
+        for (label, rate) in &steps {
+            let mut wals = Vec::new();
+            for (name, storage) in storages {
+                let d = fresh("open")?;
+                wals.push((
+                    name,
+                    open::open_wal(storage, &d, opts.clone())?,
+                    open::Line::new()?,
+                ));
+                used.push(d);
+            }
+            let mut bare = None;
+            if floor && t == 1 {
+                let d = fresh("bare")?;
+                let size =
+                    ((rate * a.duration) as u64 * a.value_size as u64).clamp(1 << 20, 1 << 30);
+                bare = Some((open::Bare::new(&d, a.value_size, size)?, open::Line::new()?));
+                used.push(d);
+            }
+            for _ in 0..a.rounds {
+                for (_, wal, line) in wals.iter_mut() {
+                    open::wal_round(wal, line, *rate, t, round_secs, a.value_size)?;
+                }
+                if let Some((b, line)) = bare.as_mut() {
+                    b.round(line, *rate, round_secs)?;
+                }
+            }
+            let mut p99s = Vec::new();
+            for (name, wal, line) in wals {
+                let st = wal.stats();
+                wal.close()?;
+                println!(
+                    "wal-open/{name}/t{t}/{label} : {}; {:.1} records per fsync",
+                    line.text(*rate),
+                    st.records as f64 / st.syncs.max(1) as f64
+                );
+                p99s.push((name.clone(), line.hist.value_at_quantile(0.99)));
+            }
+            if let Some((_, line)) = bare {
+                println!(
+                    "floor/bare-write+fdatasync/t1/{label} : {}",
+                    line.text(*rate)
+                );
+                let f99 = line.hist.value_at_quantile(0.99).max(1) as f64;
+                let ratios: Vec<String> = p99s
+                    .iter()
+                    .map(|(n, p)| format!("{n} {:.2}x", *p as f64 / f99))
+                    .collect();
+                println!(
+                    "ratio/t1/{label} : P99 / bare write+fdatasync P99 (same method, same rounds): {}",
+                    ratios.join(", ")
+                );
+            }
+            if fio && t == 1 {
+                let mut first = None;
+                for engine in ["psync", "io_uring"] {
+                    let d = fresh("fio")?;
+                    let job = crate::fio::WriteJob {
+                        engine,
+                        direct: false,
+                        dsync: true,
+                        bs: a.value_size,
+                        iodepth: 1,
+                        rate: rate.round().max(1.0) as u64,
+                        secs: a.duration,
+                        size: 64 << 20,
+                    };
+                    let f = crate::fio::write(&d, &job)?;
+                    used.push(d);
+                    let [p50, p99, p999, p9999, max] = f.us;
+                    println!(
+                        "floor/fio-{engine}-dsync/t1/{label} : achieved {:.0}/s; latency us (from issue, not intended start) P50 {p50:.0} P99 {p99:.0} P99.9 {p999:.0} P99.99 {p9999:.0} max {max:.0}",
+                        f.iops
+                    );
+                    first.get_or_insert(p99);
+                }
+                if let Some(f99) = first {
+                    let ratios: Vec<String> = p99s
+                        .iter()
+                        .map(|(n, p)| format!("{n} {:.2}x", *p as f64 / 1000.0 / f99.max(1e-9)))
+                        .collect();
+                    println!(
+                        "ratio/t1/{label} : P99 / fio psync O_DSYNC P99: {}",
+                        ratios.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    for d in used {
+        let _ = std::fs::remove_dir_all(d);
+    }
     Ok(())
 }
 
