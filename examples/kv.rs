@@ -1,12 +1,12 @@
 //! The README's engine example, runnable: `cargo run --example kv`.
 
-use strata::io::{open_storage, Backend};
+use strata::io::{open_storage_in, Backend};
 use strata::lsm::{Db, Options, ReadOptions, WriteBatch, WriteOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let db = Db::open(
-        open_storage(Backend::Std),
+        open_storage_in(Backend::Auto, dir.path()),
         dir.path().join("db"),
         Options::default(),
     )?;

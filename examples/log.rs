@@ -1,11 +1,11 @@
 //! The README's log example, runnable: `cargo run --example log`.
 
-use strata::io::{open_storage, Backend};
+use strata::io::{open_storage_in, Backend};
 use strata::log::{LogConfig, LogManager, ProducerInfo, Record};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let logs = LogManager::open(open_storage(Backend::Std), dir.path())?;
+    let logs = LogManager::open(open_storage_in(Backend::Auto, dir.path()), dir.path())?;
     logs.create_topic("events", 3, LogConfig::default())?;
     let p = logs.partition("events", 0)?;
     let recs = [

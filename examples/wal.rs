@@ -1,11 +1,12 @@
 //! The README's WAL example, runnable: `cargo run --example wal`.
 
-use strata::io::{open_storage, Backend};
+use strata::io::{open_storage_in, Backend};
 use strata::wal::{SyncPolicy, Wal, WalOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let storage = open_storage(Backend::Uring); // falls back to std if io_uring is unavailable
+    // io_uring where it is there and not slower here, std otherwise.
+    let storage = open_storage_in(Backend::Auto, dir.path());
     let opts = WalOptions {
         sync: SyncPolicy::Always,
         ..WalOptions::default()

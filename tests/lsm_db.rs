@@ -35,6 +35,8 @@ enum Op {
     ReadSnapshot(usize, u8),
     DropSnapshot(usize),
     Get(u8),
+    /// A batched lookup of these keys, at a snapshot if one is named.
+    MultiGet(Vec<u8>, Option<usize>),
     Flush,
     Compact,
     CompactRange(u8, u8),
@@ -67,6 +69,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), any::<u8>()).prop_map(|(i, k)| Op::ReadSnapshot(i, k)),
         1 => any::<usize>().prop_map(Op::DropSnapshot),
         4 => any::<u8>().prop_map(Op::Get),
+        2 => (prop::collection::vec(any::<u8>(), 0..40), prop::option::of(any::<usize>()))
+            .prop_map(|(ks, s)| Op::MultiGet(ks, s)),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => (any::<u8>(), 0u8..20).prop_map(|(a, n)| Op::CompactRange(a, n)),
@@ -261,6 +265,21 @@ fn run_model(ops: &[Op], options: Options) -> Result<(), TestCaseError> {
                         db.get(&key(k), None).expect("get"),
                         model.get(&key(k)).cloned()
                     );
+                }
+                Op::MultiGet(ks, snap) => {
+                    let (s, m) = match snap {
+                        Some(i) if !snaps.is_empty() => {
+                            let (s, m) = &snaps[i % snaps.len()];
+                            (Some(s), m)
+                        }
+                        _ => (None, &model),
+                    };
+                    let keys: Vec<Vec<u8>> = ks.iter().map(|&k| key(k)).collect();
+                    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                    let got = db.multi_get(&refs, s).expect("multi_get");
+                    let want: Vec<Option<Vec<u8>>> =
+                        keys.iter().map(|k| m.get(k).cloned()).collect();
+                    prop_assert_eq!(got, want);
                 }
                 Op::Flush => db.flush().expect("flush"),
                 Op::Compact => db.compact_range(None, None).expect("compact"),

@@ -11,7 +11,10 @@
 //!   synced batch of O_DIRECT writes goes as writes carrying `RWF_DSYNC`
 //!   ([`DirectSync`]: no io_uring worker thread; a linked fdatasync entry,
 //!   the other choice, can only run on one); a synced batch of buffered
-//!   writes is linked to its fsync in one submission ([`File::write_batch`]). Where io_uring is unavailable (old
+//!   writes is linked to its fsync in one submission ([`File::write_batch`]).
+//! * **auto** (the default, [`Backend::Auto`]): io_uring where the kernel
+//!   offers it and a probe in the data directory does not find it slower
+//!   than std for a synced write; std otherwise ([`probe`]). Where io_uring is unavailable (old
 //!   kernel, seccomp, `io_uring_disabled`), opening it falls back to std and
 //!   says so once through `tracing`.
 //! * **fault** ([`fault::FaultStorage`]): an in-memory file system for tests
@@ -44,6 +47,7 @@
 mod aligned;
 mod error;
 pub mod fault;
+pub mod probe;
 pub mod rng;
 mod std_backend;
 mod uring;
@@ -92,10 +96,14 @@ pub type FileRef = Arc<dyn File>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Backend {
     /// pread/pwrite through the standard library.
-    #[default]
     Std,
     /// io_uring, falling back to std when the kernel refuses it.
     Uring,
+    /// Measured at open: io_uring where the kernel offers it and a short
+    /// probe does not find it slower than std for a synced write
+    /// ([`probe`]), std otherwise.
+    #[default]
+    Auto,
 }
 
 impl std::str::FromStr for Backend {
@@ -104,19 +112,40 @@ impl std::str::FromStr for Backend {
         match s {
             "std" => Ok(Backend::Std),
             "uring" | "io_uring" => Ok(Backend::Uring),
+            "auto" => Ok(Backend::Auto),
             other => Err(Error::InvalidArgument(format!(
-                "unknown I/O backend {other:?}: expected \"std\" or \"uring\""
+                "unknown I/O backend {other:?}: expected \"auto\", \"std\" or \"uring\""
             ))),
         }
     }
 }
 
 /// Builds the chosen backend. `Uring` falls back to std (logging once) when
-/// io_uring cannot be set up on this machine.
+/// io_uring cannot be set up on this machine; `Auto` probes in the current
+/// directory ([`open_storage_in`] names the data directory instead).
 pub fn open_storage(backend: Backend) -> StorageRef {
+    open_storage_in(backend, Path::new("."))
+}
+
+/// [`open_storage`], with `Auto`'s probe run in `dir` (the directory the
+/// data will live in, so the probe meets the same file system and disk).
+/// A probe that cannot run there (no such directory, not writable) leaves
+/// std, and says why through `tracing`.
+pub fn open_storage_in(backend: Backend, dir: impl AsRef<Path>) -> StorageRef {
+    let dir = dir.as_ref();
     match backend {
         Backend::Std => Arc::new(StdStorage::new()),
         Backend::Uring => UringStorage::open_or_fallback(),
+        Backend::Auto => match probe::probe(dir) {
+            Ok((s, p)) => {
+                tracing::info!(chosen = p.chosen, "{p}");
+                s
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "I/O backend probe failed; using std");
+                Arc::new(StdStorage::new())
+            }
+        },
     }
 }
 
@@ -189,11 +218,46 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> Result<bool>;
+    /// Reads every request, each into its own buffer; each result is the
+    /// bytes read (fewer only at end of file) or the error. The io_uring
+    /// backend submits them all at once (a ring's worth per submission),
+    /// so a batch of random reads costs about one device round trip at
+    /// queue depth N instead of N round trips; others read one by one.
+    fn read_many(&self, reads: &mut [ReadReq<'_>]) -> Vec<Result<usize>> {
+        reads
+            .iter_mut()
+            .map(|r| read_full(r.file, r.buf, r.offset))
+            .collect()
+    }
     /// Takes an exclusive advisory lock on `path` (created if missing),
     /// held until the returned guard is dropped. Fails at once, with
     /// [`Error::Locked`], if another holder has it, in this process or
     /// another.
     fn lock(&self, path: &Path) -> Result<FileLock>;
+}
+
+/// One read of [`Storage::read_many`]: `buf.len()` bytes of `file` at
+/// `offset`.
+pub struct ReadReq<'a> {
+    /// The file (opened through the same storage).
+    pub file: &'a dyn File,
+    /// Where to read.
+    pub offset: u64,
+    /// Where the bytes go.
+    pub buf: &'a mut [u8],
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+pub(crate) fn read_full(file: &dyn File, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }
 
 /// An exclusive advisory lock; released on drop.
@@ -249,8 +313,15 @@ pub trait File: Send + Sync {
         Ok(())
     }
 
+    /// The file descriptor, for a backend that submits reads of several
+    /// files at once ([`Storage::read_many`]); `None` where there is none.
+    fn raw_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        None
+    }
+
     /// `Some(n)` when the file was opened with `O_DIRECT`: offsets, lengths
-    /// and buffer addresses of writes must be multiples of `n`.
+    /// and buffer addresses of writes must be multiples of `n` (reads may
+    /// be unaligned: the backend reads the aligned range around them).
     fn alignment(&self) -> Option<usize> {
         None
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::AlignedBuf;
 use crate::{Error, File, FileRef, OpenOptions, Result, Storage};
 
 /// Alignment used for `O_DIRECT` files: covers 512-byte and 4 KiB sector disks.
@@ -157,6 +158,44 @@ impl StdFile {
     }
 }
 
+/// Whether a read or write of `buf` at `offset` meets O_DIRECT's
+/// alignment (offset, length and memory address).
+pub(crate) fn is_aligned(align: usize, buf: &[u8], offset: u64) -> bool {
+    offset.is_multiple_of(align as u64)
+        && buf.len().is_multiple_of(align)
+        && (buf.as_ptr() as usize).is_multiple_of(align)
+}
+
+/// An unaligned read of an O_DIRECT file: the aligned range around it is
+/// read into an aligned buffer (by `read`, itself aligned) and the wanted
+/// bytes copied out. Callers (tables opened with direct reads) then need
+/// not know the alignment; the copy is what the page cache would have
+/// done.
+pub(crate) fn bounce_read(
+    align: usize,
+    buf: &mut [u8],
+    offset: u64,
+    read: impl Fn(&mut [u8], u64) -> Result<usize>,
+) -> Result<usize> {
+    let start = offset - offset % align as u64;
+    let lead = (offset - start) as usize;
+    let span = (lead + buf.len()).div_ceil(align) * align;
+    let mut bounce = AlignedBuf::zeroed(span, align);
+    let mut got = 0;
+    while got < span {
+        let n = read(&mut bounce[got..], start + got as u64)?;
+        got += n;
+        // Short: the end of the file (a direct read stops there), or an
+        // unaligned remainder that only another bounce could read.
+        if n == 0 || !got.is_multiple_of(align) {
+            break;
+        }
+    }
+    let n = got.saturating_sub(lead).min(buf.len());
+    buf[..n].copy_from_slice(&bounce[lead..lead + n]);
+    Ok(n)
+}
+
 pub(crate) fn check_aligned(
     align: Option<usize>,
     path: &Path,
@@ -232,6 +271,11 @@ impl File for StdFile {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        if let Some(align) = self.align {
+            if !is_aligned(align, buf, offset) {
+                return bounce_read(align, buf, offset, |b, at| self.read_at(b, at));
+            }
+        }
         loop {
             match self.file.read_at(buf, offset) {
                 Ok(n) => return Ok(n),
@@ -239,6 +283,10 @@ impl File for StdFile {
                 Err(e) => return Err(Error::io("read", &self.path, e)),
             }
         }
+    }
+
+    fn raw_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        Some(self.file.as_raw_fd())
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::Mutex;
 
-use crate::std_backend::{check_aligned, open_std_file, StdFile};
+use crate::std_backend::{bounce_read, check_aligned, is_aligned, open_std_file, StdFile};
 use crate::{Error, File, FileRef, OpenOptions, Result, StdStorage, Storage, StorageRef, SyncMode};
 
 const RING_ENTRIES: u32 = 64;
@@ -238,6 +238,76 @@ impl Storage for UringStorage {
     fn lock(&self, path: &Path) -> Result<crate::FileLock> {
         self.std.lock(path)
     }
+
+    fn read_many(&self, reads: &mut [crate::ReadReq<'_>]) -> Vec<Result<usize>> {
+        let mut out: Vec<Option<Result<usize>>> = (0..reads.len()).map(|_| None).collect();
+        // O_DIRECT reads that are not aligned go through an aligned
+        // buffer each; the ring reads into it.
+        let mut bounces: Vec<Option<(crate::AlignedBuf, usize)>> = Vec::with_capacity(reads.len());
+        for r in reads.iter() {
+            let align = r.file.alignment().unwrap_or(1);
+            if align > 1 && !is_aligned(align, r.buf, r.offset) {
+                let start = r.offset - r.offset % align as u64;
+                let lead = (r.offset - start) as usize;
+                let span = (lead + r.buf.len()).div_ceil(align) * align;
+                bounces.push(Some((crate::AlignedBuf::zeroed(span, align), lead)));
+            } else {
+                bounces.push(None);
+            }
+        }
+        let idx: Vec<usize> = (0..reads.len())
+            .filter(|&i| reads[i].file.raw_fd().is_some() && reads[i].buf.len() <= MAX_IO)
+            .collect();
+        for chunk in idx.chunks(RING_ENTRIES as usize) {
+            let entries: Vec<squeue::Entry> = chunk
+                .iter()
+                .map(|&i| {
+                    let r = &mut reads[i];
+                    let fd = types::Fd(r.file.raw_fd().unwrap_or(-1));
+                    let (ptr, len, at) = match bounces[i].as_mut() {
+                        Some((b, lead)) => {
+                            let at = r.offset - *lead as u64;
+                            (b.as_mut_ptr(), b.len(), at)
+                        }
+                        None => (r.buf.as_mut_ptr(), r.buf.len(), r.offset),
+                    };
+                    opcode::Read::new(fd, ptr, len as u32).offset(at).build()
+                })
+                .collect();
+            match self.pool.run(&entries) {
+                Ok(res) => {
+                    // A whole read is settled here; a short one (end of
+                    // file, or cut by a signal) or a failed one is read
+                    // again below by the file itself, which reports its
+                    // error with the path.
+                    for (k, &i) in chunk.iter().enumerate() {
+                        let r = res.get(k).copied().unwrap_or(-libc::EIO);
+                        if r < 0 {
+                            continue;
+                        }
+                        let n = r as usize;
+                        let buf = &mut *reads[i].buf;
+                        match bounces[i].as_ref() {
+                            Some((b, lead)) if n == b.len() => {
+                                buf.copy_from_slice(&b[*lead..*lead + buf.len()]);
+                                out[i] = Some(Ok(buf.len()));
+                            }
+                            None if n == buf.len() => out[i] = Some(Ok(n)),
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "io_uring batch read failed; reading one by one");
+                }
+            }
+        }
+        reads
+            .iter_mut()
+            .zip(out)
+            .map(|(r, o)| o.unwrap_or_else(|| crate::read_full(r.file, r.buf, r.offset)))
+            .collect()
+    }
 }
 
 /// A file whose reads, writes and syncs go through io_uring.
@@ -337,7 +407,16 @@ impl File for UringFile {
         self.inner.map_readonly(len)
     }
 
+    fn raw_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        Some(self.fd().0)
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        if let Some(align) = self.inner.align {
+            if !is_aligned(align, buf, offset) {
+                return bounce_read(align, buf, offset, |b, at| self.read_at(b, at));
+            }
+        }
         let len = buf.len().min(MAX_IO);
         let entry = opcode::Read::new(self.fd(), buf.as_mut_ptr(), len as u32)
             .offset(offset)

@@ -39,6 +39,7 @@ const KNOWN: &[&str] = &[
     "fillrandom",
     "overwrite",
     "readrandom",
+    "multireadrandom",
     "readseq",
     "readreverse",
     "seekrandom",
@@ -122,6 +123,13 @@ pub struct Args {
     /// Block cache size in bytes (k/M/G suffixes allowed).
     #[arg(long = "cache_size", default_value = "64M", value_parser = parse_size)]
     cache_size: u64,
+    /// Keys per `multireadrandom` call (`Db::multi_get`).
+    #[arg(long = "batch_size", default_value_t = 32)]
+    batch_size: usize,
+    /// Read tables with O_DIRECT: only the block cache caches them.
+    #[arg(long = "use_direct_reads", default_value = "false", value_parser = parse_bool,
+          num_args = 0..=1, default_missing_value = "true")]
+    use_direct_reads: bool,
     /// Bloom filter bits per key (0: no filter).
     #[arg(long = "bloom_bits", default_value_t = 10)]
     bloom_bits: u32,
@@ -164,8 +172,9 @@ pub struct Args {
     /// Seed of the key and value generators.
     #[arg(long, default_value_t = 301)]
     seed: u64,
-    /// I/O backend: std or uring.
-    #[arg(long = "io", default_value = "std")]
+    /// I/O backend: auto (io_uring unless a probe in the database's
+    /// directory finds it slower), std or uring.
+    #[arg(long = "io", default_value = "auto")]
     io: String,
     /// One JSON object per benchmark instead of text.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_parser = parse_bool)]
@@ -325,7 +334,7 @@ impl Outcome {
             return;
         }
         let extra = match self.name.as_str() {
-            "readrandom" | "readwhilewriting" | "seekrandom" => {
+            "readrandom" | "readwhilewriting" | "seekrandom" | "multireadrandom" => {
                 format!(" ({} of {} found)", self.found, self.tally_ops)
             }
             _ => String::new(),
@@ -366,6 +375,7 @@ impl Args {
             write_buffer_size: self.write_buffer_size as usize,
             max_write_buffer_number: self.max_write_buffer_number,
             block_cache_size: self.cache_size as usize,
+            use_direct_reads: self.use_direct_reads,
             table: TableOptions {
                 block_size: self.block_size,
                 bloom_bits_per_key: self.bloom_bits,
@@ -394,6 +404,12 @@ impl Args {
         }
         if self.threads == 0 || self.threads > 1024 {
             return usage(format!("--threads={}: must be 1..=1024", self.threads));
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            return usage(format!(
+                "--batch_size={}: must be 1..=4096",
+                self.batch_size
+            ));
         }
         if self.num == 0 {
             return usage("--num=0: must be at least 1".into());
@@ -608,6 +624,33 @@ impl Bench {
                                     progress.tick();
                                 }
                             }
+                            "multireadrandom" => {
+                                // As db_bench: ops count keys, the
+                                // histogram has one sample per call.
+                                let n = per_thread(reads, t);
+                                let mut batch = vec![vec![0u8; a.key_size]; a.batch_size];
+                                let mut done = 0;
+                                while done < n {
+                                    let k = (a.batch_size as u64).min(n - done) as usize;
+                                    for b in batch.iter_mut().take(k) {
+                                        make_key(b, rng.below(a.num));
+                                    }
+                                    let refs: Vec<&[u8]> =
+                                        batch[..k].iter().map(Vec::as_slice).collect();
+                                    let t0 = Instant::now();
+                                    let got = db.multi_get(&refs, None)?;
+                                    tally.record(t0);
+                                    tally.ops += k as u64 - 1;
+                                    for v in got.iter().flatten() {
+                                        tally.found += 1;
+                                        tally.bytes += (a.key_size + v.len()) as u64;
+                                    }
+                                    done += k as u64;
+                                    for _ in 0..k {
+                                        progress.tick();
+                                    }
+                                }
+                            }
                             "seekrandom" => {
                                 let mut it = db.iter(ReadOptions::default());
                                 for _ in 0..per_thread(reads, t) {
@@ -742,7 +785,6 @@ impl Progress {
 /// Runs the benchmarks; returns their outcomes (for tests and tools).
 pub fn run(a: Args) -> Result<Vec<Outcome>> {
     let names = a.validate()?;
-    let storage = storage_for(&a.io)?;
     let tmp;
     let dir = match &a.db {
         Some(d) => d.clone(),
@@ -751,6 +793,7 @@ pub fn run(a: Args) -> Result<Vec<Outcome>> {
             tmp.path().join("db")
         }
     };
+    let storage = storage_for(&a.io, &dir)?;
     if !a.json {
         println!(
             "strata bench: {} keys of {} bytes, values of {} bytes, {} thread(s), compaction {:?}, sync {}, io {}, db {}",

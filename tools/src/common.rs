@@ -1,5 +1,6 @@
 //! Helpers the benchmark commands share.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use strata_io::{Backend, StorageRef, UringStorage};
@@ -7,10 +8,12 @@ use strata_io::{Backend, StorageRef, UringStorage};
 use crate::error::{CliError, Result};
 
 /// The storage backend named by `--io`; uring must really be available
-/// (a benchmark of it must not quietly measure the fallback).
-pub fn storage_for(name: &str) -> Result<StorageRef> {
-    // For measuring: io_uring with synced O_DIRECT writes linked to an
-    // fdatasync entry instead of carrying RWF_DSYNC.
+/// (a benchmark of it must not quietly measure the fallback). `auto`
+/// probes in `dir` (or its nearest existing parent: the file system the
+/// data will be on) and says on stderr what it measured and chose.
+pub fn storage_for(name: &str, dir: &Path) -> Result<StorageRef> {
+    // For measuring: io_uring with synced O_DIRECT writes made durable
+    // another way than RWF_DSYNC.
     let variant = match name {
         "uring-fsync" => Some(strata_io::DirectSync::LinkedFsync),
         "uring-then-fsync" => Some(strata_io::DirectSync::ThenFdatasync),
@@ -35,6 +38,23 @@ pub fn storage_for(name: &str) -> Result<StorageRef> {
                 )))
             }
         },
+        Backend::Auto => {
+            let mut at = dir;
+            while !at.is_dir() {
+                match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => at = p,
+                    _ => {
+                        at = Path::new(".");
+                        break;
+                    }
+                }
+            }
+            let (s, p) = strata_io::probe::probe(at).map_err(|e| {
+                CliError::Usage(format!("--io auto: probing {} failed: {e}", at.display()))
+            })?;
+            eprintln!("strata: {p}");
+            s
+        }
     })
 }
 

@@ -47,8 +47,9 @@ pub struct Args {
     /// Bytes per fetch when consuming.
     #[arg(long = "fetch-size", default_value_t = 1 << 20)]
     fetch_size: usize,
-    /// I/O backend: std or uring.
-    #[arg(long = "io", default_value = "std")]
+    /// I/O backend: auto (io_uring unless a probe finds it slower), std or
+    /// uring.
+    #[arg(long = "io", default_value = "auto")]
     io: String,
     /// produce: consumer threads tailing the log while it is produced (the
     /// usual Kafka pattern; shows what readers cost appenders).
@@ -260,7 +261,6 @@ pub fn run(a: Args) -> Result<()> {
     if a.fetch_size == 0 {
         return Err(CliError::Usage("--fetch-size must be positive".into()));
     }
-    let storage = storage_for(&a.io)?;
     let tmp;
     let dir = match &a.dir {
         Some(d) => d.clone(),
@@ -269,6 +269,7 @@ pub fn run(a: Args) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    let storage = storage_for(&a.io, &dir)?;
     let (m, p) = open_partition(&storage, &dir, a.segment_bytes)?;
     match a.mode.as_str() {
         "produce" => {

@@ -176,11 +176,6 @@ pub fn run(a: Args) -> Result<()> {
         "allocate" => Preallocate::Allocate,
         _ => Preallocate::ZeroFill,
     };
-    let storages: Vec<(String, StorageRef)> = a
-        .backends
-        .iter()
-        .map(|b| Ok((b.clone(), storage_for(b)?)))
-        .collect::<Result<_>>()?;
     let tmp;
     let base = match &a.dir {
         Some(d) => {
@@ -195,6 +190,11 @@ pub fn run(a: Args) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    let storages: Vec<(String, StorageRef)> = a
+        .backends
+        .iter()
+        .map(|b| Ok((b.clone(), storage_for(b, &base)?)))
+        .collect::<Result<_>>()?;
     if !a.json {
         println!(
             "strata wal-bench: records of {} bytes, segments preallocated: {}, O_DIRECT: {}, dir {}",

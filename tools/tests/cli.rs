@@ -144,6 +144,94 @@ fn wal_dump_reports_clean_torn_and_corrupt_logs() {
     assert!(out.contains("log cut at"), "{out}");
 }
 
+/// `P50 a P99 b P99.9 c P99.99 d max e` of a line, in order.
+fn latencies(line: &str) -> Vec<f64> {
+    ["P50 ", "P99 ", "P99.9 ", "P99.99 ", "max "]
+        .iter()
+        .map(|k| {
+            line.split(k)
+                .nth(1)
+                .and_then(|r| r.split([' ', ';']).next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        })
+        .collect()
+}
+
+#[test]
+fn wal_bench_open_loop_reports_each_line_and_its_floor() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_str().expect("utf8");
+    let o = strata(&[
+        "wal-bench",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--rounds",
+        "2",
+        "--threads",
+        "1,2",
+        "--io",
+        "std",
+        "--dir",
+        dir,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for name in [
+        "wal-open/std/t1/200/s",
+        "wal-open/std/t2/200/s",
+        "floor/bare-write+fdatasync/t1/200/s",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line: {out}"));
+        assert!(line.contains("offered 200/s"), "{line}");
+        let l = latencies(line);
+        assert!(
+            l.windows(2).all(|w| w[0] <= w[1]),
+            "percentiles in order: {line}"
+        );
+        assert!(l[0] > 0.0, "{line}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ratio/t1/200/s : P99 / bare")),
+        "{out}"
+    );
+    // Nothing is left behind in the directory it was given.
+    assert_eq!(std::fs::read_dir(dir).expect("list").count(), 0);
+}
+
+#[test]
+fn bench_multireadrandom_finds_what_was_written_with_direct_reads() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("db");
+    let o = strata(&[
+        "bench",
+        "--benchmarks=fillseq,multireadrandom",
+        "--num=20000",
+        "--reads=4000",
+        "--batch_size=32",
+        "--use_direct_reads=true",
+        "--cache_size=256k",
+        "--io=auto",
+        &format!("--db={}", db.display()),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    // The probe says what it chose.
+    assert!(err.contains("I/O backend"), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("multireadrandom"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // Every key read was written by fillseq.
+    assert!(line.contains("(4000 of 4000 found)"), "{line}");
+}
+
 #[test]
 fn bad_input_gets_a_message_and_a_non_zero_exit() {
     for (args, needle) in [
@@ -153,6 +241,20 @@ fn bad_input_gets_a_message_and_a_non_zero_exit() {
         (vec!["wal-bench", "--only", "everything"], "--only"),
         (vec!["wal-bench", "--bogus"], "--bogus"),
         (vec!["wal-bench", "--value-size", "0"], "--value-size"),
+        (vec!["wal-bench", "--rate", "0"], "--rate"),
+        (
+            vec!["wal-bench", "--rate", "10", "--duration", "0"],
+            "--duration",
+        ),
+        (
+            vec!["wal-bench", "--rate-sweep", "--rounds", "0"],
+            "--rounds",
+        ),
+        (vec!["bench", "--batch_size=0"], "--batch_size"),
+        (
+            vec!["bench", "--use_direct_reads=sometimes"],
+            "--use_direct_reads",
+        ),
         (vec!["wal-dump", "/no/such/wal"], "/no/such/wal"),
         (vec!["wal-dump", "/tmp", "--mode", "lenient"], "lenient"),
         (vec!["frobnicate"], "frobnicate"),

@@ -116,9 +116,10 @@ impl Inner {
     }
 
     pub(super) fn open_sst(&self, number: u64) -> Result<Arc<Sst>> {
-        let f = self
-            .storage
-            .open(&table_path(&self.dir, number), OpenOptions::existing())?;
+        let f = self.storage.open(
+            &table_path(&self.dir, number),
+            OpenOptions::existing().direct(self.opts.use_direct_reads),
+        )?;
         let table = Arc::new(open_table(f, self.cache.as_ref(), number)?);
         Ok(Arc::new(Sst::new(table, number)))
     }

@@ -28,6 +28,7 @@
 
 mod compact;
 mod flush;
+mod multi_get;
 mod options;
 mod recovery;
 mod stall;

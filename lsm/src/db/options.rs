@@ -50,6 +50,11 @@ pub struct Options {
     pub target_file_size: u64,
     /// Bytes of data blocks kept in memory; 0 disables the cache. Default 64 MiB.
     pub block_cache_size: usize,
+    /// Read tables with O_DIRECT (RocksDB's `use_direct_reads`): the page
+    /// cache no longer holds table data, only the block cache does, so
+    /// memory is bounded by it and reads of cold blocks go to the disk.
+    /// Default false.
+    pub use_direct_reads: bool,
     /// Leveled or tiered compaction. Default leveled.
     pub compaction_style: CompactionStyle,
     /// Levels, L0 included. Default 7.
@@ -120,6 +125,7 @@ impl Default for Options {
             sync_by_default: false,
             target_file_size: 64 << 20,
             block_cache_size: 64 << 20,
+            use_direct_reads: false,
             compaction_style: CompactionStyle::Level,
             num_levels: 7,
             level0_file_num_compaction_trigger: 4,

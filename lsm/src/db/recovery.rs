@@ -127,17 +127,19 @@ pub(super) fn open(storage: StorageRef, dir: &Path, opts: Options) -> Result<Db>
                 opts.num_levels
             )));
         };
-        let f = storage.open(&path, OpenOptions::existing()).map_err(|e| {
-            if e.is_not_found() {
-                manifest_cut(Error::corruption(
-                    &path,
-                    0,
-                    "table named by the manifest is missing",
-                ))
-            } else {
-                e.into()
-            }
-        })?;
+        let f = storage
+            .open(&path, OpenOptions::existing().direct(opts.use_direct_reads))
+            .map_err(|e| {
+                if e.is_not_found() {
+                    manifest_cut(Error::corruption(
+                        &path,
+                        0,
+                        "table named by the manifest is missing",
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
         let table = Arc::new(open_table(f, cache.as_ref(), meta.number)?);
         slot.push(Arc::new(Sst::new(table, meta.number)));
     }

@@ -13,4 +13,4 @@ pub mod properties;
 mod reader;
 
 pub use builder::{TableBuilder, TableOptions};
-pub use reader::{Lookup, Table, TableIter};
+pub use reader::{Lookup, PlannedGet, Table, TableIter};

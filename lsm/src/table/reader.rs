@@ -54,6 +54,17 @@ impl std::fmt::Debug for Table {
     }
 }
 
+/// Where a batched point lookup in one table stands before any data block
+/// is read ([`Table::plan_get`]).
+#[derive(Debug)]
+pub enum PlannedGet {
+    /// Answered without a read: the block was cached, or no block can hold
+    /// the key.
+    Done(Option<(u64, Kind, Vec<u8>)>),
+    /// This data block must be read.
+    Read(BlockHandle),
+}
+
 /// What a point lookup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -224,6 +235,81 @@ impl Table {
             return Ok(None);
         }
         let (block, at) = self.data_block(idx.value())?;
+        self.search(&block, at, user_key, snapshot)
+    }
+
+    /// The first half of a batched point lookup ([`crate::Db::multi_get`]):
+    /// finds the data block that would hold `user_key` and, when it is in
+    /// the block cache, answers from it; otherwise says which block to
+    /// read, for the caller to read with others at once and pass to
+    /// [`Table::finish_get`]. The caller consulted [`Table::may_contain`].
+    pub fn plan_get(&self, user_key: &[u8], snapshot: u64) -> Result<PlannedGet> {
+        let target = key::seek_key(user_key, snapshot);
+        let mut idx = self.index.iter(key::compare);
+        idx.seek(&target);
+        if let Some(r) = idx.error() {
+            return Err(Error::corruption(
+                &self.path,
+                self.index_offset,
+                format!("index block: {r}"),
+            ));
+        }
+        if !idx.valid() {
+            return Ok(PlannedGet::Done(None));
+        }
+        let h = BlockHandle::decode(idx.value()).ok_or_else(|| {
+            Error::corruption(&self.path, self.index_offset, "bad block handle in index")
+        })?;
+        if let Some((c, id)) = &self.cache {
+            if let Some(b) = c.get(&(*id, h.offset)) {
+                return Ok(PlannedGet::Done(
+                    self.search(&b, h.offset, user_key, snapshot)?,
+                ));
+            }
+        }
+        Ok(PlannedGet::Read(h))
+    }
+
+    /// The bytes of block `h` (trailer included) to read for
+    /// [`Table::finish_get`].
+    pub fn block_len(h: BlockHandle) -> Option<usize> {
+        usize::try_from(h.size)
+            .ok()
+            .and_then(|s| s.checked_add(BLOCK_TRAILER_LEN))
+    }
+
+    /// The second half: `raw` holds block `h` as read from the file
+    /// ([`Table::block_len`] bytes); it is checked, cached and searched.
+    pub fn finish_get(
+        &self,
+        h: BlockHandle,
+        raw: Arc<[u8]>,
+        user_key: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
+        let n = check_block(&self.path, h, &raw)?;
+        let b = Block::with_len(raw, n).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
+        if let Some((c, id)) = &self.cache {
+            c.insert((*id, h.offset), b.clone());
+        }
+        self.search(&b, h.offset, user_key, snapshot)
+    }
+
+    /// The table's file (for reads submitted with others).
+    pub fn file(&self) -> &FileRef {
+        &self.file
+    }
+
+    /// The newest version of `user_key` at `snapshot` in data block `block`
+    /// (at file offset `at`).
+    fn search(
+        &self,
+        block: &Block,
+        at: u64,
+        user_key: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
+        let target = key::seek_key(user_key, snapshot);
         let mut it = block.iter(key::compare);
         it.seek(&target);
         if let Some(r) = it.error() {
@@ -370,7 +456,17 @@ fn read_block_into(
         }
         e => e.into(),
     })?;
-    let (contents, trailer) = buf.split_at(len - BLOCK_TRAILER_LEN);
+    let n = check_block(path, h, &arc)?;
+    Ok((arc, n))
+}
+
+/// Checks a block read from the file (its checksum and compression kind);
+/// returns the length of its contents.
+fn check_block(path: &Path, h: BlockHandle, raw: &[u8]) -> Result<usize> {
+    let len = Table::block_len(h)
+        .filter(|&l| l <= raw.len())
+        .ok_or_else(|| Error::corruption(path, h.offset, "block runs past end of file"))?;
+    let (contents, trailer) = raw[..len].split_at(len - BLOCK_TRAILER_LEN);
     let kind = trailer[0];
     let stored = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
     if stored != block_crc(contents, kind) {
@@ -383,7 +479,7 @@ fn read_block_into(
             format!("unknown block compression {kind}"),
         ));
     }
-    Ok((arc, len - BLOCK_TRAILER_LEN))
+    Ok(len - BLOCK_TRAILER_LEN)
 }
 
 /// A two-level cursor: the index picks the data block, the block cursor

@@ -46,6 +46,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub listen: String,
+    /// I/O backend of the logs: auto (io_uring unless a probe in the data
+    /// directory finds it slower for a synced write), std or uring.
+    #[arg(long = "io", default_value = "auto")]
+    pub io: String,
     /// Data directory (default: ./strata-data).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -287,7 +291,7 @@ pub fn run(args: Args) -> Result<i32> {
             d
         }
     };
-    let storage = strata_io::open_storage(strata_io::Backend::Std);
+    let storage = crate::common::storage_for(&args.io, &data)?;
     let logs = LogManager::open_with(
         storage,
         &data,

@@ -174,7 +174,7 @@ fn run_op(db: &Db, op: &Op) -> strata_lsm::Result<()> {
 
 /// The child: run the cycle's workload until killed.
 pub(super) fn child(a: &Args, dir: &Path) -> Result<i32> {
-    let db = Db::open(storage_for(&a.io)?, dir, options(a))?;
+    let db = Db::open(storage_for(&a.io, dir)?, dir, options(a))?;
     child_loop::<Workload>(a, |op, _| Ok(run_op(&db, op)?))
 }
 
@@ -187,8 +187,13 @@ fn verify(
     acked: &Model,
     in_flight: Option<&Model>,
 ) -> std::result::Result<Model, String> {
-    let got = recovered_state(a, opts, storage_for(&a.io).map_err(|e| e.to_string())?, dir)
-        .map_err(|e| e.to_string())?;
+    let got = recovered_state(
+        a,
+        opts,
+        storage_for(&a.io, dir).map_err(|e| e.to_string())?,
+        dir,
+    )
+    .map_err(|e| e.to_string())?;
     if got == *acked {
         return Ok(got);
     }
@@ -357,7 +362,7 @@ fn damage_and_check(
     counts.damaged += 1;
     let what = format!("{} {}", d.path.display(), d.what);
     let read = || {
-        let storage = storage_for(&a.io).map_err(|e| Unreadable::Refused(e.to_string()))?;
+        let storage = storage_for(&a.io, dir).map_err(|e| Unreadable::Refused(e.to_string()))?;
         // A panic on damaged bytes is a failure to report, not a crash of
         // the torture.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -185,7 +185,7 @@ fn open(
     a: &Args,
     dir: &Path,
 ) -> std::result::Result<(LogManager, std::sync::Arc<strata_log::Partition>), String> {
-    let storage = storage_for(&a.io).map_err(|e| e.to_string())?;
+    let storage = storage_for(&a.io, dir).map_err(|e| e.to_string())?;
     let m = LogManager::open(storage, dir).map_err(|e| format!("open: {e}"))?;
     if m.topics().is_empty() {
         m.create_topic(TOPIC, 1, config())

@@ -68,7 +68,7 @@ pub struct Args {
     /// Seed of the workload and of the kill times.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
-    /// I/O backend: std or uring.
+    /// I/O backend: std, uring or auto (probed at every open).
     #[arg(long = "io", default_value = "std")]
     pub(crate) io: String,
     /// level or universal.
