@@ -19,6 +19,14 @@
 //! damaged block is [`Error::Corruption`] naming file and offset, never
 //! wrong data. Tables leave the disk when no version or iterator uses them.
 //!
+//! Point reads: [`Db::get`] looks in the memtables, then in each table
+//! whose key range and bloom filter admit the key, newest first.
+//! [`Db::multi_get`] answers a batch of keys the same way, but reads the
+//! data blocks that are not cached all at once ([`strata_io::Storage::read_many`]:
+//! one io_uring submission for the batch), RocksDB's MultiGet.
+//! [`Options::use_direct_reads`] opens tables with O_DIRECT, so only the
+//! block cache caches them.
+//!
 //! Compaction runs on background threads, leveled or tiered
 //! ([`CompactionStyle`]; policies in [`picker`]), over levels L0..Ln kept
 //! in the manifest. Writers meet backpressure instead of an unbounded
