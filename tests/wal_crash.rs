@@ -443,6 +443,24 @@ fn regression_crashed_process_threads_cannot_touch_the_disk() {
     }
 }
 
+/// A fault backend whose direct files demand 4 KiB alignment, and a WAL on
+/// it that writes each append at once (no write buffer) with O_DIRECT and
+/// syncs only when told.
+fn direct_setup(seed: u64, keep: CrashKeep) -> (FaultStorage, WalOptions) {
+    let storage = FaultStorage::new(seed);
+    storage.set_crash_keep(keep);
+    storage.set_direct_alignment(Some(4096));
+    storage.create_dir_all_for_test();
+    let opts = WalOptions {
+        sync: SyncPolicy::Never,
+        write_buffer: 0,
+        direct_io: true,
+        segment_size: 64 << 10,
+        ..WalOptions::default()
+    };
+    (storage, opts)
+}
+
 /// The O_DIRECT path on its own (files demand 4 KiB alignment). Each append
 /// rewrites the WAL's tail page whole, the earlier records' bytes in it
 /// included. A crash that tears that unsynced rewrite (at 512-byte sectors,
@@ -453,19 +471,8 @@ fn direct_io_a_torn_tail_page_rewrite_loses_no_synced_record() {
     // (seeds where none, some, all of the unsynced records came back)
     let mut kept = [0u32; 3];
     for seed in 0..400u64 {
-        let storage = FaultStorage::new(seed);
+        let (storage, opts) = direct_setup(seed, CrashKeep::Subset);
         storage.set_torn_writes(true);
-        storage.set_crash_keep(CrashKeep::Subset);
-        storage.set_direct_alignment(Some(4096));
-        storage.create_dir_all_for_test();
-        // Each append is written at once (no write buffer), unsynced.
-        let opts = WalOptions {
-            sync: SyncPolicy::Never,
-            write_buffer: 0,
-            direct_io: true,
-            segment_size: 64 << 10,
-            ..WalOptions::default()
-        };
         let (wal, _) = recover(&storage, &opts).expect("open");
         let mut rng = Rng::new(seed);
         // Synced records that end inside a page, then unsynced ones whose
@@ -522,17 +529,7 @@ fn direct_io_a_torn_tail_page_rewrite_loses_no_synced_record() {
 /// next crash.
 #[test]
 fn direct_io_a_lost_unsynced_block_never_appears() {
-    let storage = FaultStorage::new(7);
-    storage.set_crash_keep(CrashKeep::None);
-    storage.set_direct_alignment(Some(4096));
-    storage.create_dir_all_for_test();
-    let opts = WalOptions {
-        sync: SyncPolicy::Never,
-        write_buffer: 0,
-        direct_io: true,
-        segment_size: 64 << 10,
-        ..WalOptions::default()
-    };
+    let (storage, opts) = direct_setup(7, CrashKeep::None);
     let (wal, _) = recover(&storage, &opts).expect("open");
     wal.append(b"kept").expect("append");
     wal.sync().expect("sync");

@@ -343,15 +343,7 @@ impl UringFile {
     /// length) is committed as fdatasync commits it. The writes are not
     /// linked: each is durable on its own, so they may run in parallel.
     fn write_dsync(&self, writes: &[(u64, &[u8])]) -> Result<()> {
-        let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len());
-        for &(offset, buf) in writes {
-            check_aligned(self.inner.align, &self.inner.path, buf, offset)?;
-            let mut off = offset;
-            for chunk in buf.chunks(MAX_IO) {
-                pieces.push((off, chunk));
-                off += chunk.len() as u64;
-            }
-        }
+        let pieces = self.pieces(writes)?;
         let mut fallback = false;
         for chain in pieces.chunks(RING_ENTRIES as usize) {
             let entries: Vec<squeue::Entry> = chain
@@ -384,6 +376,21 @@ impl UringFile {
             self.sync(SyncMode::Data, "fdatasync")?;
         }
         Ok(())
+    }
+
+    /// `writes` checked for O_DIRECT alignment and split into pieces one
+    /// entry can carry.
+    fn pieces<'a>(&self, writes: &[(u64, &'a [u8])]) -> Result<Vec<(u64, &'a [u8])>> {
+        let mut pieces = Vec::with_capacity(writes.len() + 1);
+        for &(offset, buf) in writes {
+            check_aligned(self.inner.align, &self.inner.path, buf, offset)?;
+            let mut off = offset;
+            for chunk in buf.chunks(MAX_IO) {
+                pieces.push((off, chunk));
+                off += chunk.len() as u64;
+            }
+        }
+        Ok(pieces)
     }
 
     fn sync(&self, mode: SyncMode, op: &'static str) -> Result<()> {
@@ -460,16 +467,8 @@ impl File for UringFile {
                 DirectSync::LinkedFsync => {}
             }
         }
-        // Split into SQE-sized pieces; each chain fills at most one ring.
-        let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(writes.len() + 1);
-        for &(offset, buf) in writes {
-            check_aligned(self.inner.align, &self.inner.path, buf, offset)?;
-            let mut off = offset;
-            for chunk in buf.chunks(MAX_IO) {
-                pieces.push((off, chunk));
-                off += chunk.len() as u64;
-            }
-        }
+        // Each chain fills at most one ring.
+        let pieces = self.pieces(writes)?;
         let per_chain = RING_ENTRIES as usize - 1;
         let chains: Vec<&[(u64, &[u8])]> = if pieces.is_empty() {
             vec![&[]]

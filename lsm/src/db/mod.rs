@@ -53,7 +53,6 @@ use crate::key::Kind;
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::picker::{LeveledPicker, Picker};
-use crate::range_del;
 use crate::table::Table;
 use crate::{Error, Result};
 
@@ -322,27 +321,7 @@ impl Db {
         let stats = &self.inner.stats;
         stats.gets.fetch_add(1, Ordering::Relaxed);
         let v = self.inner.version.read().clone();
-        // The newest range tombstone over `key`, from every source.
-        let mut hidden_below = v.mem.max_covering(key, seq);
-        for (imm, _) in &v.imms {
-            hidden_below = hidden_below.max(imm.max_covering(key, seq));
-        }
-        for f in v.tables_for_key(key) {
-            hidden_below = hidden_below.max(range_del::max_covering(
-                f.table.range_tombstones(),
-                key,
-                seq,
-            ));
-        }
-        // The newest point version: the first source, newest first, that
-        // has one (see the version invariants).
-        let mut best = v.mem.get_entry(key, seq);
-        for (imm, _) in &v.imms {
-            if best.is_some() {
-                break;
-            }
-            best = imm.get_entry(key, seq);
-        }
+        let (hidden_below, mut best) = v.lookup_start(key, seq);
         if best.is_none() {
             for f in v.tables_for_key(key) {
                 if !f.table.may_contain(key) {

@@ -19,7 +19,6 @@ use strata_io::ReadReq;
 use super::version::Sst;
 use super::{Db, Snapshot};
 use crate::key::Kind;
-use crate::range_del;
 use crate::table::{format::BlockHandle, PlannedGet, Table};
 use crate::Result;
 
@@ -56,24 +55,7 @@ impl Db {
         };
         let mut pending: Vec<Pending> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let mut hidden_below = v.mem.max_covering(key, seq);
-            for (imm, _) in &v.imms {
-                hidden_below = hidden_below.max(imm.max_covering(key, seq));
-            }
-            for f in v.tables_for_key(key) {
-                hidden_below = hidden_below.max(range_del::max_covering(
-                    f.table.range_tombstones(),
-                    key,
-                    seq,
-                ));
-            }
-            let mut best = v.mem.get_entry(key, seq);
-            for (imm, _) in &v.imms {
-                if best.is_some() {
-                    break;
-                }
-                best = imm.get_entry(key, seq);
-            }
+            let (hidden_below, best) = v.lookup_start(key, seq);
             if best.is_some() {
                 out[i] = answer(hidden_below, best);
                 continue;

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use strata_wal::Lsn;
 
 use crate::iter::LevelFile;
-use crate::key;
+use crate::key::{self, Kind};
 use crate::memtable::Memtable;
 use crate::picker::{FileInfo, TreeShape};
+use crate::range_del;
 use crate::table::Table;
 
 /// A table in a level, with its user-key range.
@@ -126,6 +127,32 @@ impl Version {
     }
 
     /// Tables that may hold `user_key`, newest first.
+    /// The first half of a point lookup of `user_key` at `seq`: the newest
+    /// range tombstone over it from every source, and its newest version
+    /// in the memtables (the first, newest first, that has one: see the
+    /// invariants). Tables are the caller's (one by one, or batched).
+    pub fn lookup_start(&self, user_key: &[u8], seq: u64) -> (u64, Option<(u64, Kind, Vec<u8>)>) {
+        let mut hidden_below = self.mem.max_covering(user_key, seq);
+        for (imm, _) in &self.imms {
+            hidden_below = hidden_below.max(imm.max_covering(user_key, seq));
+        }
+        for f in self.tables_for_key(user_key) {
+            hidden_below = hidden_below.max(range_del::max_covering(
+                f.table.range_tombstones(),
+                user_key,
+                seq,
+            ));
+        }
+        let mut best = self.mem.get_entry(user_key, seq);
+        for (imm, _) in &self.imms {
+            if best.is_some() {
+                break;
+            }
+            best = imm.get_entry(user_key, seq);
+        }
+        (hidden_below, best)
+    }
+
     pub fn tables_for_key<'a>(&'a self, user_key: &'a [u8]) -> impl Iterator<Item = &'a Arc<Sst>> {
         let l0 = self
             .levels

@@ -219,6 +219,16 @@ impl Table {
         user_key: &[u8],
         snapshot: u64,
     ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
+        let Some(idx) = self.seek_index(user_key, snapshot)? else {
+            return Ok(None);
+        };
+        let (block, at) = self.data_block(idx.value())?;
+        self.search(&block, at, user_key, snapshot)
+    }
+
+    /// The index entry of the data block that would hold `user_key` at
+    /// `snapshot`; `None` past the last block.
+    fn seek_index(&self, user_key: &[u8], snapshot: u64) -> Result<Option<BlockIter>> {
         // Kind::Put has the larger trailer, so this sorts before every
         // version of the key at `snapshot` or older.
         let target = key::seek_key(user_key, snapshot);
@@ -231,11 +241,7 @@ impl Table {
                 format!("index block: {r}"),
             ));
         }
-        if !idx.valid() {
-            return Ok(None);
-        }
-        let (block, at) = self.data_block(idx.value())?;
-        self.search(&block, at, user_key, snapshot)
+        Ok(idx.valid().then_some(idx))
     }
 
     /// The first half of a batched point lookup ([`crate::Db::multi_get`]):
@@ -244,19 +250,9 @@ impl Table {
     /// read, for the caller to read with others at once and pass to
     /// [`Table::finish_get`]. The caller consulted [`Table::may_contain`].
     pub fn plan_get(&self, user_key: &[u8], snapshot: u64) -> Result<PlannedGet> {
-        let target = key::seek_key(user_key, snapshot);
-        let mut idx = self.index.iter(key::compare);
-        idx.seek(&target);
-        if let Some(r) = idx.error() {
-            return Err(Error::corruption(
-                &self.path,
-                self.index_offset,
-                format!("index block: {r}"),
-            ));
-        }
-        if !idx.valid() {
+        let Some(idx) = self.seek_index(user_key, snapshot)? else {
             return Ok(PlannedGet::Done(None));
-        }
+        };
         let h = BlockHandle::decode(idx.value()).ok_or_else(|| {
             Error::corruption(&self.path, self.index_offset, "bad block handle in index")
         })?;
