@@ -38,6 +38,13 @@ fn backends() -> Vec<(&'static str, StorageRef, PathBuf, Option<tempfile::TempDi
             Err(e) => eprintln!("io_uring unavailable: {e}"),
         }
     }
+    match UringStorage::try_new_sqpoll(10) {
+        Ok(u) => {
+            let t = tempfile::tempdir().expect("tmp");
+            out.push(("uring-sqpoll", Arc::new(u), t.path().to_path_buf(), Some(t)));
+        }
+        Err(e) => eprintln!("io_uring with SQPOLL unavailable: {e}"),
+    }
     let f = FaultStorage::new(3);
     f.set_direct_alignment(Some(4096));
     out.push(("fault", Arc::new(f), PathBuf::from("/t"), None));

@@ -33,10 +33,24 @@ struct RingPool {
 }
 
 impl RingPool {
-    fn new() -> io::Result<Self> {
-        let mut rings = Vec::with_capacity(POOL_SIZE);
+    /// `sqpoll`: a kernel thread polls the submission queues (idle after
+    /// that many milliseconds), shared by the pool's rings.
+    fn new(sqpoll: Option<u32>) -> io::Result<Self> {
+        use std::os::unix::io::AsRawFd;
+        let mut rings: Vec<Mutex<IoUring>> = Vec::with_capacity(POOL_SIZE);
         for _ in 0..POOL_SIZE {
-            let mut ring = IoUring::new(RING_ENTRIES)?;
+            let mut ring = match sqpoll {
+                None => IoUring::new(RING_ENTRIES)?,
+                Some(idle) => {
+                    let mut b = IoUring::builder();
+                    b.setup_sqpoll(idle);
+                    // One polling thread for the pool, not one per ring.
+                    if let Some(first) = rings.first() {
+                        b.setup_attach_wq(first.lock().as_raw_fd());
+                    }
+                    b.build(RING_ENTRIES)?
+                }
+            };
             // Setup can succeed where submission is forbidden (seccomp filters
             // io_uring_enter): prove a round trip before trusting the ring.
             let nop = opcode::Nop::new().build().user_data(0);
@@ -165,7 +179,22 @@ impl UringStorage {
         }
         Ok(UringStorage {
             std: StdStorage::new(),
-            pool: Arc::new(RingPool::new()?),
+            pool: Arc::new(RingPool::new(None)?),
+            direct_sync: DirectSync::RwfDsync,
+        })
+    }
+
+    /// Like [`UringStorage::try_new`], with a kernel thread polling the
+    /// submission queues (`IORING_SETUP_SQPOLL`; it sleeps after `idle_ms`
+    /// without work): submissions need no system call while it runs, at
+    /// the price of a thread spinning on a core.
+    pub fn try_new_sqpoll(idle_ms: u32) -> io::Result<Self> {
+        if std::env::var_os(DISABLE_ENV).is_some_and(|v| v != "0") {
+            return Err(io::Error::other(format!("disabled by {DISABLE_ENV}")));
+        }
+        Ok(UringStorage {
+            std: StdStorage::new(),
+            pool: Arc::new(RingPool::new(Some(idle_ms))?),
             direct_sync: DirectSync::RwfDsync,
         })
     }

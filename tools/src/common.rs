@@ -13,12 +13,20 @@ use crate::error::{CliError, Result};
 /// data will be on) and says on stderr what it measured and chose.
 pub fn storage_for(name: &str, dir: &Path) -> Result<StorageRef> {
     // For measuring: io_uring with synced O_DIRECT writes made durable
-    // another way than RWF_DSYNC.
+    // another way than RWF_DSYNC, or with a submission-polling thread.
     let variant = match name {
         "uring-fsync" => Some(strata_io::DirectSync::LinkedFsync),
         "uring-then-fsync" => Some(strata_io::DirectSync::ThenFdatasync),
         _ => None,
     };
+    if name == "uring-sqpoll" {
+        return match UringStorage::try_new_sqpoll(50) {
+            Ok(u) => Ok(Arc::new(u)),
+            Err(e) => Err(CliError::Usage(format!(
+                "--io uring-sqpoll: io_uring with SQPOLL is unavailable here ({e})"
+            ))),
+        };
+    }
     if let Some(how) = variant {
         return match UringStorage::try_new() {
             Ok(u) => Ok(Arc::new(u.with_direct_sync(how))),
