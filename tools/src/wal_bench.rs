@@ -486,6 +486,17 @@ fn open_loop(
     Ok(())
 }
 
+/// Each benchmark thread's result; a panicked thread is an error.
+fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Vec<Result<T>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(CliError::Usage("benchmark thread panicked".into())))
+        })
+        .collect()
+}
+
 fn ratio(r: &Report, base: &Report) -> f64 {
     let a = r.bytes as f64 / r.elapsed.as_secs_f64().max(1e-9);
     let b = base.bytes as f64 / base.elapsed.as_secs_f64().max(1e-9);
@@ -593,13 +604,7 @@ fn append_bench(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(CliError::Usage("benchmark thread panicked".into())))
-            })
-            .collect()
+        join_all(handles)
     });
     wal.flush()?;
     let elapsed = start.elapsed();

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use strata_io::StorageRef;
 use strata_wal::{Wal, WalOptions};
 
-use super::record;
+use super::{join_all, record};
 use crate::error::{CliError, Result};
 use crate::openloop::{histogram, percentiles_us, precise, Schedule};
 
@@ -104,13 +104,7 @@ pub fn wal_round(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(CliError::Usage("benchmark thread panicked".into())))
-            })
-            .collect()
+        join_all(handles)
     });
     line.secs += sched.start().elapsed().as_secs_f64();
     line.ops += total;
