@@ -97,6 +97,12 @@ impl Broker {
         self.endpoint = endpoint.to_string();
     }
 
+    /// The digest of [`Broker::brokers`] (0: none heard yet): it changes
+    /// whenever the list does.
+    pub fn brokers_digest(&self) -> u32 {
+        self.brokers_seen
+    }
+
     /// Every registered broker with its endpoint, as the controller last
     /// listed them (empty until a heartbeat brought the list).
     pub fn brokers(&self) -> &[BrokerInfo] {

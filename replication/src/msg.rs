@@ -73,12 +73,18 @@ pub struct BrokerInfo {
 /// in four bytes and the controller sends the list only when it changed.
 /// Never 0 (0 means "no list").
 pub fn brokers_digest(list: &[BrokerInfo]) -> u32 {
+    digest_of(list.iter().map(|b| (b.node, b.endpoint.as_str(), b.fenced)))
+}
+
+/// [`brokers_digest`] of a list given as (node, endpoint, fenced), so a
+/// controller can compare without building the list.
+pub fn digest_of<'a>(list: impl Iterator<Item = (NodeId, &'a str, bool)>) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    for b in list {
-        h.update(&b.node.to_be_bytes());
-        h.update(&(b.endpoint.len() as u32).to_be_bytes());
-        h.update(b.endpoint.as_bytes());
-        h.update(&[u8::from(b.fenced)]);
+    for (node, endpoint, fenced) in list {
+        h.update(&node.to_be_bytes());
+        h.update(&(endpoint.len() as u32).to_be_bytes());
+        h.update(endpoint.as_bytes());
+        h.update(&[u8::from(fenced)]);
     }
     h.finalize().max(1)
 }

@@ -288,13 +288,7 @@ pub fn run(a: Args) -> Result<()> {
         for (name, storage) in &storages {
             let mut single = None;
             for &t in &a.threads {
-                let opts = WalOptions {
-                    sync: SyncPolicy::Always,
-                    direct_io: a.direct,
-                    preallocate: prealloc,
-                    segment_size: a.segment_size,
-                    ..WalOptions::default()
-                };
+                let opts = synced_options(&a, prealloc);
                 let mut r = append_bench(storage, &fresh("sync")?, opts, num, a.value_size, t)?;
                 r.name = format!("wal-sync/{name}/t{t}");
                 let ops_s = r.ops as f64 / r.elapsed.as_secs_f64().max(1e-9);
@@ -310,6 +304,17 @@ pub fn run(a: Args) -> Result<()> {
     }
     std::io::stdout().flush().ok();
     Ok(())
+}
+
+/// The WAL of the synced benchmarks, closed and open loop.
+fn synced_options(a: &Args, prealloc: Preallocate) -> WalOptions {
+    WalOptions {
+        sync: SyncPolicy::Always,
+        direct_io: a.direct,
+        preallocate: prealloc,
+        segment_size: a.segment_size,
+        ..WalOptions::default()
+    }
 }
 
 /// `--rate` and `--rate-sweep`.
@@ -347,13 +352,7 @@ fn open_loop(
     // `discard`) removing a run's 64 MiB of segments sends discards that
     // can stall the next run's fsyncs.
     let mut used = Vec::new();
-    let opts = WalOptions {
-        sync: SyncPolicy::Always,
-        direct_io: a.direct,
-        preallocate: prealloc,
-        segment_size: a.segment_size,
-        ..WalOptions::default()
-    };
+    let opts = synced_options(a, prealloc);
     let floor = !a.no_floor;
     let fio = floor && crate::fio::available();
     if floor && !fio {

@@ -22,6 +22,9 @@ use crate::key::Kind;
 use crate::table::{format::BlockHandle, PlannedGet, Table};
 use crate::Result;
 
+/// A block to read: its table, where, and the buffer it is read into.
+type BlockRead<'a> = (&'a Arc<Sst>, BlockHandle, Arc<[u8]>);
+
 /// A key still looking.
 struct Pending<'a> {
     /// Its index in the caller's batch.
@@ -106,12 +109,13 @@ impl Db {
             }
             // One read per distinct block, however many keys want it.
             let mut slot: HashMap<(u64, u64), usize> = HashMap::new();
-            let mut blocks: Vec<(&Arc<Sst>, BlockHandle, Vec<u8>)> = Vec::new();
+            // Each read lands in the buffer the cached block keeps.
+            let mut blocks: Vec<BlockRead> = Vec::new();
             let mut wants = Vec::with_capacity(reads.len());
             for &(k, f, h) in &reads {
                 let s = *slot.entry((f.number, h.offset)).or_insert_with(|| {
                     let len = Table::block_len(h).unwrap_or(0);
-                    blocks.push((f, h, vec![0u8; len]));
+                    blocks.push((f, h, std::iter::repeat_n(0u8, len).collect()));
                     blocks.len() - 1
                 });
                 wants.push((k, s));
@@ -119,31 +123,37 @@ impl Db {
             let results = {
                 let mut reqs: Vec<ReadReq> = blocks
                     .iter_mut()
-                    .map(|(f, h, buf)| ReadReq {
-                        file: &**f.table.file(),
-                        offset: h.offset,
-                        buf: buf.as_mut_slice(),
+                    .filter_map(|(f, h, buf)| {
+                        // Just allocated, so never shared.
+                        Some(ReadReq {
+                            file: &**f.table.file(),
+                            offset: h.offset,
+                            buf: Arc::get_mut(buf)?,
+                        })
                     })
                     .collect();
                 self.inner.storage.read_many(&mut reqs)
             };
-            let mut raws: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(blocks.len());
-            for ((f, h, buf), r) in blocks.iter_mut().zip(results) {
-                let n = r?;
-                if n < buf.len() {
+            if results.len() != blocks.len() {
+                return Err(crate::Error::InvalidArgument(
+                    "multi_get: a block buffer was shared".into(),
+                ));
+            }
+            let mut loaded = Vec::with_capacity(blocks.len());
+            for ((f, h, buf), r) in blocks.iter().zip(results) {
+                if r? < buf.len() {
                     return Err(crate::Error::corruption(
                         f.table.path(),
                         h.offset,
                         "block runs past end of file",
                     ));
                 }
-                raws.push(Some(Arc::from(std::mem::take(buf))));
+                loaded.push(f.table.load_block(*h, buf.clone())?);
             }
             let mut next_round = Vec::new();
             for ((_, s), mut p) in wants.into_iter().zip(still) {
                 let (f, h, _) = &blocks[s];
-                let raw = raws[s].clone().unwrap_or_else(|| Arc::from(Vec::new()));
-                match f.table.finish_get(*h, raw, keys[p.i], seq)? {
+                match f.table.search_block(&loaded[s], *h, keys[p.i], seq)? {
                     Some(e) => out[p.i] = answer(p.hidden_below, Some(e)),
                     None => {
                         p.next += 1;

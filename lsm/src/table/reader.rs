@@ -275,20 +275,27 @@ impl Table {
     }
 
     /// The second half: `raw` holds block `h` as read from the file
-    /// ([`Table::block_len`] bytes); it is checked, cached and searched.
-    pub fn finish_get(
-        &self,
-        h: BlockHandle,
-        raw: Arc<[u8]>,
-        user_key: &[u8],
-        snapshot: u64,
-    ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
+    /// ([`Table::block_len`] bytes); it is checked and cached, once however
+    /// many keys of a batch want it, then searched with [`Table::search_block`].
+    pub fn load_block(&self, h: BlockHandle, raw: Arc<[u8]>) -> Result<Block> {
         let n = check_block(&self.path, h, &raw)?;
         let b = Block::with_len(raw, n).map_err(|r| Error::corruption(&self.path, h.offset, r))?;
         if let Some((c, id)) = &self.cache {
             c.insert((*id, h.offset), b.clone());
         }
-        self.search(&b, h.offset, user_key, snapshot)
+        Ok(b)
+    }
+
+    /// The newest version of `user_key` at `snapshot` in data block `b`
+    /// (block `h` of this table).
+    pub fn search_block(
+        &self,
+        b: &Block,
+        h: BlockHandle,
+        user_key: &[u8],
+        snapshot: u64,
+    ) -> Result<Option<(u64, Kind, Vec<u8>)>> {
+        self.search(b, h.offset, user_key, snapshot)
     }
 
     /// The table's file (for reads submitted with others).

@@ -16,8 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::msg::{
-    brokers_digest, Addr, AlterPartition, BrokerInfo, Envelope, ErrorCode, Msg, NodeId,
-    PartitionState,
+    digest_of, Addr, AlterPartition, BrokerInfo, Envelope, ErrorCode, Msg, NodeId, PartitionState,
 };
 use crate::phi::PhiAccrual;
 use crate::{Error, Result};
@@ -613,8 +612,14 @@ impl Controller {
             })
             .cloned()
             .collect();
-        let list = self.broker_list();
-        let brokers = (brokers_digest(&list) != brokers_seen).then_some(list);
+        // Every heartbeat compares; only a stale holder gets the list built.
+        let current = digest_of(
+            self.st
+                .endpoints
+                .iter()
+                .map(|(&n, e)| (n, e.as_str(), self.is_fenced(n))),
+        );
+        let brokers = (current != brokers_seen).then(|| self.broker_list());
         Self::send(
             out,
             from,
@@ -638,12 +643,17 @@ impl Controller {
             .map(|(&node, endpoint)| BrokerInfo {
                 node,
                 endpoint: endpoint.clone(),
-                // Not `is_alive`: a controller that just took over has
-                // not heard anyone yet, and listing every broker fenced
-                // until then would make Metadata flap at each election.
-                fenced: self.live.get(&node).is_none_or(|l| l.fenced),
+                fenced: self.is_fenced(node),
             })
             .collect()
+    }
+
+    /// Fenced as the broker list says it: not `is_alive`, since a
+    /// controller that just took over has not heard anyone yet, and
+    /// listing every broker fenced until then would make Metadata flap at
+    /// each election.
+    fn is_fenced(&self, node: NodeId) -> bool {
+        self.live.get(&node).is_none_or(|l| l.fenced)
     }
 
     fn on_alter(&mut self, from: Addr, a: AlterPartition, out: &mut Vec<ControllerOutput>) {

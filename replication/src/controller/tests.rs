@@ -240,7 +240,7 @@ fn brokers_learn_each_others_endpoints_from_their_heartbeats() {
         ]
     );
     // Holding the current list: not sent again.
-    let d = brokers_digest(&list);
+    let d = crate::msg::brokers_digest(&list);
     assert_eq!(beat(&mut c, 20, 4, d), None);
     // Broker 1 falls silent and is fenced: the list changed.
     let mut t = 20;

@@ -56,6 +56,7 @@ pub(super) fn spawn(
         controller_heard: 0,
         controller_known: None,
         next_guess: 0,
+        learned: (0, false),
         hws: HashMap::new(),
         published: (usize::MAX, 0),
         stopping: None,
@@ -111,6 +112,9 @@ struct Driver {
     /// quorum reports as the controller).
     controller_known: Option<NodeId>,
     next_guess: u64,
+    /// (broker list digest, leading the controller) when endpoints were
+    /// last learned from them.
+    learned: (u32, bool),
     hws: HashMap<u32, u64>,
     /// A signature of the broker's view when last published.
     published: (usize, i64),
@@ -423,6 +427,19 @@ impl Driver {
     /// Takes in what the controller says of the other brokers: its list
     /// in heartbeat answers and, on the controller's own node, its state.
     fn learn_brokers(&mut self) {
+        // Only when there is something new: a changed list, or this node
+        // just took the controller over (its state names every broker;
+        // later registrations are learned from their frames).
+        let sig = (
+            self.broker.brokers_digest(),
+            self.quorum
+                .as_ref()
+                .is_some_and(|(q, _)| q.controller().is_some()),
+        );
+        if sig == self.learned {
+            return;
+        }
+        self.learned = sig;
         let mut found: BTreeMap<NodeId, String> = self
             .broker
             .brokers()
