@@ -27,6 +27,8 @@ use super::{
 use crate::error::{CliError, Result};
 use crate::serve::Broker;
 
+mod publish;
+
 /// Starts the driver thread.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
@@ -666,29 +668,6 @@ impl Driver {
         }
     }
 
-    /// The brokers Metadata lists: those the controller says are live,
-    /// and this node.
-    fn publish_brokers(&mut self) {
-        let me = self.c.me;
-        let mut list: Vec<Node> = self
-            .broker
-            .brokers()
-            .iter()
-            .filter(|b| !b.fenced && b.node != me)
-            .filter_map(|b| Node::parse(b.node, &b.endpoint))
-            .collect();
-        if !self.broker.brokers().is_empty() {
-            if let Some(n) = Node::parse(me, &format!("{}:{}", self.b.host, self.b.port)) {
-                list.push(n);
-            }
-            list.sort_by_key(|n| n.id);
-        }
-        let mut v = self.c.view.lock();
-        if v.brokers != list {
-            v.brokers = list;
-        }
-    }
-
     /// Sends the broker's outputs where they go.
     fn route(&mut self, now: u64, out: Vec<Envelope>) -> DResult<()> {
         let mut queue: std::collections::VecDeque<Envelope> = out.into();
@@ -803,109 +782,6 @@ impl Driver {
             self.route(now, out)?;
         }
         Ok(())
-    }
-
-    /// Publishes the view the request handlers read, and wakes fetches
-    /// when a high watermark moved.
-    fn publish(&mut self) {
-        let mut moved = false;
-        for (&id, p) in &self.logs {
-            let hw = p.high_watermark();
-            if self.hws.insert(id, hw) != Some(hw) {
-                moved = true;
-            }
-        }
-        if moved {
-            self.b.data.notify_waiters();
-        }
-        let sig = (
-            self.broker.view().len() + self.logs.len(),
-            self.broker
-                .view()
-                .values()
-                .map(|s| i64::from(s.partition_epoch))
-                .sum::<i64>(),
-        );
-        let controller = match self.quorum {
-            Some(_) => self.controller_leader(),
-            None => self.controller_known,
-        };
-        let raft = self.quorum.as_ref().map(|(q, _)| {
-            let role = match q.raft().role() {
-                raft::Role::Leader => "leader",
-                raft::Role::Follower => "follower",
-                raft::Role::Candidate => "candidate",
-                raft::Role::PreCandidate => "pre-candidate",
-            };
-            (q.raft().term(), role)
-        });
-        let leading = raft.is_some_and(|r| r.1 == "leader");
-        if leading != self.was_leader {
-            if leading {
-                self.elections_won += 1;
-            }
-            let term = raft.map_or(0, |r| r.0);
-            tracing::info!(term, leading, "controller quorum: leadership changed");
-        }
-        self.was_leader = leading;
-        let now = self.now();
-        let lag = if now >= self.next_lag_sample {
-            self.next_lag_sample = now + 500;
-            let mut lag = Vec::new();
-            for (&id, log) in &self.logs {
-                let Some(r) = self.broker.replica(id) else {
-                    continue;
-                };
-                let Some(st) = self.broker.view().get(&id) else {
-                    continue;
-                };
-                let leo = log.log_end_offset();
-                for (f, _, durable) in r.follower_progress() {
-                    lag.push((st.topic.clone(), st.index, f, leo.saturating_sub(durable)));
-                }
-            }
-            Some(lag)
-        } else {
-            None
-        };
-        let mut v = self.c.view.lock();
-        v.controller = controller;
-        v.raft = raft;
-        v.broker_epoch = self.broker.broker_epoch();
-        v.isr_changes = self.isr_changes;
-        v.elections_won = self.elections_won;
-        if let Some(lag) = lag {
-            v.follower_lag = lag;
-        }
-        if sig == self.published {
-            return;
-        }
-        self.published = sig;
-        for (&id, s) in self.broker.view() {
-            v.by_name.insert((s.topic.clone(), s.index), id);
-            if let Some(old) = v.states.get(&id) {
-                // Counted by the leader that keeps its leadership.
-                if s.leader == Some(self.c.me)
-                    && old.leader == s.leader
-                    && old.partition_epoch < s.partition_epoch
-                {
-                    if s.isr.len() < old.isr.len() {
-                        self.isr_changes.0 += 1;
-                    } else if s.isr.len() > old.isr.len() {
-                        self.isr_changes.1 += 1;
-                    }
-                }
-            }
-            if v.states
-                .get(&id)
-                .is_none_or(|o| o.partition_epoch < s.partition_epoch)
-            {
-                v.states.insert(id, s.clone());
-            }
-        }
-        if v.local.len() != self.logs.len() {
-            v.local = self.logs.iter().map(|(&k, p)| (k, p.clone())).collect();
-        }
     }
 }
 
