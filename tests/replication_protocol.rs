@@ -25,6 +25,7 @@ fn log(storage: &FaultStorage, dir: &str) -> (LogManager, Arc<Partition>) {
             maintenance_interval: None,
             min_cleanable_dirty_ratio: 0.5,
             background_threads: false,
+            ..ManagerOptions::default()
         },
     )
     .expect("open");

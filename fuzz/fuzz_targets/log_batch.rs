@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
         index_interval_bytes: 64,
         max_index_bytes: 1 << 20,
         compacted: data.first().is_some_and(|b| b & 1 == 1),
+        direct_io: false,
     };
     if let Ok((seg, _)) = Segment::open(&storage, dir, 0, opts, true) {
         let mut at = 0;

@@ -45,6 +45,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod aligned;
+mod append;
 mod error;
 pub mod fault;
 pub mod probe;
@@ -56,6 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use aligned::AlignedBuf;
+pub use append::{AppendWriter, PlainStaged, StagedWrites};
 pub use error::{Error, Result, Stopped};
 pub use std_backend::StdStorage;
 pub use uring::{DirectSync, UringStorage};
@@ -316,6 +318,16 @@ pub trait File: Send + Sync {
     /// The file descriptor, for a backend that submits reads of several
     /// files at once ([`Storage::read_many`]); `None` where there is none.
     fn raw_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        None
+    }
+
+    /// A staging buffer of `capacity` bytes with a write path of its own
+    /// for an [`AppendWriter`] of this O_DIRECT file: on io_uring a ring
+    /// owned by the writer with the buffer and the file registered.
+    /// `None` where the backend has nothing better than
+    /// [`File::write_batch`] (the writer then uses [`PlainStaged`]).
+    fn staged_writer(&self, capacity: usize) -> Option<Box<dyn StagedWrites>> {
+        let _ = capacity;
         None
     }
 

@@ -22,6 +22,7 @@ const POOL_SIZE: usize = 4;
 const MAX_IO: usize = 1 << 30;
 
 static FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
+static FIXED_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Environment variable that makes [`UringStorage::open_or_fallback`] use std,
 /// e.g. to compare backends or to work around a broken kernel.
@@ -584,5 +585,160 @@ impl File for UringFile {
 
     fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
         self.inner.start_writeback(offset, len)
+    }
+
+    fn staged_writer(&self, capacity: usize) -> Option<Box<dyn crate::StagedWrites>> {
+        let align = self.inner.align?;
+        let attempt =
+            self.inner.file.try_clone().and_then(|f| {
+                FixedStaged::new(f, &self.inner.path, align, capacity, self.direct_sync)
+            });
+        match attempt {
+            Ok(s) => Some(Box::new(s)),
+            Err(e) => {
+                // Most often the locked-memory limit (RLIMIT_MEMLOCK) on a
+                // kernel that still counts registered buffers against it:
+                // the shared rings serve instead.
+                if !FIXED_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "io_uring buffer registration failed; appends use unregistered buffers");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Staged appends of one writer through a ring of its own, with the
+/// staging buffer and the file registered ([`crate::File::staged_writer`]).
+/// The appending thread submits and reaps on it; nobody else does.
+struct FixedStaged {
+    // Declared before `buf`: dropping the ring unregisters the buffer
+    // before the buffer is freed.
+    ring: IoUring,
+    buf: crate::AlignedBuf,
+    /// The file, a descriptor of our own (registered as fixed file 0), and
+    /// the path for errors.
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    align: usize,
+    direct_sync: DirectSync,
+}
+
+impl FixedStaged {
+    fn new(
+        file: std::fs::File,
+        path: &Path,
+        align: usize,
+        capacity: usize,
+        direct_sync: DirectSync,
+    ) -> io::Result<Self> {
+        use std::os::unix::io::AsRawFd;
+        let ring = IoUring::new(8)?;
+        ring.submitter().register_files(&[file.as_raw_fd()])?;
+        let mut s = FixedStaged {
+            ring,
+            buf: crate::AlignedBuf::zeroed(capacity, align),
+            file,
+            path: path.to_path_buf(),
+            align,
+            direct_sync,
+        };
+        s.register()?;
+        Ok(s)
+    }
+
+    fn register(&mut self) -> io::Result<()> {
+        let iov = libc::iovec {
+            iov_base: self.buf.as_mut_ptr().cast(),
+            iov_len: self.buf.capacity(),
+        };
+        // SAFETY: the buffer lives as long as the registration: `grow`
+        // unregisters before replacing it, and the ring (which holds the
+        // registration) is dropped before the buffer (field order).
+        unsafe { self.ring.submitter().register_buffers(&[iov]) }
+    }
+
+    fn err(&self, op: &'static str, e: io::Error) -> Error {
+        Error::io(op, &self.path, e)
+    }
+}
+
+impl crate::StagedWrites for FixedStaged {
+    fn buf(&mut self) -> &mut crate::AlignedBuf {
+        &mut self.buf
+    }
+
+    fn grow(&mut self, capacity: usize) -> Result<()> {
+        if capacity > MAX_IO {
+            return Err(Error::InvalidArgument(format!(
+                "{}: an append of {capacity} bytes is larger than one registered buffer",
+                self.path.display()
+            )));
+        }
+        self.ring
+            .submitter()
+            .unregister_buffers()
+            .map_err(|e| self.err("io_uring_unregister", e))?;
+        self.buf = crate::AlignedBuf::zeroed(capacity, self.align);
+        self.register()
+            .map_err(|e| self.err("io_uring_register", e))
+    }
+
+    fn write(&mut self, offset: u64, len: usize, sync: Option<SyncMode>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let dsync = sync == Some(SyncMode::Data) && self.direct_sync == DirectSync::RwfDsync;
+        let linked = match sync {
+            Some(mode) if !dsync && self.direct_sync == DirectSync::LinkedFsync => Some(mode),
+            Some(SyncMode::All) if self.direct_sync == DirectSync::RwfDsync => Some(SyncMode::All),
+            _ => None,
+        };
+        let mut write = opcode::WriteFixed::new(types::Fixed(0), self.buf.as_ptr(), len as u32, 0)
+            .offset(offset);
+        if dsync {
+            write = write.rw_flags(libc::RWF_DSYNC);
+        }
+        let mut entries = vec![write.build()];
+        if let Some(mode) = linked {
+            let mut fsync = opcode::Fsync::new(types::Fixed(0));
+            if mode == SyncMode::Data {
+                fsync = fsync.flags(types::FsyncFlags::DATASYNC);
+            }
+            entries[0] = entries[0].clone().flags(squeue::Flags::IO_LINK);
+            entries.push(fsync.build());
+        }
+        let res = run_chain(&mut self.ring, &entries).map_err(|e| self.err("write", e))?;
+        let r = res.first().copied().unwrap_or(-libc::EIO);
+        let mut need_sync = sync.filter(|_| !dsync && linked.is_none());
+        if r < 0 && !matches!(-r, libc::EINTR | libc::EAGAIN | libc::EOPNOTSUPP) {
+            return Err(self.err("write", io::Error::from_raw_os_error(-r)));
+        }
+        if r < 0 || (r as usize) < len {
+            // Short, interrupted or refused (a kernel without RWF_DSYNC):
+            // finish with plain writes and a plain sync.
+            let done = r.max(0) as usize;
+            self.file
+                .write_all_at(&self.buf[done..len], offset + done as u64)
+                .map_err(|e| self.err("write", e))?;
+            need_sync = sync;
+        } else if let Some(mode) = linked {
+            let fr = res.get(1).copied().unwrap_or(-libc::EIO);
+            if fr < 0 {
+                let op = if mode == SyncMode::Data {
+                    "fdatasync"
+                } else {
+                    "fsync"
+                };
+                return Err(self.err(op, io::Error::from_raw_os_error(-fr)));
+            }
+        }
+        match need_sync {
+            Some(SyncMode::Data) => self.file.sync_data().map_err(|e| self.err("fdatasync", e)),
+            Some(SyncMode::All) => self.file.sync_all().map_err(|e| self.err("fsync", e)),
+            None => Ok(()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "fixed"
     }
 }

@@ -42,6 +42,12 @@ pub struct ManagerOptions {
     /// is ignored; call [`LogManager::run_maintenance`] with the simulated
     /// time), so the same calls make the same storage operations.
     pub background_threads: bool,
+    /// Append to segments with `O_DIRECT` through the same path as the WAL
+    /// ([`strata_io::AppendWriter`]): writes bypass the page cache, so a
+    /// producer's bytes reach the device without a copy into the cache and
+    /// a flush has no dirty pages to write back. Reads stay buffered (and
+    /// mapped for sealed segments). Off by default.
+    pub direct_io: bool,
 }
 
 impl Default for ManagerOptions {
@@ -50,6 +56,7 @@ impl Default for ManagerOptions {
             maintenance_interval: Some(Duration::from_secs(300)),
             min_cleanable_dirty_ratio: 0.5,
             background_threads: true,
+            direct_io: false,
         }
     }
 }
@@ -434,13 +441,14 @@ impl LogManager {
             )));
         }
         let dir = self.root.join(format!("{topic}-{partition}"));
-        let (p, report) = Partition::open(
+        let (p, report) = Partition::open_with(
             self.storage.clone(),
             self.meta.clone(),
             &dir,
             topic,
             partition,
             cfg,
+            self.shared.opts.direct_io,
         )?;
         let p = Arc::new(p);
         parts.insert(key, p.clone());

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use strata_io::{FileRef, Mapped, OpenOptions, Storage};
+use strata_io::{AppendWriter, FileRef, Mapped, OpenOptions, Storage};
 
 use crate::batch::{Batch, BatchHeader, Parsed, HEADER_LEN, LOG_OVERHEAD};
 use crate::{Error, Result};
@@ -88,6 +88,10 @@ pub struct SegmentOptions {
     /// A compacted topic's segment: its batches may hold fewer records
     /// than offsets (the cleaner removed some).
     pub compacted: bool,
+    /// Append with `O_DIRECT` (through [`AppendWriter`], the WAL's path):
+    /// the page cache is bypassed for writes, and the active segment's file
+    /// ends on a page boundary, zero-padded, until it is sealed.
+    pub direct_io: bool,
 }
 
 /// Checks, outside the batch CRC, that a batch sits where it should: its
@@ -136,10 +140,18 @@ pub struct Segment {
     map: Option<Bytes>,
     /// Log bytes handed to writeback so far.
     written_back: u64,
+    /// The append path of the active segment, opened at its first append
+    /// (with `direct_io`, through a second, O_DIRECT handle of the log;
+    /// `log` stays the buffered handle readers use).
+    writer: Option<AppendWriter>,
 }
 
 /// Log bytes between writeback hints.
 const WRITEBACK_EVERY: u64 = 1 << 20;
+
+/// Zero padding after the last batch of a direct segment is shorter than
+/// one page (the largest O_DIRECT alignment in use).
+const DIRECT_PAD_MAX: u64 = 4096;
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,6 +201,7 @@ impl Segment {
             opts,
             map: None,
             written_back: 0,
+            writer: None,
         })
     }
 
@@ -222,6 +235,7 @@ impl Segment {
             opts,
             map: None,
             written_back: len,
+            writer: None,
         };
         if !scan && seg.indexes_look_sane() {
             seg.load_tail_facts()?;
@@ -248,6 +262,25 @@ impl Segment {
     /// base when `from` is 0, an index entry's offset otherwise), each
     /// next one where the one before ended.
     pub fn scan_log(&self, from: u64, to: u64, first_offset: u64) -> Result<Scan> {
+        let mut scan = self.scan_batches(from, to, first_offset)?;
+        if let Some((at, _)) = scan.stop {
+            if self.opts.direct_io && to - at < DIRECT_PAD_MAX && self.zeros(at, to)? {
+                // The zero padding of the last direct write to a segment
+                // that was not sealed: the end, not damage.
+                scan.stop = None;
+            }
+        }
+        Ok(scan)
+    }
+
+    /// Whether the log's bytes from `from` to `to` are all zero.
+    fn zeros(&self, from: u64, to: u64) -> Result<bool> {
+        let mut buf = vec![0xffu8; (to - from) as usize];
+        let got = read_full(&self.log, &mut buf, from)?;
+        Ok(got == buf.len() && buf.iter().all(|&b| b == 0))
+    }
+
+    fn scan_batches(&self, from: u64, to: u64, first_offset: u64) -> Result<Scan> {
         const CHUNK: u64 = 1 << 20;
         let mut headers = Vec::new();
         let mut pos = from;
@@ -436,13 +469,33 @@ impl Segment {
 
     /// Appends a batch (its offsets already assigned). Not durable until
     /// [`Segment::flush`].
-    pub fn append(&mut self, b: &Batch) -> Result<()> {
-        self.log.write_at(&b.bytes, self.size)?;
+    /// `storage` opens the O_DIRECT handle at the first append of a
+    /// `direct_io` segment.
+    pub fn append(&mut self, storage: &dyn Storage, b: &Batch) -> Result<()> {
+        let size = self.size;
+        let direct = self.opts.direct_io;
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let file = if direct {
+                    // A second handle: the writer's. Readers keep the
+                    // buffered `log` (a direct write drops the pages it
+                    // covers from the cache, so they never read stale
+                    // bytes).
+                    storage.open(self.log.path(), OpenOptions::existing().direct(true))?
+                } else {
+                    self.log.clone()
+                };
+                self.writer.insert(AppendWriter::new(file, size)?)
+            }
+        };
+        writer.append(&b.bytes, 0, None)?;
         let pos = self.size;
         self.size += b.bytes.len() as u64;
         // Start writing back every MiB, so the fsync at a roll (in some
         // appender's path) finds little dirty data and the tail stays short.
-        if self.size.saturating_sub(self.written_back) >= WRITEBACK_EVERY {
+        // Direct writes leave nothing dirty.
+        if !direct && self.size.saturating_sub(self.written_back) >= WRITEBACK_EVERY {
             self.log
                 .start_writeback(self.written_back, self.size - self.written_back)?;
             self.written_back = self.size;
@@ -481,6 +534,13 @@ impl Segment {
     /// segment's indexes are trusted at open if consistent) and maps the
     /// log and the indexes read-only.
     pub fn seal(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            if w.file().alignment().is_some() && self.log.len()? > self.size {
+                // The zero padding of the last direct write goes: a sealed
+                // segment is trusted up to its length at the next open.
+                self.log.set_len(self.size)?;
+            }
+        }
         self.log.sync_data()?;
         self.index.file.sync_data()?;
         self.time_index.file.sync_data()?;
@@ -589,6 +649,9 @@ impl Segment {
         if let Some((at, why)) = s.stop {
             return Err(Error::corruption(self.log.path(), at, why));
         }
+        // The next append opens a writer at the new end (re-reading its
+        // partial page).
+        self.writer = None;
         match self.map.take() {
             // Mapped: readers may hold slices of the map, and shrinking the
             // file under them would fault. The kept prefix goes to a new

@@ -43,8 +43,14 @@ pub fn reopen(
 }
 
 pub fn open(storage: &StorageRef) -> (LogManager, Arc<Partition>) {
+    open_direct(storage, false)
+}
+
+/// [`open`], appending with O_DIRECT when `direct_io`.
+pub fn open_direct(storage: &StorageRef, direct_io: bool) -> (LogManager, Arc<Partition>) {
     let opts = ManagerOptions {
         background_threads: false,
+        direct_io,
         ..ManagerOptions::default()
     };
     let m = LogManager::open_with(storage.clone(), "/logs", opts).expect("open manager");

@@ -58,6 +58,11 @@ pub struct Args {
     /// segment.bytes of the benchmark topic when it is created.
     #[arg(long = "segment-bytes", default_value_t = 1 << 30)]
     segment_bytes: u64,
+    /// Append to segments with O_DIRECT, through the WAL's append path
+    /// (on io_uring: a ring of the partition's own with its staging buffer
+    /// and file registered). Reads stay buffered.
+    #[arg(long)]
+    direct: bool,
     /// Skip the bare-disk baseline.
     #[arg(long = "no-baseline")]
     no_baseline: bool,
@@ -108,8 +113,13 @@ fn open_partition(
     storage: &StorageRef,
     dir: &Path,
     segment_bytes: u64,
+    direct_io: bool,
 ) -> Result<(LogManager, Arc<Partition>)> {
-    let m = LogManager::open(storage.clone(), dir).map_err(log_err)?;
+    let opts = strata_log::ManagerOptions {
+        direct_io,
+        ..strata_log::ManagerOptions::default()
+    };
+    let m = LogManager::open_with(storage.clone(), dir, opts).map_err(log_err)?;
     if !m.topics().iter().any(|(t, _)| t == TOPIC) {
         let cfg = LogConfig {
             retention_ms: None,
@@ -270,7 +280,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let storage = storage_for(&a.io, &dir)?;
-    let (m, p) = open_partition(&storage, &dir, a.segment_bytes)?;
+    let (m, p) = open_partition(&storage, &dir, a.segment_bytes, a.direct)?;
     match a.mode.as_str() {
         "produce" => {
             // Rounds of produce and baseline in turn, so both meet the same

@@ -70,7 +70,7 @@ impl Partition {
         let active_base = sources.last().map_or(leo, |(b, _)| *b);
         let sealed = &sources[..sources.len().saturating_sub(1)];
         let storage = &*self.storage;
-        let opts = Self::seg_opts(&self.cfg);
+        let opts = self.seg_opts();
         for (base, src) in sealed {
             let base = *base;
             let mut out: Vec<u8> = Vec::new();

@@ -18,6 +18,20 @@ impl Partition {
         partition: u32,
         cfg: LogConfig,
     ) -> Result<(Partition, RecoveryReport)> {
+        Self::open_with(storage, meta, dir, topic, partition, cfg, false)
+    }
+
+    /// [`Partition::open`], with segments appended through O_DIRECT when
+    /// `direct_io` ([`crate::ManagerOptions::direct_io`]).
+    pub fn open_with(
+        storage: StorageRef,
+        meta: Arc<Meta>,
+        dir: &Path,
+        topic: &str,
+        partition: u32,
+        cfg: LogConfig,
+        direct_io: bool,
+    ) -> Result<(Partition, RecoveryReport)> {
         cfg.validate()?;
         strata_io::create_dir_durable(&*storage, dir)?;
         let p = Partition {
@@ -27,6 +41,7 @@ impl Partition {
             storage: storage.clone(),
             meta,
             cfg,
+            direct_io,
             state: RwLock::new(State {
                 segments: BTreeMap::new(),
                 log_start: 0,
@@ -66,7 +81,7 @@ impl Partition {
         let meta_start = self.meta.get_u64(&self.key("start"))?.unwrap_or(0);
         let rp = self.meta.get_u64(&self.key("recovery"))?.unwrap_or(0);
         let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
-        let opts = Self::seg_opts(&self.cfg);
+        let opts = self.seg_opts();
         let mut i = 0;
         while i < bases.len() {
             let base = bases[i];

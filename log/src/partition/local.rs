@@ -117,7 +117,7 @@ impl Partition {
             }
             st.epochs.push((epoch, b.base_offset()));
         }
-        let res = st.active().and_then(|a| a.append(b));
+        let res = st.active().and_then(|a| a.append(&*self.storage, b));
         if let Err(e) = res {
             // The file's tail is unknown now: stop; a reopen cuts it.
             st.failed = Some(self.stopped(&e));
@@ -152,7 +152,7 @@ impl Partition {
             st.failed = Some(self.stopped(&e));
             return Err(e);
         }
-        let seg = Segment::create(&*self.storage, &self.dir, leo, Self::seg_opts(&self.cfg))?;
+        let seg = Segment::create(&*self.storage, &self.dir, leo, self.seg_opts())?;
         st.segments.insert(leo, seg);
         self.set_recovery_point(st, leo);
         // The producer state at the roll, so a restart replays only the
@@ -569,7 +569,7 @@ impl Partition {
             &dead,
             true,
         )?;
-        let seg = Segment::create(storage, &self.dir, offset, Self::seg_opts(&self.cfg))?;
+        let seg = Segment::create(storage, &self.dir, offset, self.seg_opts())?;
         st.segments.insert(offset, seg);
         st.log_start = offset;
         st.hwm = offset;

@@ -121,6 +121,8 @@ pub struct Partition {
     storage: StorageRef,
     meta: Arc<Meta>,
     cfg: LogConfig,
+    /// Segments append with O_DIRECT ([`crate::ManagerOptions::direct_io`]).
+    direct_io: bool,
     state: RwLock<State>,
     /// Counts truncations. Reads copy bytes without holding `state` and
     /// then check this did not move; if it did, what they read may be gone
@@ -152,11 +154,12 @@ impl Partition {
         format!("{}{field}", part_prefix(&self.topic, self.partition))
     }
 
-    fn seg_opts(cfg: &LogConfig) -> SegmentOptions {
+    fn seg_opts(&self) -> SegmentOptions {
         SegmentOptions {
-            index_interval_bytes: cfg.index_interval_bytes,
-            max_index_bytes: cfg.segment_index_bytes,
-            compacted: cfg.cleanup_policy == CleanupPolicy::Compact,
+            index_interval_bytes: self.cfg.index_interval_bytes,
+            max_index_bytes: self.cfg.segment_index_bytes,
+            compacted: self.cfg.cleanup_policy == CleanupPolicy::Compact,
+            direct_io: self.direct_io,
         }
     }
 

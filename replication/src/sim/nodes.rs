@@ -33,6 +33,7 @@ impl World {
                     maintenance_interval: None,
                     min_cleanable_dirty_ratio: 0.5,
                     background_threads: false,
+                    ..ManagerOptions::default()
                 },
             )
             .map_err(|e| e.to_string())?;

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// power cut of min.insync.replicas nodes loses acknowledged writes;
     /// for measuring what fsync-before-ack costs.
     pub ack_unsynced: bool,
+    /// log.direct.io (Strata's): segments append with O_DIRECT through
+    /// the WAL's append path; reads stay buffered.
+    pub log_direct_io: bool,
     /// test.faults.enable: serve `GET /fault/drop?out=..&in=..` and
     /// `GET /fault/heal` on the metrics listener, which drop peer frames
     /// to and from the listed nodes in this node's own transport (network
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             broker_session_timeout_ms: 1000,
             election_timeout_ms: 500,
             ack_unsynced: false,
+            log_direct_io: false,
             test_faults: false,
             kafka_fetch: true,
         }
@@ -162,6 +166,13 @@ impl ServerConfig {
             }
             "replica.ack.unsynced" => {
                 self.ack_unsynced = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
+                }
+            }
+            "log.direct.io" => {
+                self.log_direct_io = match v {
                     "true" => true,
                     "false" => false,
                     _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),

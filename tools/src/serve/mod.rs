@@ -297,6 +297,7 @@ pub fn run(args: Args) -> Result<i32> {
         &data,
         ManagerOptions {
             background_threads: true,
+            direct_io: cfg.log_direct_io,
             ..ManagerOptions::default()
         },
     )

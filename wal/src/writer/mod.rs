@@ -259,7 +259,6 @@ impl Wal {
             segments,
             recycled,
             enc: Vec::new(),
-            direct_buf: None,
             sealing: None,
         };
         let inner = Arc::new(Inner {
@@ -686,7 +685,7 @@ impl Inner {
             } else if sync {
                 self.finish_seal(&mut io)?;
                 match &io.active {
-                    Some(a) => a.file.sync_data().map(|()| 0),
+                    Some(a) => a.writer.sync_data().map(|()| 0),
                     None => Ok(0),
                 }
             } else {

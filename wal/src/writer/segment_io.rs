@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use strata_io::{AlignedBuf, FileRef, OpenOptions, SyncMode};
+use strata_io::{AlignedBuf, AppendWriter, FileRef, OpenOptions, SyncMode};
 
 use super::{Inner, Preallocate, SyncPolicy};
 use crate::format::{
@@ -18,8 +18,9 @@ use crate::Lsn;
 
 pub(super) struct Active {
     pub(super) segno: u64,
-    pub(super) file: FileRef,
-    pub(super) offset: u64,
+    /// The segment file and its end: the shared append path of strata-io
+    /// (with O_DIRECT it resends the partial last page and zero-pads).
+    pub(super) writer: AppendWriter,
     /// Bytes of the file already allocated (`Preallocate::Allocate` grows
     /// this in steps ahead of `offset`).
     pub(super) allocated: u64,
@@ -27,9 +28,6 @@ pub(super) struct Active {
     /// log are that segment's, possibly a fragment cut in half by the last
     /// write (see `end_marker`).
     pub(super) recycled: bool,
-    /// With O_DIRECT: the bytes of the current partial page, rewritten
-    /// with the next write since writes must cover whole pages.
-    pub(super) tail: Vec<u8>,
 }
 
 pub(super) struct Io {
@@ -37,7 +35,6 @@ pub(super) struct Io {
     pub(super) segments: VecDeque<SegmentFile>,
     pub(super) recycled: Vec<PathBuf>,
     pub(super) enc: Vec<u8>,
-    pub(super) direct_buf: Option<AlignedBuf>,
     /// The background fsync of the previous segment, if still running.
     pub(super) sealing: Option<JoinHandle<strata_io::Result<()>>>,
 }
@@ -53,7 +50,7 @@ impl Inner {
         let hdr = header.encode();
         let payload_len = hdr.len() + records.len();
         let (offset, segno) = match &io.active {
-            Some(a) => (a.offset, a.segno),
+            Some(a) => (a.writer.end(), a.segno),
             None => {
                 return Err(strata_io::Error::InvalidArgument(
                     "WAL has no open segment".into(),
@@ -74,35 +71,29 @@ impl Inner {
                 "WAL has no open segment".into(),
             ));
         };
-        let end = active.offset + encoded_len(active.offset, payload_len) as u64;
+        let offset = active.writer.end();
+        let end = offset + encoded_len(offset, payload_len) as u64;
         if self.opts.preallocate == Preallocate::Allocate && end > active.allocated {
             let want = next_allocation(active.allocated, end, self.opts.segment_size);
-            active.file.preallocate(want)?;
+            active.writer.file().preallocate(want)?;
             active.allocated = want;
         }
         io.enc.clear();
         encode_fragments(
             &mut io.enc,
-            active.offset,
+            offset,
             segment_tag(active.segno),
             &[&hdr, records],
         );
         let entry_len = io.enc.len();
-        let mode = sync.then_some(SyncMode::Data);
-        match active.file.alignment() {
-            None => {
-                if active.recycled {
-                    end_marker(&mut io.enc, active.offset + entry_len as u64);
-                }
-                active.file.write_batch(&[(active.offset, &io.enc)], mode)?
-            }
-            // Direct writes are zero-padded to the page end, which ends the
-            // log there already.
-            Some(align) => {
-                write_direct(active, &mut io.direct_buf, align, &io.enc, mode)?;
-            }
-        }
-        active.offset += entry_len as u64;
+        let marker = if active.recycled {
+            end_marker_len(offset + entry_len as u64)
+        } else {
+            0
+        };
+        active
+            .writer
+            .append(&io.enc, marker, sync.then_some(SyncMode::Data))?;
         Ok(entry_len as u64)
     }
 
@@ -123,20 +114,20 @@ impl Inner {
             if self.opts.sync == SyncPolicy::Always || !self.opts.background_seal {
                 // Everything in it is synced already: this costs nothing
                 // (or the caller asked for no threads).
-                old.file.sync_data()?;
+                old.writer.sync_data()?;
             } else {
                 // Seal in the background, as Kafka flushes a rolled segment:
                 // with unsynced policies nobody waits for this data to be
                 // durable, and syncing 64 MiB inline would stall appends.
                 // Recovery treats a lost tail of a segment that no later
                 // entry vouches for as a torn tail.
-                let file = old.file.clone();
+                let file = old.writer.file().clone();
                 match std::thread::Builder::new()
                     .name("strata-wal-seal".into())
                     .spawn(move || file.sync_data())
                 {
                     Ok(h) => io.sealing = Some(h),
-                    Err(_) => old.file.sync_data()?,
+                    Err(_) => old.writer.sync_data()?,
                 }
             }
         }
@@ -175,22 +166,17 @@ impl Inner {
             }
         };
         let header = SegmentHeader { segno, first_lsn }.encode();
-        let mut active = Active {
-            segno,
-            file,
-            offset: 0,
-            allocated,
-            recycled,
-            tail: Vec::new(),
-        };
-        match active.file.alignment() {
-            None => active.file.write_at(&header, 0)?,
-            Some(align) => write_direct(&mut active, &mut io.direct_buf, align, &header, None)?,
-        }
-        active.offset = SEGMENT_HEADER_LEN as u64;
+        let mut writer = AppendWriter::new(file, 0)?;
+        writer.append(&header, 0, None)?;
         // The header (and for a new file its length) must be durable before
         // any record, so a segment with records always has a valid header.
-        active.file.sync_all()?;
+        writer.file().sync_all()?;
+        let active = Active {
+            segno,
+            writer,
+            allocated,
+            recycled,
+        };
         self.storage.sync_dir(&self.dir)?;
         io.segments.push_back(SegmentFile {
             segno,
@@ -204,21 +190,20 @@ impl Inner {
     }
 }
 
-/// Appends to an encoded entry ending at file offset `end` the zeros that
-/// end the log after it: a zero fragment header where the reader will look
-/// next (at `end`, or at the next block when the rest of this one is
-/// trailer). In a recycled file the bytes there are the old segment's; a
-/// new entry shorter than the old one leaves half an old fragment behind,
-/// which would read as damage (a torn tail reported at every open) rather
-/// than as the end. The next entry overwrites the marker.
-fn end_marker(enc: &mut Vec<u8>, end: u64) {
+/// How many zeros after an entry ending at file offset `end` end the log
+/// there: a zero fragment header where the reader will look next (at
+/// `end`, or at the next block when the rest of this one is trailer). In a
+/// recycled file the bytes there are the old segment's; a new entry
+/// shorter than the old one leaves half an old fragment behind, which
+/// would read as damage (a torn tail reported at every open) rather than
+/// as the end. The next entry overwrites the marker.
+fn end_marker_len(end: u64) -> usize {
     let room = BLOCK_SIZE as u64 - end % BLOCK_SIZE as u64;
-    let upto = if room < FRAGMENT_HEADER_LEN as u64 {
-        room + FRAGMENT_HEADER_LEN as u64
+    if room < FRAGMENT_HEADER_LEN as u64 {
+        (room + FRAGMENT_HEADER_LEN as u64) as usize
     } else {
-        FRAGMENT_HEADER_LEN as u64
-    };
-    enc.resize(enc.len() + upto as usize, 0);
+        FRAGMENT_HEADER_LEN
+    }
 }
 
 /// First allocation of a new segment under `Preallocate::Allocate`.
@@ -238,41 +223,6 @@ fn next_allocation(allocated: u64, end: u64, segment_size: u64) -> u64 {
         segment_size
     };
     want.min(segment_size).max(end)
-}
-
-/// Writes `bytes` at the active offset of an O_DIRECT file: the write starts
-/// at the page holding the offset (re-sending that page's earlier bytes)
-/// and is zero-padded to whole pages.
-fn write_direct(
-    active: &mut Active,
-    buf: &mut Option<AlignedBuf>,
-    align: usize,
-    bytes: &[u8],
-    sync: Option<SyncMode>,
-) -> strata_io::Result<()> {
-    let page_start = active.offset - active.offset % align as u64;
-    let lead = (active.offset - page_start) as usize;
-    let total = lead + bytes.len();
-    let padded = total.div_ceil(align) * align;
-    if buf.as_ref().is_none_or(|b| b.capacity() < padded) {
-        *buf = Some(AlignedBuf::zeroed(padded.max(1 << 20), align));
-    }
-    let Some(b) = buf.as_mut() else {
-        return Err(strata_io::Error::InvalidArgument(
-            "no direct I/O buffer".into(),
-        ));
-    };
-    b.set_len(padded);
-    b[..lead].copy_from_slice(&active.tail[..lead.min(active.tail.len())]);
-    b[lead..total].copy_from_slice(bytes);
-    b[total..padded].fill(0);
-    active
-        .file
-        .write_batch(&[(page_start, &b[..padded])], sync)?;
-    let last_page = total - total % align;
-    active.tail.clear();
-    active.tail.extend_from_slice(&b[last_page..total]);
-    Ok(())
 }
 
 fn join_seal(h: JoinHandle<strata_io::Result<()>>) -> strata_io::Result<()> {
