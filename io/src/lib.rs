@@ -12,6 +12,10 @@
 //!   ([`DirectSync`]: no io_uring worker thread; a linked fdatasync entry,
 //!   the other choice, can only run on one); a synced batch of buffered
 //!   writes is linked to its fsync in one submission ([`File::write_batch`]).
+//!   Appends to an O_DIRECT file through an [`AppendWriter`] (the WAL's
+//!   and the segmented log's one append path) go through a ring of the
+//!   writer's own, with its staging buffer and the file registered
+//!   (`WRITE_FIXED`; [`File::staged_writer`]).
 //! * **auto** (the default, [`Backend::Auto`]): io_uring where the kernel
 //!   offers it and a probe in the data directory does not find it slower
 //!   than std for a synced write; std otherwise ([`probe`]). Where io_uring is unavailable (old
