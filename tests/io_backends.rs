@@ -226,32 +226,41 @@ fn large_synced_direct_batches_land_whole() {
 fn append_writers_land_every_byte_on_every_backend() {
     for (name, s, root, _t) in backends() {
         s.create_dir_all(&root).expect("mkdir");
-        for direct in [false, true] {
-            let path = root.join(format!("append-{direct}"));
+        for (direct, depth) in [(false, 1), (true, 1), (true, 4)] {
+            let path = root.join(format!("append-{direct}-{depth}"));
             let f = s
                 .open(&path, OpenOptions::create().direct(direct))
                 .expect("open");
-            let mut w = AppendWriter::new(f.clone(), 0).expect("writer");
+            let mut w = AppendWriter::with_depth(f.clone(), 0, depth).expect("writer");
             if direct && f.alignment().is_some() && name.starts_with("uring") {
-                assert_eq!(w.kind(), "fixed", "{name}: registered buffer and file");
+                assert_eq!(w.kind(), "fixed", "{name}: registered buffers and file");
             }
             let mut want = Vec::new();
             for i in 0..300usize {
-                // Sizes from 1 byte to past the 1 MiB staging buffer.
-                let n = if i == 150 {
-                    (1 << 20) + 4321
-                } else {
-                    (i * 97) % 9000 + 1
+                // Sizes from 1 byte to past a 1 MiB chunk, so that chunks
+                // fill and (at depth 4) several writes are in flight.
+                let n = match i {
+                    150 => (1 << 20) + 4321,
+                    200..=260 => 70_000 + i,
+                    _ => (i * 97) % 9000 + 1,
                 };
                 let rec: Vec<u8> = (0..n).map(|j| (i * 7 + j) as u8).collect();
-                let sync = match i % 3 {
-                    0 => None,
-                    1 => Some(SyncMode::Data),
-                    _ => Some(SyncMode::All),
+                let sync = match i % 7 {
+                    0 => Some(SyncMode::Data),
+                    1 => Some(SyncMode::All),
+                    _ => None,
                 };
                 assert_eq!(w.append(&rec, 0, sync).expect("append"), want.len() as u64);
                 want.extend_from_slice(&rec);
             }
+            w.drain().expect("drain");
+            assert!(!w.has_pending(), "{name}: drained");
+            let mut got = vec![0u8; want.len()];
+            f.read_exact_at(&mut got, 0).expect("read");
+            assert!(
+                got == want,
+                "{name} direct={direct} depth={depth}: bytes differ after drain"
+            );
             drop(w);
             // A second writer continues the partial page the first left.
             let mut w = AppendWriter::new(f.clone(), want.len() as u64).expect("reopen");
@@ -259,7 +268,10 @@ fn append_writers_land_every_byte_on_every_backend() {
             want.extend_from_slice(b"tail");
             let mut got = vec![0u8; want.len()];
             f.read_exact_at(&mut got, 0).expect("read");
-            assert!(got == want, "{name} direct={direct}: bytes differ");
+            assert!(
+                got == want,
+                "{name} direct={direct} depth={depth}: bytes differ"
+            );
         }
     }
 }

@@ -15,68 +15,135 @@
 //! write, the file is looked up once, and the thread that appends submits
 //! and reaps its own completions, with no other thread sharing the ring.
 
+use std::ops::Range;
+
 use crate::{AlignedBuf, FileRef, Result, SyncMode};
 
-/// A staging buffer and a way to write a prefix of it to one file: either
-/// through the file's ordinary writes ([`PlainStaged`]) or through a ring
-/// with the buffer and the file registered (the io_uring backend).
+/// Staging buffers ("slots") and a way to write a range of one of them
+/// to one file: through the file's ordinary writes ([`PlainStaged`],
+/// one slot, each write finished before `submit` returns) or through a
+/// ring with the buffers and the file registered (the io_uring backend),
+/// where a submitted write runs while the writer fills the next slot.
 pub trait StagedWrites: Send + Sync {
-    /// The staging buffer (its length is its capacity).
-    fn buf(&mut self) -> &mut AlignedBuf;
-    /// Replaces the buffer by a zeroed one of at least `capacity` bytes.
-    fn grow(&mut self, capacity: usize) -> Result<()>;
-    /// Writes `buf()[..len]` at `offset` and, with `sync`, makes it durable.
-    fn write(&mut self, offset: u64, len: usize, sync: Option<SyncMode>) -> Result<()>;
+    /// How many buffers; a slot is not touched while its write is in
+    /// flight.
+    fn slots(&self) -> usize;
+    /// A slot's buffer (its length is its capacity).
+    fn buf(&mut self, slot: usize) -> &mut [u8];
+    /// Starts writing `buf(slot)[range]` at file offset `offset` and, with
+    /// `sync`, making it durable (the caller waits for every earlier write
+    /// first, so that a sync covers them).
+    fn submit(
+        &mut self,
+        slot: usize,
+        offset: u64,
+        range: Range<usize>,
+        sync: Option<SyncMode>,
+    ) -> Result<()>;
+    /// Waits for the slot's write, if any; its error if it failed.
+    fn wait(&mut self, slot: usize) -> Result<()>;
     /// Short name of the path, for benchmark output: "plain" or "fixed".
     fn kind(&self) -> &'static str;
 }
 
-/// Staged writes through [`crate::File::write_batch`].
+/// Staged writes through [`crate::File::write_batch`]. A submitted write
+/// is made when its slot is waited for (the writer waits before it reuses
+/// a slot, and for all of them before a sync or a read), so with several
+/// slots the file lags the writer by up to that many chunks, as it would
+/// behind a ring with writes in flight, and every backend, the fault one
+/// included, shows the same write-behind behaviour.
 pub struct PlainStaged {
     file: FileRef,
-    buf: AlignedBuf,
-    align: usize,
+    bufs: Vec<AlignedBuf>,
+    queued: Vec<Option<(u64, Range<usize>, Option<SyncMode>)>>,
 }
 
 impl PlainStaged {
-    /// A staging buffer of `capacity` bytes for `file`.
-    pub fn new(file: FileRef, capacity: usize) -> Self {
+    /// `slots` staging buffers of `capacity` bytes for `file`.
+    pub fn new(file: FileRef, slots: usize, capacity: usize) -> Self {
         let align = file.alignment().unwrap_or(1).max(8);
+        let slots = slots.max(1);
         PlainStaged {
-            buf: AlignedBuf::zeroed(capacity, align),
+            bufs: (0..slots)
+                .map(|_| AlignedBuf::zeroed(capacity, align))
+                .collect(),
+            queued: (0..slots).map(|_| None).collect(),
             file,
-            align,
         }
     }
 }
 
 impl StagedWrites for PlainStaged {
-    fn buf(&mut self) -> &mut AlignedBuf {
-        &mut self.buf
+    fn slots(&self) -> usize {
+        self.bufs.len()
     }
-    fn grow(&mut self, capacity: usize) -> Result<()> {
-        self.buf = AlignedBuf::zeroed(capacity, self.align);
+    fn buf(&mut self, slot: usize) -> &mut [u8] {
+        &mut self.bufs[slot]
+    }
+    fn submit(
+        &mut self,
+        slot: usize,
+        offset: u64,
+        range: Range<usize>,
+        sync: Option<SyncMode>,
+    ) -> Result<()> {
+        self.wait(slot)?;
+        self.queued[slot] = Some((offset, range, sync));
         Ok(())
     }
-    fn write(&mut self, offset: u64, len: usize, sync: Option<SyncMode>) -> Result<()> {
-        self.file.write_batch(&[(offset, &self.buf[..len])], sync)
+    fn wait(&mut self, slot: usize) -> Result<()> {
+        let Some((offset, range, sync)) = self.queued.get_mut(slot).and_then(Option::take) else {
+            return Ok(());
+        };
+        if range.is_empty() {
+            return match sync {
+                Some(SyncMode::Data) => self.file.sync_data(),
+                Some(SyncMode::All) => self.file.sync_all(),
+                None => Ok(()),
+            };
+        }
+        self.file
+            .write_batch(&[(offset, &self.bufs[slot][range])], sync)
     }
     fn kind(&self) -> &'static str {
         "plain"
     }
 }
 
-/// Smallest staging buffer: a megabyte, so a group commit of many small
-/// records or a log batch fits without growing.
-const MIN_STAGING: usize = 1 << 20;
+/// Bytes of file one slot covers: a chunk is written whole once full, so
+/// a run of appends becomes 1 MiB writes whatever the appends' sizes.
+pub const CHUNK: usize = 1 << 20;
+/// Room past a chunk for the zero padding of its last page and the zeros
+/// an append asks for after itself (the WAL's end marker: under a 32 KiB
+/// block).
+const SLACK: usize = 64 << 10;
 
 /// Appends to one file; see the module note. One writer per file.
 pub struct AppendWriter {
     file: FileRef,
     /// The logical end: bytes appended so far (and found at open).
     end: u64,
-    /// `Some` for an O_DIRECT file: its alignment and the staging path.
-    direct: Option<(usize, Box<dyn StagedWrites>)>,
+    /// The first failed write or sync: every later call fails with it, as
+    /// the file's tail is unknown from then on (never retried).
+    failed: Option<(std::io::ErrorKind, String)>,
+    /// `Some` for an O_DIRECT file.
+    direct: Option<Direct>,
+}
+
+/// The O_DIRECT state: slot `cur` holds the file's bytes from `start`
+/// (page-aligned) to the logical end; its bytes from `sent` on have not
+/// been submitted yet.
+struct Direct {
+    align: usize,
+    staged: Box<dyn StagedWrites>,
+    cur: usize,
+    start: u64,
+    /// Page-aligned: the slot's bytes before it are on their way or written.
+    sent: usize,
+    /// Writes may be in flight in other slots.
+    in_flight: bool,
+    /// Bytes appended to the current slot and not submitted.
+    pending: bool,
 }
 
 impl std::fmt::Debug for AppendWriter {
@@ -84,28 +151,53 @@ impl std::fmt::Debug for AppendWriter {
         f.debug_struct("AppendWriter")
             .field("path", &self.file.path())
             .field("end", &self.end)
-            .field("direct", &self.direct.as_ref().map(|(a, s)| (a, s.kind())))
+            .field("kind", &self.kind())
             .finish()
     }
 }
 
 impl AppendWriter {
     /// A writer that appends to `file` from `end` (the logical end of what
-    /// it holds). For an O_DIRECT file the partial page before `end` is
-    /// read back into the staging buffer, and the buffer is registered
-    /// with a ring of the writer's own where the backend has one.
+    /// it holds), each append written before it returns. For an O_DIRECT
+    /// file the partial page before `end` is read back into the staging
+    /// buffer, registered with a ring of the writer's own where the
+    /// backend has one.
     pub fn new(file: FileRef, end: u64) -> Result<Self> {
+        Self::with_depth(file, end, 1)
+    }
+
+    /// [`AppendWriter::new`] with up to `depth` chunk writes of an O_DIRECT
+    /// file in flight (write-behind, where the backend submits
+    /// asynchronously): an unsynced append only copies into the current
+    /// 1 MiB chunk, and a full chunk is submitted while the next fills.
+    /// Bytes not yet written are not in the file: [`AppendWriter::drain`]
+    /// before reading past [`AppendWriter::written_end`].
+    pub fn with_depth(file: FileRef, end: u64, depth: usize) -> Result<Self> {
         let direct = match file.alignment() {
             None => None,
             Some(align) => {
-                let staged = match file.staged_writer(MIN_STAGING) {
+                let cap = CHUNK + SLACK;
+                let staged = match file.staged_writer(depth.clamp(1, 8), cap) {
                     Some(s) => s,
-                    None => Box::new(PlainStaged::new(file.clone(), MIN_STAGING)),
+                    None => Box::new(PlainStaged::new(file.clone(), depth.clamp(1, 8), cap)),
                 };
-                Some((align, staged))
+                Some(Direct {
+                    align,
+                    staged,
+                    cur: 0,
+                    start: end - end % align as u64,
+                    sent: 0,
+                    in_flight: false,
+                    pending: false,
+                })
             }
         };
-        let mut w = AppendWriter { file, end, direct };
+        let mut w = AppendWriter {
+            file,
+            end,
+            failed: None,
+            direct,
+        };
         w.load_tail()?;
         Ok(w)
     }
@@ -120,91 +212,208 @@ impl AppendWriter {
         self.end
     }
 
+    /// Whether appended bytes are staged or in flight, not yet in the
+    /// file ([`AppendWriter::drain`] writes them).
+    pub fn has_pending(&self) -> bool {
+        self.direct
+            .as_ref()
+            .is_some_and(|d| d.in_flight || d.pending)
+    }
+
     /// "buffered", or for an O_DIRECT file the staging path ("plain",
     /// "fixed").
     pub fn kind(&self) -> &'static str {
         match &self.direct {
             None => "buffered",
-            Some((_, s)) => s.kind(),
+            Some(d) => d.staged.kind(),
         }
     }
 
     /// Moves the logical end to `end` after the caller cut the file there
-    /// (a truncation): the partial page before it is read back.
+    /// (a truncation; drain first): the partial page before it is read
+    /// back.
     pub fn reset(&mut self, end: u64) -> Result<()> {
+        self.drain()?;
         self.end = end;
+        if let Some(d) = self.direct.as_mut() {
+            d.start = end - end % d.align as u64;
+            d.sent = 0;
+        }
         self.load_tail()
     }
 
     fn load_tail(&mut self) -> Result<()> {
-        let Some((align, staged)) = self.direct.as_mut() else {
+        let end = self.end;
+        let Some(d) = self.direct.as_mut() else {
             return Ok(());
         };
-        let lead = (self.end % *align as u64) as usize;
+        let lead = (end - d.start) as usize;
         if lead == 0 {
             return Ok(());
         }
-        let page = self.end - lead as u64;
         let mut bytes = vec![0u8; lead];
         // An unaligned read: the backend reads the page around it.
-        self.file.read_exact_at(&mut bytes, page)?;
-        staged.buf()[..lead].copy_from_slice(&bytes);
+        self.file.read_exact_at(&mut bytes, d.start)?;
+        d.staged.buf(d.cur)[..lead].copy_from_slice(&bytes);
         Ok(())
     }
 
     /// Appends `bytes` at the end, followed on disk by at least
     /// `zeros_after` zero bytes that do not count as appended (an end
-    /// marker for a reader; the next append overwrites them), and with
-    /// `sync` makes all of it durable. Returns where `bytes` landed.
+    /// marker for a reader; the next append overwrites them; written only
+    /// when the append's last bytes are, i.e. always at depth 1 or with
+    /// `sync`), and with `sync` makes everything appended durable. Returns
+    /// where `bytes` landed.
     pub fn append(
         &mut self,
         bytes: &[u8],
         zeros_after: usize,
         sync: Option<SyncMode>,
     ) -> Result<u64> {
+        self.check()?;
+        let res = self.append_inner(bytes, zeros_after, sync);
+        self.note(res)
+    }
+
+    /// The sticky failure, if any.
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some((kind, msg)) => Err(crate::Error::Io {
+                op: "append",
+                path: self.file.path().to_path_buf(),
+                source: std::io::Error::new(*kind, format!("an earlier write failed: {msg}")),
+            }),
+        }
+    }
+
+    fn note<T>(&mut self, res: Result<T>) -> Result<T> {
+        if let Err(e) = &res {
+            let kind = match e {
+                crate::Error::Io { source, .. } => source.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
+            self.failed = Some((kind, e.to_string()));
+        }
+        res
+    }
+
+    fn append_inner(
+        &mut self,
+        bytes: &[u8],
+        zeros_after: usize,
+        sync: Option<SyncMode>,
+    ) -> Result<u64> {
         let at = self.end;
-        match self.direct.as_mut() {
-            None => {
-                if zeros_after == 0 {
-                    self.file.write_batch(&[(at, bytes)], sync)?;
-                } else {
-                    let mut v = Vec::with_capacity(bytes.len() + zeros_after);
-                    v.extend_from_slice(bytes);
-                    v.resize(bytes.len() + zeros_after, 0);
-                    self.file.write_batch(&[(at, &v)], sync)?;
-                }
+        let Some(d) = self.direct.as_mut() else {
+            if zeros_after == 0 {
+                self.file.write_batch(&[(at, bytes)], sync)?;
+            } else {
+                let mut v = Vec::with_capacity(bytes.len() + zeros_after);
+                v.extend_from_slice(bytes);
+                v.resize(bytes.len() + zeros_after, 0);
+                self.file.write_batch(&[(at, &v)], sync)?;
             }
-            Some((align, staged)) => {
-                let align = *align;
-                let page = at - at % align as u64;
-                let lead = (at - page) as usize;
-                let total = lead + bytes.len();
-                let padded = (total + zeros_after).div_ceil(align) * align;
-                if staged.buf().len() < padded {
-                    // The tail page's bytes move to the new buffer.
-                    let keep = staged.buf()[..lead].to_vec();
-                    staged.grow(padded.max(MIN_STAGING))?;
-                    staged.buf()[..lead].copy_from_slice(&keep);
-                }
-                let b = staged.buf();
-                b[lead..total].copy_from_slice(bytes);
-                b[total..padded].fill(0);
-                staged.write(page, padded, sync)?;
-                // The new partial page (if any) goes to the buffer's start
-                // for the next append to send again.
-                let last = total - total % align;
-                if last > 0 {
-                    staged.buf().copy_within(last..total, 0);
-                }
+            self.end = at + bytes.len() as u64;
+            return Ok(at);
+        };
+        let mut rest = bytes;
+        let mut end = at;
+        while !rest.is_empty() {
+            let fill = (end - d.start) as usize;
+            let n = rest.len().min(CHUNK - fill);
+            d.staged.buf(d.cur)[fill..fill + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            end += n as u64;
+            if fill + n == CHUNK {
+                // A full chunk: on its way, and the next slot takes over
+                // (once its own earlier write is done).
+                let (slot, from) = (d.cur, d.sent);
+                d.staged
+                    .submit(slot, d.start + from as u64, from..CHUNK, None)?;
+                d.in_flight = true;
+                d.cur = (d.cur + 1) % d.staged.slots();
+                d.staged.wait(d.cur)?;
+                d.start += CHUNK as u64;
+                d.sent = 0;
             }
         }
-        self.end = at + bytes.len() as u64;
+        self.end = end;
+        d.pending = end > d.start + d.sent as u64;
+        if sync.is_some() || d.staged.slots() == 1 {
+            Self::send_partial(d, end, zeros_after, sync)?;
+        }
         Ok(at)
     }
 
-    /// Makes everything appended durable (`fdatasync`).
-    pub fn sync_data(&self) -> Result<()> {
-        self.file.sync_data()
+    /// Submits the current slot's unsent bytes, zero-padded to a page
+    /// (plus `zeros_after`), after every write in flight has finished, and
+    /// waits for it.
+    fn send_partial(
+        d: &mut Direct,
+        end: u64,
+        zeros_after: usize,
+        sync: Option<SyncMode>,
+    ) -> Result<()> {
+        if d.in_flight {
+            for slot in 0..d.staged.slots() {
+                d.staged.wait(slot)?;
+            }
+            d.in_flight = false;
+        }
+        let fill = (end - d.start) as usize;
+        if !d.pending && zeros_after == 0 {
+            // Nothing new since the last write of this slot: an empty
+            // write, which only syncs.
+            if let Some(mode) = sync {
+                let at = d.start + d.sent as u64;
+                d.staged.submit(d.cur, at, d.sent..d.sent, Some(mode))?;
+                return d.staged.wait(d.cur);
+            }
+            return Ok(());
+        }
+        let padded = (fill + zeros_after).div_ceil(d.align) * d.align;
+        let buf = d.staged.buf(d.cur);
+        let padded = padded.min(buf.len() - buf.len() % d.align);
+        buf[fill..padded].fill(0);
+        let from = d.sent;
+        d.staged
+            .submit(d.cur, d.start + from as u64, from..padded, sync)?;
+        d.staged.wait(d.cur)?;
+        // The partial last page goes again with the next write.
+        d.sent = fill - fill % d.align;
+        d.pending = false;
+        Ok(())
+    }
+
+    /// Writes whatever is staged and waits for every write in flight:
+    /// afterwards the file holds everything appended (not yet durable).
+    pub fn drain(&mut self) -> Result<()> {
+        self.check()?;
+        let end = self.end;
+        let res = match self.direct.as_mut() {
+            Some(d) => Self::send_partial(d, end, 0, None),
+            None => Ok(()),
+        };
+        self.note(res)
+    }
+
+    /// Makes everything appended durable: drains, then `fdatasync`.
+    pub fn sync_data(&mut self) -> Result<()> {
+        self.drain()?;
+        let res = self.file.sync_data();
+        self.note(res)
+    }
+}
+
+impl Drop for AppendWriter {
+    fn drop(&mut self) {
+        // What was appended reaches the file, as a buffered write would
+        // have; unsynced, so an error here loses only what a crash could.
+        if let Err(e) = self.drain() {
+            tracing::warn!(path = %self.file.path().display(), error = %e,
+                "appended bytes not written when their writer closed");
+        }
     }
 }
 
@@ -306,5 +515,46 @@ mod tests {
             f.read_exact_at(&mut got, 0).expect("read");
             assert!(got[10..].iter().all(|&b| b == 0));
         }
+    }
+
+    #[test]
+    fn write_behind_holds_bytes_until_a_drain_or_a_sync_and_a_crash_keeps_synced_ones() {
+        use crate::fault::{Errno, OpClass};
+        let (s, f) = open(true);
+        for dir in ["/", "/d"] {
+            s.sync_dir(Path::new(dir))
+                .expect("the file's name is durable");
+        }
+        let mut w = AppendWriter::with_depth(f.clone(), 0, 4).expect("writer");
+        w.append(&[1u8; 3000], 0, None).expect("append");
+        assert!(w.has_pending());
+        assert_eq!(f.len().expect("len"), 0, "held back, not written");
+        w.append(&[2u8; 3000], 0, Some(SyncMode::Data))
+            .expect("synced");
+        assert!(!w.has_pending());
+        // 3 MiB more: three chunks fill, the first ones written behind.
+        let big = vec![3u8; 3 << 20];
+        w.append(&big, 0, None).expect("append");
+        assert!(w.has_pending());
+        s.crash();
+        let s2 = s.reopen();
+        let f2 = s2
+            .open(Path::new("/d/f"), OpenOptions::existing().direct(true))
+            .expect("reopen");
+        let mut got = vec![0u8; 6000];
+        f2.read_exact_at(&mut got, 0)
+            .expect("the synced prefix survives");
+        assert!(got[..3000].iter().all(|&b| b == 1) && got[3000..].iter().all(|&b| b == 2));
+        drop(w);
+
+        // A failed write is sticky: every later call fails, nothing is
+        // retried over a tail that is unknown.
+        let (s, f) = open(true);
+        let mut w = AppendWriter::with_depth(f, 0, 2).expect("writer");
+        s.fail(OpClass::Write, 1, Errno::Eio, false);
+        w.append(&[1u8; 10], 0, None).expect("held back");
+        assert!(w.drain().is_err(), "the write fails");
+        assert!(w.append(&[1u8; 10], 0, None).is_err(), "sticky");
+        assert!(w.sync_data().is_err(), "sticky");
     }
 }

@@ -325,13 +325,14 @@ pub trait File: Send + Sync {
         None
     }
 
-    /// A staging buffer of `capacity` bytes with a write path of its own
-    /// for an [`AppendWriter`] of this O_DIRECT file: on io_uring a ring
-    /// owned by the writer with the buffer and the file registered.
-    /// `None` where the backend has nothing better than
+    /// `slots` staging buffers of `capacity` bytes with a write path of
+    /// their own for an [`AppendWriter`] of this O_DIRECT file: on
+    /// io_uring a ring owned by the writer with the buffers and the file
+    /// registered, where writes run while the writer fills the next
+    /// buffer. `None` where the backend has nothing better than
     /// [`File::write_batch`] (the writer then uses [`PlainStaged`]).
-    fn staged_writer(&self, capacity: usize) -> Option<Box<dyn StagedWrites>> {
-        let _ = capacity;
+    fn staged_writer(&self, slots: usize, capacity: usize) -> Option<Box<dyn StagedWrites>> {
+        let _ = (slots, capacity);
         None
     }
 

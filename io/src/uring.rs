@@ -587,12 +587,18 @@ impl File for UringFile {
         self.inner.start_writeback(offset, len)
     }
 
-    fn staged_writer(&self, capacity: usize) -> Option<Box<dyn crate::StagedWrites>> {
+    fn staged_writer(&self, slots: usize, capacity: usize) -> Option<Box<dyn crate::StagedWrites>> {
         let align = self.inner.align?;
-        let attempt =
-            self.inner.file.try_clone().and_then(|f| {
-                FixedStaged::new(f, &self.inner.path, align, capacity, self.direct_sync)
-            });
+        let attempt = self.inner.file.try_clone().and_then(|f| {
+            FixedStaged::new(
+                f,
+                &self.inner.path,
+                align,
+                slots,
+                capacity,
+                self.direct_sync,
+            )
+        });
         match attempt {
             Ok(s) => Some(Box::new(s)),
             Err(e) => {
@@ -609,19 +615,38 @@ impl File for UringFile {
 }
 
 /// Staged appends of one writer through a ring of its own, with the
-/// staging buffer and the file registered ([`crate::File::staged_writer`]).
-/// The appending thread submits and reaps on it; nobody else does.
+/// staging buffers and the file registered ([`crate::File::staged_writer`]).
+/// The appending thread submits and reaps on it; nobody else does. A
+/// submitted write runs while the writer fills another slot.
 struct FixedStaged {
-    // Declared before `buf`: dropping the ring unregisters the buffer
-    // before the buffer is freed.
     ring: IoUring,
-    buf: crate::AlignedBuf,
+    bufs: Vec<crate::AlignedBuf>,
+    /// Per slot, the write in flight.
+    flight: Vec<Option<Flight>>,
     /// The file, a descriptor of our own (registered as fixed file 0), and
     /// the path for errors.
     file: std::fs::File,
     path: std::path::PathBuf,
-    align: usize,
     direct_sync: DirectSync,
+}
+
+/// A slot's write in flight and what its completions said so far.
+struct Flight {
+    offset: u64,
+    range: std::ops::Range<usize>,
+    sync: Option<SyncMode>,
+    /// Carries RWF_DSYNC (durable on completion).
+    dsync: bool,
+    /// An FSYNC entry is linked after the write.
+    linked: bool,
+    write_res: Option<i32>,
+    fsync_res: Option<i32>,
+}
+
+impl Flight {
+    fn complete(&self) -> bool {
+        self.write_res.is_some() && (!self.linked || self.fsync_res.is_some())
+    }
 }
 
 impl FixedStaged {
@@ -629,101 +654,203 @@ impl FixedStaged {
         file: std::fs::File,
         path: &Path,
         align: usize,
+        slots: usize,
         capacity: usize,
         direct_sync: DirectSync,
     ) -> io::Result<Self> {
         use std::os::unix::io::AsRawFd;
-        let ring = IoUring::new(8)?;
+        let ring = IoUring::new((2 * slots).next_power_of_two().max(8) as u32)?;
         ring.submitter().register_files(&[file.as_raw_fd()])?;
-        let mut s = FixedStaged {
+        let bufs: Vec<crate::AlignedBuf> = (0..slots)
+            .map(|_| crate::AlignedBuf::zeroed(capacity, align))
+            .collect();
+        let iovs: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.capacity(),
+            })
+            .collect();
+        // SAFETY: the buffers live as long as the registration: they are
+        // never replaced, and Drop waits for every write before the ring
+        // (which holds the registration) and then the buffers are freed.
+        unsafe { ring.submitter().register_buffers(&iovs)? };
+        Ok(FixedStaged {
             ring,
-            buf: crate::AlignedBuf::zeroed(capacity, align),
+            flight: (0..slots).map(|_| None).collect(),
+            bufs,
             file,
             path: path.to_path_buf(),
-            align,
             direct_sync,
-        };
-        s.register()?;
-        Ok(s)
-    }
-
-    fn register(&mut self) -> io::Result<()> {
-        let iov = libc::iovec {
-            iov_base: self.buf.as_mut_ptr().cast(),
-            iov_len: self.buf.capacity(),
-        };
-        // SAFETY: the buffer lives as long as the registration: `grow`
-        // unregisters before replacing it, and the ring (which holds the
-        // registration) is dropped before the buffer (field order).
-        unsafe { self.ring.submitter().register_buffers(&[iov]) }
+        })
     }
 
     fn err(&self, op: &'static str, e: io::Error) -> Error {
         Error::io(op, &self.path, e)
     }
+
+    /// Reaps completions into their slots until `slot` has all of its own.
+    fn reap_until(&mut self, slot: usize) -> Result<()> {
+        loop {
+            for cqe in self.ring.completion() {
+                let (s, is_fsync) = ((cqe.user_data() / 2) as usize, cqe.user_data() % 2 == 1);
+                if let Some(Some(f)) = self.flight.get_mut(s) {
+                    if is_fsync {
+                        f.fsync_res = Some(cqe.result());
+                    } else {
+                        f.write_res = Some(cqe.result());
+                    }
+                }
+            }
+            if self.flight[slot].as_ref().is_none_or(Flight::complete) {
+                return Ok(());
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) => {}
+                Err(e) => {
+                    // Writes are in flight from our buffers and we cannot
+                    // wait for them: as in run_chain, stop rather than
+                    // free memory the kernel may still read.
+                    tracing::error!(error = %e, "io_uring_enter failed with writes in flight; aborting");
+                    std::process::abort();
+                }
+            }
+        }
+    }
 }
 
 impl crate::StagedWrites for FixedStaged {
-    fn buf(&mut self) -> &mut crate::AlignedBuf {
-        &mut self.buf
+    fn slots(&self) -> usize {
+        self.bufs.len()
     }
 
-    fn grow(&mut self, capacity: usize) -> Result<()> {
-        if capacity > MAX_IO {
-            return Err(Error::InvalidArgument(format!(
-                "{}: an append of {capacity} bytes is larger than one registered buffer",
-                self.path.display()
-            )));
+    fn buf(&mut self, slot: usize) -> &mut [u8] {
+        &mut self.bufs[slot]
+    }
+
+    fn submit(
+        &mut self,
+        slot: usize,
+        offset: u64,
+        range: std::ops::Range<usize>,
+        sync: Option<SyncMode>,
+    ) -> Result<()> {
+        self.wait(slot)?;
+        if range.is_empty() {
+            return match sync {
+                Some(SyncMode::Data) => self.file.sync_data().map_err(|e| self.err("fdatasync", e)),
+                Some(SyncMode::All) => self.file.sync_all().map_err(|e| self.err("fsync", e)),
+                None => Ok(()),
+            };
         }
-        self.ring
-            .submitter()
-            .unregister_buffers()
-            .map_err(|e| self.err("io_uring_unregister", e))?;
-        self.buf = crate::AlignedBuf::zeroed(capacity, self.align);
-        self.register()
-            .map_err(|e| self.err("io_uring_register", e))
-    }
-
-    fn write(&mut self, offset: u64, len: usize, sync: Option<SyncMode>) -> Result<()> {
-        use std::os::unix::fs::FileExt;
         let dsync = sync == Some(SyncMode::Data) && self.direct_sync == DirectSync::RwfDsync;
-        let linked = match sync {
-            Some(mode) if !dsync && self.direct_sync == DirectSync::LinkedFsync => Some(mode),
-            Some(SyncMode::All) if self.direct_sync == DirectSync::RwfDsync => Some(SyncMode::All),
-            _ => None,
-        };
-        let mut write = opcode::WriteFixed::new(types::Fixed(0), self.buf.as_ptr(), len as u32, 0)
-            .offset(offset);
+        let linked = sync.is_some() && !dsync && self.direct_sync != DirectSync::ThenFdatasync;
+        let buf = &self.bufs[slot][range.clone()];
+        let mut write =
+            opcode::WriteFixed::new(types::Fixed(0), buf.as_ptr(), buf.len() as u32, slot as u16)
+                .offset(offset);
         if dsync {
             write = write.rw_flags(libc::RWF_DSYNC);
         }
-        let mut entries = vec![write.build()];
-        if let Some(mode) = linked {
+        let mut entries = vec![write.build().user_data(2 * slot as u64)];
+        if linked {
             let mut fsync = opcode::Fsync::new(types::Fixed(0));
-            if mode == SyncMode::Data {
+            if sync == Some(SyncMode::Data) {
                 fsync = fsync.flags(types::FsyncFlags::DATASYNC);
             }
             entries[0] = entries[0].clone().flags(squeue::Flags::IO_LINK);
-            entries.push(fsync.build());
+            entries.push(fsync.build().user_data(2 * slot as u64 + 1));
         }
-        let res = run_chain(&mut self.ring, &entries).map_err(|e| self.err("write", e))?;
-        let r = res.first().copied().unwrap_or(-libc::EIO);
-        let mut need_sync = sync.filter(|_| !dsync && linked.is_none());
-        if r < 0 && !matches!(-r, libc::EINTR | libc::EAGAIN | libc::EOPNOTSUPP) {
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < entries.len() {
+            // Unreachable: each slot has at most two entries queued and the
+            // ring holds two per slot.
+            return Err(self.err("write", io::Error::other("io_uring submission queue full")));
+        }
+        {
+            let mut sq = self.ring.submission();
+            for e in &entries {
+                // SAFETY: the entry points into a registered buffer this
+                // struct owns; it is not written to, freed or reused until
+                // `wait` has reaped this slot's completions (the writer
+                // waits before refilling a slot, and Drop waits for all).
+                if unsafe { sq.push(e) }.is_err() {
+                    tracing::error!("io_uring queue full after a room check; aborting");
+                    std::process::abort();
+                }
+            }
+        }
+        self.flight[slot] = Some(Flight {
+            offset,
+            range,
+            sync,
+            dsync,
+            linked,
+            write_res: None,
+            fsync_res: None,
+        });
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) =>
+                {
+                    // Reap to make room, then try again.
+                    let _ = self.ring.completion().sync();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring_enter failed with writes queued; aborting");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+
+    fn wait(&mut self, slot: usize) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.flight.get(slot).is_none_or(Option::is_none) {
+            return Ok(());
+        }
+        self.reap_until(slot)?;
+        let Some(f) = self.flight[slot].take() else {
+            return Ok(());
+        };
+        let len = f.range.len();
+        let r = f.write_res.unwrap_or(-libc::EIO);
+        let mut need_sync = if f.dsync || f.linked { None } else { f.sync };
+        if r < 0
+            && !matches!(
+                -r,
+                libc::EINTR | libc::EAGAIN | libc::EOPNOTSUPP | libc::ECANCELED
+            )
+        {
             return Err(self.err("write", io::Error::from_raw_os_error(-r)));
         }
         if r < 0 || (r as usize) < len {
             // Short, interrupted or refused (a kernel without RWF_DSYNC):
             // finish with plain writes and a plain sync.
             let done = r.max(0) as usize;
+            let buf = &self.bufs[slot][f.range.start + done..f.range.end];
             self.file
-                .write_all_at(&self.buf[done..len], offset + done as u64)
+                .write_all_at(buf, f.offset + done as u64)
                 .map_err(|e| self.err("write", e))?;
-            need_sync = sync;
-        } else if let Some(mode) = linked {
-            let fr = res.get(1).copied().unwrap_or(-libc::EIO);
+            need_sync = f.sync;
+        } else if f.linked {
+            let fr = f.fsync_res.unwrap_or(-libc::EIO);
             if fr < 0 {
-                let op = if mode == SyncMode::Data {
+                let op = if f.sync == Some(SyncMode::Data) {
                     "fdatasync"
                 } else {
                     "fsync"
@@ -740,5 +867,17 @@ impl crate::StagedWrites for FixedStaged {
 
     fn kind(&self) -> &'static str {
         "fixed"
+    }
+}
+
+impl Drop for FixedStaged {
+    fn drop(&mut self) {
+        // No buffer may be freed while the kernel can still read it.
+        for slot in 0..self.flight.len() {
+            if self.flight[slot].is_some() {
+                let _ = self.reap_until(slot);
+                self.flight[slot] = None;
+            }
+        }
     }
 }

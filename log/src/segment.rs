@@ -141,13 +141,18 @@ pub struct Segment {
     /// Log bytes handed to writeback so far.
     written_back: u64,
     /// The append path of the active segment, opened at its first append
-    /// (with `direct_io`, through a second, O_DIRECT handle of the log;
-    /// `log` stays the buffered handle readers use).
-    writer: Option<AppendWriter>,
+    /// (with `direct_io`, through a second, O_DIRECT handle of the log,
+    /// writing behind: `log` stays the buffered handle readers use, and a
+    /// read drains the writer first). In a mutex so that readers, who hold
+    /// the segment shared, can drain it.
+    writer: parking_lot::Mutex<Option<AppendWriter>>,
 }
 
 /// Log bytes between writeback hints.
 const WRITEBACK_EVERY: u64 = 1 << 20;
+
+/// Chunk writes a direct segment keeps in flight (4 x 1 MiB buffers).
+const WRITE_BEHIND: usize = 4;
 
 /// Zero padding after the last batch of a direct segment is shorter than
 /// one page (the largest O_DIRECT alignment in use).
@@ -201,7 +206,7 @@ impl Segment {
             opts,
             map: None,
             written_back: 0,
-            writer: None,
+            writer: parking_lot::Mutex::new(None),
         })
     }
 
@@ -235,7 +240,7 @@ impl Segment {
             opts,
             map: None,
             written_back: len,
-            writer: None,
+            writer: parking_lot::Mutex::new(None),
         };
         if !scan && seg.indexes_look_sane() {
             seg.load_tail_facts()?;
@@ -474,7 +479,8 @@ impl Segment {
     pub fn append(&mut self, storage: &dyn Storage, b: &Batch) -> Result<()> {
         let size = self.size;
         let direct = self.opts.direct_io;
-        let writer = match &mut self.writer {
+        let slot = self.writer.get_mut();
+        let writer = match slot {
             Some(w) => w,
             None => {
                 let file = if direct {
@@ -486,7 +492,7 @@ impl Segment {
                 } else {
                     self.log.clone()
                 };
-                self.writer.insert(AppendWriter::new(file, size)?)
+                slot.insert(AppendWriter::with_depth(file, size, WRITE_BEHIND)?)
             }
         };
         writer.append(&b.bytes, 0, None)?;
@@ -507,8 +513,19 @@ impl Segment {
     /// durable. The indexes are not synced then: recovery rebuilds them for
     /// every segment it scans (the active one always), so a flush costs one
     /// fdatasync.
-    pub fn log_file(&self) -> FileRef {
-        self.log.clone()
+    pub fn log_file(&self) -> Result<FileRef> {
+        self.settle()?;
+        Ok(self.log.clone())
+    }
+
+    /// Writes what the append path holds back (write-behind), so that the
+    /// file has every appended byte: before a read or a flush.
+    fn settle(&self) -> Result<()> {
+        let mut slot = self.writer.lock();
+        match slot.as_mut() {
+            Some(w) if w.has_pending() => Ok(w.drain()?),
+            _ => Ok(()),
+        }
     }
 
     /// Maps a sealed segment's log for zero-copy reads.
@@ -534,7 +551,8 @@ impl Segment {
     /// segment's indexes are trusted at open if consistent) and maps the
     /// log and the indexes read-only.
     pub fn seal(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.take() {
+        if let Some(mut w) = self.writer.get_mut().take() {
+            w.drain()?;
             if w.file().alignment().is_some() && self.log.len()? > self.size {
                 // The zero padding of the last direct write goes: a sealed
                 // segment is trusted up to its length at the next open.
@@ -586,6 +604,7 @@ impl Segment {
     /// first at the index entry's offset): base offsets are outside the
     /// batch CRC.
     pub fn find(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
+        self.settle()?;
         let (mut expect, mut pos) = self.lookup(offset);
         let mut hdr = [0u8; HEADER_LEN];
         while pos < self.size {
@@ -623,35 +642,39 @@ impl Segment {
     /// least one batch), only batches whose last offset is below `upper`.
     /// Each batch is checked; the batches share one buffer.
     pub fn read_from(&self, pos: u64, max_bytes: usize, upper: u64) -> Result<Vec<Batch>> {
-        self.source().read_from(pos, None, max_bytes, upper, None)
+        self.source()?.read_from(pos, None, max_bytes, upper, None)
     }
 
     /// What a reader needs to read this segment's batches without holding
     /// the segment: its file, its map and its size now. Appends only add
     /// bytes past that size; a truncation or replacement must be detected
     /// by the caller (the partition counts them).
-    pub fn source(&self) -> ReadSource {
-        ReadSource {
+    pub fn source(&self) -> Result<ReadSource> {
+        self.settle()?;
+        Ok(ReadSource {
             log: self.log.clone(),
             map: self.map.clone(),
             size: self.size,
             base: self.base,
             next_offset: self.next_offset,
             compacted: self.opts.compacted,
-        }
+        })
     }
 
     /// Cuts the segment to the batches before position `pos` (rewriting
     /// the log into a new file if its indexes are mapped, so no map sees a
     /// shrinking file) and rebuilds its indexes; durable on return.
     pub fn truncate_at(&mut self, storage: &dyn Storage, pos: u64) -> Result<()> {
+        // The next append opens a writer at the new end (re-reading its
+        // partial page); what this one holds lands before the scan and
+        // the cut.
+        if let Some(mut w) = self.writer.get_mut().take() {
+            w.drain()?;
+        }
         let s = self.scan_log(0, pos, self.base)?;
         if let Some((at, why)) = s.stop {
             return Err(Error::corruption(self.log.path(), at, why));
         }
-        // The next append opens a writer at the new end (re-reading its
-        // partial page).
-        self.writer = None;
         match self.map.take() {
             // Mapped: readers may hold slices of the map, and shrinking the
             // file under them would fault. The kept prefix goes to a new

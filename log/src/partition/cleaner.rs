@@ -30,8 +30,11 @@ impl Partition {
         let (sources, leo, truncations) = {
             let st = self.state.read();
             Self::check_failed(&st)?;
-            let sources: Vec<(u64, ReadSource)> =
-                st.segments.iter().map(|(&b, s)| (b, s.source())).collect();
+            let sources: Vec<(u64, ReadSource)> = st
+                .segments
+                .iter()
+                .map(|(&b, s)| s.source().map(|src| (b, src)))
+                .collect::<Result<_>>()?;
             (
                 sources,
                 st.leo(),

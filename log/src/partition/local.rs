@@ -124,7 +124,17 @@ impl Partition {
             return Err(e);
         }
         st.producers.update(&b.header);
-        Ok((sync || self.cfg.flush_every_append).then(|| self.flush_plan(st)))
+        if !(sync || self.cfg.flush_every_append) {
+            return Ok(None);
+        }
+        match self.flush_plan(st) {
+            Ok(plan) => Ok(Some(plan)),
+            Err(e) => {
+                // A write behind failed: the tail is unknown, as above.
+                st.failed = Some(self.stopped(&e));
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn maybe_roll(&self, st: &mut State, b: &Batch) -> Result<()> {
@@ -188,18 +198,19 @@ impl Partition {
 
     /// What makes everything appended so far durable: the logs of the
     /// segments from the one holding the recovery point on.
-    pub(super) fn flush_plan(&self, st: &State) -> FlushPlan {
+    /// Fails if writing what a direct segment held back fails.
+    pub(super) fn flush_plan(&self, st: &State) -> Result<FlushPlan> {
         let rp = st.recovery_point;
         let from = st.segments.range(..=rp).next_back().map_or(0, |(&b, _)| b);
-        FlushPlan {
+        Ok(FlushPlan {
             files: st
                 .segments
                 .range(from..)
                 .map(|(_, s)| s.log_file())
-                .collect(),
+                .collect::<Result<_>>()?,
             upto: st.leo(),
             truncations: self.truncations.load(std::sync::atomic::Ordering::SeqCst),
-        }
+        })
     }
 
     /// Fsyncs a plan's files without the partition lock, so readers and
@@ -282,7 +293,13 @@ impl Partition {
             Self::check_failed(&st)?;
             self.flush_plan(&st)
         };
-        self.complete_flush(plan)
+        match plan {
+            Ok(plan) => self.complete_flush(plan),
+            Err(e) => {
+                self.state.write().failed = Some(self.stopped(&e));
+                Err(e)
+            }
+        }
     }
 
     /// Reads whole batches from the one holding `from` on: up to
@@ -351,7 +368,7 @@ impl Partition {
             .map_or(0, |(&b, _)| b);
         for (_, seg) in st.segments.range(start..) {
             if let Some((pos, h)) = seg.find(from)? {
-                return Ok(Some((seg.source(), pos, h.base_offset)));
+                return Ok(Some((seg.source()?, pos, h.base_offset)));
             }
         }
         Ok(None)

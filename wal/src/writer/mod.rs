@@ -684,7 +684,7 @@ impl Inner {
                 self.write_entry(&mut io, &header, &batch, sync)
             } else if sync {
                 self.finish_seal(&mut io)?;
-                match &io.active {
+                match &mut io.active {
                     Some(a) => a.writer.sync_data().map(|()| 0),
                     None => Ok(0),
                 }

@@ -108,7 +108,7 @@ impl Inner {
     /// Seals the active segment (fsync) and starts segment `segno` whose
     /// first record will be `first_lsn`, reusing a recycled file if any.
     pub(super) fn rotate(&self, io: &mut Io, first_lsn: Lsn, segno: u64) -> strata_io::Result<()> {
-        if let Some(old) = io.active.take() {
+        if let Some(mut old) = io.active.take() {
             // At most one seal in flight.
             self.finish_seal(io)?;
             if self.opts.sync == SyncPolicy::Always || !self.opts.background_seal {
