@@ -226,12 +226,19 @@ fn large_synced_direct_batches_land_whole() {
 fn append_writers_land_every_byte_on_every_backend() {
     for (name, s, root, _t) in backends() {
         s.create_dir_all(&root).expect("mkdir");
-        for (direct, depth) in [(false, 1), (true, 1), (true, 4)] {
-            let path = root.join(format!("append-{direct}-{depth}"));
+        // (direct, depth, zeros prepared ahead)
+        for (direct, depth, ahead) in [
+            (false, 1, 0),
+            (true, 1, 0),
+            (true, 4, 0),
+            (true, 4, 4 << 20),
+        ] {
+            let path = root.join(format!("append-{direct}-{depth}-{ahead}"));
             let f = s
                 .open(&path, OpenOptions::create().direct(direct))
                 .expect("open");
             let mut w = AppendWriter::with_depth(f.clone(), 0, depth).expect("writer");
+            w.prepare_ahead(ahead, 64 << 20);
             if direct && f.alignment().is_some() && name.starts_with("uring") {
                 assert_eq!(w.kind(), "fixed", "{name}: registered buffers and file");
             }
@@ -255,6 +262,17 @@ fn append_writers_land_every_byte_on_every_backend() {
             }
             w.drain().expect("drain");
             assert!(!w.has_pending(), "{name}: drained");
+            let len = f.len().expect("len");
+            if ahead > 0 && f.alignment().is_some() {
+                assert!(
+                    len > want.len() as u64 + (1 << 20),
+                    "{name}: zeros prepared ahead"
+                );
+                let mut zeros = vec![1u8; (len - want.len() as u64) as usize];
+                f.read_exact_at(&mut zeros, want.len() as u64)
+                    .expect("read");
+                assert!(zeros.iter().all(|&b| b == 0), "{name}: zeros ahead");
+            }
             let mut got = vec![0u8; want.len()];
             f.read_exact_at(&mut got, 0).expect("read");
             assert!(

@@ -14,7 +14,12 @@ use proptest::prelude::*;
 use strata::io::fault::{CrashKeep, FaultStorage};
 use strata::io::StorageRef;
 use strata::log::batch::{self, ProducerInfo, Record};
-use strata::log::{Error, Partition};
+use strata::log::{Error, Partition, SegmentIo};
+
+const DIRECT: SegmentIo = SegmentIo {
+    direct_io: true,
+    preallocate: false,
+};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -95,20 +100,20 @@ fn check_whole(p: &Partition, m: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: &[Op], direct: bool) -> Result<(), TestCaseError> {
-    run_traced(ops, direct).map(|_| ())
+fn run(ops: &[Op], io: SegmentIo) -> Result<(), TestCaseError> {
+    run_traced(ops, io).map(|_| ())
 }
 
-/// [`run`], returning the storage operations it made. `direct`: segments
+/// [`run`], returning the storage operations it made. `io.direct_io`: segments
 /// append with O_DIRECT (512-byte alignment on the fault backend, whose
 /// power cuts tear at 512-byte sectors).
-fn run_traced(ops: &[Op], direct: bool) -> Result<Vec<String>, TestCaseError> {
+fn run_traced(ops: &[Op], io: SegmentIo) -> Result<Vec<String>, TestCaseError> {
     let fault = FaultStorage::new(7);
     fault.set_trace(true);
     fault.set_torn_writes(true);
     fault.set_direct_alignment(Some(512));
     let mut storage: StorageRef = Arc::new(fault.clone());
-    let (mut mgr, mut p) = open_direct(&storage, direct);
+    let (mut mgr, mut p) = open_direct(&storage, io);
     let mut m = Model::default();
     let mut clock = 1_000i64;
     for (i, op) in ops.iter().enumerate() {
@@ -245,7 +250,7 @@ fn run_traced(ops: &[Op], direct: bool) -> Result<Vec<String>, TestCaseError> {
                 mgr.close()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 drop(mgr);
-                (mgr, p) = open_direct(&storage, direct);
+                (mgr, p) = open_direct(&storage, io);
                 m.durable = m.end;
                 check_whole(&p, &m)?;
             }
@@ -255,7 +260,7 @@ fn run_traced(ops: &[Op], direct: bool) -> Result<Vec<String>, TestCaseError> {
                 fault.set_crash_keep(CrashKeep::Random);
                 fault.crash_seeded(*seed);
                 storage = Arc::new(fault.reopen());
-                (mgr, p) = open_direct(&storage, direct);
+                (mgr, p) = open_direct(&storage, io);
                 let end = p.log_end_offset();
                 // Everything flushed survives; a start moved durably past
                 // data the cut lost stands, with the log empty from there.
@@ -307,8 +312,8 @@ fn a_log_case_replays_the_same_storage_operations() {
             _ => {}
         }
     }
-    let first = run_traced(&ops, false).expect("the model holds");
-    let second = run_traced(&ops, false).expect("the model holds");
+    let first = run_traced(&ops, SegmentIo::default()).expect("the model holds");
+    let second = run_traced(&ops, SegmentIo::default()).expect("the model holds");
     assert!(first.iter().any(|op| op.starts_with("crash kept")));
     assert!(
         first.iter().any(|op| op.contains("/meta/")),
@@ -322,7 +327,7 @@ proptest! {
 
     #[test]
     fn the_log_matches_a_vec_model_through_reopens_and_power_cuts(ops in prop::collection::vec(op(), 1..80)) {
-        run(&ops, false)?;
+        run(&ops, SegmentIo::default())?;
     }
 
     /// The same with segments appended through O_DIRECT: padded tails,
@@ -330,7 +335,7 @@ proptest! {
     /// flushed batch or show an unwritten one.
     #[test]
     fn a_direct_io_log_matches_the_model_through_reopens_and_power_cuts(ops in prop::collection::vec(op(), 1..80)) {
-        run(&ops, true)?;
+        run(&ops, DIRECT)?;
     }
 }
 
@@ -350,7 +355,7 @@ fn regression_a_power_cut_lost_the_new_partition_directory_with_its_flushed_batc
                 seed: 5010472632020906469,
             },
         ],
-        false,
+        SegmentIo::default(),
     )
     .expect("a flushed batch in a new partition survives a power cut");
 }
@@ -382,7 +387,7 @@ fn regression_an_append_after_a_cut_tail_underflowed_the_writeback_mark() {
                 sync: true,
             },
         ],
-        false,
+        SegmentIo::default(),
     )
     .expect("appends after a cut tail work");
 }
@@ -661,7 +666,7 @@ fn a_direct_io_segment_is_padded_to_a_page_and_the_padding_reads_as_its_end() {
     let fault = FaultStorage::new(6);
     fault.set_direct_alignment(Some(512));
     let storage: StorageRef = Arc::new(fault.clone());
-    let (mgr, p) = open_direct(&storage, true);
+    let (mgr, p) = open_direct(&storage, DIRECT);
     for i in 0..3 {
         p.append_records(&recs(1, &format!("k{i}")), ProducerInfo::NONE, 0, i == 1)
             .expect("append");
@@ -709,4 +714,97 @@ fn a_direct_io_segment_is_padded_to_a_page_and_the_padding_reads_as_its_end() {
     let keys: Vec<Vec<u8>> = got.iter().map(|r| r.key.clone()).collect();
     assert_eq!(keys.len(), 5);
     assert_eq!(keys[0], b"k0".to_vec(), "{keys:?}");
+}
+
+/// Direct segments with zeros prepared ahead (`preallocate`): the file
+/// runs megabytes past the last batch, all zeros. Power cuts at several
+/// points keep every flushed batch, show no unwritten one, and a reopen
+/// reads the prepared zeros as the end; appends go on after it.
+#[test]
+fn a_preallocated_direct_log_keeps_flushed_batches_through_power_cuts() {
+    for seed in 0..4u64 {
+        let fault = FaultStorage::new(seed);
+        fault.set_direct_alignment(Some(512));
+        let opts = strata::log::ManagerOptions {
+            background_threads: false,
+            direct_io: true,
+            preallocate: true,
+            ..Default::default()
+        };
+        let storage: StorageRef = Arc::new(fault.clone());
+        let mgr = strata::log::LogManager::open_with(storage.clone(), "/logs", opts).expect("open");
+        let cfg = strata::log::LogConfig {
+            segment_bytes: 64 << 20,
+            retention_ms: None,
+            segment_ms: None,
+            ..strata::log::LogConfig::default()
+        };
+        mgr.create_topic("t", 1, cfg).expect("create");
+        let p = mgr.partition("t", 0).expect("partition");
+        let value = vec![7u8; 1000];
+        let mut flushed = 0;
+        let batches = 60 + seed * 13;
+        for i in 0..batches {
+            let recs: Vec<Record> = (0..100)
+                .map(|j| Record::new(1000 + j, Some(format!("k{i}").as_bytes()), Some(&value)))
+                .collect();
+            p.append_records(&recs, ProducerInfo::NONE, 0, false)
+                .expect("append");
+            if i % 17 == 16 {
+                p.flush().expect("flush");
+                flushed = p.log_end_offset();
+            }
+        }
+        let len = storage
+            .open(
+                &segment_files(&storage, "log")[0],
+                strata::io::OpenOptions::existing(),
+            )
+            .and_then(|f| f.len())
+            .expect("len");
+        let (_, size) = p.segments()[0];
+        assert!(
+            len > size + (4 << 20),
+            "seed {seed}: zeros prepared ahead ({len} vs {size})"
+        );
+        let leo = p.log_end_offset();
+        drop(p);
+        drop(mgr);
+        fault.set_crash_keep(if seed % 2 == 0 {
+            CrashKeep::Random
+        } else {
+            CrashKeep::All
+        });
+        fault.crash_seeded(seed);
+        let storage: StorageRef = Arc::new(fault.reopen());
+        let mgr =
+            strata::log::LogManager::open_with(storage.clone(), "/logs", opts).expect("reopen");
+        let (p, report) = mgr.partition_with_report("t", 0).expect("partition");
+        let end = p.log_end_offset();
+        assert!(
+            end >= flushed && end <= leo,
+            "seed {seed}: end {end} outside [{flushed}, {leo}]"
+        );
+        if seed % 2 == 1 {
+            // Everything was kept: the prepared zeros are the end, not damage.
+            assert_eq!(end, leo, "seed {seed}");
+            let report = report.expect("opened here");
+            assert!(
+                report.truncated.is_none(),
+                "seed {seed}: {:?}",
+                report.truncated
+            );
+        }
+        let (_, got) = read_all(&p, 0).expect("read");
+        assert_eq!(
+            got.len() as u64,
+            end,
+            "seed {seed}: every record below the end reads"
+        );
+        assert!(got.iter().all(|r| r.value == value));
+        let a = p
+            .append_records(&recs(1, "after"), ProducerInfo::NONE, 0, true)
+            .expect("append after the cut");
+        assert_eq!(a.first_offset, end);
+    }
 }

@@ -43,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
         max_index_bytes: 1 << 20,
         compacted: data.first().is_some_and(|b| b & 1 == 1),
         direct_io: false,
+        preallocate: false,
+        max_bytes: 1 << 30,
     };
     if let Ok((seg, _)) = Segment::open(&storage, dir, 0, opts, true) {
         let mut at = 0;

@@ -42,9 +42,20 @@ pub trait StagedWrites: Send + Sync {
     ) -> Result<()>;
     /// Waits for the slot's write, if any; its error if it failed.
     fn wait(&mut self, slot: usize) -> Result<()>;
+    /// Starts writing `len` zero bytes at `offset` and making them durable
+    /// (allocated, written blocks: later writes there are overwrites). At
+    /// most one runs; nothing else writes to its range until
+    /// [`StagedWrites::wait_zero_fill`] returns.
+    fn zero_fill(&mut self, offset: u64, len: u64) -> Result<()>;
+    /// Waits for the zero fill, if one runs.
+    fn wait_zero_fill(&mut self) -> Result<()>;
     /// Short name of the path, for benchmark output: "plain" or "fixed".
     fn kind(&self) -> &'static str;
 }
+
+/// A write [`PlainStaged`] holds until its slot is waited for: where,
+/// which bytes of the slot, and the sync after it.
+type Queued = (u64, Range<usize>, Option<SyncMode>);
 
 /// Staged writes through [`crate::File::write_batch`]. A submitted write
 /// is made when its slot is waited for (the writer waits before it reuses
@@ -55,7 +66,7 @@ pub trait StagedWrites: Send + Sync {
 pub struct PlainStaged {
     file: FileRef,
     bufs: Vec<AlignedBuf>,
-    queued: Vec<Option<(u64, Range<usize>, Option<SyncMode>)>>,
+    queued: Vec<Option<Queued>>,
 }
 
 impl PlainStaged {
@@ -105,9 +116,30 @@ impl StagedWrites for PlainStaged {
         self.file
             .write_batch(&[(offset, &self.bufs[slot][range])], sync)
     }
+    fn zero_fill(&mut self, offset: u64, len: u64) -> Result<()> {
+        write_zeros(&*self.file, offset, len)?;
+        self.file.sync_data()
+    }
+    fn wait_zero_fill(&mut self) -> Result<()> {
+        Ok(())
+    }
     fn kind(&self) -> &'static str {
         "plain"
     }
+}
+
+/// Writes `len` zeros at `offset` (both page-aligned for a direct file)
+/// in 1 MiB writes.
+pub(crate) fn write_zeros(file: &dyn crate::File, offset: u64, len: u64) -> Result<()> {
+    let align = file.alignment().unwrap_or(8).max(8);
+    let zeros = AlignedBuf::zeroed(CHUNK, align);
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(CHUNK as u64) as usize;
+        file.write_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Bytes of file one slot covers: a chunk is written whole once full, so
@@ -144,6 +176,46 @@ struct Direct {
     in_flight: bool,
     /// Bytes appended to the current slot and not submitted.
     pending: bool,
+    /// Zero-fill ahead ([`AppendWriter::prepare_ahead`]): keep this many
+    /// bytes past the end written as zeros, durably, up to `limit`.
+    ahead: u64,
+    limit: u64,
+    /// The file holds written zeros (or data) up to here.
+    prepared: u64,
+    /// The zero fill running, if any: its range.
+    zeroing: Option<(u64, u64)>,
+}
+
+impl Direct {
+    /// Before a data write reaching `end`: a zero fill of that range must
+    /// be over, or it could land after the data.
+    fn clear_zeroing(&mut self, end: u64) -> Result<()> {
+        if let Some((from, to)) = self.zeroing {
+            if end > from {
+                self.staged.wait_zero_fill()?;
+                self.prepared = self.prepared.max(to);
+                self.zeroing = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the next zero fill when less than `ahead` is prepared past
+    /// the current chunk, where no data write can reach.
+    fn maybe_zero_fill(&mut self, end: u64) -> Result<()> {
+        if self.ahead == 0 || self.zeroing.is_some() {
+            return Ok(());
+        }
+        let floor = self.start + CHUNK as u64;
+        if self.prepared >= end + self.ahead || self.prepared.max(floor) >= self.limit {
+            return Ok(());
+        }
+        let from = self.prepared.max(floor);
+        let to = (from + self.ahead / 2).min(self.limit);
+        self.staged.zero_fill(from, to - from)?;
+        self.zeroing = Some((from, to));
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for AppendWriter {
@@ -189,6 +261,10 @@ impl AppendWriter {
                     sent: 0,
                     in_flight: false,
                     pending: false,
+                    ahead: 0,
+                    limit: 0,
+                    prepared: file.len()?,
+                    zeroing: None,
                 })
             }
         };
@@ -200,6 +276,25 @@ impl AppendWriter {
         };
         w.load_tail()?;
         Ok(w)
+    }
+
+    /// Keeps up to `ahead` bytes past the end written as zeros and
+    /// durable, but not past `limit` (a segment's largest size), filled
+    /// in the background half of `ahead` at a time (on io_uring: writes and
+    /// an fdatasync on the writer's ring; elsewhere inline). A synced
+    /// O_DIRECT append into written blocks is an overwrite: the file
+    /// system neither allocates nor changes the file's size, so
+    /// `RWF_DSYNC` completes without a journal commit, and io_uring issues
+    /// it inline instead of on a worker thread. The file's length runs
+    /// ahead of the logical end by up to `ahead` plus a chunk, all zeros:
+    /// readers of the format must take zeros after the last record as the
+    /// end. O_DIRECT files only; 0 (the default) turns it off.
+    pub fn prepare_ahead(&mut self, ahead: u64, limit: u64) {
+        if let Some(d) = self.direct.as_mut() {
+            let align = d.align as u64;
+            d.ahead = ahead.div_ceil(2 * align) * 2 * align;
+            d.limit = limit.div_ceil(align) * align;
+        }
     }
 
     /// The file written to.
@@ -235,9 +330,11 @@ impl AppendWriter {
     pub fn reset(&mut self, end: u64) -> Result<()> {
         self.drain()?;
         self.end = end;
+        let len = self.file.len()?;
         if let Some(d) = self.direct.as_mut() {
             d.start = end - end % d.align as u64;
             d.sent = 0;
+            d.prepared = len;
         }
         self.load_tail()
     }
@@ -329,6 +426,7 @@ impl AppendWriter {
                 // A full chunk: on its way, and the next slot takes over
                 // (once its own earlier write is done).
                 let (slot, from) = (d.cur, d.sent);
+                d.clear_zeroing(d.start + CHUNK as u64)?;
                 d.staged
                     .submit(slot, d.start + from as u64, from..CHUNK, None)?;
                 d.in_flight = true;
@@ -343,6 +441,7 @@ impl AppendWriter {
         if sync.is_some() || d.staged.slots() == 1 {
             Self::send_partial(d, end, zeros_after, sync)?;
         }
+        d.maybe_zero_fill(end)?;
         Ok(at)
     }
 
@@ -373,8 +472,10 @@ impl AppendWriter {
             return Ok(());
         }
         let padded = (fill + zeros_after).div_ceil(d.align) * d.align;
+        let cap = d.staged.buf(d.cur).len();
+        let padded = padded.min(cap - cap % d.align);
+        d.clear_zeroing(d.start + padded as u64)?;
         let buf = d.staged.buf(d.cur);
-        let padded = padded.min(buf.len() - buf.len() % d.align);
         buf[fill..padded].fill(0);
         let from = d.sent;
         d.staged
@@ -392,7 +493,7 @@ impl AppendWriter {
         self.check()?;
         let end = self.end;
         let res = match self.direct.as_mut() {
-            Some(d) => Self::send_partial(d, end, 0, None),
+            Some(d) => Self::send_partial(d, end, 0, None).and_then(|()| d.clear_zeroing(u64::MAX)),
             None => Ok(()),
         };
         self.note(res)
@@ -556,5 +657,54 @@ mod tests {
         assert!(w.drain().is_err(), "the write fails");
         assert!(w.append(&[1u8; 10], 0, None).is_err(), "sticky");
         assert!(w.sync_data().is_err(), "sticky");
+    }
+
+    #[test]
+    fn zero_fill_ahead_stays_ahead_and_never_overwrites_data() {
+        let (s, f) = open(true);
+        for dir in ["/", "/d"] {
+            s.sync_dir(Path::new(dir)).expect("sync dir");
+        }
+        let mut w = AppendWriter::with_depth(f.clone(), 0, 4).expect("writer");
+        let (ahead, limit) = (4u64 << 20, 24u64 << 20);
+        w.prepare_ahead(ahead, limit);
+        let mut want = Vec::new();
+        let mut synced = 0;
+        let mut i = 0usize;
+        while want.len() < (20 << 20) {
+            let n = (i * 7919) % 200_000 + 1;
+            let rec: Vec<u8> = (0..n).map(|j| ((i + j) % 255 + 1) as u8).collect();
+            let sync = i.is_multiple_of(9).then_some(SyncMode::Data);
+            w.append(&rec, 0, sync).expect("append");
+            want.extend_from_slice(&rec);
+            if sync.is_some() {
+                synced = want.len();
+            }
+            let len = f.len().expect("len");
+            assert!(
+                len <= want.len() as u64 + 2 * ahead + CHUNK as u64,
+                "zeros run {} bytes ahead",
+                len - want.len() as u64
+            );
+            i += 1;
+        }
+        w.drain().expect("drain");
+        let len = f.len().expect("len");
+        assert!(len > want.len() as u64, "zeros were prepared ahead");
+        assert!(len <= limit, "never past the limit");
+        let mut got = vec![0u8; len as usize];
+        f.read_exact_at(&mut got, 0).expect("read");
+        assert!(got[..want.len()] == want[..], "data intact");
+        assert!(got[want.len()..].iter().all(|&b| b == 0), "zeros after");
+        // A power cut keeps the synced prefix; the rest is data or zeros.
+        s.crash();
+        let s2 = s.reopen();
+        let f2 = s2
+            .open(Path::new("/d/f"), OpenOptions::existing().direct(true))
+            .expect("reopen");
+        let mut got = vec![0u8; synced];
+        f2.read_exact_at(&mut got, 0).expect("synced prefix");
+        assert!(got[..] == want[..synced]);
+        drop(w);
     }
 }

@@ -628,6 +628,28 @@ struct FixedStaged {
     file: std::fs::File,
     path: std::path::PathBuf,
     direct_sync: DirectSync,
+    /// A megabyte of zeros for zero fills (allocated at the first).
+    zeros: Option<crate::AlignedBuf>,
+    align: usize,
+    zero: Option<ZeroFlight>,
+}
+
+/// user_data of a zero fill's entries: its writes count up from here, its
+/// fdatasync is `ZERO_TAG - 1`. Slot writes use `2 * slot (+ 1)`.
+const ZERO_TAG: u64 = 1 << 32;
+
+/// A zero fill in flight: linked writes, then an fdatasync.
+struct ZeroFlight {
+    offset: u64,
+    len: u64,
+    writes: Vec<Option<i32>>,
+    fsync: Option<i32>,
+}
+
+impl ZeroFlight {
+    fn complete(&self) -> bool {
+        self.fsync.is_some() && self.writes.iter().all(Option::is_some)
+    }
 }
 
 /// A slot's write in flight and what its completions said so far.
@@ -659,7 +681,8 @@ impl FixedStaged {
         direct_sync: DirectSync,
     ) -> io::Result<Self> {
         use std::os::unix::io::AsRawFd;
-        let ring = IoUring::new((2 * slots).next_power_of_two().max(8) as u32)?;
+        // Room for every slot's write and fsync plus a zero fill's writes.
+        let ring = IoUring::new((2 * slots + 16).next_power_of_two() as u32)?;
         ring.submitter().register_files(&[file.as_raw_fd()])?;
         let bufs: Vec<crate::AlignedBuf> = (0..slots)
             .map(|_| crate::AlignedBuf::zeroed(capacity, align))
@@ -682,6 +705,9 @@ impl FixedStaged {
             file,
             path: path.to_path_buf(),
             direct_sync,
+            zeros: None,
+            align,
+            zero: None,
         })
     }
 
@@ -689,20 +715,78 @@ impl FixedStaged {
         Error::io(op, &self.path, e)
     }
 
+    /// Writes `len` zeros at `offset` and fdatasyncs, inline: the
+    /// fallback of a zero fill the ring could not finish.
+    fn zero_fill_inline(&mut self, offset: u64, len: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let align = self.align;
+        let zeros = self
+            .zeros
+            .get_or_insert_with(|| crate::AlignedBuf::zeroed(crate::append::CHUNK, align));
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(zeros.len() as u64) as usize;
+            if let Err(e) = self.file.write_all_at(&zeros[..n], at) {
+                return Err(Error::io("write", &self.path, e));
+            }
+            at += n as u64;
+        }
+        self.file.sync_data().map_err(|e| self.err("fdatasync", e))
+    }
+
+    /// Hands the queued entries to the kernel without waiting.
+    fn submit_queued(&mut self) -> Result<()> {
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) =>
+                {
+                    // Completions must be reaped to make room; they are
+                    // kept for their waiters.
+                    self.reap_while(|_| false)?;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring_enter failed with writes queued; aborting");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+
     /// Reaps completions into their slots until `slot` has all of its own.
     fn reap_until(&mut self, slot: usize) -> Result<()> {
+        self.reap_while(|me| me.flight[slot].as_ref().is_some_and(|f| !f.complete()))
+    }
+
+    /// Reaps completions (slots' and the zero fill's) while `waiting`.
+    fn reap_while(&mut self, waiting: impl Fn(&Self) -> bool) -> Result<()> {
         loop {
             for cqe in self.ring.completion() {
-                let (s, is_fsync) = ((cqe.user_data() / 2) as usize, cqe.user_data() % 2 == 1);
+                let (ud, res) = (cqe.user_data(), cqe.result());
+                if ud >= ZERO_TAG - 1 {
+                    if let Some(z) = self.zero.as_mut() {
+                        if ud == ZERO_TAG - 1 {
+                            z.fsync = Some(res);
+                        } else if let Some(w) = z.writes.get_mut((ud - ZERO_TAG) as usize) {
+                            *w = Some(res);
+                        }
+                    }
+                    continue;
+                }
+                let (s, is_fsync) = ((ud / 2) as usize, ud % 2 == 1);
                 if let Some(Some(f)) = self.flight.get_mut(s) {
                     if is_fsync {
-                        f.fsync_res = Some(cqe.result());
+                        f.fsync_res = Some(res);
                     } else {
-                        f.write_res = Some(cqe.result());
+                        f.write_res = Some(res);
                     }
                 }
             }
-            if self.flight[slot].as_ref().is_none_or(Flight::complete) {
+            if !waiting(self) {
                 return Ok(());
             }
             match self.ring.submit_and_wait(1) {
@@ -797,25 +881,7 @@ impl crate::StagedWrites for FixedStaged {
             write_res: None,
             fsync_res: None,
         });
-        loop {
-            match self.ring.submit() {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                    ) =>
-                {
-                    // Reap to make room, then try again.
-                    let _ = self.ring.completion().sync();
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "io_uring_enter failed with writes queued; aborting");
-                    std::process::abort();
-                }
-            }
-        }
+        self.submit_queued()
     }
 
     fn wait(&mut self, slot: usize) -> Result<()> {
@@ -865,6 +931,93 @@ impl crate::StagedWrites for FixedStaged {
         }
     }
 
+    fn zero_fill(&mut self, offset: u64, len: u64) -> Result<()> {
+        self.wait_zero_fill()?;
+        let align = self.align;
+        let zeros = self
+            .zeros
+            .get_or_insert_with(|| crate::AlignedBuf::zeroed(crate::append::CHUNK, align));
+        let (ptr, chunk) = (zeros.as_ptr(), zeros.len() as u64);
+        let mut entries = Vec::new();
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(chunk);
+            let e = opcode::Write::new(types::Fixed(0), ptr, n as u32)
+                .offset(at)
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(ZERO_TAG + entries.len() as u64);
+            entries.push(e);
+            at += n;
+        }
+        let writes = entries.len();
+        entries.push(
+            opcode::Fsync::new(types::Fixed(0))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(ZERO_TAG - 1),
+        );
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < entries.len() {
+            // A fill larger than the ring: done inline instead.
+            return self.zero_fill_inline(offset, len);
+        }
+        {
+            let mut sq = self.ring.submission();
+            for e in &entries {
+                // SAFETY: the writes read the zero buffer this struct owns
+                // and never changes; it is freed only after Drop has waited
+                // for the fill.
+                if unsafe { sq.push(e) }.is_err() {
+                    tracing::error!("io_uring queue full after a room check; aborting");
+                    std::process::abort();
+                }
+            }
+        }
+        self.zero = Some(ZeroFlight {
+            offset,
+            len,
+            writes: vec![None; writes],
+            fsync: None,
+        });
+        self.submit_queued()
+    }
+
+    fn wait_zero_fill(&mut self) -> Result<()> {
+        if self.zero.is_none() {
+            return Ok(());
+        }
+        self.reap_while(|me| me.zero.as_ref().is_some_and(|z| !z.complete()))?;
+        let Some(z) = self.zero.take() else {
+            return Ok(());
+        };
+        let chunk = crate::append::CHUNK as u64;
+        let mut redo = false;
+        for (i, r) in z.writes.iter().enumerate() {
+            let r = r.unwrap_or(-libc::EIO);
+            let want = (z.len - i as u64 * chunk).min(chunk);
+            if r >= 0 && r as u64 == want {
+                continue;
+            }
+            if r < 0 && !matches!(-r, libc::EINTR | libc::EAGAIN | libc::ECANCELED) {
+                return Err(self.err("write", io::Error::from_raw_os_error(-r)));
+            }
+            redo = true;
+        }
+        let fr = z.fsync.unwrap_or(-libc::EIO);
+        if fr < 0 && !(redo && fr == -libc::ECANCELED) {
+            return Err(self.err("fdatasync", io::Error::from_raw_os_error(-fr)));
+        }
+        if redo {
+            // A short or interrupted write broke the chain: finish inline.
+            self.zero_fill_inline(z.offset, z.len)?;
+        }
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "fixed"
     }
@@ -873,6 +1026,7 @@ impl crate::StagedWrites for FixedStaged {
 impl Drop for FixedStaged {
     fn drop(&mut self) {
         // No buffer may be freed while the kernel can still read it.
+        let _ = self.reap_while(|me| me.zero.as_ref().is_some_and(|z| !z.complete()));
         for slot in 0..self.flight.len() {
             if self.flight[slot].is_some() {
                 let _ = self.reap_until(slot);

@@ -53,6 +53,6 @@ pub mod segment;
 pub use batch::{Batch, Header, ProducerInfo, Record};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{Error, Result};
-pub use manager::{LogManager, MaintenanceStats, ManagerOptions};
+pub use manager::{LogManager, MaintenanceStats, ManagerOptions, SegmentIo};
 pub use partition::{AppendInfo, CleanerStats, Partition, RecoveryReport};
 pub use strata_lsm as lsm;

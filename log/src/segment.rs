@@ -92,6 +92,12 @@ pub struct SegmentOptions {
     /// the page cache is bypassed for writes, and the active segment's file
     /// ends on a page boundary, zero-padded, until it is sealed.
     pub direct_io: bool,
+    /// With `direct_io`: keep the next 8 MiB of the active segment written
+    /// as zeros ahead of the appends (up to `max_bytes`), so that synced
+    /// appends overwrite allocated blocks (`log.preallocate`).
+    pub preallocate: bool,
+    /// `segment.bytes`: how far preallocation may go.
+    pub max_bytes: u64,
 }
 
 /// Checks, outside the batch CRC, that a batch sits where it should: its
@@ -154,9 +160,14 @@ const WRITEBACK_EVERY: u64 = 1 << 20;
 /// Chunk writes a direct segment keeps in flight (4 x 1 MiB buffers).
 const WRITE_BEHIND: usize = 4;
 
-/// Zero padding after the last batch of a direct segment is shorter than
-/// one page (the largest O_DIRECT alignment in use).
-const DIRECT_PAD_MAX: u64 = 4096;
+/// Zeros a direct segment's writer keeps prepared ahead of its appends
+/// with `preallocate`.
+const PREPARE_AHEAD: u64 = 8 << 20;
+
+/// Zeros after the last batch of a direct segment: under one page of
+/// padding, plus up to one and a half `PREPARE_AHEAD` and a 1 MiB chunk
+/// of preallocation.
+const DIRECT_PAD_MAX: u64 = 2 * PREPARE_AHEAD + (2 << 20);
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -492,7 +503,11 @@ impl Segment {
                 } else {
                     self.log.clone()
                 };
-                slot.insert(AppendWriter::with_depth(file, size, WRITE_BEHIND)?)
+                let mut w = AppendWriter::with_depth(file, size, WRITE_BEHIND)?;
+                if self.opts.preallocate {
+                    w.prepare_ahead(PREPARE_AHEAD, self.opts.max_bytes);
+                }
+                slot.insert(w)
             }
         };
         writer.append(&b.bytes, 0, None)?;

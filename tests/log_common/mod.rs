@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use strata::io::StorageRef;
 use strata::log::batch::{ProducerInfo, Record};
-use strata::log::{Error, LogConfig, LogManager, ManagerOptions, Partition};
+use strata::log::{Error, LogConfig, LogManager, ManagerOptions, Partition, SegmentIo};
 
 pub fn small_config() -> LogConfig {
     LogConfig {
@@ -43,14 +43,15 @@ pub fn reopen(
 }
 
 pub fn open(storage: &StorageRef) -> (LogManager, Arc<Partition>) {
-    open_direct(storage, false)
+    open_direct(storage, SegmentIo::default())
 }
 
-/// [`open`], appending with O_DIRECT when `direct_io`.
-pub fn open_direct(storage: &StorageRef, direct_io: bool) -> (LogManager, Arc<Partition>) {
+/// [`open`], appending as `io` says (O_DIRECT, preallocation).
+pub fn open_direct(storage: &StorageRef, io: SegmentIo) -> (LogManager, Arc<Partition>) {
     let opts = ManagerOptions {
         background_threads: false,
-        direct_io,
+        direct_io: io.direct_io,
+        preallocate: io.preallocate,
         ..ManagerOptions::default()
     };
     let m = LogManager::open_with(storage.clone(), "/logs", opts).expect("open manager");

@@ -63,6 +63,11 @@ pub struct Args {
     /// and file registered). Reads stay buffered.
     #[arg(long)]
     direct: bool,
+    /// With --direct: keep 8 MiB of each active segment written as zeros
+    /// ahead of the appends (log.preallocate), so synced appends overwrite
+    /// allocated blocks.
+    #[arg(long)]
+    preallocate: bool,
     /// Skip the bare-disk baseline.
     #[arg(long = "no-baseline")]
     no_baseline: bool,
@@ -113,10 +118,11 @@ fn open_partition(
     storage: &StorageRef,
     dir: &Path,
     segment_bytes: u64,
-    direct_io: bool,
+    io: strata_log::SegmentIo,
 ) -> Result<(LogManager, Arc<Partition>)> {
     let opts = strata_log::ManagerOptions {
-        direct_io,
+        direct_io: io.direct_io,
+        preallocate: io.preallocate,
         ..strata_log::ManagerOptions::default()
     };
     let m = LogManager::open_with(storage.clone(), dir, opts).map_err(log_err)?;
@@ -280,7 +286,14 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let storage = storage_for(&a.io, &dir)?;
-    let (m, p) = open_partition(&storage, &dir, a.segment_bytes, a.direct)?;
+    if a.preallocate && !a.direct {
+        return Err(CliError::Usage("--preallocate needs --direct".into()));
+    }
+    let io = strata_log::SegmentIo {
+        direct_io: a.direct,
+        preallocate: a.preallocate,
+    };
+    let (m, p) = open_partition(&storage, &dir, a.segment_bytes, io)?;
     match a.mode.as_str() {
         "produce" => {
             // Rounds of produce and baseline in turn, so both meet the same

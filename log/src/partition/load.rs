@@ -18,11 +18,19 @@ impl Partition {
         partition: u32,
         cfg: LogConfig,
     ) -> Result<(Partition, RecoveryReport)> {
-        Self::open_with(storage, meta, dir, topic, partition, cfg, false)
+        Self::open_with(
+            storage,
+            meta,
+            dir,
+            topic,
+            partition,
+            cfg,
+            Default::default(),
+        )
     }
 
-    /// [`Partition::open`], with segments appended through O_DIRECT when
-    /// `direct_io` ([`crate::ManagerOptions::direct_io`]).
+    /// [`Partition::open`], with segments appended as `io` says
+    /// ([`crate::ManagerOptions::direct_io`], [`crate::ManagerOptions::preallocate`]).
     pub fn open_with(
         storage: StorageRef,
         meta: Arc<Meta>,
@@ -30,7 +38,7 @@ impl Partition {
         topic: &str,
         partition: u32,
         cfg: LogConfig,
-        direct_io: bool,
+        io: crate::SegmentIo,
     ) -> Result<(Partition, RecoveryReport)> {
         cfg.validate()?;
         strata_io::create_dir_durable(&*storage, dir)?;
@@ -41,7 +49,8 @@ impl Partition {
             storage: storage.clone(),
             meta,
             cfg,
-            direct_io,
+            direct_io: io.direct_io,
+            preallocate: io.direct_io && io.preallocate,
             state: RwLock::new(State {
                 segments: BTreeMap::new(),
                 log_start: 0,

@@ -123,6 +123,8 @@ pub struct Partition {
     cfg: LogConfig,
     /// Segments append with O_DIRECT ([`crate::ManagerOptions::direct_io`]).
     direct_io: bool,
+    /// ... keeping zeros written ahead ([`crate::ManagerOptions::preallocate`]).
+    preallocate: bool,
     state: RwLock<State>,
     /// Counts truncations. Reads copy bytes without holding `state` and
     /// then check this did not move; if it did, what they read may be gone
@@ -160,6 +162,8 @@ impl Partition {
             max_index_bytes: self.cfg.segment_index_bytes,
             compacted: self.cfg.cleanup_policy == CleanupPolicy::Compact,
             direct_io: self.direct_io,
+            preallocate: self.preallocate,
+            max_bytes: self.cfg.segment_bytes,
         }
     }
 

@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// log.direct.io (Strata's): segments append with O_DIRECT through
     /// the WAL's append path; reads stay buffered.
     pub log_direct_io: bool,
+    /// log.preallocate: with log.direct.io, keep 8 MiB of each active
+    /// segment written as zeros ahead of the appends.
+    pub log_preallocate: bool,
     /// test.faults.enable: serve `GET /fault/drop?out=..&in=..` and
     /// `GET /fault/heal` on the metrics listener, which drop peer frames
     /// to and from the listed nodes in this node's own transport (network
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             election_timeout_ms: 500,
             ack_unsynced: false,
             log_direct_io: false,
+            log_preallocate: false,
             test_faults: false,
             kafka_fetch: true,
         }
@@ -166,6 +170,13 @@ impl ServerConfig {
             }
             "replica.ack.unsynced" => {
                 self.ack_unsynced = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
+                }
+            }
+            "log.preallocate" => {
+                self.log_preallocate = match v {
                     "true" => true,
                     "false" => false,
                     _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),

@@ -298,6 +298,7 @@ pub fn run(args: Args) -> Result<i32> {
         ManagerOptions {
             background_threads: true,
             direct_io: cfg.log_direct_io,
+            preallocate: cfg.log_preallocate,
             ..ManagerOptions::default()
         },
     )
