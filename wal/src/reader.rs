@@ -275,6 +275,8 @@ pub fn recover(
     let listing = list_segments(storage, dir)?;
     let mut rec = Recovery {
         recycled: listing.recycled,
+        // A next segment a crash caught half made holds nothing.
+        discarded: listing.unprepared,
         next_lsn: 1,
         ..Recovery::default()
     };

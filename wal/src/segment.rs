@@ -2,7 +2,8 @@
 //!
 //! Live segments are `<segno, 20 digits>.wal`; segments below a checkpoint
 //! kept for reuse are `<segno>.recycle` until a rotation renames one into
-//! the next live name.
+//! the next live name. A file being made ahead of a rotation is
+//! `<segno>.prepare` until it is ready, then `<segno>.recycle`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use crate::Result;
 
 const LIVE_EXT: &str = ".wal";
 const RECYCLE_EXT: &str = ".recycle";
+const PREPARE_EXT: &str = ".prepare";
 
 /// A segment file of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct SegmentFile {
 pub(crate) struct Listing {
     pub segments: Vec<SegmentFile>,
     pub recycled: Vec<PathBuf>,
+    /// Half-made files of a preparation a crash cut short.
+    pub unprepared: Vec<PathBuf>,
 }
 
 /// The path of live segment `segno`.
@@ -38,6 +42,12 @@ pub fn segment_path(dir: &Path, segno: u64) -> PathBuf {
 
 pub(crate) fn recycle_path(dir: &Path, segno: u64) -> PathBuf {
     dir.join(format!("{segno:020}{RECYCLE_EXT}"))
+}
+
+/// A segment file being prepared in the background: renamed to a
+/// `.recycle` name once ready; deleted at open if a crash left it.
+pub(crate) fn prepare_path(dir: &Path, segno: u64) -> PathBuf {
+    dir.join(format!("{segno:020}{PREPARE_EXT}"))
 }
 
 /// The segment number in the name of a live or recycled segment file.
@@ -67,6 +77,8 @@ pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Listing
             });
         } else if parse(&name, RECYCLE_EXT).is_some() {
             out.recycled.push(dir.join(&name));
+        } else if parse(&name, PREPARE_EXT).is_some() {
+            out.unprepared.push(dir.join(&name));
         }
     }
     out.segments.sort_by_key(|s| s.segno);

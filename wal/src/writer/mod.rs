@@ -260,6 +260,7 @@ impl Wal {
             recycled,
             enc: Vec::new(),
             sealing: None,
+            preparing: None,
         };
         let inner = Arc::new(Inner {
             storage,
@@ -455,6 +456,9 @@ impl Wal {
         };
         inner.with_leadership(|io| {
             inner.finish_seal(io)?;
+            if let Some(ready) = inner.finish_prepare(io) {
+                io.recycled.push(ready);
+            }
             for p in std::mem::take(&mut io.recycled) {
                 inner.storage.remove_file(&p)?;
             }
@@ -501,6 +505,14 @@ impl Wal {
     pub fn close(&self) -> Result<()> {
         let res = self.sync().map(|_| ());
         self.inner.state.lock().closed = true;
+        {
+            // The next segment's file, if one is being made, is finished
+            // (and kept for the next open to reuse) before close returns.
+            let mut io = self.inner.io.lock();
+            if let Some(ready) = self.inner.finish_prepare(&mut io) {
+                io.recycled.push(ready);
+            }
+        }
         if let Some(h) = self.inner.flusher.lock().take() {
             let _ = h.join();
         }
@@ -820,6 +832,11 @@ fn flusher(weak: Weak<Inner>, tick: Duration) {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // No preparation thread outlives the log; its file stays for the
+        // next open to reuse.
+        if let Some(h) = self.io.get_mut().preparing.take() {
+            let _ = h.join();
+        }
         let st = self.state.get_mut();
         if st.closed || st.failed.is_some() {
             return;

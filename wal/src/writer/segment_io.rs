@@ -13,7 +13,7 @@ use crate::format::{
     encode_fragments, encoded_len, segment_tag, EntryHeader, SegmentHeader, BLOCK_SIZE,
     FRAGMENT_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::segment::{segment_path, SegmentFile};
+use crate::segment::{prepare_path, segment_path, SegmentFile};
 use crate::Lsn;
 
 pub(super) struct Active {
@@ -37,6 +37,9 @@ pub(super) struct Io {
     pub(super) enc: Vec<u8>,
     /// The background fsync of the previous segment, if still running.
     pub(super) sealing: Option<JoinHandle<strata_io::Result<()>>>,
+    /// The next segment's file being made on a background thread, if any
+    /// (`prepare_next`): its path once ready.
+    pub(super) preparing: Option<JoinHandle<strata_io::Result<PathBuf>>>,
 }
 
 impl Inner {
@@ -94,7 +97,74 @@ impl Inner {
         active
             .writer
             .append(&io.enc, marker, sync.then_some(SyncMode::Data))?;
+        self.prepare_next(io);
         Ok(entry_len as u64)
+    }
+
+    /// Once the active segment is half full and no file waits for reuse,
+    /// makes the next segment's file on a background thread: created,
+    /// preallocated as the options say (zero-filled or fallocated),
+    /// synced, then renamed to a reusable `.recycle` name and its directory
+    /// synced. The rotation then renames a ready file instead of writing
+    /// and syncing 64 MiB of zeros while every appender waits (that stall
+    /// set the WAL's P99 with 4 KiB records: BENCHMARKS.md). Not with
+    /// `background_seal` off (no threads) or `Preallocate::None`.
+    fn prepare_next(&self, io: &mut Io) {
+        let Some(active) = io.active.as_ref() else {
+            return;
+        };
+        if !self.opts.background_seal
+            || self.opts.preallocate == Preallocate::None
+            || !io.recycled.is_empty()
+            || io.preparing.is_some()
+            || active.writer.end() < self.opts.segment_size / 2
+        {
+            return;
+        }
+        let segno = active.segno + 1;
+        let (storage, dir, opts) = (self.storage.clone(), self.dir.clone(), self.opts.clone());
+        let spawned = std::thread::Builder::new()
+            .name("strata-wal-prepare".into())
+            .spawn(move || {
+                let tmp = prepare_path(&dir, segno);
+                let made = (|| {
+                    let f = storage.open(&tmp, OpenOptions::create_new().direct(opts.direct_io))?;
+                    match opts.preallocate {
+                        Preallocate::ZeroFill => zero_fill(&f, opts.segment_size)?,
+                        _ => f.preallocate(opts.segment_size)?,
+                    }
+                    f.sync_all()?;
+                    drop(f);
+                    let ready = crate::segment::recycle_path(&dir, segno);
+                    storage.rename(&tmp, &ready)?;
+                    storage.sync_dir(&dir)?;
+                    Ok(ready)
+                })();
+                if made.is_err() {
+                    let _ = storage.remove_file(&tmp);
+                }
+                made
+            });
+        // Without a thread the rotation makes the file inline, as before.
+        io.preparing = spawned.ok();
+    }
+
+    /// The file the background preparation made, once it is done (waits
+    /// for it); `None` if none ran or it failed (logged: the rotation
+    /// then makes the file inline and meets the error itself if it lasts).
+    pub(super) fn finish_prepare(&self, io: &mut Io) -> Option<PathBuf> {
+        let h = io.preparing.take()?;
+        match h.join() {
+            Ok(Ok(path)) => Some(path),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "preparing the next WAL segment failed; making it inline");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the WAL segment preparation thread panicked; making it inline");
+                None
+            }
+        }
     }
 
     /// Waits for the background seal of the previous segment, if any.
@@ -133,6 +203,9 @@ impl Inner {
         }
         let path = segment_path(&self.dir, segno);
         let opts = OpenOptions::existing().direct(self.opts.direct_io);
+        if let Some(ready) = self.finish_prepare(io) {
+            io.recycled.push(ready);
+        }
         let (file, allocated, recycled) = match io.recycled.pop() {
             Some(from) => {
                 self.storage.rename(&from, &path)?;
