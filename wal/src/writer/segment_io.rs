@@ -28,6 +28,9 @@ pub(super) struct Active {
     /// log are that segment's, possibly a fragment cut in half by the last
     /// write (see `end_marker`).
     pub(super) recycled: bool,
+    /// When the segment was started: the first half's duration paces the
+    /// preparation of the next one.
+    pub(super) opened: std::time::Instant,
 }
 
 pub(super) struct Io {
@@ -122,6 +125,14 @@ impl Inner {
             return;
         }
         let segno = active.segno + 1;
+        // The second half will take about as long as the first: spread the
+        // zero fill over most of that, so the appenders' syncs meet a
+        // little of it each instead of all of it at once.
+        let budget = active
+            .opened
+            .elapsed()
+            .mul_f64(0.75)
+            .min(std::time::Duration::from_secs(10));
         let (storage, dir, opts) = (self.storage.clone(), self.dir.clone(), self.opts.clone());
         let spawned = std::thread::Builder::new()
             .name("strata-wal-prepare".into())
@@ -130,7 +141,7 @@ impl Inner {
                 let made = (|| {
                     let f = storage.open(&tmp, OpenOptions::create_new().direct(opts.direct_io))?;
                     match opts.preallocate {
-                        Preallocate::ZeroFill => zero_fill(&f, opts.segment_size)?,
+                        Preallocate::ZeroFill => zero_fill_paced(&f, opts.segment_size, budget)?,
                         _ => f.preallocate(opts.segment_size)?,
                     }
                     f.sync_all()?;
@@ -249,6 +260,7 @@ impl Inner {
             writer,
             allocated,
             recycled,
+            opened: std::time::Instant::now(),
         };
         self.storage.sync_dir(&self.dir)?;
         io.segments.push_back(SegmentFile {
@@ -304,6 +316,33 @@ fn join_seal(h: JoinHandle<strata_io::Result<()>>) -> strata_io::Result<()> {
             "WAL segment seal thread panicked".into(),
         ))
     })
+}
+
+/// [`zero_fill`] spread over `budget`: 256 KiB at a time, each handed to
+/// writeback at once, with pauses between. A burst of 64 MiB of writes
+/// (and the flush that ends it) in front of an appender's fdatasync made
+/// that fdatasync wait for all of it (BENCHMARKS.md).
+fn zero_fill_paced(file: &FileRef, len: u64, budget: std::time::Duration) -> strata_io::Result<()> {
+    const PIECE: usize = 256 << 10;
+    let align = file.alignment().unwrap_or(1).max(8);
+    let zeros = AlignedBuf::zeroed(PIECE, align);
+    let len = len.div_ceil(align as u64) * align as u64;
+    let pieces = len.div_ceil(PIECE as u64).max(1);
+    let started = std::time::Instant::now();
+    let mut off = 0u64;
+    let mut k = 0u64;
+    while off < len {
+        let n = ((len - off) as usize).min(PIECE);
+        file.write_at(&zeros[..n], off)?;
+        file.start_writeback(off, n as u64)?;
+        off += n as u64;
+        k += 1;
+        let due = budget.mul_f64(k as f64 / pieces as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(())
 }
 
 fn zero_fill(file: &FileRef, len: u64) -> strata_io::Result<()> {
