@@ -18,6 +18,13 @@ use strata::log::{Error, Partition, SegmentIo};
 
 const DIRECT: SegmentIo = SegmentIo {
     direct_io: true,
+    write_behind: false,
+    preallocate: false,
+};
+
+const WRITE_BEHIND: SegmentIo = SegmentIo {
+    direct_io: true,
+    write_behind: true,
     preallocate: false,
 };
 
@@ -336,6 +343,14 @@ proptest! {
     #[test]
     fn a_direct_io_log_matches_the_model_through_reopens_and_power_cuts(ops in prop::collection::vec(op(), 1..80)) {
         run(&ops, DIRECT)?;
+    }
+
+    /// ... and writing behind: appends held in the writer's buffers until
+    /// a read, flush, roll or truncation; a power cut loses only unflushed
+    /// ones.
+    #[test]
+    fn a_write_behind_log_matches_the_model_through_reopens_and_power_cuts(ops in prop::collection::vec(op(), 1..80)) {
+        run(&ops, WRITE_BEHIND)?;
     }
 }
 
@@ -728,6 +743,7 @@ fn a_preallocated_direct_log_keeps_flushed_batches_through_power_cuts() {
         let opts = strata::log::ManagerOptions {
             background_threads: false,
             direct_io: true,
+            write_behind: true,
             preallocate: true,
             ..Default::default()
         };

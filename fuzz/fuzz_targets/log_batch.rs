@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         max_index_bytes: 1 << 20,
         compacted: data.first().is_some_and(|b| b & 1 == 1),
         direct_io: false,
+        write_behind: false,
         preallocate: false,
         max_bytes: 1 << 30,
     };

@@ -48,6 +48,16 @@ pub struct ManagerOptions {
     /// a flush has no dirty pages to write back. Reads stay buffered (and
     /// mapped for sealed segments). Off by default.
     pub direct_io: bool,
+    /// With `direct_io`: an unsynced append returns once its bytes are in
+    /// the partition's 1 MiB staging buffer, and full buffers are written
+    /// while the next fills (up to 4 in flight; on io_uring from
+    /// registered buffers). Reads and flushes write what is held first.
+    /// The price: until written, acknowledged unflushed appends live in
+    /// this process, so a process crash (not only a power cut) can lose up
+    /// to 4 MiB of them per active segment, as RocksDB's
+    /// `manual_wal_flush` can. Off by default: each append is written
+    /// before it returns.
+    pub write_behind: bool,
     /// With `direct_io`: keep the next 8 MiB of each active segment
     /// written as zeros (durably) ahead of its appends, filled in the
     /// background (`log.preallocate`, after Kafka's setting of that name,
@@ -62,6 +72,8 @@ pub struct ManagerOptions {
 pub struct SegmentIo {
     /// [`ManagerOptions::direct_io`].
     pub direct_io: bool,
+    /// [`ManagerOptions::write_behind`].
+    pub write_behind: bool,
     /// [`ManagerOptions::preallocate`].
     pub preallocate: bool,
 }
@@ -73,6 +85,7 @@ impl Default for ManagerOptions {
             min_cleanable_dirty_ratio: 0.5,
             background_threads: true,
             direct_io: false,
+            write_behind: false,
             preallocate: false,
         }
     }
@@ -467,6 +480,7 @@ impl LogManager {
             cfg,
             SegmentIo {
                 direct_io: self.shared.opts.direct_io,
+                write_behind: self.shared.opts.write_behind,
                 preallocate: self.shared.opts.preallocate,
             },
         )?;

@@ -92,6 +92,14 @@ pub struct SegmentOptions {
     /// the page cache is bypassed for writes, and the active segment's file
     /// ends on a page boundary, zero-padded, until it is sealed.
     pub direct_io: bool,
+    /// With `direct_io`: an append returns once its bytes are in the
+    /// writer's buffer, and full 1 MiB chunks are written while the next
+    /// fills, up to 4 in flight. Unflushed appends then live in this
+    /// process until written: a process crash can lose them (up to 4 MiB
+    /// per active segment), as RocksDB's `manual_wal_flush` can; without
+    /// it an append returns once written, and only a power cut loses
+    /// unflushed ones, as with buffered writes.
+    pub write_behind: bool,
     /// With `direct_io`: keep the next 8 MiB of the active segment written
     /// as zeros ahead of the appends (up to `max_bytes`), so that synced
     /// appends overwrite allocated blocks (`log.preallocate`).
@@ -148,8 +156,8 @@ pub struct Segment {
     written_back: u64,
     /// The append path of the active segment, opened at its first append
     /// (with `direct_io`, through a second, O_DIRECT handle of the log,
-    /// writing behind: `log` stays the buffered handle readers use, and a
-    /// read drains the writer first). In a mutex so that readers, who hold
+    /// writing behind if asked: `log` stays the buffered handle readers
+    /// use, and a read drains the writer first). In a mutex so that readers, who hold
     /// the segment shared, can drain it.
     writer: parking_lot::Mutex<Option<AppendWriter>>,
 }
@@ -157,7 +165,8 @@ pub struct Segment {
 /// Log bytes between writeback hints.
 const WRITEBACK_EVERY: u64 = 1 << 20;
 
-/// Chunk writes a direct segment keeps in flight (4 x 1 MiB buffers).
+/// Chunk writes a direct segment keeps in flight with `write_behind`
+/// (4 x 1 MiB buffers).
 const WRITE_BEHIND: usize = 4;
 
 /// Zeros a direct segment's writer keeps prepared ahead of its appends
@@ -503,7 +512,12 @@ impl Segment {
                 } else {
                     self.log.clone()
                 };
-                let mut w = AppendWriter::with_depth(file, size, WRITE_BEHIND)?;
+                let depth = if self.opts.write_behind {
+                    WRITE_BEHIND
+                } else {
+                    1
+                };
+                let mut w = AppendWriter::with_depth(file, size, depth)?;
                 if self.opts.preallocate {
                     w.prepare_ahead(PREPARE_AHEAD, self.opts.max_bytes);
                 }

@@ -51,6 +51,7 @@ pub fn open_direct(storage: &StorageRef, io: SegmentIo) -> (LogManager, Arc<Part
     let opts = ManagerOptions {
         background_threads: false,
         direct_io: io.direct_io,
+        write_behind: io.write_behind,
         preallocate: io.preallocate,
         ..ManagerOptions::default()
     };

@@ -63,6 +63,12 @@ pub struct Args {
     /// and file registered). Reads stay buffered.
     #[arg(long)]
     direct: bool,
+    /// With --direct: appends return once copied to the partition's
+    /// 1 MiB staging buffer; full buffers are written while the next fills
+    /// (up to 4 in flight). A process crash can then lose unflushed
+    /// appends (log.direct.write.behind).
+    #[arg(long = "write-behind")]
+    write_behind: bool,
     /// With --direct: keep 8 MiB of each active segment written as zeros
     /// ahead of the appends (log.preallocate), so synced appends overwrite
     /// allocated blocks.
@@ -122,6 +128,7 @@ fn open_partition(
 ) -> Result<(LogManager, Arc<Partition>)> {
     let opts = strata_log::ManagerOptions {
         direct_io: io.direct_io,
+        write_behind: io.write_behind,
         preallocate: io.preallocate,
         ..strata_log::ManagerOptions::default()
     };
@@ -286,11 +293,14 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let storage = storage_for(&a.io, &dir)?;
-    if a.preallocate && !a.direct {
-        return Err(CliError::Usage("--preallocate needs --direct".into()));
+    if (a.preallocate || a.write_behind) && !a.direct {
+        return Err(CliError::Usage(
+            "--preallocate and --write-behind need --direct".into(),
+        ));
     }
     let io = strata_log::SegmentIo {
         direct_io: a.direct,
+        write_behind: a.write_behind,
         preallocate: a.preallocate,
     };
     let (m, p) = open_partition(&storage, &dir, a.segment_bytes, io)?;

@@ -657,18 +657,28 @@ fn torture_survives_kill_cycles_on_both_backends_and_styles() {
             "{out}"
         );
     }
-    // The segmented log under kill cycles, both backends.
-    for (io, seed) in [("std", "41"), ("uring", "42")] {
+    // The segmented log under kill cycles, both backends, buffered and
+    // with O_DIRECT appends (write-behind).
+    for (io, seed, direct) in [
+        ("std", "41", false),
+        ("uring", "42", false),
+        ("uring", "43", true),
+    ] {
         let tmp = tempfile::tempdir().expect("tmp");
-        let o = strata(&[
-            "torture",
-            "--log",
-            "--cycles=10",
-            "--max_kill_ms=150",
-            &format!("--seed={seed}"),
-            &format!("--io={io}"),
-            &format!("--db={}", tmp.path().join("logs").display()),
-        ]);
+        let mut args = vec![
+            "torture".to_string(),
+            "--log".into(),
+            "--cycles=10".into(),
+            "--max_kill_ms=150".into(),
+            format!("--seed={seed}"),
+            format!("--io={io}"),
+            format!("--db={}", tmp.path().join("logs").display()),
+        ];
+        if direct {
+            args.push("--direct".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = strata(&args);
         let (out, err) = text(&o);
         if io == "uring" && err.contains("io_uring is unavailable") {
             continue;
@@ -687,6 +697,9 @@ fn torture_survives_kill_cycles_on_both_backends_and_styles() {
     assert!(text(&o).1.contains("pick one"));
     let o = strata(&["torture", "--log", "--corrupt"]);
     assert!(!o.status.success());
+    let o = strata(&["torture", "--direct"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--direct goes with --log"));
 }
 
 /// Found by `strata torture --corrupt --seed=3`: a manifest whose last

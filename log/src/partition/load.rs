@@ -30,7 +30,8 @@ impl Partition {
     }
 
     /// [`Partition::open`], with segments appended as `io` says
-    /// ([`crate::ManagerOptions::direct_io`], [`crate::ManagerOptions::preallocate`]).
+    /// ([`crate::ManagerOptions::direct_io`], [`crate::ManagerOptions::write_behind`],
+    /// [`crate::ManagerOptions::preallocate`]).
     pub fn open_with(
         storage: StorageRef,
         meta: Arc<Meta>,
@@ -50,6 +51,7 @@ impl Partition {
             meta,
             cfg,
             direct_io: io.direct_io,
+            write_behind: io.direct_io && io.write_behind,
             preallocate: io.direct_io && io.preallocate,
             state: RwLock::new(State {
                 segments: BTreeMap::new(),

@@ -123,6 +123,8 @@ pub struct Partition {
     cfg: LogConfig,
     /// Segments append with O_DIRECT ([`crate::ManagerOptions::direct_io`]).
     direct_io: bool,
+    /// ... writing behind ([`crate::ManagerOptions::write_behind`]).
+    write_behind: bool,
     /// ... keeping zeros written ahead ([`crate::ManagerOptions::preallocate`]).
     preallocate: bool,
     state: RwLock<State>,
@@ -162,6 +164,7 @@ impl Partition {
             max_index_bytes: self.cfg.segment_index_bytes,
             compacted: self.cfg.cleanup_policy == CleanupPolicy::Compact,
             direct_io: self.direct_io,
+            write_behind: self.write_behind,
             preallocate: self.preallocate,
             max_bytes: self.cfg.segment_bytes,
         }

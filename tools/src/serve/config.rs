@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// log.preallocate: with log.direct.io, keep 8 MiB of each active
     /// segment written as zeros ahead of the appends.
     pub log_preallocate: bool,
+    /// log.direct.write.behind: with log.direct.io, unsynced appends are
+    /// held in 1 MiB buffers and written while the next fills (a process
+    /// crash can lose unflushed ones).
+    pub log_write_behind: bool,
     /// test.faults.enable: serve `GET /fault/drop?out=..&in=..` and
     /// `GET /fault/heal` on the metrics listener, which drop peer frames
     /// to and from the listed nodes in this node's own transport (network
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             ack_unsynced: false,
             log_direct_io: false,
             log_preallocate: false,
+            log_write_behind: false,
             test_faults: false,
             kafka_fetch: true,
         }
@@ -170,6 +175,13 @@ impl ServerConfig {
             }
             "replica.ack.unsynced" => {
                 self.ack_unsynced = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
+                }
+            }
+            "log.direct.write.behind" => {
+                self.log_write_behind = match v {
                     "true" => true,
                     "false" => false,
                     _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),

@@ -299,6 +299,7 @@ pub fn run(args: Args) -> Result<i32> {
             background_threads: true,
             direct_io: cfg.log_direct_io,
             preallocate: cfg.log_preallocate,
+            write_behind: cfg.log_write_behind,
             ..ManagerOptions::default()
         },
     )

@@ -163,6 +163,8 @@ pub(crate) fn report(a: &Args, summary: String, failure: Option<String>) -> i32 
             " --power_loss"
         } else if a.corrupt {
             " --corrupt"
+        } else if a.log && a.direct {
+            " --log --direct"
         } else if a.log {
             " --log"
         } else {

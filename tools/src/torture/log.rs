@@ -56,11 +56,15 @@ impl super::harness::Workload for Workload {
     }
 
     fn child_flags(a: &Args) -> Vec<String> {
-        vec![
+        let mut flags = vec![
             "--log".into(),
             format!("--io={}", a.io),
             format!("--sync_ratio={}", a.sync_ratio),
-        ]
+        ];
+        if a.direct {
+            flags.push("--direct".into());
+        }
+        flags
     }
 
     fn new(a: &Args, cycle: u64) -> Workload {
@@ -186,7 +190,11 @@ fn open(
     dir: &Path,
 ) -> std::result::Result<(LogManager, std::sync::Arc<strata_log::Partition>), String> {
     let storage = storage_for(&a.io, dir).map_err(|e| e.to_string())?;
-    let m = LogManager::open(storage, dir).map_err(|e| format!("open: {e}"))?;
+    let opts = strata_log::ManagerOptions {
+        direct_io: a.direct,
+        ..strata_log::ManagerOptions::default()
+    };
+    let m = LogManager::open_with(storage, dir, opts).map_err(|e| format!("open: {e}"))?;
     if m.topics().is_empty() {
         m.create_topic(TOPIC, 1, config())
             .map_err(|e| format!("create: {e}"))?;

@@ -101,6 +101,10 @@ pub struct Args {
     /// every acknowledged one must be there after each kill, exactly.
     #[arg(long)]
     pub(crate) log: bool,
+    /// With --log: segments append with O_DIRECT (write-behind through the
+    /// WAL's append path; on io_uring from registered buffers).
+    #[arg(long)]
+    pub(crate) direct: bool,
     /// Print each damage and what the database made of it.
     #[arg(long, short = 'v')]
     pub(crate) verbose: bool,
@@ -129,6 +133,9 @@ pub fn run(a: Args) -> Result<i32> {
         return Err(CliError::Usage(
             "--power_loss, --corrupt and --log are separate modes: pick one".into(),
         ));
+    }
+    if a.direct && !a.log {
+        return Err(CliError::Usage("--direct goes with --log".into()));
     }
     if a.keys < 2 {
         return Err(CliError::Usage("--keys must be at least 2".into()));
