@@ -7,7 +7,7 @@
 //! padding to the next page boundary. The file therefore ends on a page
 //! boundary, with zeros after the logical end: formats read with this
 //! writer must treat zeros after their last record as its end (the WAL's
-//! zero fragment header, the log's zero padding under one page).
+//! zero fragment header, the log's zero padding and prepared zeros).
 //!
 //! Where the backend offers it ([`File::staged_writer`]), the staging
 //! buffer and the file are registered with an io_uring ring of the
@@ -243,7 +243,8 @@ impl AppendWriter {
     /// asynchronously): an unsynced append only copies into the current
     /// 1 MiB chunk, and a full chunk is submitted while the next fills.
     /// Bytes not yet written are not in the file: [`AppendWriter::drain`]
-    /// before reading past [`AppendWriter::written_end`].
+    /// before reading what was appended ([`AppendWriter::has_pending`]),
+    /// and a process crash loses them.
     pub fn with_depth(file: FileRef, end: u64, depth: usize) -> Result<Self> {
         let direct = match file.alignment() {
             None => None,

@@ -9,6 +9,12 @@
 //! `<base>.timeindex` maps timestamps to offsets. Sealed segments' indexes
 //! are memory-mapped (memmap2, through strata-io). Formats: docs/segment.md.
 //!
+//! Appends go through `strata_io::AppendWriter`, the WAL's append path:
+//! buffered by default; with [`ManagerOptions::direct_io`] O_DIRECT (the
+//! active segment zero-padded to a page until a roll cuts it), optionally
+//! writing behind in 1 MiB chunks ([`ManagerOptions::write_behind`]) and
+//! with zeros prepared ahead ([`ManagerOptions::preallocate`]).
+//!
 //! Everything else a partition knows lives in a Strata LSM database
 //! (`<root>/meta`, [`meta`]): topic configurations, log start offsets,
 //! recovery points, high watermarks, the leader-epoch cache, producer-state
@@ -17,7 +23,9 @@
 //! Guarantees:
 //! * An append returns offsets; with `sync` (or `flush.messages=1`), or
 //!   after [`Partition::flush`], the batch survives power loss. Unflushed
-//!   batches may be lost from the tail, never from the middle.
+//!   batches may be lost from the tail, never from the middle; a crash of
+//!   the process alone loses none (with `write_behind`, up to 4 MiB of
+//!   them per active segment).
 //! * Recovery reads every batch past the recovery point (the last flush),
 //!   cuts a torn or damaged tail there and deletes what follows; indexes
 //!   found missing or inconsistent are rebuilt from the log. A batch that
