@@ -210,7 +210,12 @@ impl Direct {
         if self.prepared >= end + self.ahead || self.prepared.max(floor) >= self.limit {
             return Ok(());
         }
-        let from = self.prepared.max(floor);
+        // Page-aligned, as O_DIRECT writes must be (a recovered file's
+        // length need not be).
+        let from = self.prepared.max(floor).next_multiple_of(self.align as u64);
+        if from >= self.limit {
+            return Ok(());
+        }
         let to = (from + self.ahead / 2).min(self.limit);
         self.staged.zero_fill(from, to - from)?;
         self.zeroing = Some((from, to));

@@ -78,6 +78,28 @@ impl RingPool {
     }
 }
 
+/// Submits what is queued and waits for `want` completions; returns early
+/// (the caller reaps and calls again) when interrupted.
+fn enter_and_wait(ring: &mut IoUring, want: usize) {
+    match ring.submit_and_wait(want) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+            ) => {}
+        Err(e) => {
+            // Entries may be queued or in flight with the caller's buffers
+            // and we cannot wait for them: returning would let the kernel
+            // (or a later submit) touch freed memory, so the only
+            // memory-safe way out is to stop. Only a broken setup gets
+            // here, and the probe in RingPool::new rules that out.
+            tracing::error!(error = %e, "io_uring_enter failed with I/O in flight; aborting");
+            std::process::abort();
+        }
+    }
+}
+
 /// Submits `entries` (at most the ring size) and waits for all completions.
 /// Buffers referenced by the entries must stay alive until this returns;
 /// it never returns while any of them is still in flight.
@@ -113,23 +135,7 @@ fn run_chain(ring: &mut IoUring, entries: &[squeue::Entry]) -> io::Result<Vec<i3
     let mut results = vec![0i32; entries.len()];
     let mut done = 0;
     while done < entries.len() {
-        match ring.submit_and_wait(entries.len() - done) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                ) => {}
-            Err(e) => {
-                // Entries may be queued or in flight with our buffers and we
-                // cannot wait for them: returning would let the kernel (or a
-                // later submit) touch freed memory, so the only memory-safe
-                // way out is to stop. Only a broken setup gets here, and the
-                // probe in RingPool::new rules that out.
-                tracing::error!(error = %e, "io_uring_enter failed with I/O in flight; aborting");
-                std::process::abort();
-            }
-        }
+        enter_and_wait(ring, entries.len() - done);
         for cqe in ring.completion() {
             let idx = cqe.user_data() as usize;
             if let Some(slot) = results.get_mut(idx) {
@@ -789,21 +795,7 @@ impl FixedStaged {
             if !waiting(self) {
                 return Ok(());
             }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                    ) => {}
-                Err(e) => {
-                    // Writes are in flight from our buffers and we cannot
-                    // wait for them: as in run_chain, stop rather than
-                    // free memory the kernel may still read.
-                    tracing::error!(error = %e, "io_uring_enter failed with writes in flight; aborting");
-                    std::process::abort();
-                }
-            }
+            enter_and_wait(&mut self.ring, 1);
         }
     }
 }

@@ -119,6 +119,14 @@ impl Default for ServerConfig {
     }
 }
 
+fn boolean(key: &str, v: &str) -> Result<bool> {
+    match v.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(CliError::Usage(format!("{key}={v}: true or false"))),
+    }
+}
+
 fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
     v.trim()
         .parse()
@@ -137,13 +145,7 @@ impl ServerConfig {
                     return Err(CliError::Usage("num.partitions must be at least 1".into()));
                 }
             }
-            "auto.create.topics.enable" => {
-                self.auto_create_topics = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
-                }
-            }
+            "auto.create.topics.enable" => self.auto_create_topics = boolean(key, v)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = num(key, v)?,
             "message.max.bytes" => self.message_max_bytes = num(key, v)?,
             "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = num(key, v)?,
@@ -173,34 +175,10 @@ impl ServerConfig {
                     return Err(CliError::Usage(format!("{key}={v}: at least 1")));
                 }
             }
-            "replica.ack.unsynced" => {
-                self.ack_unsynced = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
-                }
-            }
-            "log.direct.write.behind" => {
-                self.log_write_behind = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
-                }
-            }
-            "log.preallocate" => {
-                self.log_preallocate = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
-                }
-            }
-            "log.direct.io" => {
-                self.log_direct_io = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
-                }
-            }
+            "replica.ack.unsynced" => self.ack_unsynced = boolean(key, v)?,
+            "log.direct.write.behind" => self.log_write_behind = boolean(key, v)?,
+            "log.preallocate" => self.log_preallocate = boolean(key, v)?,
+            "log.direct.io" => self.log_direct_io = boolean(key, v)?,
             "replica.fetch.protocol" => {
                 self.kafka_fetch = match v {
                     "kafka" => true,
@@ -208,13 +186,7 @@ impl ServerConfig {
                     _ => return Err(CliError::Usage(format!("{key}={v}: kafka or peer"))),
                 }
             }
-            "test.faults.enable" => {
-                self.test_faults = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: true or false"))),
-                }
-            }
+            "test.faults.enable" => self.test_faults = boolean(key, v)?,
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = num(key, v)?,
             "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = num(key, v)?,
             "broker.heartbeat.interval.ms" => {
@@ -301,5 +273,20 @@ mod tests {
         assert!(c.set("num.partitions", "0").is_err());
         assert!(c.set("log.cleanup.policy", "shred").is_err());
         assert!(c.set("auto.create.topics.enable", "yes").is_err());
+    }
+
+    #[test]
+    fn the_direct_io_settings_are_booleans() {
+        let mut c = ServerConfig::default();
+        assert!(!c.log_direct_io && !c.log_write_behind && !c.log_preallocate);
+        c.set("log.direct.io", "true").expect("set");
+        c.set("log.direct.write.behind", "true").expect("set");
+        c.set("log.preallocate", "true").expect("set");
+        assert!(c.log_direct_io && c.log_write_behind && c.log_preallocate);
+        let e = c.set("log.direct.io", "on").expect_err("not a boolean");
+        assert!(
+            e.to_string().contains("log.direct.io=on: true or false"),
+            "{e}"
+        );
     }
 }
