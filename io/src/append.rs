@@ -361,20 +361,24 @@ impl AppendWriter {
         Ok(())
     }
 
-    /// Appends `bytes` at the end, followed on disk by at least
-    /// `zeros_after` zero bytes that do not count as appended (an end
-    /// marker for a reader; the next append overwrites them; written only
-    /// when the append's last bytes are, i.e. always at depth 1 or with
-    /// `sync`), and with `sync` makes everything appended durable. Returns
-    /// where `bytes` landed.
-    pub fn append(
-        &mut self,
-        bytes: &[u8],
-        zeros_after: usize,
-        sync: Option<SyncMode>,
-    ) -> Result<u64> {
+    /// Appends `bytes` at the end and with `sync` makes everything
+    /// appended durable; returns where `bytes` landed. The last `trailer`
+    /// bytes of `bytes` must be zeros: they are written after the record
+    /// but do not count as appended (an end marker for a reader, which the
+    /// next append overwrites). A caller that builds its record in a
+    /// buffer adds them there, so a buffered append stays one write with
+    /// no copy; a direct one writes them as padding (only when the
+    /// append's last bytes are written: always at depth 1 or with `sync`).
+    pub fn append(&mut self, bytes: &[u8], trailer: usize, sync: Option<SyncMode>) -> Result<u64> {
         self.check()?;
-        let res = self.append_inner(bytes, zeros_after, sync);
+        if trailer > bytes.len() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "{}: a trailer of {trailer} bytes in an append of {}",
+                self.file.path().display(),
+                bytes.len()
+            )));
+        }
+        let res = self.append_inner(bytes, trailer, sync);
         self.note(res)
     }
 
@@ -404,23 +408,18 @@ impl AppendWriter {
     fn append_inner(
         &mut self,
         bytes: &[u8],
-        zeros_after: usize,
+        trailer: usize,
         sync: Option<SyncMode>,
     ) -> Result<u64> {
         let at = self.end;
+        let record = &bytes[..bytes.len() - trailer];
         let Some(d) = self.direct.as_mut() else {
-            if zeros_after == 0 {
-                self.file.write_batch(&[(at, bytes)], sync)?;
-            } else {
-                let mut v = Vec::with_capacity(bytes.len() + zeros_after);
-                v.extend_from_slice(bytes);
-                v.resize(bytes.len() + zeros_after, 0);
-                self.file.write_batch(&[(at, &v)], sync)?;
-            }
-            self.end = at + bytes.len() as u64;
+            self.file.write_batch(&[(at, bytes)], sync)?;
+            self.end = at + record.len() as u64;
             return Ok(at);
         };
-        let mut rest = bytes;
+        let zeros_after = trailer;
+        let mut rest = record;
         let mut end = at;
         while !rest.is_empty() {
             let fill = (end - d.start) as usize;
@@ -609,14 +608,16 @@ mod tests {
     }
 
     #[test]
-    fn zeros_after_are_written_but_not_counted() {
+    fn a_trailer_is_written_but_not_counted() {
         for direct in [false, true] {
             let (_s, f) = open(direct);
             let mut old = AlignedBuf::zeroed(2048, 512);
             old.fill(0xff);
             f.write_at(&old, 0).expect("old bytes");
             let mut w = AppendWriter::new(f.clone(), 0).expect("writer");
-            w.append(&[1u8; 10], 16, None).expect("append");
+            let mut rec = vec![1u8; 10];
+            rec.resize(26, 0);
+            w.append(&rec, 16, None).expect("append");
             assert_eq!(w.end(), 10);
             let mut got = [0xeeu8; 26];
             f.read_exact_at(&mut got, 0).expect("read");

@@ -232,7 +232,7 @@ pub trait Storage: Send + Sync + 'static {
     fn read_many(&self, reads: &mut [ReadReq<'_>]) -> Vec<Result<usize>> {
         reads
             .iter_mut()
-            .map(|r| read_full(r.file, r.buf, r.offset))
+            .map(|r| r.file.read_full_at(r.buf, r.offset))
             .collect()
     }
     /// Takes an exclusive advisory lock on `path` (created if missing),
@@ -251,19 +251,6 @@ pub struct ReadReq<'a> {
     pub offset: u64,
     /// Where the bytes go.
     pub buf: &'a mut [u8],
-}
-
-/// Reads until `buf` is full or the file ends; the bytes read.
-pub(crate) fn read_full(file: &dyn File, buf: &mut [u8], offset: u64) -> Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
-        if n == 0 {
-            break;
-        }
-        done += n;
-    }
-    Ok(done)
 }
 
 /// An exclusive advisory lock; released on drop.
@@ -373,6 +360,20 @@ pub trait File: Send + Sync {
         let offset = self.len()?;
         self.write_at(buf, offset)?;
         Ok(offset)
+    }
+
+    /// Reads until `buf` is full or the file ends; the bytes read (fewer
+    /// than `buf.len()` only at end of file).
+    fn read_full_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
     }
 
     /// Fills `buf` from `offset`, failing with [`Error::ShortRead`] at end of file.

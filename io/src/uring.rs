@@ -341,7 +341,7 @@ impl Storage for UringStorage {
         reads
             .iter_mut()
             .zip(out)
-            .map(|(r, o)| o.unwrap_or_else(|| crate::read_full(r.file, r.buf, r.offset)))
+            .map(|(r, o)| o.unwrap_or_else(|| r.file.read_full_at(r.buf, r.offset)))
             .collect()
     }
 }
@@ -833,27 +833,33 @@ impl crate::StagedWrites for FixedStaged {
         if dsync {
             write = write.rw_flags(libc::RWF_DSYNC);
         }
-        let mut entries = vec![write.build().user_data(2 * slot as u64)];
-        if linked {
+        // The write, and the fsync linked after it if any: no allocation
+        // per append.
+        let mut write = write.build().user_data(2 * slot as u64);
+        let fsync = linked.then(|| {
             let mut fsync = opcode::Fsync::new(types::Fixed(0));
             if sync == Some(SyncMode::Data) {
                 fsync = fsync.flags(types::FsyncFlags::DATASYNC);
             }
-            entries[0] = entries[0].clone().flags(squeue::Flags::IO_LINK);
-            entries.push(fsync.build().user_data(2 * slot as u64 + 1));
+            fsync.build().user_data(2 * slot as u64 + 1)
+        });
+        if fsync.is_some() {
+            write = write.flags(squeue::Flags::IO_LINK);
         }
+        let entries = [Some(write), fsync];
+        let count = entries.iter().flatten().count();
         let room = {
             let sq = self.ring.submission();
             sq.capacity() - sq.len()
         };
-        if room < entries.len() {
+        if room < count {
             // Unreachable: each slot has at most two entries queued and the
             // ring holds two per slot.
             return Err(self.err("write", io::Error::other("io_uring submission queue full")));
         }
         {
             let mut sq = self.ring.submission();
-            for e in &entries {
+            for e in entries.iter().flatten() {
                 // SAFETY: the entry points into a registered buffer this
                 // struct owns; it is not written to, freed or reused until
                 // `wait` has reaped this slot's completions (the writer

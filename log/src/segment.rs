@@ -301,7 +301,7 @@ impl Segment {
     /// Whether the log's bytes from `from` to `to` are all zero.
     fn zeros(&self, from: u64, to: u64) -> Result<bool> {
         let mut buf = vec![0xffu8; (to - from) as usize];
-        let got = read_full(&self.log, &mut buf, from)?;
+        let got = self.log.read_full_at(&mut buf, from)?;
         Ok(got == buf.len() && buf.iter().all(|&b| b == 0))
     }
 
@@ -341,7 +341,7 @@ impl Segment {
                     };
                     let n = need.max(CHUNK).min(to - pos) as usize;
                     let mut fresh = vec![0u8; n];
-                    let got = read_full(&self.log, &mut fresh, pos)?;
+                    let got = self.log.read_full_at(&mut fresh, pos)?;
                     if got <= buf.len() {
                         return Ok(stop(pos, "batch cut short by the end of the file", headers));
                     }
@@ -550,6 +550,10 @@ impl Segment {
     /// Writes what the append path holds back (write-behind), so that the
     /// file has every appended byte: before a read or a flush.
     fn settle(&self) -> Result<()> {
+        if !self.opts.write_behind {
+            // Every append was written before it returned: nothing held.
+            return Ok(());
+        }
         let mut slot = self.writer.lock();
         match slot.as_mut() {
             Some(w) if w.has_pending() => Ok(w.drain()?),
@@ -637,7 +641,7 @@ impl Segment {
         let (mut expect, mut pos) = self.lookup(offset);
         let mut hdr = [0u8; HEADER_LEN];
         while pos < self.size {
-            let got = read_full(&self.log, &mut hdr, pos)?;
+            let got = self.log.read_full_at(&mut hdr, pos)?;
             if got < HEADER_LEN {
                 return Err(Error::corruption(
                     self.log.path(),
@@ -858,7 +862,7 @@ impl ReadSource {
             Some(m) => m.slice(pos as usize..pos as usize + want),
             None => {
                 let mut buf = vec![0u8; want];
-                let got = read_full(&self.log, &mut buf, pos)?;
+                let got = self.log.read_full_at(&mut buf, pos)?;
                 buf.truncate(got);
                 Bytes::from(buf)
             }
@@ -925,7 +929,7 @@ impl ReadSource {
                         Some(m) => m.slice(at as usize..at as usize + whole),
                         None => {
                             let mut buf = vec![0u8; whole];
-                            read_full(&self.log, &mut buf, at)?;
+                            self.log.read_full_at(&mut buf, at)?;
                             Bytes::from(buf)
                         }
                     };
@@ -1010,17 +1014,4 @@ fn open_index(storage: &dyn Storage, dir: &Path, base: u64, ext: &str) -> Result
         bytes,
         written: len as usize,
     })
-}
-
-/// Reads until `buf` is full or the file ends; the bytes read.
-fn read_full(f: &FileRef, buf: &mut [u8], at: u64) -> Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = f.read_at(&mut buf[got..], at + got as u64)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    Ok(got)
 }

@@ -97,6 +97,7 @@ impl Inner {
         } else {
             0
         };
+        io.enc.resize(entry_len + marker, 0);
         active
             .writer
             .append(&io.enc, marker, sync.then_some(SyncMode::Data))?;
