@@ -31,7 +31,7 @@
 //! leader stamps base offset and leader epoch in place without touching
 //! it and clients verify what they fetch. The fields it leaves out are
 //! checked by where the batch sits instead (the segment does this, see
-//! `segment.rs`): the length by the CRC's end, the base offset by the
+//! `segment/`): the length by the CRC's end, the base offset by the
 //! previous batch's end (or the segment's base), the epoch against the
 //! leader-epoch cache.
 
