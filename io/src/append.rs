@@ -20,8 +20,8 @@ use std::ops::Range;
 use crate::{AlignedBuf, FileRef, Result, SyncMode};
 
 /// Staging buffers ("slots") and a way to write a range of one of them
-/// to one file: through the file's ordinary writes ([`PlainStaged`],
-/// one slot, each write finished before `submit` returns) or through a
+/// to one file: through the file's ordinary writes (`PlainStaged`: each
+/// write made when its slot is waited for) or through a
 /// ring with the buffers and the file registered (the io_uring backend),
 /// where a submitted write runs while the writer fills the next slot.
 pub trait StagedWrites: Send + Sync {
@@ -57,13 +57,14 @@ pub trait StagedWrites: Send + Sync {
 /// which bytes of the slot, and the sync after it.
 type Queued = (u64, Range<usize>, Option<SyncMode>);
 
-/// Staged writes through [`crate::File::write_batch`]. A submitted write
+/// Staged writes through [`crate::File::write_batch`], for backends with no
+/// [`crate::File::staged_writer`] of their own. A submitted write
 /// is made when its slot is waited for (the writer waits before it reuses
 /// a slot, and for all of them before a sync or a read), so with several
 /// slots the file lags the writer by up to that many chunks, as it would
 /// behind a ring with writes in flight, and every backend, the fault one
 /// included, shows the same write-behind behaviour.
-pub struct PlainStaged {
+pub(crate) struct PlainStaged {
     file: FileRef,
     bufs: Vec<AlignedBuf>,
     queued: Vec<Option<Queued>>,
@@ -71,7 +72,7 @@ pub struct PlainStaged {
 
 impl PlainStaged {
     /// `slots` staging buffers of `capacity` bytes for `file`.
-    pub fn new(file: FileRef, slots: usize, capacity: usize) -> Self {
+    pub(crate) fn new(file: FileRef, slots: usize, capacity: usize) -> Self {
         let align = file.alignment().unwrap_or(1).max(8);
         let slots = slots.max(1);
         PlainStaged {
@@ -128,9 +129,9 @@ impl StagedWrites for PlainStaged {
     }
 }
 
-/// Writes `len` zeros at `offset` (both page-aligned for a direct file)
-/// in 1 MiB writes.
-pub(crate) fn write_zeros(file: &dyn crate::File, offset: u64, len: u64) -> Result<()> {
+/// Writes `len` zeros at `offset` (both aligned for a direct file) in
+/// 1 MiB writes: preallocation by written blocks.
+pub fn write_zeros(file: &dyn crate::File, offset: u64, len: u64) -> Result<()> {
     let align = file.alignment().unwrap_or(8).max(8);
     let zeros = AlignedBuf::zeroed(CHUNK, align);
     let mut at = offset;
@@ -328,21 +329,6 @@ impl AppendWriter {
             None => "buffered",
             Some(d) => d.staged.kind(),
         }
-    }
-
-    /// Moves the logical end to `end` after the caller cut the file there
-    /// (a truncation; drain first): the partial page before it is read
-    /// back.
-    pub fn reset(&mut self, end: u64) -> Result<()> {
-        self.drain()?;
-        self.end = end;
-        let len = self.file.len()?;
-        if let Some(d) = self.direct.as_mut() {
-            d.start = end - end % d.align as u64;
-            d.sent = 0;
-            d.prepared = len;
-        }
-        self.load_tail()
     }
 
     fn load_tail(&mut self) -> Result<()> {
@@ -571,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reopened_writer_continues_the_partial_page_and_a_reset_cuts() {
+    fn a_reopened_writer_continues_the_partial_page_also_after_a_cut() {
         let (_s, f) = open(true);
         let mut w = AppendWriter::new(f.clone(), 0).expect("writer");
         w.append(&[7u8; 700], 0, None).expect("append");
@@ -581,8 +567,12 @@ mod tests {
         let mut got = vec![0u8; 800];
         f.read_exact_at(&mut got, 0).expect("read");
         assert!(got[..700].iter().all(|&b| b == 7) && got[700..].iter().all(|&b| b == 9));
-        // Cut inside the first page, then go on from there.
-        w.reset(300).expect("reset");
+        // Cut inside the first page (as a truncation does: drain, cut the
+        // file, open a writer at the new end), then go on from there.
+        w.drain().expect("drain");
+        drop(w);
+        f.set_len(300).expect("cut");
+        let mut w = AppendWriter::new(f.clone(), 300).expect("writer at the cut");
         w.append(&[5u8; 10], 0, None).expect("append");
         f.read_exact_at(&mut got[..310], 0).expect("read");
         assert!(got[..300].iter().all(|&b| b == 7) && got[300..310].iter().all(|&b| b == 5));

@@ -61,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use aligned::AlignedBuf;
-pub use append::{AppendWriter, PlainStaged, StagedWrites};
+pub use append::{write_zeros, AppendWriter, StagedWrites};
 pub use error::{Error, Result, Stopped};
 pub use std_backend::StdStorage;
 pub use uring::{DirectSync, UringStorage};
@@ -317,7 +317,8 @@ pub trait File: Send + Sync {
     /// io_uring a ring owned by the writer with the buffers and the file
     /// registered, where writes run while the writer fills the next
     /// buffer. `None` where the backend has nothing better than
-    /// [`File::write_batch`] (the writer then uses [`PlainStaged`]).
+    /// [`File::write_batch`] (the writer then stages its writes itself and
+    /// makes them through it).
     fn staged_writer(&self, slots: usize, capacity: usize) -> Option<Box<dyn StagedWrites>> {
         let _ = (slots, capacity);
         None

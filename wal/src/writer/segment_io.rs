@@ -347,15 +347,6 @@ fn zero_fill_paced(file: &FileRef, len: u64, budget: std::time::Duration) -> str
 }
 
 fn zero_fill(file: &FileRef, len: u64) -> strata_io::Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let align = file.alignment().unwrap_or(1).max(1);
-    let zeros = AlignedBuf::zeroed(CHUNK, align.max(8));
-    let mut off = 0u64;
-    let len = len.div_ceil(align as u64) * align as u64;
-    while off < len {
-        let n = ((len - off) as usize).min(CHUNK);
-        file.write_at(&zeros[..n], off)?;
-        off += n as u64;
-    }
-    Ok(())
+    let align = file.alignment().unwrap_or(1) as u64;
+    strata_io::write_zeros(&**file, 0, len.next_multiple_of(align))
 }
