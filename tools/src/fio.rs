@@ -16,9 +16,15 @@
 //! two latencies, and the percentile of their sum cannot be rebuilt from
 //! them. The file is written in full first (`overwrite=1`), as the WAL
 //! zero-fills its segments, so no write allocates blocks.
+//!
+//! fio's `json+` output carries every latency bin, so runs split into
+//! rounds (taken in turns with Strata's, so the disk's stalls fall on
+//! both alike) merge into one histogram, as Strata's rounds do.
 
 use std::path::Path;
 use std::process::Command;
+
+use hdrhistogram::Histogram;
 
 use crate::error::{CliError, Result};
 
@@ -29,9 +35,13 @@ pub struct FioResult {
     pub iops: f64,
     /// Bytes written per second.
     pub bw: f64,
-    /// Latency `P50 P99 P99.9 P99.99 max`, microseconds.
-    pub us: [f64; 5],
+    /// Every write's latency from issue, nanoseconds (fio's bins, each
+    /// counted at its bin's value).
+    pub hist: Histogram<u64>,
 }
+
+/// The file a job writes, in the directory given to [`write`].
+pub const FILE: &str = "fio-floor.dat";
 
 /// Whether fio can be run here.
 pub fn available() -> bool {
@@ -66,7 +76,7 @@ pub struct WriteJob<'a> {
 /// directory when nothing is being measured, since a removal's discards
 /// can stall the next run).
 pub fn write(dir: &Path, job: &WriteJob) -> Result<FioResult> {
-    let file = dir.join("fio-floor.dat");
+    let file = dir.join(FILE);
     let mut cmd = Command::new("fio");
     cmd.arg("--name=floor")
         .arg(format!("--filename={}", file.display()))
@@ -77,11 +87,13 @@ pub fn write(dir: &Path, job: &WriteJob) -> Result<FioResult> {
         .arg(format!("--iodepth={}", job.iodepth))
         .arg(format!("--direct={}", u8::from(job.direct)))
         .arg("--overwrite=1")
-        .arg(format!("--runtime={}", job.secs.max(1.0).round() as u64))
+        .arg(format!(
+            "--runtime={}ms",
+            (job.secs * 1000.0).max(100.0).round() as u64
+        ))
         .arg("--time_based")
-        .arg("--output-format=json")
-        .arg("--lat_percentiles=1")
-        .arg("--percentile_list=50:99:99.9:99.99");
+        .arg("--output-format=json+")
+        .arg("--lat_percentiles=1");
     if job.dsync {
         cmd.arg("--sync=dsync");
     }
@@ -113,22 +125,19 @@ fn parse(json: &[u8]) -> Result<FioResult> {
         serde_json::from_slice(&json[start..]).map_err(|e| bad(&e.to_string()))?;
     let w = &v["jobs"][0]["write"];
     let lat = &w["lat_ns"];
-    let p = |k: &str| -> Result<f64> {
-        lat["percentile"][k]
-            .as_f64()
-            .map(|ns| ns / 1000.0)
-            .ok_or_else(|| bad(&format!("no write latency percentile {k}")))
-    };
+    let mut hist = crate::openloop::histogram()?;
+    let bins = lat["bins"]
+        .as_object()
+        .ok_or_else(|| bad("no write latency bins (json+)"))?;
+    for (ns, count) in bins {
+        let ns: u64 = ns.parse().map_err(|_| bad("latency bin"))?;
+        let count = count.as_u64().ok_or_else(|| bad("latency bin count"))?;
+        hist.saturating_record_n(ns.max(1), count);
+    }
     Ok(FioResult {
+        hist,
         iops: w["iops"].as_f64().ok_or_else(|| bad("no write iops"))?,
         bw: w["bw_bytes"].as_f64().unwrap_or(0.0),
-        us: [
-            p("50.000000")?,
-            p("99.000000")?,
-            p("99.900000")?,
-            p("99.990000")?,
-            lat["max"].as_f64().map_or(0.0, |ns| ns / 1000.0),
-        ],
     })
 }
 
@@ -141,13 +150,14 @@ mod tests {
         let out = br#"note: both iodepth >= 1 and synchronous I/O engine are selected
 {"fio version":"fio-3.33","jobs":[{"jobname":"floor","write":{"iops":199.8,"bw_bytes":19980,
 "lat_ns":{"min":1,"max":313344,"mean":5.0,"percentile":{"50.000000":20096,"99.000000":240640,
-"99.900000":313344,"99.990000":313344}}}}]}"#;
+"99.900000":313344,"99.990000":313344},"bins":{"20096":98,"240640":1,"313344":1}}}}]}"#;
         let r = parse(out).expect("parse");
         assert_eq!(r.iops, 199.8);
-        assert_eq!(r.us[0], 20.096);
-        assert_eq!(r.us[1], 240.64);
-        assert_eq!(r.us[4], 313.344);
+        assert_eq!(r.hist.len(), 100);
+        assert!(r.hist.equivalent(r.hist.value_at_quantile(0.5), 20096));
+        assert!(r.hist.equivalent(r.hist.max(), 313344));
         assert!(parse(b"fio: no such engine").is_err());
         assert!(parse(br#"{"jobs":[{"write":{"iops":1}}]}"#).is_err());
+        assert!(parse(br#"{"jobs":[{"write":{"iops":1,"lat_ns":{"bins":{"x":1}}}}]}"#).is_err());
     }
 }

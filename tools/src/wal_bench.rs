@@ -402,12 +402,20 @@ fn open_loop(
                 used.push(d);
             }
             let mut bare = None;
+            let mut fios = Vec::new();
             if floor && t == 1 {
+                let size = ((rate * round_secs) as u64 * a.value_size as u64 + (1 << 20))
+                    .clamp(1 << 20, 1 << 30);
                 let d = fresh("bare")?;
-                let size =
-                    ((rate * a.duration) as u64 * a.value_size as u64).clamp(1 << 20, 1 << 30);
                 bare = Some((open::Bare::new(&d, a.value_size, size)?, open::Line::new()?));
                 used.push(d);
+                if fio {
+                    for engine in ["psync", "io_uring"] {
+                        let d = fresh("fio")?;
+                        fios.push(open::Fio::new(engine, &d, a.value_size, size)?);
+                        used.push(d);
+                    }
+                }
             }
             for _ in 0..a.rounds {
                 for (_, wal, line) in wals.iter_mut() {
@@ -415,6 +423,9 @@ fn open_loop(
                 }
                 if let Some((b, line)) = bare.as_mut() {
                     b.round(line, *rate, round_secs)?;
+                }
+                for f in fios.iter_mut() {
+                    f.round(*rate, round_secs)?;
                 }
             }
             let mut p99s = Vec::new();
@@ -426,7 +437,11 @@ fn open_loop(
                     line.text(*rate),
                     st.records as f64 / st.syncs.max(1) as f64
                 );
-                p99s.push((name.clone(), line.hist.value_at_quantile(0.99)));
+                p99s.push((
+                    name.clone(),
+                    line.hist.value_at_quantile(0.99),
+                    line.service.value_at_quantile(0.99),
+                ));
             }
             if let Some((_, line)) = bare {
                 println!(
@@ -436,46 +451,32 @@ fn open_loop(
                 let f99 = line.hist.value_at_quantile(0.99).max(1) as f64;
                 let ratios: Vec<String> = p99s
                     .iter()
-                    .map(|(n, p)| format!("{n} {:.2}x", *p as f64 / f99))
+                    .map(|(n, p, _)| format!("{n} {:.2}x", *p as f64 / f99))
                     .collect();
                 println!(
                     "ratio/t1/{label} : P99 / bare write+fdatasync P99 (same method, same rounds): {}",
                     ratios.join(", ")
                 );
             }
-            if fio && t == 1 {
-                let mut first = None;
-                for engine in ["psync", "io_uring"] {
-                    let d = fresh("fio")?;
-                    let job = crate::fio::WriteJob {
-                        engine,
-                        direct: false,
-                        dsync: true,
-                        bs: a.value_size,
-                        iodepth: 1,
-                        rate: rate.round().max(1.0) as u64,
-                        secs: a.duration,
-                        size: 64 << 20,
-                    };
-                    let f = crate::fio::write(&d, &job)?;
-                    used.push(d);
-                    let [p50, p99, p999, p9999, max] = f.us;
-                    println!(
-                        "floor/fio-{engine}-dsync/t1/{label} : achieved {:.0}/s; latency us (from issue, not intended start) P50 {p50:.0} P99 {p99:.0} P99.9 {p999:.0} P99.99 {p9999:.0} max {max:.0}",
-                        f.iops
-                    );
-                    first.get_or_insert(p99);
-                }
-                if let Some(f99) = first {
-                    let ratios: Vec<String> = p99s
-                        .iter()
-                        .map(|(n, p)| format!("{n} {:.2}x", *p as f64 / 1000.0 / f99.max(1e-9)))
-                        .collect();
-                    println!(
-                        "ratio/t1/{label} : P99 / fio psync O_DSYNC P99: {}",
-                        ratios.join(", ")
-                    );
-                }
+            for f in &fios {
+                println!("floor/fio-{}-dsync/t1/{label} : {}", f.engine, f.text());
+            }
+            if let Some(f) = fios.first() {
+                let f99 = f.hist.value_at_quantile(0.99).max(1) as f64;
+                let ratios: Vec<String> = p99s
+                    .iter()
+                    .map(|(n, p, s)| {
+                        format!(
+                            "{n} {:.2}x (from issue, as fio times: {:.2}x)",
+                            *p as f64 / f99,
+                            *s as f64 / f99
+                        )
+                    })
+                    .collect();
+                println!(
+                    "ratio/t1/{label} : P99 / fio psync O_DSYNC P99 (same rounds): {}",
+                    ratios.join(", ")
+                );
             }
         }
     }
