@@ -834,8 +834,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // No preparation thread outlives the log; its file stays for the
         // next open to reuse.
-        if let Some(h) = self.io.get_mut().preparing.take() {
-            let _ = h.join();
+        if let Some(p) = self.io.get_mut().preparing.take() {
+            let _ = p.join();
         }
         let st = self.state.get_mut();
         if st.closed || st.failed.is_some() {

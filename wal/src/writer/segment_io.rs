@@ -4,7 +4,10 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use strata_io::{AlignedBuf, AppendWriter, FileRef, OpenOptions, SyncMode};
 
@@ -41,8 +44,69 @@ pub(super) struct Io {
     /// The background fsync of the previous segment, if still running.
     pub(super) sealing: Option<JoinHandle<strata_io::Result<()>>>,
     /// The next segment's file being made on a background thread, if any
-    /// (`prepare_next`): its path once ready.
-    pub(super) preparing: Option<JoinHandle<strata_io::Result<PathBuf>>>,
+    /// (`prepare_next`).
+    pub(super) preparing: Option<Preparing>,
+}
+
+/// A next segment being made in the background.
+pub(super) struct Preparing {
+    handle: JoinHandle<strata_io::Result<PathBuf>>,
+    pace: Arc<Pace>,
+}
+
+impl Preparing {
+    /// Waits for the file (its path once ready). Whoever waits has
+    /// nothing to gain from the pacing, so it ends: the rest of the zero
+    /// fill goes at full speed.
+    pub(super) fn join(self) -> std::thread::Result<strata_io::Result<PathBuf>> {
+        self.pace.hurry.store(true, Ordering::Relaxed);
+        self.handle.join()
+    }
+}
+
+/// How a background zero fill keeps pace with the segment it will follow.
+///
+/// A pace from time alone (the first half's duration) fails a log that
+/// idles and then bursts: a segment opened before an idle minute gets a
+/// fill spread over most of a minute, and the burst then fills the segment
+/// in a second and waits at the rotation for the rest. So the fill also
+/// follows the active segment's progress, staying `LEAD` ahead of it, and
+/// a rotation that has to wait ends the pacing.
+pub(super) struct Pace {
+    /// Set by a waiter: fill at full speed.
+    hurry: AtomicBool,
+    /// The active segment's end, updated after each append.
+    end: AtomicU64,
+    /// Where the fill started (the active segment was half full) and where
+    /// the active segment ends.
+    from: u64,
+    to: u64,
+}
+
+/// How far ahead of the active segment's progress the fill keeps.
+const LEAD: f64 = 0.25;
+
+impl Pace {
+    pub(super) fn new(from: u64, to: u64) -> Pace {
+        Pace {
+            hurry: AtomicBool::new(false),
+            end: AtomicU64::new(from),
+            from,
+            to,
+        }
+    }
+
+    /// Whether a fill that has done `done` of its work (0..=1) may go on
+    /// now, whatever the time pace says.
+    fn may_go(&self, done: f64) -> bool {
+        if self.hurry.load(Ordering::Relaxed) {
+            return true;
+        }
+        let end = self.end.load(Ordering::Relaxed);
+        let progress =
+            end.saturating_sub(self.from) as f64 / self.to.saturating_sub(self.from).max(1) as f64;
+        done < progress + LEAD
+    }
 }
 
 impl Inner {
@@ -101,6 +165,9 @@ impl Inner {
         active
             .writer
             .append(&io.enc, marker, sync.then_some(SyncMode::Data))?;
+        if let Some(p) = &io.preparing {
+            p.pace.end.store(active.writer.end(), Ordering::Relaxed);
+        }
         self.prepare_next(io);
         Ok(entry_len as u64)
     }
@@ -133,7 +200,9 @@ impl Inner {
             .opened
             .elapsed()
             .mul_f64(0.75)
-            .min(std::time::Duration::from_secs(10));
+            .min(Duration::from_secs(10));
+        let pace = Arc::new(Pace::new(active.writer.end(), self.opts.segment_size));
+        let fill_pace = pace.clone();
         let (storage, dir, opts) = (self.storage.clone(), self.dir.clone(), self.opts.clone());
         let spawned = std::thread::Builder::new()
             .name("strata-wal-prepare".into())
@@ -142,7 +211,9 @@ impl Inner {
                 let made = (|| {
                     let f = storage.open(&tmp, OpenOptions::create_new().direct(opts.direct_io))?;
                     match opts.preallocate {
-                        Preallocate::ZeroFill => zero_fill_paced(&f, opts.segment_size, budget)?,
+                        Preallocate::ZeroFill => {
+                            zero_fill_paced(&f, opts.segment_size, budget, &fill_pace)?
+                        }
                         _ => f.preallocate(opts.segment_size)?,
                     }
                     f.sync_all()?;
@@ -158,15 +229,15 @@ impl Inner {
                 made
             });
         // Without a thread the rotation makes the file inline, as before.
-        io.preparing = spawned.ok();
+        io.preparing = spawned.ok().map(|handle| Preparing { handle, pace });
     }
 
     /// The file the background preparation made, once it is done (waits
     /// for it); `None` if none ran or it failed (logged: the rotation
     /// then makes the file inline and meets the error itself if it lasts).
     pub(super) fn finish_prepare(&self, io: &mut Io) -> Option<PathBuf> {
-        let h = io.preparing.take()?;
-        match h.join() {
+        let p = io.preparing.take()?;
+        match p.join() {
             Ok(Ok(path)) => Some(path),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "preparing the next WAL segment failed; making it inline");
@@ -322,14 +393,22 @@ fn join_seal(h: JoinHandle<strata_io::Result<()>>) -> strata_io::Result<()> {
 /// [`zero_fill`] spread over `budget`: 256 KiB at a time, each handed to
 /// writeback at once, with pauses between. A burst of 64 MiB of writes
 /// (and the flush that ends it) in front of an appender's fdatasync made
-/// that fdatasync wait for all of it (BENCHMARKS.md).
-fn zero_fill_paced(file: &FileRef, len: u64, budget: std::time::Duration) -> strata_io::Result<()> {
+/// that fdatasync wait for all of it (BENCHMARKS.md). A pause ends early
+/// when `pace` says the active segment is catching up or someone waits.
+fn zero_fill_paced(
+    file: &FileRef,
+    len: u64,
+    budget: Duration,
+    pace: &Pace,
+) -> strata_io::Result<()> {
+    /// How often a pause looks at the active segment's progress.
+    const POLL: Duration = Duration::from_millis(2);
     const PIECE: usize = 256 << 10;
     let align = file.alignment().unwrap_or(1).max(8);
     let zeros = AlignedBuf::zeroed(PIECE, align);
     let len = len.div_ceil(align as u64) * align as u64;
     let pieces = len.div_ceil(PIECE as u64).max(1);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut off = 0u64;
     let mut k = 0u64;
     while off < len {
@@ -338,9 +417,13 @@ fn zero_fill_paced(file: &FileRef, len: u64, budget: std::time::Duration) -> str
         file.start_writeback(off, n as u64)?;
         off += n as u64;
         k += 1;
-        let due = budget.mul_f64(k as f64 / pieces as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
+        let done = k as f64 / pieces as f64;
+        let due = budget.mul_f64(done);
+        while !pace.may_go(done) {
+            match due.checked_sub(started.elapsed()) {
+                Some(wait) if !wait.is_zero() => std::thread::sleep(wait.min(POLL)),
+                _ => break,
+            }
         }
     }
     Ok(())
@@ -349,4 +432,60 @@ fn zero_fill_paced(file: &FileRef, len: u64, budget: std::time::Duration) -> str
 fn zero_fill(file: &FileRef, len: u64) -> strata_io::Result<()> {
     let align = file.alignment().unwrap_or(1) as u64;
     strata_io::write_zeros(&**file, 0, len.next_multiple_of(align))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_io::{StdStorage, Storage};
+
+    /// Runs a paced fill of 4 MiB with an hour's time budget on a thread
+    /// and reports whether it finished within a minute: it finishes only
+    /// if something other than the clock lets it go.
+    fn fill_finishes(pace: Arc<Pace>, set: impl FnOnce(&Pace)) -> bool {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = StdStorage::new()
+            .open(&dir.path().join("next"), OpenOptions::create_new())
+            .expect("open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = pace.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(zero_fill_paced(&f, 4 << 20, Duration::from_secs(3600), &p));
+        });
+        set(&pace);
+        let done = rx.recv_timeout(Duration::from_secs(60));
+        pace.hurry.store(true, Ordering::Relaxed);
+        matches!(done, Ok(Ok(())))
+    }
+
+    #[test]
+    fn a_waiting_rotation_ends_the_pacing() {
+        let pace = Arc::new(Pace::new(32 << 20, 64 << 20));
+        assert!(fill_finishes(pace, |p| p
+            .hurry
+            .store(true, Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn the_fill_keeps_up_with_a_segment_that_fills_faster_than_its_first_half() {
+        // The first half took an hour (an idle log); the second fills at
+        // once. The fill follows the progress, not the hour.
+        let pace = Arc::new(Pace::new(32 << 20, 64 << 20));
+        assert!(fill_finishes(pace, |p| p
+            .end
+            .store(64 << 20, Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn the_fill_stays_a_quarter_ahead_of_the_active_segment() {
+        let pace = Pace::new(100, 200);
+        assert!(pace.may_go(0.0));
+        assert!(pace.may_go(0.24));
+        assert!(!pace.may_go(0.26));
+        pace.end.store(150, Ordering::Relaxed);
+        assert!(pace.may_go(0.74));
+        assert!(!pace.may_go(0.76));
+        pace.hurry.store(true, Ordering::Relaxed);
+        assert!(pace.may_go(1.0));
+    }
 }
