@@ -37,7 +37,11 @@ pub enum Preallocate {
     Allocate,
     /// Write zeros over the whole segment at creation, so every later
     /// fdatasync only overwrites allocated, written blocks: about half the
-    /// cost of one that grows the file, paid once per segment.
+    /// cost of one that grows the file, paid once per segment. The choice
+    /// for synced appends of a page or more: on ext4 the first write into
+    /// a fallocated (unwritten) block converts it with a journal commit,
+    /// so `Allocate` gains nothing there (BENCHMARKS.md: 1.5x the synced
+    /// 4 KiB appends/s). The next segment is filled in the background.
     ZeroFill,
 }
 
