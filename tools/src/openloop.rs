@@ -17,8 +17,15 @@ use hdrhistogram::Histogram;
 use crate::error::{CliError, Result};
 
 /// How long before an operation is due its thread stops sleeping and
-/// spins.
+/// spins, at most.
 const SPIN: Duration = Duration::from_micros(30);
+
+/// The share of one core all of a run's spinning may take. Spinning 30 us
+/// before each of 65,000 appends a second would take about two cores, on
+/// a 2-core machine all the CPU the measured I/O path needs (it raised
+/// the P50 of 16 appenders by up to 1.6x: BENCHMARKS.md), so at high
+/// rates each wait spins less and sleeps more.
+const SPIN_CPU: f64 = 0.25;
 
 /// Sets this thread's timer slack to the minimum, so its sleeps end close
 /// to when they were asked to.
@@ -33,6 +40,7 @@ pub fn precise() {
 pub struct Schedule {
     start: Instant,
     interval_ns: f64,
+    spin: Duration,
 }
 
 impl Schedule {
@@ -41,6 +49,7 @@ impl Schedule {
         Schedule {
             start: Instant::now(),
             interval_ns: 1e9 / rate,
+            spin: SPIN.min(Duration::from_secs_f64(SPIN_CPU / rate)),
         }
     }
 
@@ -52,13 +61,14 @@ impl Schedule {
     /// Sleeps until operation `k` is due (not at all if it is late) and
     /// returns its due time, from which its latency is measured. The last
     /// stretch is spun, since a sleeping thread wakes tens of
-    /// microseconds late and that delay would count as the operation's.
+    /// microseconds late and that delay would count as the operation's
+    /// (up to 30 us, less at rates where spinning would eat the CPU).
     /// Call [`precise`] once per thread first.
     pub fn wait(&self, k: u64) -> Instant {
         let due = self.due(k);
         let now = Instant::now();
-        if due > now + SPIN {
-            std::thread::sleep(due - now - SPIN);
+        if due > now + self.spin {
+            std::thread::sleep(due - now - self.spin);
         }
         while Instant::now() < due {
             std::hint::spin_loop();
