@@ -39,8 +39,9 @@ pub enum Preallocate {
     /// fdatasync only overwrites allocated, written blocks: about half the
     /// cost of one that grows the file, paid once per segment. The choice
     /// for synced appends of a page or more: on ext4 the first write into
-    /// a fallocated (unwritten) block converts it with a journal commit,
-    /// so `Allocate` gains nothing there (BENCHMARKS.md: 1.5x the synced
+    /// a fallocated (unwritten) block converts it, and the fdatasync then
+    /// writes that metadata too (a journal commit, or without a journal
+    /// the inode's block), so `Allocate` gains nothing there (BENCHMARKS.md: 1.5x the synced
     /// 4 KiB appends/s). The next segment is filled in the background.
     ZeroFill,
 }
