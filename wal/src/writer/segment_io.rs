@@ -87,7 +87,7 @@ pub(super) struct Pace {
 const LEAD: f64 = 0.25;
 
 impl Pace {
-    pub(super) fn new(from: u64, to: u64) -> Pace {
+    fn new(from: u64, to: u64) -> Pace {
         Pace {
             hurry: AtomicBool::new(false),
             end: AtomicU64::new(from),
