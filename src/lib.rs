@@ -9,10 +9,14 @@
 //!   and tiered compaction, snapshots, iterators, range deletes).
 //! * [`log`]: the Kafka-like segmented log (segments and indexes,
 //!   retention, key compaction, idempotent producers, leader epochs).
-//! * [`replication`]: ISR replication (not written yet: the crate is empty).
+//! * [`replication`]: ISR replication as state machines (replica, broker,
+//!   controller on Raft, group coordinator) and the cluster simulator.
+//! * [`broker`]: the Kafka-protocol broker that serves them to Kafka
+//!   clients, alone or as a node of a cluster.
 
 #![forbid(unsafe_code)]
 
+pub use strata_broker as broker;
 pub use strata_io as io;
 pub use strata_log as log;
 pub use strata_lsm as lsm;

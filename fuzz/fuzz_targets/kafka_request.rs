@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use strata_tools::wire::{decode_request, supported};
+use strata_broker::wire::{decode_request, supported};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

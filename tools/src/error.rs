@@ -10,6 +10,9 @@ pub enum CliError {
     /// From the LSM engine.
     #[error(transparent)]
     Lsm(#[from] strata_lsm::Error),
+    /// From the broker (`strata serve`).
+    #[error(transparent)]
+    Broker(#[from] strata_broker::Error),
     /// A bad flag value.
     #[error("{0}")]
     Usage(String),

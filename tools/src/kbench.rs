@@ -15,13 +15,13 @@
 //! consume: fetches every partition from offset 0 until `--num-records`
 //! records have arrived, counting records from the batch headers.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -82,39 +82,13 @@ fn s(v: &str) -> StrBytes {
 
 /// A request frame: size, header v1/v2, body.
 pub(crate) fn frame(key: ApiKey, version: i16, cid: i32, body: &impl Encodable) -> Result<Vec<u8>> {
-    let mut h = RequestHeader::default();
-    h.request_api_key = key as i16;
-    h.request_api_version = version;
-    h.correlation_id = cid;
-    h.client_id = Some(s("strata-kbench"));
-    let mut b = BytesMut::new();
-    h.encode(&mut b, key.request_header_version(version))
-        .map_err(proto)?;
-    body.encode(&mut b, version).map_err(proto)?;
-    let mut out = (b.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&b);
-    Ok(out)
+    strata_broker::wire::client::frame("strata-kbench", key, version, cid, body).map_err(proto)
 }
 
 /// Reads one response; returns the body after the correlation id (and the
 /// header's tagged fields if `flexible`).
 pub(crate) fn read_response(s: &mut TcpStream, flexible: bool) -> Result<Bytes> {
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size)
-        .map_err(io_err("reading a response"))?;
-    let n = i32::from_be_bytes(size);
-    if !(4..=(256 << 20)).contains(&n) {
-        return Err(CliError::Usage(format!("response size {n} out of bounds")));
-    }
-    let mut buf = vec![0u8; n as usize];
-    s.read_exact(&mut buf)
-        .map_err(io_err("reading a response"))?;
-    let mut b = Bytes::from(buf);
-    b.advance(4);
-    if flexible && b.has_remaining() {
-        b.advance(1);
-    }
-    Ok(b)
+    strata_broker::wire::client::read_response(s, flexible).map_err(io_err("reading a response"))
 }
 
 fn connect(addr: &str) -> Result<TcpStream> {

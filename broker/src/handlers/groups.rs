@@ -9,10 +9,10 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_replication::group::{self, Reply};
 
-use super::api::{code, log_code, s, topic_name};
-use super::Broker;
+use crate::codes::{code, log_code, s, topic_name};
+use crate::state::Broker;
 
-pub(super) fn find_coordinator(
+pub(crate) fn find_coordinator(
     b: &Broker,
     r: FindCoordinatorRequest,
     version: i16,
@@ -46,7 +46,7 @@ pub(super) fn find_coordinator(
     out
 }
 
-pub(super) async fn join_group(
+pub(crate) async fn join_group(
     b: &Arc<Broker>,
     r: JoinGroupRequest,
     version: i16,
@@ -99,7 +99,7 @@ pub(super) async fn join_group(
     Some(out)
 }
 
-pub(super) async fn sync_group(
+pub(crate) async fn sync_group(
     b: &Arc<Broker>,
     r: SyncGroupRequest,
     v: i16,
@@ -133,7 +133,7 @@ pub(super) async fn sync_group(
     Some(out)
 }
 
-pub(super) async fn leave_group(
+pub(crate) async fn leave_group(
     b: &Arc<Broker>,
     r: LeaveGroupRequest,
     version: i16,
@@ -172,7 +172,7 @@ pub(super) async fn leave_group(
     Some(out)
 }
 
-pub(super) fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(crate) fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = r.group_id.as_str().to_string();
     let check = b.groups.lock().check_commit(
         &group,
@@ -276,7 +276,7 @@ fn committed(
     }
 }
 
-pub(super) fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub(crate) fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     let mut out = OffsetFetchResponse::default();
     if version >= 8 {
         for g in r.groups {
@@ -342,7 +342,7 @@ pub(super) fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> O
     out
 }
 
-pub(super) fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(crate) fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut out = DescribeGroupsResponse::default();
     let coord = b.groups.lock();
     for g in r.groups {

@@ -80,7 +80,7 @@ impl Metrics {
     /// Counters for every served API.
     pub fn new() -> Metrics {
         Metrics {
-            apis: strata_tools::wire::SUPPORTED
+            apis: crate::wire::SUPPORTED
                 .iter()
                 .map(|&(k, _, _)| (k, AtomicU64::new(0), Histogram::default()))
                 .collect(),

@@ -42,8 +42,8 @@ use strata_replication::quorum::QuorumNode;
 use strata_replication::raft::{self, storage::RaftStorage, Raft};
 use strata_replication::replica::ReplicaConfig;
 
-use super::Broker;
-use crate::error::{CliError, Result};
+use crate::error::{Error, Result};
+use crate::state::Shared;
 
 mod driver;
 pub mod fetcher;
@@ -63,63 +63,7 @@ const NOT_CONTROLLER: u8 = 4;
 /// How often the state machines tick.
 const TICK: Duration = Duration::from_millis(10);
 
-/// A node of the cluster: id and the address both clients and peers use.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    /// node.id
-    pub id: NodeId,
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl Node {
-    /// A node from `host:port`; `None` if it is not one.
-    pub fn parse(id: NodeId, endpoint: &str) -> Option<Node> {
-        let (host, port) = endpoint.rsplit_once(':')?;
-        let port = port.parse().ok()?;
-        (!host.is_empty()).then(|| Node {
-            id,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-/// Parses `controller.quorum.voters`: `1@host:port,2@host:port,...`.
-pub fn parse_voters(s: &str) -> std::result::Result<Vec<Node>, String> {
-    let mut out: Vec<Node> = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('@')
-            .ok_or_else(|| format!("{part:?}: expected ID@HOST:PORT"))?;
-        let id: NodeId = id
-            .parse()
-            .map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{part:?}: expected ID@HOST:PORT"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{part:?}: port {port:?} is not a number"))?;
-        if host.is_empty() {
-            return Err(format!("{part:?}: empty host"));
-        }
-        if out.iter().any(|n| n.id == id) {
-            return Err(format!("node id {id} appears twice"));
-        }
-        out.push(Node {
-            id,
-            host: host.to_string(),
-            port,
-        });
-    }
-    if out.is_empty() {
-        return Err("no voters".into());
-    }
-    Ok(out)
-}
+pub use crate::config::{parse_voters, Node};
 
 /// Cluster settings (from `strata serve`'s configuration).
 #[derive(Clone, Debug)]
@@ -572,21 +516,18 @@ impl Cluster {
     /// Starts the driver thread and the peer senders.
     pub fn start(
         self: &Arc<Self>,
-        b: Arc<Broker>,
+        b: Arc<Shared>,
         data: &Path,
     ) -> Result<std::thread::JoinHandle<()>> {
         let rx = self
             .rx
             .lock()
             .take()
-            .ok_or_else(|| CliError::Usage("the cluster driver is already running".into()))?;
+            .ok_or_else(|| Error::Config("the cluster driver is already running".into()))?;
         let storage = strata_io::open_storage(strata_io::Backend::Std);
         let voter = self.voters.iter().any(|n| n.id == self.me);
         let quorum = if voter {
-            let (st, hs, snap, entries) =
-                RaftStorage::open(storage, &data.join("raft")).map_err(|e| {
-                    CliError::Usage(format!("opening the controller quorum's log: {e}"))
-                })?;
+            let (st, hs, snap, entries) = RaftStorage::open(storage, &data.join("raft"))?;
             let mut rc = raft::Config::new(self.me, self.voters.iter().map(|n| n.id).collect());
             rc.election_timeout_ms = (
                 self.cfg.election_timeout_ms,

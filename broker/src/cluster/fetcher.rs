@@ -25,7 +25,7 @@ use strata_log::batch::{Batch, Parsed};
 use strata_replication::msg::{ErrorCode, FetchRequest, FetchResponse};
 
 use super::{Cluster, Input, Node};
-use crate::error::{CliError, Result};
+use crate::error::{io, Result};
 
 /// Tag of the follower's durable end (u64, big-endian).
 pub const TAG_DURABLE: i32 = 0x5301;
@@ -69,10 +69,7 @@ pub(super) fn spawn(
                 }
             }
         })
-        .map_err(|e| CliError::Local {
-            what: "starting a replica fetcher".into(),
-            source: e,
-        })?;
+        .map_err(io("starting a replica fetcher"))?;
     Ok(tx)
 }
 
@@ -126,9 +123,10 @@ fn fetch_once(
     req.max_bytes = i32::try_from(f.max_bytes).unwrap_or(i32::MAX);
     req.topics = vec![ft];
     let frame =
-        crate::kbench::frame(ApiKey::Fetch, VERSION, cid, &req).map_err(|e| e.to_string())?;
+        crate::wire::client::frame("strata-replica-fetcher", ApiKey::Fetch, VERSION, cid, &req)
+            .map_err(|e| e.to_string())?;
     s.write_all(&frame).map_err(|e| e.to_string())?;
-    let mut body = crate::kbench::read_response(s, true).map_err(|e| e.to_string())?;
+    let mut body = crate::wire::client::read_response(s, true).map_err(|e| e.to_string())?;
     let r = KFetchResponse::decode(&mut body, VERSION).map_err(|e| e.to_string())?;
     let p = r
         .responses

@@ -9,7 +9,7 @@ use crossbeam::channel::{self, Sender};
 use strata_replication::msg::NodeId;
 
 use super::{Node, PEER_API_KEY};
-use crate::error::{CliError, Result};
+use crate::error::{io, Result};
 
 /// Encodes a peer frame: size | key | kind | from | crc32c | body.
 pub(super) fn frame(kind: u8, from: NodeId, body: &[u8]) -> Vec<u8> {
@@ -48,10 +48,7 @@ pub(super) fn spawn_sender(me: NodeId, peer: Node) -> Result<Sender<Vec<u8>>> {
                 }
             }
         })
-        .map_err(|e| CliError::Local {
-            what: "starting a peer sender".into(),
-            source: e,
-        })?;
+        .map_err(io("starting a peer sender"))?;
     Ok(tx)
 }
 

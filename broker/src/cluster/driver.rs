@@ -24,8 +24,8 @@ use super::{
     local_topic, Cluster, Input, Node, FROM_CONTROLLER, NOT_CONTROLLER, RAFT, TICK, TO_BROKER,
     TO_CONTROLLER,
 };
-use crate::error::{CliError, Result};
-use crate::serve::Broker;
+use crate::error::{io, Result};
+use crate::state::Shared;
 
 mod publish;
 
@@ -33,7 +33,7 @@ mod publish;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     c: Arc<Cluster>,
-    b: Arc<Broker>,
+    b: Arc<Shared>,
     broker: ReplBroker,
     quorum: Option<(QuorumNode, RaftStorage)>,
     incarnation: u64,
@@ -82,15 +82,12 @@ pub(super) fn spawn(
                 std::process::exit(70);
             }
         })
-        .map_err(|e| CliError::Local {
-            what: "starting the cluster driver".into(),
-            source: e,
-        })
+        .map_err(io("starting the cluster driver"))
 }
 
 struct Driver {
     c: Arc<Cluster>,
-    b: Arc<Broker>,
+    b: Arc<Shared>,
     broker: ReplBroker,
     quorum: Option<(QuorumNode, RaftStorage)>,
     logs: BTreeMap<u32, Arc<Partition>>,

@@ -11,10 +11,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_replication::msg::{Acks, ErrorCode, ProduceResult};
 
-use super::cluster::Cluster;
-use super::Broker;
+use crate::cluster::Cluster;
+use crate::codes::topic_id;
+use crate::state::{check_produced, wanted_topics, Broker, Failure, Fetched};
 
-use super::api::code::{
+use crate::codes::code::{
     INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_REQUIRED_ACKS, INVALID_TOPIC_EXCEPTION,
     LEADER_NOT_AVAILABLE, NONE, REQUEST_TIMED_OUT, UNKNOWN_TOPIC_OR_PARTITION,
 };
@@ -56,7 +57,12 @@ fn create(c: &Cluster, name: &str, partitions: u32, rf: u32) -> Result<(), (i16,
     }
 }
 
-pub fn metadata(b: &Broker, c: &Cluster, r: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) fn metadata(
+    b: &Broker,
+    c: &Cluster,
+    r: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut out = MetadataResponse::default();
     out.brokers = c
         .brokers()
@@ -72,7 +78,7 @@ pub fn metadata(b: &Broker, c: &Cluster, r: MetadataRequest, version: i16) -> Me
     if version >= 2 {
         out.cluster_id = Some(s("strata"));
     }
-    let (wanted, auto) = super::api::wanted_topics(b, r, version);
+    let (wanted, auto) = wanted_topics(b, r, version);
     let mut create_errors = std::collections::HashMap::new();
     if let Some(w) = &wanted {
         for name in w {
@@ -104,7 +110,7 @@ pub fn metadata(b: &Broker, c: &Cluster, r: MetadataRequest, version: i16) -> Me
         let mut t = metadata_response::MetadataResponseTopic::default();
         t.name = Some(TopicName(s(&name)));
         if version >= 10 {
-            t.topic_id = super::api::topic_id(&name);
+            t.topic_id = topic_id(&name);
         }
         let parts: Vec<u32> = view
             .by_name
@@ -143,7 +149,7 @@ pub fn metadata(b: &Broker, c: &Cluster, r: MetadataRequest, version: i16) -> Me
     out
 }
 
-pub fn create_topics(
+pub(crate) fn create_topics(
     b: &Broker,
     c: &Cluster,
     r: CreateTopicsRequest,
@@ -154,7 +160,7 @@ pub fn create_topics(
         let mut res = create_topics_response::CreatableTopicResult::default();
         res.name = t.name.clone();
         if v >= 7 {
-            res.topic_id = super::api::topic_id(t.name.as_str());
+            res.topic_id = topic_id(t.name.as_str());
         }
         let name = t.name.as_str().to_string();
         let partitions = if t.num_partitions == -1 {
@@ -181,7 +187,7 @@ pub fn create_topics(
                 "manual replica assignments are not supported".into(),
             )),
             _ if !t.configs.is_empty() => Err((
-                super::api::code::INVALID_CONFIG,
+                crate::codes::code::INVALID_CONFIG,
                 "per-topic configs are not supported in a cluster yet: the broker defaults apply"
                     .into(),
             )),
@@ -213,7 +219,7 @@ pub fn create_topics(
 /// Produce: each partition's batch goes to its leader replica; all are
 /// handed over before any answer is awaited, so the partitions of one
 /// request commit together.
-pub fn produce(b: &Broker, c: &Cluster, r: ProduceRequest, v: i16) -> ProduceResponse {
+pub(crate) fn produce(b: &Broker, c: &Cluster, r: ProduceRequest, v: i16) -> ProduceResponse {
     let mut out = ProduceResponse::default();
     let acks = match r.acks {
         -1 => Some(Acks::All),
@@ -272,8 +278,6 @@ pub fn produce(b: &Broker, c: &Cluster, r: ProduceRequest, v: i16) -> ProduceRes
     out
 }
 
-use super::api::Failure;
-
 fn submit(
     b: &Broker,
     c: &Cluster,
@@ -286,7 +290,7 @@ fn submit(
     let (id, _) = c
         .leader_partition(topic, partition)
         .map_err(|e| (e, None))?;
-    let batch = super::api::check_produced(b, records)?;
+    let batch = check_produced(b, records)?;
     Ok(c.produce(id, acks, timeout_ms, batch))
 }
 
@@ -294,11 +298,8 @@ fn submit(
 /// the replication core, answered when it answers (a fetch that finds
 /// nothing is held up to `replica.fetch.wait.max.ms`). Its batches go to
 /// the socket as the segment slices they are, as a consumer's do.
-pub async fn replica_fetch(
-    c: &std::sync::Arc<Cluster>,
-    r: FetchRequest,
-) -> Option<super::api::Fetched> {
-    use super::cluster::fetcher::{encode_answer, tag_u64, TAG_BROKER_EPOCH, TAG_DURABLE};
+pub(crate) async fn replica_fetch(c: &std::sync::Arc<Cluster>, r: FetchRequest) -> Option<Fetched> {
+    use crate::cluster::fetcher::{encode_answer, tag_u64, TAG_BROKER_EPOCH, TAG_DURABLE};
     let from = u32::try_from(r.replica_id.0).ok()?;
     let t = r.topics.first()?;
     let fp = t.partitions.first()?;

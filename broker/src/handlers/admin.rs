@@ -4,38 +4,12 @@
 //! deletions are refused.
 
 use kafka_protocol::messages::*;
-use strata_log::{Error as LogError, LogConfig};
+use strata_log::LogConfig;
 
-use super::api::{code, log_code, part, s, topic_id, topic_name};
-use super::Broker;
+use crate::codes::{code, log_code, s, topic_id, topic_name};
+use crate::state::{create_topic, part, Broker};
 
-/// Creates a topic (auto-creation and CreateTopics): durable, opened,
-/// each partition at leader epoch 0.
-pub(super) fn create_topic(
-    b: &Broker,
-    name: &str,
-    partitions: u32,
-    cfg: LogConfig,
-) -> Result<(), i16> {
-    let _one = b.admin.lock();
-    if b.logs.topic_config(name).is_ok() {
-        return Err(code::TOPIC_ALREADY_EXISTS);
-    }
-    if strata_log::manager::check_topic_name(name).is_err() {
-        return Err(code::INVALID_TOPIC_EXCEPTION);
-    }
-    b.logs
-        .create_topic(name, partitions, cfg)
-        .map_err(|e| match e {
-            LogError::InvalidArgument(_) => code::INVALID_CONFIG,
-            e => log_code(&e),
-        })?;
-    b.open_topic(name, partitions).map_err(|e| log_code(&e))?;
-    tracing::info!(topic = name, partitions, "topic created");
-    Ok(())
-}
-
-pub(super) fn create_topics(b: &Broker, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {
+pub(crate) fn create_topics(b: &Broker, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {
     let mut out = CreateTopicsResponse::default();
     for t in r.topics {
         let mut res = create_topics_response::CreatableTopicResult::default();
@@ -106,7 +80,7 @@ pub(super) fn create_topics(b: &Broker, r: CreateTopicsRequest, v: i16) -> Creat
     out
 }
 
-pub(super) fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> DeleteTopicsResponse {
+pub(crate) fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> DeleteTopicsResponse {
     let mut out = DeleteTopicsResponse::default();
     let mut names: Vec<String> = r
         .topic_names
@@ -157,7 +131,7 @@ pub(super) fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> Delet
     out
 }
 
-pub(super) fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(crate) fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut out = DeleteRecordsResponse::default();
     for t in r.topics {
         let mut tr = delete_records_response::DeleteRecordsTopicResult::default();
@@ -195,7 +169,7 @@ pub(super) fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecor
     out
 }
 
-pub(super) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub(crate) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let mut out = DescribeConfigsResponse::default();
     for res in r.resources {
         let mut rr = describe_configs_response::DescribeConfigsResult::default();

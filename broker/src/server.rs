@@ -1,25 +1,8 @@
-//! `strata serve`: one broker that speaks the Kafka wire protocol over the
-//! segmented log (replication factor 1), so unmodified Kafka clients
-//! produce, consume and use consumer groups. Protocol and behaviour:
-//! docs/kafka-protocol.md.
-//!
-//! Threads: a tokio runtime runs the accept loop and one task per
-//! connection; the connection reads a request, answers it, reads the
-//! next (so answers go back in request order, as Kafka's muting does).
-//! Disk work (appends, fsyncs, reads, offset commits) runs on tokio's
-//! blocking pool, so a slow disk never holds the accept loop or other
-//! connections' tasks. A fetch that finds too little waits on a
-//! notification that the high watermark moved, up to its max_wait_ms.
-//! A flusher thread fsyncs unsynced appends every log.flush.interval.ms
-//! and moves the high watermark, which only ever covers fsynced data.
-
-mod admin;
-mod api;
-pub mod cluster;
-mod cluster_api;
-mod config;
-mod groups;
-mod metrics;
+//! The listener and framing: the accept loop, one task per connection
+//! (a request is read, answered, then the next: answers go back in
+//! request order, as Kafka's muting does), the flusher thread, and
+//! [`run`], which opens the logs and starts everything from an
+//! [`Options`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,207 +12,54 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ResponseKind;
 use parking_lot::Mutex;
-use strata_log::{LogManager, ManagerOptions, Partition};
-use strata_replication::group::{GroupCoordinator, Reply, Token};
+use strata_io::StorageRef;
+use strata_log::{LogManager, ManagerOptions};
+use strata_replication::group::GroupCoordinator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
-use crate::error::{CliError, Result};
-use strata_tools::wire::{self, Refused};
+use crate::cluster;
+use crate::config::ServerConfig;
+use crate::dispatch::{self, Answer};
+use crate::error::{io, Error, Result};
+use crate::metrics;
+use crate::state::{Broker, Shared};
+use crate::wire::{self, Refused};
 
-pub use config::ServerConfig;
-
-/// `strata serve` flags.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9092")]
+/// What a broker runs with: `strata serve` turns its flags into one.
+pub struct Options {
+    /// The address to listen on (`IP:PORT`).
     pub listen: String,
-    /// I/O backend of the logs: auto (io_uring unless a probe in the data
-    /// directory finds it slower for a synced write), std or uring.
-    #[arg(long = "io", default_value = "auto")]
-    pub io: String,
-    /// Data directory (default: ./strata-data).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
     /// host:port clients are told to connect to (default: the listen
-    /// address).
-    #[arg(long)]
+    /// address, or this node's entry in controller.quorum.voters).
     pub advertised: Option<String>,
-    /// A properties file with Kafka's setting names (num.partitions,
-    /// auto.create.topics.enable, log.segment.bytes, log.retention.ms, ...).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// One setting, as in the file (repeatable; wins over the file).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Serve Prometheus metrics on this address (`GET /metrics`); the
-    /// same as `metrics.listen`.
-    #[arg(long = "metrics-listen", value_name = "IP:PORT")]
-    pub metrics_listen: Option<String>,
-    /// This node's id (node.id).
-    #[arg(long = "node-id")]
-    pub node_id: Option<u32>,
-    /// The controller quorum, `1@HOST:PORT,2@HOST:PORT,3@HOST:PORT`
-    /// (controller.quorum.voters): runs this node in a cluster; the
-    /// addresses are the nodes' --listen addresses.
-    #[arg(long = "controller-voters", value_name = "ID@HOST:PORT,...")]
-    pub controller_voters: Option<String>,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The storage backend of the logs.
+    pub storage: StorageRef,
+    /// The settings (Kafka's names).
+    pub config: ServerConfig,
 }
 
-/// The broker's shared state.
-pub struct Broker {
-    cfg: ServerConfig,
-    logs: LogManager,
-    host: String,
-    port: i32,
-    groups: Mutex<GroupCoordinator>,
-    waiting: Mutex<std::collections::HashMap<Token, oneshot::Sender<Reply>>>,
-    next_token: AtomicU64,
-    /// Woken whenever a high watermark moves (long-polling fetches).
-    data: Notify,
-    start: Instant,
-    /// Serialises topic creation and deletion.
-    admin: Mutex<()>,
-    stop: AtomicBool,
-    metrics: metrics::Metrics,
-    /// Cluster mode: the replication driver's handle.
-    cluster: Option<Arc<cluster::Cluster>>,
-}
-
-fn log_err(e: strata_log::Error) -> CliError {
-    CliError::Usage(format!("log: {e}"))
-}
-
-impl Broker {
-    /// Milliseconds on the broker's monotonic clock (group sessions and
-    /// rebalances run on it, never on wall time).
-    fn now_ms(&self) -> i64 {
-        self.start.elapsed().as_millis() as i64
-    }
-
-    /// The partition's current leader epoch (this node leads every
-    /// partition; the epoch is the newest in its epoch cache).
-    fn epoch(p: &Partition) -> i32 {
-        p.latest_epoch().unwrap_or(0)
-    }
-
-    /// Moves the high watermark over what is fsynced; wakes fetches. In
-    /// memory: the flusher stores it now and then (`store_hw`).
-    fn advance_hw(&self, p: &Partition) -> strata_log::Result<()> {
-        let durable = p.durable_end_offset();
-        if durable > p.high_watermark() {
-            p.advance_high_watermark(durable);
-            self.data.notify_waiters();
-        }
-        Ok(())
-    }
-
-    /// Opens every partition of a topic (recovering it) and gives new
-    /// ones their first leader epoch.
-    fn open_topic(&self, topic: &str, count: u32) -> strata_log::Result<()> {
-        for i in 0..count {
-            let p = self.logs.partition(topic, i)?;
-            if p.latest_epoch().is_none() {
-                p.assign_epoch(0)?;
-            }
-            // Whatever recovery kept is fsynced from here on.
-            p.flush()?;
-            self.advance_hw(&p)?;
-        }
-        Ok(())
-    }
-
-    /// (topic, partition, log start, log end, high watermark) of every
-    /// partition, for the metrics.
-    fn partition_offsets(&self) -> Vec<(String, u32, u64, u64, u64)> {
-        let mut out = Vec::new();
-        if let Some(c) = &self.cluster {
-            // The replicas this node hosts, by their cluster names.
-            let v = c.view();
-            for ((t, i), id) in &v.by_name {
-                if let Some(p) = v.local.get(id) {
-                    out.push((
-                        t.clone(),
-                        *i,
-                        p.log_start_offset(),
-                        p.log_end_offset(),
-                        p.high_watermark(),
-                    ));
-                }
-            }
-            return out;
-        }
-        for (t, n) in self.logs.topics() {
-            for i in 0..n {
-                if let Ok(p) = self.logs.partition(&t, i) {
-                    out.push((
-                        t.clone(),
-                        i,
-                        p.log_start_offset(),
-                        p.log_end_offset(),
-                        p.high_watermark(),
-                    ));
-                }
-            }
-        }
-        out
-    }
-
-    /// Group coordinator replies go to the requests waiting on them.
-    fn dispatch(&self, replies: Vec<(Token, Reply)>) {
-        let mut w = self.waiting.lock();
-        for (t, r) in replies {
-            if let Some(tx) = w.remove(&t) {
-                // A closed connection dropped its receiver: nothing to do.
-                let _ = tx.send(r);
-            }
-        }
-    }
-
-    /// Sends a request to the group coordinator and waits for its reply.
-    async fn group_call(&self, req: strata_replication::group::Request) -> Option<Reply> {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiting.lock().insert(token, tx);
-        let replies = self.groups.lock().handle(self.now_ms(), token, req);
-        self.dispatch(replies);
-        rx.await.ok()
-    }
-}
-
-/// Runs the broker until SIGTERM or SIGINT.
-pub fn run(args: Args) -> Result<i32> {
-    let mut cfg = ServerConfig::default();
+/// Runs the broker until SIGTERM or SIGINT; the exit code to return.
+pub fn run(opts: Options) -> Result<i32> {
+    let Options {
+        listen,
+        advertised,
+        data,
+        storage,
+        config: cfg,
+    } = opts;
     let mut cfg_advertised: Option<String> = None;
-    if let Some(path) = &args.config {
-        cfg.load(path)?;
-    }
-    for kv in &args.set {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--set {kv}: expected KEY=VALUE")))?;
-        cfg.set(k.trim(), v)?;
-    }
-    if let Some(m) = &args.metrics_listen {
-        cfg.set("metrics.listen", m)?;
-    }
-    if let Some(n) = args.node_id {
-        cfg.set("node.id", &n.to_string())?;
-    }
-    if let Some(v) = &args.controller_voters {
-        cfg.set("controller.quorum.voters", v)?;
-    }
     let cluster = match &cfg.voters {
         None => None,
         Some(v) => {
-            let voters = cluster::parse_voters(v).map_err(CliError::Usage)?;
-            let me = u32::try_from(cfg.node_id).map_err(|_| {
-                CliError::Usage(format!("node.id {} must be positive", cfg.node_id))
-            })?;
+            let voters = cluster::parse_voters(v).map_err(Error::Config)?;
+            let me = u32::try_from(cfg.node_id)
+                .map_err(|_| Error::Config(format!("node.id {} must be positive", cfg.node_id)))?;
             if me == 0 || me > 1023 {
-                return Err(CliError::Usage(format!(
+                return Err(Error::Config(format!(
                     "node.id {me}: a cluster node's id is 1-1023"
                 )));
             }
@@ -258,40 +88,26 @@ pub fn run(args: Args) -> Result<i32> {
     if let Some(c) = &cluster {
         // Clients are told the address the voters list gives this node
         // (a broker outside the quorum: its listen or advertised address).
-        if args.advertised.is_none() {
+        if advertised.is_none() {
             if let Some(n) = c.voters.iter().find(|n| n.id == c.me) {
                 cfg_advertised = Some(format!("{}:{}", n.host, n.port));
             }
         }
     }
-    let listen: SocketAddr = args
-        .listen
+    let listen: SocketAddr = listen
         .parse()
-        .map_err(|_| CliError::Usage(format!("--listen {}: expected IP:PORT", args.listen)))?;
-    let advertised = args
-        .advertised
-        .clone()
-        .or(cfg_advertised)
-        .unwrap_or_else(|| {
-            if listen.ip().is_unspecified() {
-                format!("127.0.0.1:{}", listen.port())
-            } else {
-                listen.to_string()
-            }
-        });
+        .map_err(|_| Error::Config(format!("--listen {}: expected IP:PORT", listen)))?;
+    let advertised = advertised.or(cfg_advertised).unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            format!("127.0.0.1:{}", listen.port())
+        } else {
+            listen.to_string()
+        }
+    });
     let (host, port) = advertised
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| CliError::Usage(format!("--advertised {advertised}: expected HOST:PORT")))?;
-    let data = match &args.data {
-        Some(d) => d.clone(),
-        None => {
-            let d = PathBuf::from("strata-data");
-            eprintln!("strata serve: no --data given: using ./strata-data");
-            d
-        }
-    };
-    let storage = crate::common::storage_for(&args.io, &data)?;
+        .ok_or_else(|| Error::Config(format!("--advertised {advertised}: expected HOST:PORT")))?;
     let logs = LogManager::open_with(
         storage,
         &data,
@@ -302,30 +118,33 @@ pub fn run(args: Args) -> Result<i32> {
             write_behind: cfg.log_write_behind,
             ..ManagerOptions::default()
         },
-    )
-    .map_err(log_err)?;
-    let broker = Arc::new(Broker {
-        groups: Mutex::new(GroupCoordinator::new(cfg.group)),
+    )?;
+    let group_cfg = cfg.group;
+    let shared = Arc::new(Shared {
         cfg,
         logs,
         host,
         port: i32::from(port),
-        waiting: Mutex::new(Default::default()),
-        next_token: AtomicU64::new(1),
         data: Notify::new(),
         start: Instant::now(),
+        metrics: metrics::Metrics::new(),
+    });
+    let broker = Arc::new(Broker {
+        shared: shared.clone(),
+        groups: Mutex::new(GroupCoordinator::new(group_cfg)),
+        waiting: Mutex::new(Default::default()),
+        next_token: AtomicU64::new(1),
         admin: Mutex::new(()),
         stop: AtomicBool::new(false),
-        metrics: metrics::Metrics::new(),
         cluster: cluster.clone(),
     });
     // In a cluster the replicas open their logs as the controller's
     // states arrive, and the replication core moves high watermarks.
     let driver = match &cluster {
-        Some(c) => Some(c.start(broker.clone(), &data)?),
+        Some(c) => Some(c.start(shared, &data)?),
         None => {
             for (topic, count) in broker.logs.topics() {
-                broker.open_topic(&topic, count).map_err(log_err)?;
+                broker.open_topic(&topic, count)?;
             }
             None
         }
@@ -334,10 +153,7 @@ pub fn run(args: Args) -> Result<i32> {
         .enable_all()
         .thread_name("strata-serve")
         .build()
-        .map_err(|e| CliError::Local {
-            what: "starting the runtime".into(),
-            source: e,
-        })?;
+        .map_err(io("starting the runtime"))?;
     let flusher = if cluster.is_some() {
         None
     } else {
@@ -346,10 +162,7 @@ pub fn run(args: Args) -> Result<i32> {
             .name("strata-flusher".into())
             .spawn(move || flusher(&b))
             .map(Some)
-            .map_err(|e| CliError::Local {
-                what: "starting the flusher".into(),
-                source: e,
-            })?
+            .map_err(io("starting the flusher"))?
     };
     let res = rt.block_on(serve(broker.clone(), listen, data));
     broker.stop.store(true, Ordering::SeqCst);
@@ -362,7 +175,7 @@ pub fn run(args: Args) -> Result<i32> {
     }
     // Requests still on the blocking pool finish before the logs close.
     rt.shutdown_timeout(Duration::from_secs(10));
-    broker.logs.close().map_err(log_err)?;
+    broker.logs.close()?;
     eprintln!("strata serve: stopped cleanly");
     res.map(|_| 0)
 }
@@ -409,10 +222,7 @@ fn flusher(b: &Broker) {
 async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| CliError::Local {
-            what: format!("listening on {listen}"),
-            source: e,
-        })?;
+        .map_err(io(format!("listening on {listen}")))?;
     eprintln!(
         "strata serve: listening on {listen} (advertised {}:{}), data in {}",
         broker.host,
@@ -434,10 +244,7 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
     if let Some(addr) = &broker.cfg.metrics_listen {
         let l = TcpListener::bind(addr.as_str())
             .await
-            .map_err(|e| CliError::Local {
-                what: format!("listening for metrics on {addr}"),
-                source: e,
-            })?;
+            .map_err(io(format!("listening for metrics on {addr}")))?;
         eprintln!("strata serve: metrics on http://{addr}/metrics");
         let b = broker.clone();
         tokio::spawn(async move {
@@ -468,10 +275,7 @@ async fn serve(broker: Arc<Broker>, listen: SocketAddr, data: PathBuf) -> Result
     }
     let conns = Arc::new(AtomicUsize::new(0));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| CliError::Local {
-            what: "installing the SIGTERM handler".into(),
-            source: e,
-        })?;
+        .map_err(io("installing the SIGTERM handler"))?;
     let mut last_refusal_log = Instant::now() - Duration::from_secs(10);
     // In a cluster a stop is a controlled shutdown, and peers still reach
     // this node through the listener until it is done.
@@ -610,7 +414,7 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
                 // A span per request (produce, fetch, ...): its time and
                 // anything logged inside it carry the API and correlation.
                 let span = tracing::debug_span!("request", api = ?key, version, correlation_id = cid, %peer);
-                tracing::Instrument::instrument(api::handle(b, req), span)
+                tracing::Instrument::instrument(dispatch::handle(b, req), span)
                     .await
                     .map(|answer| (key, version, cid, answer))
             }
@@ -618,7 +422,7 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
                 kafka_protocol::messages::ApiKey::ApiVersions,
                 0,
                 correlation_id,
-                api::Answer::Kind(ResponseKind::ApiVersions(wire::api_versions(
+                Answer::Kind(ResponseKind::ApiVersions(wire::api_versions(
                     wire::UNSUPPORTED_VERSION,
                 ))),
             )),
@@ -626,10 +430,10 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
                 api_key,
                 api_version,
                 correlation_id,
-            }) => match api::unsupported(api_key, api_version) {
+            }) => match dispatch::unsupported(api_key, api_version) {
                 Some((key, body)) => {
                     b.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                    Some((key, api_version, correlation_id, api::Answer::Kind(body)))
+                    Some((key, api_version, correlation_id, Answer::Kind(body)))
                 }
                 None => {
                     b.metrics.refused.fetch_add(1, Ordering::Relaxed);
@@ -648,12 +452,10 @@ async fn serve_connection(b: &Arc<Broker>, mut stream: TcpStream, peer: SocketAd
             continue; // acks=0: no answer
         };
         let chunks = match answer {
-            api::Answer::Kind(body) => {
+            Answer::Kind(body) => {
                 wire::encode_response(key, version, cid, &body).map(|b| vec![b.freeze()])
             }
-            api::Answer::Fetch(resp, records) => {
-                wire::encode_fetch_chunks(version, cid, resp, records)
-            }
+            Answer::Fetch(resp, records) => wire::encode_fetch_chunks(version, cid, resp, records),
         };
         let chunks = match chunks {
             Ok(c) => c,

@@ -6,7 +6,65 @@ use std::path::Path;
 use strata_log::LogConfig;
 use strata_replication::group::GroupConfig;
 
-use crate::error::{CliError, Result};
+use crate::error::{Error, Result};
+
+/// A node of the cluster: id and the address both clients and peers use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// node.id
+    pub id: u32,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Node {
+    /// A node from `host:port`; `None` if it is not one.
+    pub fn parse(id: u32, endpoint: &str) -> Option<Node> {
+        let (host, port) = endpoint.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        (!host.is_empty()).then(|| Node {
+            id,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Parses `controller.quorum.voters`: `1@host:port,2@host:port,...`.
+pub fn parse_voters(s: &str) -> std::result::Result<Vec<Node>, String> {
+    let mut out: Vec<Node> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("{part:?}: expected ID@HOST:PORT"))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{part:?}: expected ID@HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{part:?}: port {port:?} is not a number"))?;
+        if host.is_empty() {
+            return Err(format!("{part:?}: empty host"));
+        }
+        if out.iter().any(|n| n.id == id) {
+            return Err(format!("node id {id} appears twice"));
+        }
+        out.push(Node {
+            id,
+            host: host.to_string(),
+            port,
+        });
+    }
+    if out.is_empty() {
+        return Err("no voters".into());
+    }
+    Ok(out)
+}
 
 /// The broker's settings.
 #[derive(Clone, Debug)]
@@ -123,14 +181,14 @@ fn boolean(key: &str, v: &str) -> Result<bool> {
     match v.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(CliError::Usage(format!("{key}={v}: true or false"))),
+        _ => Err(Error::Config(format!("{key}={v}: true or false"))),
     }
 }
 
 fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
     v.trim()
         .parse()
-        .map_err(|_| CliError::Usage(format!("{key}={v}: not a valid number")))
+        .map_err(|_| Error::Config(format!("{key}={v}: not a valid number")))
 }
 
 impl ServerConfig {
@@ -142,7 +200,7 @@ impl ServerConfig {
             "num.partitions" => {
                 self.num_partitions = num(key, v)?;
                 if self.num_partitions == 0 {
-                    return Err(CliError::Usage("num.partitions must be at least 1".into()));
+                    return Err(Error::Config("num.partitions must be at least 1".into()));
                 }
             }
             "auto.create.topics.enable" => self.auto_create_topics = boolean(key, v)?,
@@ -158,21 +216,20 @@ impl ServerConfig {
             "connections.max.idle.ms" => self.connections_max_idle_ms = num(key, v)?,
             "socket.request.read.timeout.ms" => self.request_read_timeout_ms = num(key, v)?,
             "controller.quorum.voters" => {
-                crate::serve::cluster::parse_voters(v)
-                    .map_err(|e| CliError::Usage(format!("{key}={v}: {e}")))?;
+                parse_voters(v).map_err(|e| Error::Config(format!("{key}={v}: {e}")))?;
                 self.voters = Some(v.to_string());
             }
             "default.replication.factor" => {
                 let n: u32 = num(key, v)?;
                 if n == 0 {
-                    return Err(CliError::Usage(format!("{key}={v}: at least 1")));
+                    return Err(Error::Config(format!("{key}={v}: at least 1")));
                 }
                 self.default_replication_factor = Some(n);
             }
             "min.insync.replicas" => {
                 self.min_insync_replicas = num(key, v)?;
                 if self.min_insync_replicas == 0 {
-                    return Err(CliError::Usage(format!("{key}={v}: at least 1")));
+                    return Err(Error::Config(format!("{key}={v}: at least 1")));
                 }
             }
             "replica.ack.unsynced" => self.ack_unsynced = boolean(key, v)?,
@@ -183,7 +240,7 @@ impl ServerConfig {
                 self.kafka_fetch = match v {
                     "kafka" => true,
                     "peer" => false,
-                    _ => return Err(CliError::Usage(format!("{key}={v}: kafka or peer"))),
+                    _ => return Err(Error::Config(format!("{key}={v}: kafka or peer"))),
                 }
             }
             "test.faults.enable" => self.test_faults = boolean(key, v)?,
@@ -198,7 +255,7 @@ impl ServerConfig {
             }
             "metrics.listen" => {
                 v.parse::<std::net::SocketAddr>()
-                    .map_err(|_| CliError::Usage(format!("{key}={v}: expected IP:PORT")))?;
+                    .map_err(|_| Error::Config(format!("{key}={v}: expected IP:PORT")))?;
                 self.metrics_listen = Some(v.to_string());
             }
             _ => {
@@ -220,7 +277,7 @@ impl ServerConfig {
                 };
                 self.log
                     .set(topic_key, v)
-                    .map_err(|e| CliError::Usage(format!("{key}={v}: {e}")))?;
+                    .map_err(|e| Error::Config(format!("{key}={v}: {e}")))?;
             }
         }
         Ok(())
@@ -228,10 +285,8 @@ impl ServerConfig {
 
     /// Reads a properties file.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path).map_err(|e| CliError::Local {
-            what: format!("reading {}", path.display()),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(crate::error::io(format!("reading {}", path.display())))?;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -241,14 +296,14 @@ impl ServerConfig {
                 .split_once('=')
                 .or_else(|| line.split_once(':'))
                 .ok_or_else(|| {
-                    CliError::Usage(format!(
+                    Error::Config(format!(
                         "{}:{}: expected key=value, got {line:?}",
                         path.display(),
                         i + 1
                     ))
                 })?;
             self.set(k.trim(), v)
-                .map_err(|e| CliError::Usage(format!("{}:{}: {e}", path.display(), i + 1)))?;
+                .map_err(|e| Error::Config(format!("{}:{}: {e}", path.display(), i + 1)))?;
         }
         Ok(())
     }

@@ -483,3 +483,62 @@ mod tests {
         ));
     }
 }
+
+/// The client's side of the framing, for the broker's own Kafka clients
+/// (a follower's replica fetcher) and for `strata kbench`.
+pub mod client {
+    use std::io::Read;
+
+    use bytes::{Buf, Bytes, BytesMut};
+    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    /// The largest response [`read_response`] takes.
+    pub const MAX_RESPONSE: i32 = 256 << 20;
+
+    /// A request frame: size, header (v1 or v2, as the version needs),
+    /// body.
+    pub fn frame(
+        client_id: &'static str,
+        key: ApiKey,
+        version: i16,
+        cid: i32,
+        body: &impl Encodable,
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = cid;
+        h.client_id = Some(StrBytes::from_static_str(client_id));
+        let mut b = BytesMut::new();
+        h.encode(&mut b, key.request_header_version(version))?;
+        body.encode(&mut b, version)?;
+        let mut out = (b.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&b);
+        Ok(out)
+    }
+
+    /// Reads one response; returns the body after the correlation id
+    /// (and the header's tagged fields if `flexible`). A size outside
+    /// 4..=[`MAX_RESPONSE`] is `InvalidData`.
+    pub fn read_response(s: &mut impl Read, flexible: bool) -> std::io::Result<Bytes> {
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size)?;
+        let n = i32::from_be_bytes(size);
+        if !(4..=MAX_RESPONSE).contains(&n) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("response size {n} out of bounds"),
+            ));
+        }
+        let mut buf = vec![0u8; n as usize];
+        s.read_exact(&mut buf)?;
+        let mut b = Bytes::from(buf);
+        b.advance(4);
+        if flexible && b.has_remaining() {
+            // The response header's tagged fields: none are used.
+            b.advance(1);
+        }
+        Ok(b)
+    }
+}
