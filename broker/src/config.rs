@@ -106,6 +106,12 @@ pub struct ServerConfig {
     pub default_replication_factor: Option<u32>,
     /// min.insync.replicas (cluster).
     pub min_insync_replicas: usize,
+    /// offsets.topic.num.partitions: partitions of `__consumer_offsets`
+    /// (cluster), fixed once the topic exists.
+    pub offsets_topic_num_partitions: u32,
+    /// offsets.topic.replication.factor (cluster; default: the topics'
+    /// default, min(3, nodes)).
+    pub offsets_topic_replication_factor: Option<u32>,
     /// replica.lag.time.max.ms
     pub replica_lag_time_max_ms: u64,
     /// replica.fetch.wait.max.ms
@@ -160,6 +166,8 @@ impl Default for ServerConfig {
             voters: None,
             default_replication_factor: None,
             min_insync_replicas: 2,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: None,
             replica_lag_time_max_ms: 10_000,
             replica_fetch_wait_max_ms: 500,
             // The detector's phi of 8 comes after about 18 intervals of
@@ -225,6 +233,19 @@ impl ServerConfig {
                     return Err(Error::Config(format!("{key}={v}: at least 1")));
                 }
                 self.default_replication_factor = Some(n);
+            }
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = num(key, v)?;
+                if self.offsets_topic_num_partitions == 0 {
+                    return Err(Error::Config(format!("{key}={v}: at least 1")));
+                }
+            }
+            "offsets.topic.replication.factor" => {
+                let n: u32 = num(key, v)?;
+                if n == 0 {
+                    return Err(Error::Config(format!("{key}={v}: at least 1")));
+                }
+                self.offsets_topic_replication_factor = Some(n);
             }
             "min.insync.replicas" => {
                 self.min_insync_replicas = num(key, v)?;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use strata_replication::group::{self, Reply};
 
-use crate::codes::{code, s};
+use crate::codes::code;
 use crate::handlers::{admin, cluster, data, groups};
 use crate::state::{blocking, Broker};
 use crate::wire::{self, Request};
@@ -77,26 +76,16 @@ pub(crate) async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
             ResponseKind::InitProducerId(blocking(move || data::init_producer_id(&b, r)).await?)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(b, r, v))
+            let b = b.clone();
+            ResponseKind::FindCoordinator(
+                blocking(move || groups::find_coordinator(&b, r, v)).await?,
+            )
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(groups::join_group(b, r, v, &client).await?)
         }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(b, r, v).await?),
-        RequestKind::Heartbeat(r) => {
-            let reply = b
-                .group_call(group::Request::Heartbeat {
-                    group: r.group_id.as_str().to_string(),
-                    generation: r.generation_id,
-                    member_id: r.member_id.as_str().to_string(),
-                })
-                .await?;
-            let mut out = HeartbeatResponse::default();
-            if let Reply::Heartbeat { error } = reply {
-                out.error_code = error;
-            }
-            ResponseKind::Heartbeat(out)
-        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(b, r).await?),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(b, r, v).await?),
         RequestKind::OffsetCommit(r) => {
             let b = b.clone();
@@ -107,27 +96,12 @@ pub(crate) async fn handle(b: &Arc<Broker>, req: Request) -> Option<Answer> {
             ResponseKind::OffsetFetch(blocking(move || groups::offset_fetch(&b, r, v)).await?)
         }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(b, r))
+            let b = b.clone();
+            ResponseKind::DescribeGroups(blocking(move || groups::describe_groups(&b, r)).await?)
         }
-        RequestKind::ListGroups(_) => {
-            let v4 = v >= 4;
-            let mut out = ListGroupsResponse::default();
-            out.groups = b
-                .groups
-                .lock()
-                .list()
-                .into_iter()
-                .map(|(g, pt, st)| {
-                    let mut l = list_groups_response::ListedGroup::default();
-                    l.group_id = GroupId(s(&g));
-                    l.protocol_type = s(&pt);
-                    if v4 {
-                        l.group_state = s(st.name());
-                    }
-                    l
-                })
-                .collect();
-            ResponseKind::ListGroups(out)
+        RequestKind::ListGroups(r) => {
+            let b = b.clone();
+            ResponseKind::ListGroups(blocking(move || groups::list_groups(&b, r, v)).await?)
         }
         RequestKind::CreateTopics(r) => {
             let b = b.clone();

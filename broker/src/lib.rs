@@ -14,7 +14,7 @@
 //! | listener and framing | [`server`] | accept loop, one task per connection, request frames in, answers out, in order |
 //! | dispatch | `dispatch` | the one place that names the handlers; unserved APIs get Kafka's answer |
 //! | handlers | `handlers::{data, groups, admin, cluster}` | one module per API family; they never import each other |
-//! | replica manager | `state` | the broker's shared state and the partition lookups every handler uses |
+//! | replica manager | `state`, [`offsets`] | the broker's shared state, the partition lookups every handler uses, committed offsets and group coordination |
 //! | cluster driver | [`cluster`] | the replication core's state machines, driven by one thread with real time, sockets and disks |
 //! | bottom | [`codes`], [`wire`], [`config`], [`error`], `metrics` | Kafka's error codes, the codec, settings, the error type |
 //!
@@ -38,6 +38,7 @@ mod dispatch;
 pub mod error;
 mod handlers;
 mod metrics;
+pub mod offsets;
 pub mod server;
 mod shared;
 mod state;

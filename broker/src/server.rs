@@ -137,6 +137,7 @@ pub fn run(opts: Options) -> Result<i32> {
         admin: Mutex::new(()),
         stop: AtomicBool::new(false),
         cluster: cluster.clone(),
+        offsets: Default::default(),
     });
     // In a cluster the replicas open their logs as the controller's
     // states arrive, and the replication core moves high watermarks.

@@ -31,6 +31,8 @@ pub struct Broker {
     pub(crate) stop: AtomicBool,
     /// Cluster mode: the replication driver's handle.
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
+    /// The partitions of `__consumer_offsets` this node has loaded.
+    pub(crate) offsets: crate::offsets::OffsetCache,
 }
 
 /// Runs disk work (appends, fsyncs, reads) where it may block: on this
@@ -52,6 +54,15 @@ impl Deref for Broker {
 }
 
 impl Broker {
+    /// How many partitions `topic` has (`None`: no such topic), in the
+    /// cluster's metadata or the single node's logs.
+    pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {
+        match &self.cluster {
+            Some(c) => c.partition_count(topic),
+            None => self.logs.partition_count(topic),
+        }
+    }
+
     /// Opens every partition of a topic (recovering it) and gives new
     /// ones their first leader epoch.
     pub(crate) fn open_topic(&self, topic: &str, count: u32) -> strata_log::Result<()> {

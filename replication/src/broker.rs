@@ -402,6 +402,23 @@ impl Broker {
         });
     }
 
+    /// With [`ReplicaConfig::group_sync`](crate::replica::ReplicaConfig):
+    /// the caller fsynced these partitions' logs; each replica's high
+    /// watermark moves over what is durable now.
+    pub fn on_flushed(
+        &mut self,
+        partitions: &[u32],
+        logs: &Logs,
+        out: &mut Vec<Envelope>,
+    ) -> Result<()> {
+        for p in partitions {
+            if let (Some(r), Some(log)) = (self.replicas.get_mut(p), logs.get(p)) {
+                r.on_flushed(log, out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Time passes: registration retries (exponential backoff, full
     /// jitter), heartbeats, and every replica's timers.
     pub fn tick(

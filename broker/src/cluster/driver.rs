@@ -41,6 +41,7 @@ pub(super) fn spawn(
 ) -> Result<std::thread::JoinHandle<()>> {
     let controller_guess = c.voters.first().map_or(c.me, |n| n.id);
     let endpoints = c.voters.iter().map(|n| (n.id, n.clone())).collect();
+    let flusher = super::flusher::spawn(c.tx.clone(), b.clone())?;
     let mut d = Driver {
         c,
         b,
@@ -52,6 +53,9 @@ pub(super) fn spawn(
         start: Instant::now(),
         rng: strata_io::rng::Rng::new(incarnation),
         produces: HashMap::new(),
+        dirty: std::collections::BTreeSet::new(),
+        flusher,
+        flushes: Default::default(),
         creates: HashMap::new(),
         parked: Vec::new(),
         controller_guess,
@@ -85,6 +89,18 @@ pub(super) fn spawn(
         .map_err(io("starting the cluster driver"))
 }
 
+struct PendingCreate {
+    reply: Sender<std::result::Result<Vec<PartitionState>, ErrorCode>>,
+    msg: Msg,
+    next_send: u64,
+    give_up: u64,
+}
+
+/// How often an unanswered topic creation is sent again, and for how
+/// long (the asking handler waits less than this).
+const CREATE_RETRY_MS: u64 = 250;
+const CREATE_GIVE_UP_MS: u64 = 15_000;
+
 struct Driver {
     c: Arc<Cluster>,
     b: Arc<Shared>,
@@ -100,7 +116,16 @@ struct Driver {
     start: Instant,
     rng: strata_io::rng::Rng,
     produces: HashMap<u64, Sender<ProduceResult>>,
-    creates: HashMap<u64, Sender<std::result::Result<Vec<PartitionState>, ErrorCode>>>,
+    /// Partitions with acks=all produces appended and not yet handed to
+    /// the flusher.
+    dirty: std::collections::BTreeSet<u32>,
+    /// The flusher's queue, and which partitions have a request out.
+    flusher: Sender<super::flusher::FlushRequest>,
+    flushes: super::flusher::Flushes,
+    /// Topic creations waiting for the controller: the request (sent
+    /// again until answered: a controller not yet elected, or a lost
+    /// frame, loses it), when to send it next, and when to give up.
+    creates: HashMap<u64, PendingCreate>,
     /// Follower fetches that found nothing: (follower, request, answer by).
     parked: Vec<(NodeId, FetchRequest, u64)>,
     controller_guess: NodeId,
@@ -162,6 +187,9 @@ impl Driver {
                     while let Ok(i) = rx.try_recv() {
                         self.input(i)?;
                     }
+                    // One fsync per partition for all the acks=all
+                    // produces just appended: the group commit.
+                    self.sync_produced()?;
                 }
                 Err(channel::RecvTimeoutError::Timeout) => {}
                 Err(channel::RecvTimeoutError::Disconnected) => return self.close(),
@@ -175,6 +203,46 @@ impl Driver {
             }
             self.publish();
         }
+    }
+
+    /// Hands each partition that acks=all produces appended to since the
+    /// last call to the flusher (its answer moves the high watermark).
+    fn sync_produced(&mut self) -> DResult<()> {
+        for p in std::mem::take(&mut self.dirty) {
+            self.request_flush(p);
+        }
+        Ok(())
+    }
+
+    /// Asks the flusher for an fsync of `p` (once in flight at a time;
+    /// asked again meanwhile, it goes out when the first comes back).
+    fn request_flush(&mut self, p: u32) {
+        let Some(log) = self.logs.get(&p) else { return };
+        if self.flushes.want(p) {
+            let _ = self.flusher.send(super::flusher::FlushRequest {
+                partition: p,
+                log: log.clone(),
+            });
+        }
+    }
+
+    /// The flusher's answer: the high watermarks move over what is durable.
+    fn on_flushed(&mut self, now: u64, partitions: Vec<u32>) -> DResult<()> {
+        let mut out = Vec::new();
+        self.broker
+            .on_flushed(&partitions, &self.logs, &mut out)
+            .map_err(|e| e.to_string())?;
+        for p in partitions {
+            if self.flushes.done(p) {
+                if let Some(log) = self.logs.get(&p) {
+                    let _ = self.flusher.send(super::flusher::FlushRequest {
+                        partition: p,
+                        log: log.clone(),
+                    });
+                }
+            }
+        }
+        self.route(now, out)
     }
 
     fn close(&mut self) -> DResult<()> {
@@ -199,7 +267,10 @@ impl Driver {
                 if acks != Acks::None {
                     self.produces.insert(corr, reply);
                 }
-                // The leader's append and fsync.
+                if acks == Acks::All {
+                    self.dirty.insert(partition);
+                }
+                // The leader's append (its fsync: `sync_produced`).
                 let _span = tracing::debug_span!("leader_append", partition, corr).entered();
                 let msg = Msg::Produce(ProduceRequest {
                     corr,
@@ -209,7 +280,6 @@ impl Driver {
                     batch,
                 });
                 let mut out = Vec::new();
-                let t = Instant::now();
                 self.broker
                     .handle(
                         now,
@@ -220,10 +290,6 @@ impl Driver {
                         &mut out,
                     )
                     .map_err(|e| e.to_string())?;
-                if !self.c.cfg.ack_unsynced {
-                    // The leader's append and its fsync.
-                    self.b.metrics.fsync.observe(t.elapsed());
-                }
                 self.route(now, out)?;
                 // New data: the followers' held fetches can be answered.
                 self.unpark(now, Some(partition), false)
@@ -235,13 +301,21 @@ impl Driver {
                 reply,
             } => {
                 let corr = self.c.corr();
-                self.creates.insert(corr, reply);
                 let msg = Msg::CreateTopic {
                     corr,
                     name,
                     partitions,
                     replication_factor,
                 };
+                self.creates.insert(
+                    corr,
+                    PendingCreate {
+                        reply,
+                        msg: msg.clone(),
+                        next_send: now + CREATE_RETRY_MS,
+                        give_up: now + CREATE_GIVE_UP_MS,
+                    },
+                );
                 self.send_controller(now, msg)
             }
             Input::ReplicaFetch {
@@ -256,6 +330,10 @@ impl Driver {
             }
             Input::FetchAnswer { from, resp } => {
                 self.on_broker(now, Addr::Node(from), Msg::FetchResponse(resp))
+            }
+            Input::Flushed(partitions) => self.on_flushed(now, partitions),
+            Input::FlushFailed { partition, error } => {
+                Err(format!("fsync of partition {partition} failed: {error}"))
             }
             Input::Stop => {
                 if self.stopping.is_none() {
@@ -526,8 +604,8 @@ impl Driver {
             return Ok(());
         }
         if let Msg::CreateTopicResponse { corr, result } = m {
-            if let Some(tx) = self.creates.remove(&corr) {
-                let _ = tx.send(result);
+            if let Some(p) = self.creates.remove(&corr) {
+                let _ = p.reply.send(result);
             }
             return Ok(());
         }
@@ -638,15 +716,49 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             self.route(now, out)?;
         }
+        if !self.c.cfg.ack_unsynced {
+            // acks=0 and acks=1 data, and what recovery left unsynced:
+            // fsynced within a tick.
+            let unsynced: Vec<u32> = self
+                .logs
+                .iter()
+                .filter(|(_, l)| l.durable_end_offset() < l.log_end_offset())
+                .map(|(p, _)| *p)
+                .collect();
+            for p in unsynced {
+                self.request_flush(p);
+            }
+        }
         if let Some((q, _)) = self.quorum.as_mut() {
             q.tick(now);
         }
         self.drain_quorum(now)?;
+        self.retry_creates(now)?;
         self.unpark(now, None, true)?;
         self.learn_brokers();
         self.publish_brokers();
         self.rotate_guess(now);
         self.host_new(now)
+    }
+
+    /// Sends unanswered topic creations again. A retry of one the
+    /// controller did create (its answer was lost) is answered
+    /// TOPIC_ALREADY_EXISTS, which auto-creation takes as success.
+    fn retry_creates(&mut self, now: u64) -> DResult<()> {
+        self.creates.retain(|_, p| now < p.give_up);
+        let due: Vec<Msg> = self
+            .creates
+            .values_mut()
+            .filter(|p| now >= p.next_send)
+            .map(|p| {
+                p.next_send = now + CREATE_RETRY_MS;
+                p.msg.clone()
+            })
+            .collect();
+        for m in due {
+            self.send_controller(now, m)?;
+        }
+        Ok(())
     }
 
     /// A broker that does not know the quorum's leader sends to a guess;
@@ -764,7 +876,13 @@ impl Driver {
             let local = local_topic(&s.topic, s.index);
             let logs = &self.b.logs;
             if logs.topic_config(&local).is_err() {
-                logs.create_topic(&local, 1, self.b.cfg.log.clone())
+                let mut cfg = self.b.cfg.log.clone();
+                if s.topic == crate::offsets::TOPIC {
+                    // Committed offsets: only the newest per key matters.
+                    cfg.set("cleanup.policy", "compact")
+                        .map_err(|e| format!("{local}: {e}"))?;
+                }
+                logs.create_topic(&local, 1, cfg)
                     .map_err(|e| format!("creating {local}: {e}"))?;
             }
             let p = logs

@@ -47,6 +47,7 @@ use crate::state::Shared;
 
 mod driver;
 pub mod fetcher;
+mod flusher;
 mod peer;
 
 /// The API key of a peer frame: outside Kafka's range (Kafka's keys are
@@ -238,6 +239,13 @@ enum Input {
         from: NodeId,
         resp: FetchResponse,
     },
+    /// The flusher fsynced these partitions.
+    Flushed(Vec<u32>),
+    /// The flusher's fsync of a partition failed: the node stops.
+    FlushFailed {
+        partition: u32,
+        error: strata_log::Error,
+    },
     Stop,
 }
 
@@ -382,6 +390,17 @@ impl Cluster {
         }
         tracing::warn!(out = ?b.0, r#in = ?b.1, "test fault: peer frames dropped");
         Some(format!("out {:?} in {:?}\n", b.0, b.1))
+    }
+
+    /// How many partitions the topic has in the cluster (`None`: none).
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        let v = self.view.lock();
+        let n = v
+            .by_name
+            .range((topic.to_string(), 0)..)
+            .take_while(|((t, _), _)| t == topic)
+            .count();
+        (n > 0).then_some(n as u32)
     }
 
     /// Whether the topic exists in the cluster.
@@ -564,6 +583,7 @@ impl Cluster {
                 fetch_wait_max_ms: self.cfg.fetch_wait_max_ms,
                 ack_unsynced: self.cfg.ack_unsynced,
                 fetch_timeout_ms: self.cfg.fetch_wait_max_ms + 2000,
+                group_sync: true,
                 ..ReplicaConfig::default()
             },
         };

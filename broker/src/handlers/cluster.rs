@@ -112,6 +112,9 @@ pub(crate) fn metadata(
         if version >= 10 {
             t.topic_id = topic_id(&name);
         }
+        if name == crate::offsets::TOPIC {
+            t.is_internal = true;
+        }
         let parts: Vec<u32> = view
             .by_name
             .range((name.clone(), 0)..)

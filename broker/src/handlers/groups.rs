@@ -1,7 +1,9 @@
 //! The consumer group APIs: FindCoordinator, JoinGroup, SyncGroup,
-//! LeaveGroup (through the group coordinator state machine), and the
-//! offsets: OffsetCommit (one synced write per request), OffsetFetch,
-//! DescribeGroups.
+//! Heartbeat, LeaveGroup (through the group coordinator state machine),
+//! the offsets: OffsetCommit (one durable write per request: replicated
+//! with acks=all in a cluster), OffsetFetch, and DescribeGroups,
+//! ListGroups. Every request for a group first asks `offsets` whether
+//! this node coordinates it (NOT_COORDINATOR if not).
 
 use std::sync::Arc;
 
@@ -9,8 +11,16 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_replication::group::{self, Reply};
 
-use crate::codes::{code, log_code, s, topic_name};
-use crate::state::Broker;
+use crate::codes::{code, s, topic_name};
+use crate::offsets;
+use crate::state::{blocking, Broker};
+
+/// Whether this node coordinates `group` (loading its offsets first if
+/// need be, off the async threads); `Err`: Kafka's code for the client.
+async fn coordinator(b: &Arc<Broker>, group: &str) -> Option<Result<(), i16>> {
+    let (bb, g) = (b.clone(), group.to_string());
+    blocking(move || offsets::check_coordinator(&bb, &g)).await
+}
 
 pub(crate) fn find_coordinator(
     b: &Broker,
@@ -18,16 +28,19 @@ pub(crate) fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let mut out = FindCoordinatorResponse::default();
-    let answer = |key_type: i8| -> (i16, i32, StrBytes, i32) {
-        if key_type == 0 {
-            (code::NONE, b.cfg.node_id, s(&b.host), b.port)
-        } else {
-            (code::COORDINATOR_NOT_AVAILABLE, -1, s(""), -1)
+    let answer = |key_type: i8, key: &str| -> (i16, i32, StrBytes, i32) {
+        if key_type != 0 {
+            // Transactions are not served: no transaction coordinator.
+            return (code::COORDINATOR_NOT_AVAILABLE, -1, s(""), -1);
+        }
+        match offsets::coordinator_of(b, key) {
+            Ok((id, host, port)) => (code::NONE, id, s(&host), port),
+            Err(e) => (e, -1, s(""), -1),
         }
     };
     if version >= 4 {
         for k in r.coordinator_keys {
-            let (e, id, host, port) = answer(r.key_type);
+            let (e, id, host, port) = answer(r.key_type, k.as_str());
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = k;
             c.error_code = e;
@@ -37,7 +50,7 @@ pub(crate) fn find_coordinator(
             out.coordinators.push(c);
         }
     } else {
-        let (e, id, host, port) = answer(r.key_type);
+        let (e, id, host, port) = answer(r.key_type, r.key.as_str());
         out.error_code = e;
         out.node_id = BrokerId(id);
         out.host = host;
@@ -52,6 +65,13 @@ pub(crate) async fn join_group(
     version: i16,
     client: &str,
 ) -> Option<JoinGroupResponse> {
+    if let Err(e) = coordinator(b, r.group_id.as_str()).await? {
+        let mut out = JoinGroupResponse::default();
+        out.error_code = e;
+        out.generation_id = -1;
+        out.member_id = r.member_id;
+        return Some(out);
+    }
     let req = group::Request::Join(group::Join {
         group: r.group_id.as_str().to_string(),
         member_id: r.member_id.as_str().to_string(),
@@ -104,6 +124,11 @@ pub(crate) async fn sync_group(
     r: SyncGroupRequest,
     v: i16,
 ) -> Option<SyncGroupResponse> {
+    if let Err(e) = coordinator(b, r.group_id.as_str()).await? {
+        let mut out = SyncGroupResponse::default();
+        out.error_code = e;
+        return Some(out);
+    }
     let req = group::Request::Sync {
         group: r.group_id.as_str().to_string(),
         generation: r.generation_id,
@@ -138,6 +163,11 @@ pub(crate) async fn leave_group(
     r: LeaveGroupRequest,
     version: i16,
 ) -> Option<LeaveGroupResponse> {
+    if let Err(e) = coordinator(b, r.group_id.as_str()).await? {
+        let mut out = LeaveGroupResponse::default();
+        out.error_code = e;
+        return Some(out);
+    }
     let members: Vec<String> = if version >= 3 {
         r.members
             .iter()
@@ -174,44 +204,48 @@ pub(crate) async fn leave_group(
 
 pub(crate) fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = r.group_id.as_str().to_string();
-    let check = b.groups.lock().check_commit(
-        &group,
-        r.generation_id_or_member_epoch,
-        r.member_id.as_str(),
-    );
+    let check = offsets::check_coordinator(b, &group).and_then(|()| {
+        match b.groups.lock().check_commit(
+            &group,
+            r.generation_id_or_member_epoch,
+            r.member_id.as_str(),
+        ) {
+            code::NONE => Ok(()),
+            e => Err(e),
+        }
+    });
+    let check = check.err().unwrap_or(code::NONE);
     let mut out = OffsetCommitResponse::default();
     // The valid partitions' offsets, committed together below with one
-    // fsync, and where their answers are.
+    // durable write, and where their answers are.
     let mut batch = Vec::new();
     let mut slots = Vec::new();
     for (ti, t) in r.topics.into_iter().enumerate() {
         let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
         tr.name = t.name.clone();
+        let count = b.partition_count(t.name.as_str());
         for (pi, p) in t.partitions.into_iter().enumerate() {
             let mut pr = offset_commit_response::OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
             pr.error_code = check;
             if check == code::NONE {
-                let exists = u32::try_from(p.partition_index).ok().filter(|&i| {
-                    b.logs
-                        .partition_count(t.name.as_str())
-                        .is_some_and(|c| i < c)
-                });
+                let exists = u32::try_from(p.partition_index)
+                    .ok()
+                    .filter(|&i| count.is_some_and(|c| i < c));
                 match exists {
                     None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                     Some(_) if p.committed_offset < 0 => pr.error_code = code::OFFSET_OUT_OF_RANGE,
-                    Some(i) => {
-                        let meta = p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.as_str().as_bytes().to_vec())
-                            .unwrap_or_default();
-                        batch.push((
-                            t.name.as_str().to_string(),
-                            i,
-                            p.committed_offset as u64,
-                            meta,
-                        ));
+                    Some(_) => {
+                        batch.push(offsets::Commit {
+                            topic: t.name.as_str().to_string(),
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.as_str().to_string())
+                                .unwrap_or_default(),
+                        });
                         slots.push((ti, pi));
                     }
                 }
@@ -220,8 +254,7 @@ pub(crate) fn offset_commit(b: &Broker, r: OffsetCommitRequest) -> OffsetCommitR
         }
         out.topics.push(tr);
     }
-    if let Err(e) = b.logs.commit_offsets(&group, &batch) {
-        let c = log_code(&e);
+    if let Err(c) = offsets::commit(b, &group, &batch) {
         for (ti, pi) in slots {
             out.topics[ti].partitions[pi].error_code = c;
         }
@@ -238,15 +271,14 @@ fn committed(
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Committed, i16> {
+    offsets::check_coordinator(b, group)?;
     match topics {
         None => {
-            let all = b.logs.group_offsets(group).map_err(|e| log_code(&e))?;
             let mut out: Committed = Vec::new();
-            for (t, p, off, meta) in all {
-                let meta = String::from_utf8_lossy(&meta).into_owned();
+            for (t, p, off, meta) in offsets::fetch_all(b, group)? {
                 match out.iter_mut().find(|(n, _)| *n == t) {
-                    Some((_, v)) => v.push((p as i32, off as i64, meta, code::NONE)),
-                    None => out.push((t, vec![(p as i32, off as i64, meta, code::NONE)])),
+                    Some((_, v)) => v.push((p, off, meta, code::NONE)),
+                    None => out.push((t, vec![(p, off, meta, code::NONE)])),
                 }
             }
             Ok(out)
@@ -256,19 +288,11 @@ fn committed(
             .map(|(t, parts)| {
                 let v = parts
                     .into_iter()
-                    .map(
-                        |p| match u32::try_from(p).map(|i| b.logs.fetch_offset(group, &t, i)) {
-                            Ok(Ok(Some((off, meta)))) => (
-                                p,
-                                off as i64,
-                                String::from_utf8_lossy(&meta).into_owned(),
-                                code::NONE,
-                            ),
-                            Ok(Ok(None)) => (p, -1, String::new(), code::NONE),
-                            Ok(Err(e)) => (p, -1, String::new(), log_code(&e)),
-                            Err(_) => (p, -1, String::new(), code::UNKNOWN_TOPIC_OR_PARTITION),
-                        },
-                    )
+                    .map(|p| match offsets::fetch_one(b, group, &t, p) {
+                        Ok(Some((off, meta))) => (p, off, meta, code::NONE),
+                        Ok(None) => (p, -1, String::new(), code::NONE),
+                        Err(e) => (p, -1, String::new(), e),
+                    })
                     .collect();
                 (t, v)
             })
@@ -342,13 +366,65 @@ pub(crate) fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> O
     out
 }
 
+pub(crate) async fn heartbeat(b: &Arc<Broker>, r: HeartbeatRequest) -> Option<HeartbeatResponse> {
+    let mut out = HeartbeatResponse::default();
+    if let Err(e) = coordinator(b, r.group_id.as_str()).await? {
+        out.error_code = e;
+        return Some(out);
+    }
+    let reply = b
+        .group_call(group::Request::Heartbeat {
+            group: r.group_id.as_str().to_string(),
+            generation: r.generation_id,
+            member_id: r.member_id.as_str().to_string(),
+        })
+        .await?;
+    if let Reply::Heartbeat { error } = reply {
+        out.error_code = error;
+    }
+    Some(out)
+}
+
+/// The groups this node coordinates (ListGroups v4+ filters by state).
+pub(crate) fn list_groups(b: &Broker, r: ListGroupsRequest, v: i16) -> ListGroupsResponse {
+    let mut out = ListGroupsResponse::default();
+    let wanted: Vec<String> = r
+        .states_filter
+        .iter()
+        .map(|x| x.as_str().to_lowercase())
+        .collect();
+    let groups = b.groups.lock().list();
+    out.groups = groups
+        .into_iter()
+        .filter(|(g, _, st)| {
+            offsets::coordinated_here(b, g)
+                && (wanted.is_empty() || wanted.contains(&st.name().to_lowercase()))
+        })
+        .map(|(g, pt, st)| {
+            let mut l = list_groups_response::ListedGroup::default();
+            l.group_id = GroupId(s(&g));
+            l.protocol_type = s(&pt);
+            if v >= 4 {
+                l.group_state = s(st.name());
+            }
+            l
+        })
+        .collect();
+    out
+}
+
 pub(crate) fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut out = DescribeGroupsResponse::default();
-    let coord = b.groups.lock();
     for g in r.groups {
         let mut d = describe_groups_response::DescribedGroup::default();
         d.group_id = g.clone();
-        match coord.describe(g.as_str()) {
+        if let Err(e) = offsets::check_coordinator(b, g.as_str()) {
+            d.error_code = e;
+            out.groups.push(d);
+            continue;
+        }
+        let described = b.groups.lock().describe(g.as_str());
+        match described {
             None => d.group_state = s("Dead"),
             Some((state, _, members)) => {
                 d.group_state = s(state.name());

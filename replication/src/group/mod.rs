@@ -40,6 +40,8 @@ pub mod code {
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     /// Rejoin with the member id in this answer (KIP-394).
     pub const MEMBER_ID_REQUIRED: i16 = 79;
+    /// This broker no longer coordinates the group.
+    pub const NOT_COORDINATOR: i16 = 16;
 }
 
 /// Limits and delays (Kafka's names in the comments).
@@ -372,6 +374,29 @@ impl GroupCoordinator {
     pub fn tick(&mut self, now: i64) -> Vec<(Token, Reply)> {
         let mut out = Vec::new();
         self.tick_into(now, &mut out);
+        out
+    }
+
+    /// Forgets every group for which `moved` is true: this broker no
+    /// longer coordinates it (its partition of the offsets topic has
+    /// another leader, or a newer leadership here reloads it). Requests
+    /// held for those groups are answered NOT_COORDINATOR, so their
+    /// members look the coordinator up again.
+    pub fn drop_groups(&mut self, moved: impl Fn(&str) -> bool) -> Vec<(Token, Reply)> {
+        let mut out = Vec::new();
+        let gone: Vec<String> = self.groups.keys().filter(|g| moved(g)).cloned().collect();
+        for g in gone {
+            if let Some(group) = self.groups.remove(&g) {
+                for (id, m) in group.members {
+                    if let Some(t) = m.awaiting_join {
+                        out.push((t, join_error(code::NOT_COORDINATOR, &id)));
+                    }
+                    if let Some(t) = m.awaiting_sync {
+                        out.push((t, sync_error(code::NOT_COORDINATOR)));
+                    }
+                }
+            }
+        }
         out
     }
 

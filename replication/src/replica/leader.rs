@@ -190,7 +190,7 @@ impl Replica {
                 }
             }
         }
-        if !self.cfg.ack_unsynced {
+        if !self.cfg.ack_unsynced && !self.cfg.group_sync {
             // The leader's own log counts once fsynced.
             log.flush().map_err(self.err())?;
         }

@@ -64,6 +64,17 @@ pub struct ReplicaConfig {
     pub retry_base_ms: u64,
     /// Largest retry ceiling.
     pub retry_cap_ms: u64,
+    /// Group commit off the stepping thread (the server's setting): a
+    /// leader never fsyncs produced data itself. Its caller fsyncs the
+    /// partitions produces touched (one fsync for every produce that
+    /// landed before it, on another thread) and then calls
+    /// [`Replica::on_flushed`], which moves the high watermark over what
+    /// is now durable. acks=0 and acks=1 are answered at the append, as
+    /// Kafka does; only fsynced data counts toward the high watermark
+    /// either way. Off: each produce is fsynced as it lands, and a tick
+    /// fsyncs what recovery left unsynced. A follower fsyncs each fetched
+    /// answer itself in both modes.
+    pub group_sync: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -80,6 +91,7 @@ impl Default for ReplicaConfig {
             fetch_wait_max_ms: 0,
             retry_base_ms: 50,
             retry_cap_ms: 2000,
+            group_sync: false,
         }
     }
 }
@@ -397,6 +409,13 @@ impl Replica {
         self.role = Role::Idle;
     }
 
+    /// With [`ReplicaConfig::group_sync`]: the caller fsynced `log`;
+    /// the high watermark moves over what is durable now (answering the
+    /// acks=all produces it covers).
+    pub fn on_flushed(&mut self, log: &Partition, out: &mut Vec<Envelope>) -> Result<()> {
+        self.update_hw(log, out)
+    }
+
     /// Time passes: fetch timeouts and retries, ISR shrinking, produce
     /// timeouts, AlterPartition retries.
     pub fn tick(
@@ -411,7 +430,7 @@ impl Replica {
                 log.flush().map_err(self.err())?;
                 self.next_flush = now + self.cfg.unsynced_flush_interval_ms;
             }
-        } else if log.durable_end_offset() < log.log_end_offset() {
+        } else if !self.cfg.group_sync && log.durable_end_offset() < log.log_end_offset() {
             // What recovery found past the last recorded flush (it may sit
             // in the page cache of a crashed process only): nothing counts
             // toward the high watermark until it is fsynced.

@@ -296,6 +296,8 @@ impl World {
             fetch_wait_max_ms: 0,
             retry_base_ms: 50,
             retry_cap_ms: 1000,
+            // The server's group commit (the driver syncs after appends).
+            group_sync: true,
         };
         let broker_cfg = BrokerConfig {
             heartbeat_interval_ms: 100,

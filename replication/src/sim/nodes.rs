@@ -152,11 +152,26 @@ impl World {
         }
         let now = self.now;
         let mut out = Vec::new();
+        // As the server's driver does after each batch of inputs: the
+        // partition an acks=all produce appended to is fsynced (there on
+        // the flusher thread; here at once) and the replica told.
+        let synced = match &msg {
+            Msg::Produce(p)
+                if p.acks == crate::msg::Acks::All && !self.cfg.unsafe_unsynced_acks =>
+            {
+                Some(p.partition)
+            }
+            _ => None,
+        };
         let res = match self.nodes[i].rt.as_mut() {
             None => return,
             Some(rt) => rt
                 .broker
-                .handle(now, from, msg, &rt.logs, &mut self.rng, &mut out),
+                .handle(now, from, msg, &rt.logs, &mut self.rng, &mut out)
+                .and_then(|()| match synced {
+                    Some(p) => flush_and_tell(rt, &[p], &mut out),
+                    None => Ok(()),
+                }),
         };
         self.send_all(Addr::Node(n), out);
         match res {
@@ -179,9 +194,23 @@ impl World {
         }
         let now = self.now;
         let mut out = Vec::new();
+        // Unsafe unsynced acks fsync on their own interval (the replica's).
+        let flush = !self.cfg.unsafe_unsynced_acks;
         let res = match self.nodes[i].rt.as_mut() {
             None => return,
-            Some(rt) => rt.broker.tick(now, &rt.logs, &mut self.rng, &mut out),
+            Some(rt) => rt
+                .broker
+                .tick(now, &rt.logs, &mut self.rng, &mut out)
+                .and_then(|()| {
+                    // The server's driver asks its flusher for every
+                    // partition with unsynced data at each tick.
+                    let all: Vec<u32> = rt.logs.keys().copied().collect();
+                    if flush {
+                        flush_and_tell(rt, &all, &mut out)
+                    } else {
+                        Ok(())
+                    }
+                }),
         };
         self.send_all(Addr::Node(n), out);
         match res {
@@ -363,4 +392,24 @@ impl World {
         self.send_all(Addr::Client(id), out);
         self.push(now + TICK_MS, Event::Tick(Addr::Client(id), 0));
     }
+}
+
+/// The server's flusher, inline: fsyncs each of `partitions` that has
+/// unsynced data, then tells the broker (the high watermarks move).
+fn flush_and_tell(
+    rt: &mut Runtime,
+    partitions: &[u32],
+    out: &mut Vec<Envelope>,
+) -> crate::Result<()> {
+    for p in partitions {
+        if let Some(log) = rt.logs.get(p) {
+            if log.durable_end_offset() < log.log_end_offset() {
+                log.flush().map_err(|source| crate::Error::Log {
+                    partition: *p,
+                    source,
+                })?;
+            }
+        }
+    }
+    rt.broker.on_flushed(partitions, &rt.logs, out)
 }
