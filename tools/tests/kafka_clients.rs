@@ -66,3 +66,17 @@ fn kafka_python_produces_consumes_with_groups_across_a_sigkill() {
 fn kcat_lists_produces_consumes_and_joins_a_group() {
     run_script("kcat_client.py", 10_000, &["kcat", "-V"]);
 }
+
+/// A 3-node cluster: two members of one group that bootstrap through
+/// different nodes split the partitions (one coordinator for the group),
+/// commit, and go on from the committed offsets after the coordinator
+/// (the leader of the group's `__consumer_offsets` partition) is
+/// SIGKILLed: nothing skipped, nothing read twice.
+#[test]
+fn confluent_kafka_group_survives_a_sigkill_of_its_coordinator_on_three_nodes() {
+    run_script(
+        "cluster_groups.py",
+        6_000,
+        &["python3", "-c", "import confluent_kafka"],
+    );
+}

@@ -96,7 +96,11 @@ pub(crate) fn metadata(
     }
     let view = c.view();
     if version >= 1 {
-        out.controller_id = BrokerId(view.controller.map_or(-1, |n| n as i32));
+        // As KRaft brokers do: any node takes admin requests (it forwards
+        // them to the controller quorum), so clients are told this one; a
+        // controller id of -1 while the quorum's leader is not yet known
+        // here made librdkafka's admin client wait for minutes.
+        out.controller_id = BrokerId(c.me as i32);
     }
     let names: Vec<String> = match wanted {
         Some(w) => w,
