@@ -282,6 +282,35 @@ fn segments_roll_by_age_and_expire_by_retention_ms() {
     assert_eq!(p.offset_for_timestamp(0).expect("lookup"), Some(start));
     assert_eq!(p.offset_for_timestamp(9601).expect("lookup"), None);
     assert_eq!(p.offset_for_timestamp(9600).expect("lookup"), Some(24));
+    // ListOffsets answers the found record's own timestamp, not the one
+    // asked for: 5001 finds the record stamped 5200 (offset 13).
+    assert_eq!(
+        p.record_for_timestamp(5001).expect("lookup"),
+        Some((13, 5200))
+    );
+    assert_eq!(
+        p.record_for_timestamp(9600).expect("lookup"),
+        Some((24, 9600))
+    );
+    // -3 (KIP-734): the newest timestamp and its record.
+    assert_eq!(p.max_timestamp_record().expect("max"), Some((24, 9600)));
+    // An older record stamped later than every other: it is the maximum,
+    // wherever it sits.
+    p.append_records(
+        &[Record::new(50_000, Some(b"k"), Some(b"late"))],
+        ProducerInfo::NONE,
+        0,
+        false,
+    )
+    .expect("append");
+    p.append_records(
+        &[Record::new(100, Some(b"k"), Some(b"early"))],
+        ProducerInfo::NONE,
+        0,
+        false,
+    )
+    .expect("append");
+    assert_eq!(p.max_timestamp_record().expect("max"), Some((25, 50_000)));
 }
 
 #[test]

@@ -4,11 +4,26 @@
 
 use std::time::Instant;
 
-use strata_log::{LogManager, Partition};
+use strata_log::{LogConfig, LogManager, Partition};
 use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+
+/// The configuration of a cluster topic's replica logs: the broker's
+/// topic defaults (per-topic configs at creation are not replicated
+/// yet), compacted for `__consumer_offsets`.
+pub(crate) fn replica_log_config(base: &LogConfig, topic: &str) -> LogConfig {
+    let mut cfg = base.clone();
+    if topic == crate::offsets::TOPIC {
+        // Committed offsets: only the newest per key matters. The value
+        // is a constant the log's parser takes.
+        if let Err(e) = cfg.set("cleanup.policy", "compact") {
+            tracing::error!(error = %e, "cleanup.policy=compact refused");
+        }
+    }
+    cfg
+}
 
 /// The part of the broker's state the cluster driver sees.
 pub struct Shared {

@@ -54,6 +54,18 @@ impl Deref for Broker {
 }
 
 impl Broker {
+    /// A topic's configuration: in a cluster what its replicas' logs
+    /// use, on a single node what the topic was created with.
+    pub(crate) fn topic_config(&self, topic: &str) -> Result<LogConfig, i16> {
+        match &self.cluster {
+            Some(c) => c
+                .partition_count(topic)
+                .map(|_| crate::shared::replica_log_config(&self.cfg.log, topic))
+                .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
+            None => self.logs.topic_config(topic).map_err(|e| log_code(&e)),
+        }
+    }
+
     /// How many partitions `topic` has (`None`: no such topic), in the
     /// cluster's metadata or the single node's logs.
     pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {

@@ -876,12 +876,7 @@ impl Driver {
             let local = local_topic(&s.topic, s.index);
             let logs = &self.b.logs;
             if logs.topic_config(&local).is_err() {
-                let mut cfg = self.b.cfg.log.clone();
-                if s.topic == crate::offsets::TOPIC {
-                    // Committed offsets: only the newest per key matters.
-                    cfg.set("cleanup.policy", "compact")
-                        .map_err(|e| format!("{local}: {e}"))?;
-                }
+                let cfg = crate::shared::replica_log_config(&self.b.cfg.log, &s.topic);
                 logs.create_topic(&local, 1, cfg)
                     .map_err(|e| format!("creating {local}: {e}"))?;
             }

@@ -178,11 +178,16 @@ pub(crate) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> Describ
         let entries: Result<Vec<(String, String)>, i16> = match res.resource_type {
             // TOPIC
             2 => b
-                .logs
                 .topic_config(res.resource_name.as_str())
-                .map(|c| config_entries(&c))
-                .map_err(|e| log_code(&e)),
-            // BROKER
+                .map(|c| config_entries(&c)),
+            // BROKER: this node's (empty name: the defaults, which are
+            // this node's too); another node's are asked of that node,
+            // as Kafka's admin clients do.
+            4 if !res.resource_name.is_empty()
+                && res.resource_name.as_str() != b.cfg.node_id.to_string() =>
+            {
+                Err(code::INVALID_REQUEST)
+            }
             4 => {
                 let mut v = config_entries(&b.cfg.log)
                     .into_iter()
@@ -220,7 +225,16 @@ pub(crate) fn describe_configs(b: &Broker, r: DescribeConfigsRequest) -> Describ
             }
             Err(c) => {
                 rr.error_code = c;
-                rr.error_message = Some(s("unknown resource"));
+                let why = match (res.resource_type, c) {
+                    (4, _) => format!(
+                        "unexpected broker id {:?}: this is broker {} (or leave the name empty)",
+                        res.resource_name.as_str(),
+                        b.cfg.node_id
+                    ),
+                    (2, _) => format!("unknown topic {:?}", res.resource_name.as_str()),
+                    _ => format!("resource type {} is not served", res.resource_type),
+                };
+                rr.error_message = Some(s(&why));
             }
         }
         out.results.push(rr);

@@ -272,27 +272,40 @@ pub(crate) fn list_offsets(b: &Broker, r: ListOffsetsRequest, v: i16) -> ListOff
                         // below where its epoch starts (it learns the
                         // old one from followers): "latest" would go back.
                         let epoch_start = p.epochs().last().map_or(0, |&(_, start)| start);
+                        // Only what consumers may read (below the high
+                        // watermark) is found by timestamp.
+                        let hw = p.high_watermark();
+                        let committed = |r: strata_log::Result<Option<(u64, i64)>>| {
+                            r.map(|f| f.filter(|&(o, _)| o < hw).map(|(o, t)| (o, Some(t))))
+                                .map_err(|e| log_code(&e))
+                        };
                         let found = match lp.timestamp {
-                            -1 if b.cluster.is_some() && p.high_watermark() < epoch_start => {
+                            -1 if b.cluster.is_some() && hw < epoch_start => {
                                 Err(code::OFFSET_NOT_AVAILABLE)
                             }
-                            -1 => Ok(Some(p.high_watermark())),
-                            -2 => Ok(Some(p.log_start_offset())),
-                            ts if ts >= 0 => p
-                                .offset_for_timestamp(ts)
-                                .map(|o| o.filter(|&o| o < p.high_watermark()))
-                                .map_err(|e| log_code(&e)),
+                            -1 => Ok(Some((hw, None))),
+                            // -2 earliest; -4 earliest local (KIP-405):
+                            // without tiered storage every byte is local.
+                            -2 | -4 => Ok(Some((p.log_start_offset(), None))),
+                            // -3: the record with the newest timestamp (KIP-734).
+                            -3 => committed(p.max_timestamp_record()),
+                            // -5: the newest tiered offset (KIP-1005):
+                            // none without tiered storage, as Kafka says.
+                            -5 => Ok(None),
+                            ts if ts >= 0 => committed(p.record_for_timestamp(ts)),
                             _ => Err(code::UNSUPPORTED_VERSION),
                         };
                         match found {
-                            Ok(Some(o)) => {
+                            Ok(Some((o, ts))) => {
                                 pr.offset = o as i64;
                                 if v >= 4 {
                                     pr.leader_epoch = strata_log::segment::epoch_at(&epochs, o)
                                         .unwrap_or(Shared::epoch(&p));
                                 }
-                                if lp.timestamp >= 0 {
-                                    pr.timestamp = lp.timestamp;
+                                // The found record's own timestamp, as
+                                // Kafka answers (not the one asked for).
+                                if let Some(ts) = ts {
+                                    pr.timestamp = ts;
                                 }
                             }
                             Ok(None) => {}

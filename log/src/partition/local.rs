@@ -393,6 +393,30 @@ impl Partition {
     /// The offset of the first record with a timestamp at or after `ts`
     /// (`None` if every record is older).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        Ok(self.record_for_timestamp(ts)?.map(|(o, _)| o))
+    }
+
+    /// The newest timestamp in the log and the offset of the first record
+    /// that has it (ListOffsets' -3, KIP-734); `None` for an empty log.
+    pub fn max_timestamp_record(&self) -> Result<Option<(u64, i64)>> {
+        let max = {
+            let st = self.state.read();
+            st.segments
+                .values()
+                .filter(|s| s.first_batch_time().is_some())
+                .map(|s| s.max_timestamp())
+                .max()
+        };
+        match max {
+            Some(ts) => self.record_for_timestamp(ts),
+            None => Ok(None),
+        }
+    }
+
+    /// The offset and timestamp of the first record with a timestamp at
+    /// or after `ts` (`None` if every record is older): what ListOffsets
+    /// by timestamp answers.
+    pub fn record_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
         let st = self.state.read();
         let leo = st.leo();
         for seg in st.segments.values() {
@@ -415,7 +439,7 @@ impl Partition {
                         .into_iter()
                         .find(|r| r.timestamp >= ts && r.offset >= st.log_start)
                     {
-                        return Ok(Some(r.offset));
+                        return Ok(Some((r.offset, r.timestamp)));
                     }
                 }
             }

@@ -131,6 +131,22 @@ def main():
         check({tp.partition for tp in a.assignment()} == {0, 1, 2}, "rebalance after one left")
         a.close()
         print("after one left, the other holds all partitions", flush=True)
+
+        # ListOffsets by timestamp answers the found record's own
+        # timestamp (KafkaConsumer.offsets_for_times shows it).
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        ts_topic = "stamped"
+        for ts in (1_000, 2_000, 3_000):
+            p.send(ts_topic, value=b"x", partition=0, timestamp_ms=ts).get(timeout=30)
+        p.close()
+        c = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+        tp = TopicPartition(ts_topic, 0)
+        found = c.offsets_for_times({tp: 1_500})[tp]
+        check(found is not None and found.offset == 1 and found.timestamp == 2_000,
+              f"offsets_for_times(1500): {found}")
+        check(c.offsets_for_times({tp: 3_001})[tp] is None, "a timestamp past every record")
+        c.close()
+        print("offsets_for_times answers the found record's timestamp", flush=True)
         broker.stop()
     except BaseException:
         broker.dump_log()
