@@ -140,7 +140,15 @@ fn partitions(addr: &str, topic: &str) -> Result<Vec<(i32, String)>> {
                 .filter_map(|(p, l)| l.map(|l| (p, l)))
                 .collect();
             out.sort();
-            return Ok(out);
+            // Each leader must know its leadership too (in a cluster it
+            // hears of the new topic a moment after the node asked);
+            // else the first Produce gets UNKNOWN_TOPIC_OR_PARTITION.
+            if out
+                .iter()
+                .all(|(p, l)| l == addr || leader_agrees(l, topic, *p))
+            {
+                return Ok(out);
+            }
         }
         if Instant::now() >= deadline {
             return Err(CliError::Usage(format!(
@@ -150,6 +158,32 @@ fn partitions(addr: &str, topic: &str) -> Result<Vec<(i32, String)>> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Whether the node at `addr` says it leads `partition` of `topic`.
+fn leader_agrees(addr: &str, topic: &str, partition: i32) -> bool {
+    let ask = || -> Result<bool> {
+        let mut c = connect(addr)?;
+        let mut req = MetadataRequest::default();
+        let mut t = metadata_request::MetadataRequestTopic::default();
+        t.name = Some(TopicName(s(topic)));
+        req.topics = Some(vec![t]);
+        c.write_all(&frame(ApiKey::Metadata, 8, 1, &req)?)
+            .map_err(io_err("sending Metadata"))?;
+        let mut body = read_response(&mut c, false)?;
+        let r = MetadataResponse::decode(&mut body, 8).map_err(proto)?;
+        let me = r
+            .brokers
+            .iter()
+            .find(|b| format!("{}:{}", b.host.as_str(), b.port) == addr)
+            .map(|b| b.node_id);
+        Ok(r.topics.first().is_some_and(|t| {
+            t.partitions
+                .iter()
+                .any(|p| p.partition_index == partition && Some(p.leader_id) == me)
+        }))
+    };
+    ask().unwrap_or(false)
 }
 
 /// The topic's partitions and their leaders' addresses (auto-creating it).
