@@ -725,3 +725,104 @@ fn brokers_drop_decisions_of_an_older_controller_epoch() {
     );
     assert_eq!(b.controller_epoch(), 4);
 }
+
+/// Runs leader 1 and follower 2 of partition 0 (epoch 1, ISR {1, 2})
+/// until the follower has fetched all the leader has, fsyncing as the
+/// server does (the leader's copy on its flusher, here at once).
+fn replicate(
+    leader: &mut Replica,
+    leader_log: &Partition,
+    follower: &mut Replica,
+    follower_log: &Partition,
+    mut out: Vec<Envelope>,
+) {
+    let mut rng = Rng::new(7);
+    for step in 0..50u64 {
+        let mut next = Vec::new();
+        for Envelope { to, msg } in out.drain(..) {
+            match (to, msg) {
+                (Addr::Node(1), Msg::Fetch(f)) => leader
+                    .on_fetch(step, Addr::Node(2), f, leader_log, &mut next)
+                    .expect("fetch"),
+                (Addr::Node(2), Msg::FetchResponse(r)) => follower
+                    .on_fetch_response(step, r, follower_log, &mut next)
+                    .expect("response"),
+                _ => {}
+            }
+        }
+        leader_log.flush().expect("flush");
+        leader.on_flushed(leader_log, &mut next).expect("flushed");
+        follower
+            .tick(step + 1000, follower_log, &mut rng, &mut next)
+            .expect("tick");
+        out = next;
+    }
+}
+
+/// DeleteRecords and retention on a leader reach its followers through
+/// the log start offset in each fetch answer: a follower deletes what the
+/// leader deleted (up to what it has committed); a follower whose whole
+/// log lies before the leader's start starts over at that start instead
+/// of fetching nothing forever.
+#[test]
+fn followers_follow_the_leaders_log_start() {
+    let disk = FaultStorage::new(11);
+    let (_lm, leader_log) = log(&disk, "/leader");
+    let (_fm, follower_log) = log(&disk, "/follower");
+    let cfg = ReplicaConfig {
+        min_insync_replicas: 1,
+        group_sync: true,
+        ..ReplicaConfig::default()
+    };
+    let mut leader = Replica::new(1, 0, 10, cfg);
+    let mut follower = Replica::new(2, 0, 20, cfg);
+    let mut st = state(1, 1, 1, vec![1, 2]);
+    let mut out = Vec::new();
+    leader
+        .on_partition_state(0, st.clone(), &leader_log, &mut out)
+        .expect("leader");
+    out.clear();
+    for corr in 0..10 {
+        produce_one(&mut leader, &leader_log, corr, &mut out);
+    }
+    out.clear();
+    follower
+        .on_partition_state(0, st.clone(), &follower_log, &mut out)
+        .expect("follower");
+    replicate(&mut leader, &leader_log, &mut follower, &follower_log, out);
+    assert_eq!(follower_log.log_end_offset(), 10);
+    assert_eq!(leader_log.high_watermark(), 10);
+    // DeleteRecords below 6 on the leader: the follower follows.
+    assert_eq!(leader_log.delete_records_before(6).expect("delete"), 6);
+    let mut out = Vec::new();
+    produce_one(&mut leader, &leader_log, 10, &mut out);
+    out.clear();
+    follower
+        .tick(5000, &follower_log, &mut Rng::new(1), &mut out)
+        .expect("tick");
+    replicate(&mut leader, &leader_log, &mut follower, &follower_log, out);
+    assert_eq!(follower_log.log_start_offset(), 6);
+    assert_eq!(values(&follower_log), values(&leader_log));
+
+    // A replica that was away while the leader deleted past its end.
+    let (_nm, new_log) = log(&disk, "/new");
+    assert_eq!(
+        leader_log
+            .delete_records_before(leader_log.high_watermark())
+            .expect("delete"),
+        11
+    );
+    for corr in 11..14 {
+        produce_one(&mut leader, &leader_log, corr, &mut Vec::new());
+    }
+    let mut newcomer = Replica::new(2, 0, 21, cfg);
+    st.partition_epoch = 2;
+    let mut out = Vec::new();
+    newcomer
+        .on_partition_state(0, st, &new_log, &mut out)
+        .expect("follower");
+    replicate(&mut leader, &leader_log, &mut newcomer, &new_log, out);
+    assert_eq!(new_log.log_start_offset(), 11);
+    assert_eq!(new_log.log_end_offset(), 14);
+    assert_eq!(values(&new_log), values(&leader_log));
+}

@@ -277,6 +277,7 @@ impl Broker {
                             error: Some(ErrorCode::NotLeaderOrFollower),
                             high_watermark: 0,
                             diverging: None,
+                            log_start_offset: 0,
                             batches: Vec::new(),
                         }),
                     });

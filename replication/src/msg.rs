@@ -252,6 +252,10 @@ pub struct FetchResponse {
     pub high_watermark: u64,
     /// Where the fetcher's log diverged: (epoch, end offset) to truncate by.
     pub diverging: Option<(i32, u64)>,
+    /// The leader's log start offset: a follower deletes what lies before
+    /// it (DeleteRecords and retention replicate this way, as in Kafka),
+    /// and one whose log ends before it starts over there.
+    pub log_start_offset: u64,
     /// Batches from the fetch offset, verbatim.
     pub batches: Vec<Batch>,
 }

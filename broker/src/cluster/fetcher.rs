@@ -160,6 +160,7 @@ fn fetch_once(
         error,
         high_watermark: u64::try_from(p.high_watermark).unwrap_or(0),
         diverging,
+        log_start_offset: u64::try_from(p.log_start_offset).unwrap_or(0),
         batches,
     })
 }
@@ -171,7 +172,6 @@ pub fn encode_answer(
     me: u32,
     topic: &TopicName,
     index: i32,
-    log_start: i64,
     r: FetchResponse,
 ) -> (KFetchResponse, Vec<Bytes>) {
     use kafka_protocol::messages::fetch_response;
@@ -180,7 +180,7 @@ pub fn encode_answer(
     pd.error_code = r.error.map_or(0, |e| e.kafka_code());
     pd.high_watermark = r.high_watermark as i64;
     pd.last_stable_offset = r.high_watermark as i64;
-    pd.log_start_offset = log_start;
+    pd.log_start_offset = r.log_start_offset as i64;
     if let Some((e, end)) = r.diverging {
         pd.diverging_epoch.epoch = e;
         pd.diverging_epoch.end_offset = end as i64;

@@ -140,12 +140,10 @@ pub(crate) fn delete_records(b: &Broker, r: DeleteRecordsRequest) -> DeleteRecor
             let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
             pr.partition_index = dp.partition_index;
             pr.low_watermark = -1;
-            // Kept local, a cut would differ between the replicas.
-            let part = if b.cluster.is_some() {
-                Err(code::INVALID_REQUEST)
-            } else {
-                part(b, t.name.as_str(), dp.partition_index)
-            };
+            // In a cluster the leader's log is cut; its followers cut
+            // theirs as the leader's log start reaches them in each
+            // fetch answer (Kafka's followers follow the same way).
+            let part = part(b, t.name.as_str(), dp.partition_index);
             match part {
                 Err(c) => pr.error_code = c,
                 Ok(p) => {

@@ -342,8 +342,9 @@ pub(crate) async fn replica_fetch(c: &std::sync::Arc<Cluster>, r: FetchRequest) 
         error: Some(ErrorCode::NotLeaderOrFollower),
         high_watermark: 0,
         diverging: None,
+        log_start_offset: 0,
         batches: Vec::new(),
     });
-    let (out, chunks) = encode_answer(c.me, &t.topic, fp.partition, -1, resp);
+    let (out, chunks) = encode_answer(c.me, &t.topic, fp.partition, resp);
     Some((out, vec![vec![chunks]]))
 }

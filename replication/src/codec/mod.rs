@@ -247,6 +247,7 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
                 }
                 None => w.bool(false),
             }
+            w.u64(r.log_start_offset);
             w.len(r.batches.len());
             for b in &r.batches {
                 w.bytes(&b.bytes);
@@ -512,6 +513,7 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
             } else {
                 None
             };
+            let log_start_offset = r.u64()?;
             let n = r.len(4)?;
             let batches = (0..n).map(|_| r.batch()).collect::<R<Vec<_>>>()?;
             Msg::FetchResponse(FetchResponse {
@@ -521,6 +523,7 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
                 error,
                 high_watermark,
                 diverging,
+                log_start_offset,
                 batches,
             })
         }

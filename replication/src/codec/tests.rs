@@ -42,6 +42,7 @@ fn msgs() -> Vec<Msg> {
             error: Some(ErrorCode::FencedLeaderEpoch),
             high_watermark: 4,
             diverging: Some((2, 10)),
+            log_start_offset: 7,
             batches: vec![b.clone(), b.clone()],
         }),
         Msg::Produce(ProduceRequest {

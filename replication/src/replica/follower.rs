@@ -65,6 +65,22 @@ impl Replica {
         if hw > log.high_watermark() {
             log.set_high_watermark(hw).map_err(self.err())?;
         }
+        // The leader's log start (DeleteRecords, retention): what it
+        // deleted goes here too, up to what this replica has committed
+        // (everything below the leader's start is committed, and so the
+        // same here); the rest follows as the high watermark does.
+        if resp.log_start_offset > log.log_end_offset() && resp.batches.is_empty() {
+            // All of this log lies before the leader's start: nothing to
+            // fetch from here, so it starts over there (as Kafka's
+            // follower does on OFFSET_OUT_OF_RANGE).
+            log.truncate_fully_and_start_at(resp.log_start_offset)
+                .map_err(self.err())?;
+        } else {
+            let cut = resp.log_start_offset.min(log.high_watermark());
+            if cut > log.log_start_offset() {
+                log.delete_records_before(cut).map_err(self.err())?;
+            }
+        }
         if let Role::Follower(f) = &mut self.role {
             f.next_fetch = if resp.batches.is_empty() && self.cfg.fetch_wait_max_ms == 0 {
                 now + self.cfg.fetch_backoff_ms

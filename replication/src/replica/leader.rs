@@ -26,6 +26,7 @@ impl Replica {
             error,
             high_watermark: hw,
             diverging: None,
+            log_start_offset: log.log_start_offset(),
             batches: Vec::new(),
         };
         let Role::Leader(lead) = &self.role else {
