@@ -16,6 +16,11 @@ pub enum Error {
     /// log) failed to open or decode.
     #[error("controller quorum: {0}")]
     Replication(#[from] strata_replication::Error),
+    /// The data directory holds another layout than this node runs (a
+    /// single node's topics under a cluster node, or the reverse, or the
+    /// cluster layout of an earlier version): nothing is migrated.
+    #[error("{0}")]
+    DataDir(String),
     /// An operating-system call of the broker itself (binding a socket,
     /// starting a thread).
     #[error("{what}: {source}")]

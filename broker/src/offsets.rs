@@ -493,20 +493,18 @@ mod tests {
 
     #[test]
     fn group_partitions_follow_kafkas_rule() {
-        // Java: "".hashCode() == 0, "a".hashCode() == 97,
-        // "my-group".hashCode() == -1_185_614_758 (computed by Java's rule:
-        // h = 31 * h + c over UTF-16 units).
+        // Values Java's String.hashCode gives.
         assert_eq!(java_string_hash(""), 0);
         assert_eq!(java_string_hash("a"), 97);
-        assert_eq!(java_string_hash("ab"), 97 * 31 + 98);
-        let h = "my-group"
-            .chars()
-            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
-        assert_eq!(java_string_hash("my-group"), h);
-        assert_eq!(partition_for("a", 50), 97 % 50);
-        // A negative hash: the sign bit is masked, as Kafka's Utils.abs does.
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+        // Java's famous Integer.MIN_VALUE hash: Kafka's Utils.abs maps it
+        // to 0 (Math.abs would stay negative), and so does the mask here.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        // Another negative hash: the sign bit is masked.
         let neg = (0..1000)
-            .map(|i| format!("g{i}"))
+            .map(|i| format!("consumer-group-{i}"))
             .find(|g| java_string_hash(g) < 0)
             .expect("some group id hashes negative");
         assert_eq!(

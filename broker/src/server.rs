@@ -108,6 +108,12 @@ pub fn run(opts: Options) -> Result<i32> {
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .ok_or_else(|| Error::Config(format!("--advertised {advertised}: expected HOST:PORT")))?;
+    if cluster.is_none() && data.join("raft").is_dir() {
+        return Err(Error::DataDir(format!(
+            "{}: this directory holds a cluster node's data (raft/); run it with --controller-voters, or start a single node on a new directory",
+            data.display()
+        )));
+    }
     let logs = LogManager::open_with(
         storage,
         &data,
@@ -120,6 +126,12 @@ pub fn run(opts: Options) -> Result<i32> {
         },
     )?;
     let group_cfg = cfg.group;
+    // Member ids unique to this node and start: a group's coordinator
+    // moves between nodes (and restarts), and ids must never repeat.
+    let group_instance = (u64::from(cfg.node_id as u32) << 48)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64 & 0xffff_ffff_ffff);
     let shared = Arc::new(Shared {
         cfg,
         logs,
@@ -131,7 +143,7 @@ pub fn run(opts: Options) -> Result<i32> {
     });
     let broker = Arc::new(Broker {
         shared: shared.clone(),
-        groups: Mutex::new(GroupCoordinator::new(group_cfg)),
+        groups: Mutex::new(GroupCoordinator::with_instance(group_cfg, group_instance)),
         waiting: Mutex::new(Default::default()),
         next_token: AtomicU64::new(1),
         admin: Mutex::new(()),

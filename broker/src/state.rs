@@ -66,6 +66,39 @@ impl Broker {
         }
     }
 
+    /// The topic's id (Metadata v10+, DeleteTopics by id). In a cluster
+    /// it comes from the topic's first partition id as well as its name:
+    /// a topic deleted and created again gets another id, as in Kafka, so
+    /// clients drop what they cached of the old one (leader epochs that
+    /// start over would otherwise look stale to them).
+    pub(crate) fn topic_id(&self, topic: &str) -> uuid::Uuid {
+        match &self.cluster {
+            Some(c) => match c.first_partition_id(topic) {
+                Some(id) => crate::codes::topic_id(&format!("{topic}/{id}")),
+                None => crate::codes::topic_id(topic),
+            },
+            None => crate::codes::topic_id(topic),
+        }
+    }
+
+    /// Every topic and its partition count.
+    pub(crate) fn topics(&self) -> Vec<(String, u32)> {
+        match &self.cluster {
+            Some(c) => {
+                let v = c.view();
+                let mut out: Vec<(String, u32)> = Vec::new();
+                for (t, _) in v.by_name.keys() {
+                    match out.last_mut() {
+                        Some((n, k)) if n == t => *k += 1,
+                        _ => out.push((t.clone(), 1)),
+                    }
+                }
+                out
+            }
+            None => self.logs.topics(),
+        }
+    }
+
     /// How many partitions `topic` has (`None`: no such topic), in the
     /// cluster's metadata or the single node's logs.
     pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {

@@ -164,6 +164,14 @@ impl Broker {
         Ok(())
     }
 
+    /// Stops hosting `partition` (its topic was deleted: the state heard
+    /// is a tombstone, and the replica is idle). The caller removes its
+    /// log afterwards.
+    pub fn unhost(&mut self, partition: u32) {
+        self.partitions.retain(|&p| p != partition);
+        self.replicas.remove(&partition);
+    }
+
     /// The highest controller epoch heard.
     pub fn controller_epoch(&self) -> u32 {
         self.controller_epoch

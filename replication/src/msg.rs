@@ -57,6 +57,13 @@ pub struct PartitionState {
     pub index: u32,
 }
 
+impl PartitionState {
+    /// A deleted partition's tombstone: no replicas (DeleteTopic).
+    pub fn is_deleted(&self) -> bool {
+        self.replicas.is_empty()
+    }
+}
+
 /// A registered broker as the controller tells the others of it: how
 /// brokers that are not controller voters find each other.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,11 +138,13 @@ pub enum ErrorCode {
     InvalidPartitions,
     /// 41: this node is not the active controller.
     NotController,
+    /// 3: no such topic.
+    UnknownTopicOrPartition,
 }
 
 impl ErrorCode {
     /// Every code, for decoding.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NotLeaderOrFollower,
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
@@ -153,6 +162,7 @@ impl ErrorCode {
         ErrorCode::InvalidReplicationFactor,
         ErrorCode::InvalidPartitions,
         ErrorCode::NotController,
+        ErrorCode::UnknownTopicOrPartition,
     ];
 
     /// The code for Kafka's number, if it is one of ours.
@@ -180,6 +190,7 @@ impl ErrorCode {
             ErrorCode::InvalidReplicationFactor => 38,
             ErrorCode::InvalidPartitions => 37,
             ErrorCode::NotController => 41,
+            ErrorCode::UnknownTopicOrPartition => 3,
         }
     }
 }
@@ -415,6 +426,24 @@ pub enum Msg {
         /// Replicas per partition.
         replication_factor: u32,
     },
+    /// A broker asks the controller to delete a topic (Kafka's
+    /// DeleteTopics): each partition's state becomes a tombstone (no
+    /// replicas, no leader, a new partition epoch) that brokers apply by
+    /// dropping their replica and its log. Ids are never reused.
+    DeleteTopic {
+        /// Correlation id, echoed.
+        corr: u64,
+        /// Topic name.
+        name: String,
+    },
+    /// Its answer: how many partitions were deleted, or why not
+    /// (UNKNOWN_TOPIC_OR_PARTITION).
+    DeleteTopicResponse {
+        /// Echoed.
+        corr: u64,
+        /// Partitions deleted, or an error.
+        result: std::result::Result<u32, ErrorCode>,
+    },
     /// Its answer: the new partitions' states, or why not.
     CreateTopicResponse {
         /// Echoed.
@@ -540,6 +569,10 @@ impl Msg {
                 remaining,
                 ..
             } => format!("ControlledShutdownResponse be{broker_epoch} remaining{remaining}"),
+            Msg::DeleteTopic { corr, name } => format!("DeleteTopic {name} corr{corr}"),
+            Msg::DeleteTopicResponse { corr, result } => {
+                format!("DeleteTopicResponse corr{corr} {result:?}")
+            }
             Msg::CreateTopicResponse { corr, result } => match result {
                 Ok(ps) => format!("CreateTopicResponse corr{corr} ok {}", ps.len()),
                 Err(e) => format!("CreateTopicResponse corr{corr} {e:?}"),

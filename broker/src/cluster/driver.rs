@@ -64,6 +64,8 @@ pub(super) fn spawn(
         next_guess: 0,
         learned: (0, false),
         hws: HashMap::new(),
+        swept: Default::default(),
+        logs_changed: false,
         published: (usize::MAX, 0),
         stopping: None,
         kafka_fetches: HashMap::new(),
@@ -89,8 +91,14 @@ pub(super) fn spawn(
         .map_err(io("starting the cluster driver"))
 }
 
+/// Where the controller's answer to an admin request goes.
+pub(super) enum AdminReply {
+    Create(Sender<std::result::Result<Vec<PartitionState>, ErrorCode>>),
+    Delete(Sender<std::result::Result<u32, ErrorCode>>),
+}
+
 struct PendingCreate {
-    reply: Sender<std::result::Result<Vec<PartitionState>, ErrorCode>>,
+    reply: AdminReply,
     msg: Msg,
     next_send: u64,
     give_up: u64,
@@ -140,6 +148,10 @@ struct Driver {
     /// last learned from them.
     learned: (u32, bool),
     hws: HashMap<u32, u64>,
+    /// The hosted logs changed since the view last listed them.
+    logs_changed: bool,
+    /// Tombstones (deleted partitions) whose replica and log are gone.
+    swept: std::collections::BTreeSet<u32>,
     /// A signature of the broker's view when last published.
     published: (usize, i64),
     /// A controlled shutdown in progress.
@@ -310,7 +322,21 @@ impl Driver {
                 self.creates.insert(
                     corr,
                     PendingCreate {
-                        reply,
+                        reply: AdminReply::Create(reply),
+                        msg: msg.clone(),
+                        next_send: now + CREATE_RETRY_MS,
+                        give_up: now + CREATE_GIVE_UP_MS,
+                    },
+                );
+                self.send_controller(now, msg)
+            }
+            Input::DeleteTopic { name, reply } => {
+                let corr = self.c.corr();
+                let msg = Msg::DeleteTopic { corr, name };
+                self.creates.insert(
+                    corr,
+                    PendingCreate {
+                        reply: AdminReply::Delete(reply),
                         msg: msg.clone(),
                         next_send: now + CREATE_RETRY_MS,
                         give_up: now + CREATE_GIVE_UP_MS,
@@ -604,8 +630,22 @@ impl Driver {
             return Ok(());
         }
         if let Msg::CreateTopicResponse { corr, result } = m {
-            if let Some(p) = self.creates.remove(&corr) {
-                let _ = p.reply.send(result);
+            if let Some(PendingCreate {
+                reply: AdminReply::Create(tx),
+                ..
+            }) = self.creates.remove(&corr)
+            {
+                let _ = tx.send(result);
+            }
+            return Ok(());
+        }
+        if let Msg::DeleteTopicResponse { corr, result } = m {
+            if let Some(PendingCreate {
+                reply: AdminReply::Delete(tx),
+                ..
+            }) = self.creates.remove(&corr)
+            {
+                let _ = tx.send(result);
             }
             return Ok(());
         }
@@ -738,7 +778,38 @@ impl Driver {
         self.learn_brokers();
         self.publish_brokers();
         self.rotate_guess(now);
+        self.drop_deleted()?;
         self.host_new(now)
+    }
+
+    /// Replicas of deleted topics (their states are tombstones): the
+    /// replica goes, then its log, files and metadata.
+    fn drop_deleted(&mut self) -> DResult<()> {
+        // Each tombstone once: a hosted replica, or a log left by a replica
+        // that was down when its topic was deleted.
+        let gone: Vec<(u32, String)> = self
+            .broker
+            .view()
+            .iter()
+            .filter(|(id, s)| s.is_deleted() && !self.swept.contains(id))
+            .map(|(id, s)| (*id, local_topic(&s.topic, s.index, *id)))
+            .collect();
+        for (id, local) in gone {
+            self.swept.insert(id);
+            self.broker.unhost(id);
+            self.logs.remove(&id);
+            self.logs_changed = true;
+            self.hws.remove(&id);
+            match self.b.logs.delete_topic(&local) {
+                Ok(()) => {
+                    tracing::info!(partition = id, log = %local, "topic deleted: replica and log removed")
+                }
+                // Already gone (a restart after the files went).
+                Err(strata_log::Error::UnknownTopicOrPartition(_)) => {}
+                Err(e) => return Err(format!("deleting {local}: {e}")),
+            }
+        }
+        Ok(())
     }
 
     /// Sends unanswered topic creations again. A retry of one the
@@ -873,7 +944,7 @@ impl Driver {
             .cloned()
             .collect();
         for s in new {
-            let local = local_topic(&s.topic, s.index);
+            let local = local_topic(&s.topic, s.index, s.partition);
             let logs = &self.b.logs;
             if logs.topic_config(&local).is_err() {
                 let cfg = crate::shared::replica_log_config(&self.b.cfg.log, &s.topic);
@@ -884,6 +955,7 @@ impl Driver {
                 .partition(&local, 0)
                 .map_err(|e| format!("opening {local}: {e}"))?;
             self.logs.insert(s.partition, p);
+            self.logs_changed = true;
             let mut out = Vec::new();
             self.broker
                 .host(now, s.partition, &self.logs, &mut out)

@@ -227,6 +227,10 @@ enum Input {
         replication_factor: u32,
         reply: Sender<std::result::Result<Vec<PartitionState>, ErrorCode>>,
     },
+    DeleteTopic {
+        name: String,
+        reply: Sender<std::result::Result<u32, ErrorCode>>,
+    },
     /// A follower's fetch that came as a Kafka Fetch request (replica id
     /// set); the answer goes back on `reply`.
     ReplicaFetch {
@@ -392,6 +396,12 @@ impl Cluster {
         Some(format!("out {:?} in {:?}\n", b.0, b.1))
     }
 
+    /// The cluster-wide id of the topic's partition 0 (`None`: no topic).
+    pub fn first_partition_id(&self, topic: &str) -> Option<u32> {
+        let v = self.view.lock();
+        v.by_name.get(&(topic.to_string(), 0)).copied()
+    }
+
     /// How many partitions the topic has in the cluster (`None`: none).
     pub fn partition_count(&self, topic: &str) -> Option<u32> {
         let v = self.view.lock();
@@ -495,6 +505,30 @@ impl Cluster {
         res
     }
 
+    /// Asks the controller to delete a topic; waits up to `timeout`. The
+    /// answer is the number of partitions deleted; each replica drops
+    /// its log as the tombstones reach it.
+    pub fn delete_topic(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> std::result::Result<u32, ErrorCode> {
+        let (reply, rx) = channel::bounded(1);
+        let _ = self.tx.send(Input::DeleteTopic {
+            name: name.to_string(),
+            reply,
+        });
+        let res = rx
+            .recv_timeout(timeout)
+            .map_err(|_| ErrorCode::RequestTimedOut)?;
+        if res.is_ok() {
+            // Gone here at once, before the heartbeats bring the tombstones.
+            let mut v = self.view.lock();
+            v.by_name.retain(|(t, _), _| t != name);
+        }
+        res
+    }
+
     /// A follower's Kafka Fetch of partition `index` of `topic`: the
     /// protocol's answer, once the leader replica gives it (held up to
     /// `replica.fetch.wait.max.ms` if there is nothing new). `None`: no
@@ -543,6 +577,19 @@ impl Cluster {
             .lock()
             .take()
             .ok_or_else(|| Error::Config("the cluster driver is already running".into()))?;
+        // One layout per directory: every log here must be a cluster
+        // replica's, named as this version names them.
+        if let Some((t, _)) = b
+            .logs
+            .topics()
+            .into_iter()
+            .find(|(t, n)| *n != 1 || !is_local_topic(t))
+        {
+            return Err(Error::DataDir(format!(
+                "{}: topic {t:?} is not a cluster replica's log of this version (a single node's topic, or an earlier cluster layout); start this node on a new directory (nothing is migrated)",
+                data.display()
+            )));
+        }
         let storage = strata_io::open_storage(strata_io::Backend::Std);
         let voter = self.voters.iter().any(|n| n.id == self.me);
         let quorum = if voter {
@@ -594,7 +641,49 @@ impl Cluster {
 }
 
 /// The local log of a cluster partition: one single-partition topic per
-/// replica, named so that the split from the right is unique.
-pub fn local_topic(topic: &str, index: u32) -> String {
-    format!("{topic}-{index}")
+/// replica, named by topic, index and the partition's cluster-wide id.
+/// The id makes it unique across deletions: a topic deleted and created
+/// again gets new ids, so a replica that was down meanwhile can never
+/// take the old topic's log for the new one's, nor delete the new one's
+/// when it sweeps the old tombstone.
+pub fn local_topic(topic: &str, index: u32, id: u32) -> String {
+    format!("{topic}-{index}-p{id}")
+}
+
+/// Whether `name` is a local log name [`local_topic`] makes.
+pub fn is_local_topic(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.rsplit_once("-p").is_some_and(|(rest, id)| {
+        digits(id)
+            && rest
+                .rsplit_once('-')
+                .is_some_and(|(t, i)| !t.is_empty() && digits(i))
+    })
+}
+
+/// Longest topic name a cluster takes: Kafka's 249, less what
+/// [`local_topic`] adds (`-` index `-p` id, at most 22 bytes).
+pub const MAX_TOPIC_NAME: usize = 249 - 22;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_log_names_carry_the_partition_id() {
+        assert_eq!(local_topic("events", 3, 17), "events-3-p17");
+        assert!(is_local_topic(&local_topic("a-b-1", 0, 0)));
+        assert!(is_local_topic(&local_topic("x-p1", 2, 9)));
+        // A single node's topics and the layout before ids are refused.
+        for name in [
+            "events",
+            "events-3",
+            "events-p3",
+            "-3-p1",
+            "events-3-p",
+            "e-x-p1",
+        ] {
+            assert!(!is_local_topic(name), "{name}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! Topic administration on one node: CreateTopics (and the auto-creation
-//! Metadata uses), DeleteTopics, DeleteRecords, DescribeConfigs. In a
-//! cluster the controller creates topics (`cluster_api.rs`), and
-//! deletions are refused.
+//! Topic administration: CreateTopics on one node (and the auto-creation
+//! Metadata uses; in a cluster the controller creates topics, in
+//! `handlers/cluster.rs`), DeleteTopics (in a cluster through the
+//! controller), DeleteRecords (in a cluster on the leader, which its
+//! followers follow), DescribeConfigs.
 
 use kafka_protocol::messages::*;
 use strata_log::LogConfig;
@@ -93,10 +94,9 @@ pub(crate) fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> Delet
             None => {
                 // By id: the ids are derived from names.
                 if let Some((n, _)) = b
-                    .logs
                     .topics()
                     .into_iter()
-                    .find(|(n, _)| topic_id(n) == t.topic_id)
+                    .find(|(n, _)| b.topic_id(n) == t.topic_id)
                 {
                     names.push(n);
                 }
@@ -107,12 +107,34 @@ pub(crate) fn delete_topics(b: &Broker, r: DeleteTopicsRequest, v: i16) -> Delet
         let mut res = delete_topics_response::DeletableTopicResult::default();
         res.name = Some(topic_name(&name));
         if v >= 6 {
-            res.topic_id = topic_id(&name);
+            res.topic_id = b.topic_id(&name);
         }
-        if b.cluster.is_some() {
-            res.error_code = code::INVALID_REQUEST;
-            if v >= 5 {
-                res.error_message = Some(s("deleting topics is not supported in a cluster yet"));
+        if let Some(c) = &b.cluster {
+            // Through the controller: the partitions become tombstones,
+            // and every replica drops its log as they reach it.
+            let outcome = if name == crate::offsets::TOPIC {
+                Err((
+                    code::INVALID_REQUEST,
+                    format!("{name} is internal: it holds the groups' offsets"),
+                ))
+            } else {
+                c.delete_topic(&name, std::time::Duration::from_secs(10))
+                    .map_err(|e| match e {
+                        strata_replication::msg::ErrorCode::RequestTimedOut => (
+                            code::REQUEST_TIMED_OUT,
+                            "the controller did not answer in time".to_string(),
+                        ),
+                        e => (e.kafka_code(), format!("topic {name}: {e:?}")),
+                    })
+            };
+            match outcome {
+                Ok(n) => tracing::info!(topic = %name, partitions = n, "topic deleted"),
+                Err((c, msg)) => {
+                    res.error_code = c;
+                    if v >= 5 {
+                        res.error_message = Some(s(&msg));
+                    }
+                }
             }
             out.responses.push(res);
             continue;

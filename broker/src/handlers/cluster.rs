@@ -12,7 +12,6 @@ use kafka_protocol::protocol::StrBytes;
 use strata_replication::msg::{Acks, ErrorCode, ProduceResult};
 
 use crate::cluster::Cluster;
-use crate::codes::topic_id;
 use crate::state::{check_produced, wanted_topics, Broker, Failure, Fetched};
 
 use crate::codes::code::{
@@ -30,7 +29,9 @@ fn s(v: &str) -> StrBytes {
 /// Checks a topic name for a cluster: Kafka's rules, and short enough
 /// for the local log's name (`topic-index`).
 fn check_name(name: &str) -> Result<(), i16> {
-    if strata_log::manager::check_topic_name(name).is_err() || name.len() > 240 {
+    if strata_log::manager::check_topic_name(name).is_err()
+        || name.len() > crate::cluster::MAX_TOPIC_NAME
+    {
         return Err(INVALID_TOPIC_EXCEPTION);
     }
     Ok(())
@@ -114,7 +115,7 @@ pub(crate) fn metadata(
         let mut t = metadata_response::MetadataResponseTopic::default();
         t.name = Some(TopicName(s(&name)));
         if version >= 10 {
-            t.topic_id = topic_id(&name);
+            t.topic_id = b.topic_id(&name);
         }
         if name == crate::offsets::TOPIC {
             t.is_internal = true;
@@ -166,9 +167,6 @@ pub(crate) fn create_topics(
     for t in r.topics {
         let mut res = create_topics_response::CreatableTopicResult::default();
         res.name = t.name.clone();
-        if v >= 7 {
-            res.topic_id = topic_id(t.name.as_str());
-        }
         let name = t.name.as_str().to_string();
         let partitions = if t.num_partitions == -1 {
             Some(b.cfg.num_partitions)
@@ -208,6 +206,10 @@ pub(crate) fn create_topics(
         };
         match outcome {
             Ok(()) => {
+                if v >= 7 {
+                    // Known once the controller made its partitions.
+                    res.topic_id = b.topic_id(&name);
+                }
                 if v >= 5 {
                     res.num_partitions = partitions.unwrap_or(1) as i32;
                     res.replication_factor = rf.unwrap_or(1) as i16;

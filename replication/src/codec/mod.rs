@@ -447,6 +447,25 @@ pub fn encode_msg(m: &Msg) -> Vec<u8> {
             w.u32(*partitions);
             w.u32(*replication_factor);
         }
+        Msg::DeleteTopic { corr, name } => {
+            w.u8(20);
+            w.u64(*corr);
+            w.bytes(name.as_bytes());
+        }
+        Msg::DeleteTopicResponse { corr, result } => {
+            w.u8(21);
+            w.u64(*corr);
+            match result {
+                Ok(n) => {
+                    w.bool(true);
+                    w.u32(*n);
+                }
+                Err(c) => {
+                    w.bool(false);
+                    w.code(*c);
+                }
+            }
+        }
         Msg::CreateTopicResponse { corr, result } => {
             w.u8(17);
             w.u64(*corr);
@@ -674,6 +693,18 @@ pub fn decode_msg(b: &[u8]) -> R<Msg> {
             };
             Msg::CreateTopicResponse { corr, result }
         }
+        20 => Msg::DeleteTopic {
+            corr: r.u64()?,
+            name: r.string()?,
+        },
+        21 => Msg::DeleteTopicResponse {
+            corr: r.u64()?,
+            result: if r.bool()? {
+                Ok(r.u32()?)
+            } else {
+                Err(r.code()?)
+            },
+        },
         18 => Msg::ControlledShutdown {
             node: r.u32()?,
             broker_epoch: r.u64()?,

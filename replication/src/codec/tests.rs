@@ -122,6 +122,18 @@ fn msgs() -> Vec<Msg> {
             partitions: 3,
             replication_factor: 3,
         },
+        Msg::DeleteTopic {
+            corr: 9,
+            name: "events".into(),
+        },
+        Msg::DeleteTopicResponse {
+            corr: 9,
+            result: Ok(3),
+        },
+        Msg::DeleteTopicResponse {
+            corr: 9,
+            result: Err(ErrorCode::UnknownTopicOrPartition),
+        },
         Msg::CreateTopicResponse {
             corr: 3,
             result: Ok(vec![state()]),

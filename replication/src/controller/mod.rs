@@ -207,6 +207,7 @@ impl Controller {
                 partitions,
                 replication_factor,
             } => self.on_create_topic(from, corr, &name, partitions, replication_factor, out),
+            Msg::DeleteTopic { corr, name } => self.on_delete_topic(from, corr, &name, out),
             Msg::ControlledShutdown { node, broker_epoch } => {
                 self.on_controlled_shutdown(from, node, broker_epoch, out)
             }
@@ -277,7 +278,12 @@ impl Controller {
         let reply = |out: &mut Vec<ControllerOutput>, result| {
             Self::send(out, from, Msg::CreateTopicResponse { corr, result })
         };
-        if self.st.partitions.values().any(|p| p.topic == name) {
+        if self
+            .st
+            .partitions
+            .values()
+            .any(|p| p.topic == name && !p.is_deleted())
+        {
             reply(out, Err(ErrorCode::TopicAlreadyExists));
             return;
         }
@@ -327,6 +333,65 @@ impl Controller {
             .filter_map(|id| self.st.partitions.get(id).cloned())
             .collect();
         reply(out, Ok(states));
+    }
+
+    /// Deletes a topic: each of its partitions becomes a tombstone (no
+    /// replicas, leader, ISR or ELR; the partition epoch moves on), is
+    /// persisted, and is pushed to the replicas it had; brokers that did
+    /// not get the push learn it from their next heartbeat answer, like
+    /// any newer state. The tombstones stay, so a partition id is never
+    /// given to another topic (a late state of the old one could not be
+    /// told from the new one's).
+    fn on_delete_topic(
+        &mut self,
+        from: Addr,
+        corr: u64,
+        name: &str,
+        out: &mut Vec<ControllerOutput>,
+    ) {
+        let ids: Vec<u32> = self
+            .st
+            .partitions
+            .values()
+            .filter(|p| p.topic == name && !p.is_deleted())
+            .map(|p| p.partition)
+            .collect();
+        if ids.is_empty() {
+            Self::send(
+                out,
+                from,
+                Msg::DeleteTopicResponse {
+                    corr,
+                    result: Err(ErrorCode::UnknownTopicOrPartition),
+                },
+            );
+            return;
+        }
+        let mut had: Vec<(u32, Vec<NodeId>)> = Vec::new();
+        for id in &ids {
+            if let Some(p) = self.st.partitions.get_mut(id) {
+                had.push((*id, std::mem::take(&mut p.replicas)));
+                p.leader = None;
+                p.isr.clear();
+                p.elr.clear();
+            }
+        }
+        self.commit(ids.clone(), out);
+        for (id, replicas) in had {
+            if let Some(p) = self.st.partitions.get(&id) {
+                for r in replicas {
+                    Self::send(out, Addr::Node(r), Msg::PartitionUpdate(p.clone()));
+                }
+            }
+        }
+        Self::send(
+            out,
+            from,
+            Msg::DeleteTopicResponse {
+                corr,
+                result: Ok(ids.len() as u32),
+            },
+        );
     }
 
     fn send(out: &mut Vec<ControllerOutput>, to: Addr, msg: Msg) {
@@ -674,7 +739,7 @@ impl Controller {
             .st
             .partitions
             .values()
-            .filter(|p| p.leader.is_none())
+            .filter(|p| p.leader.is_none() && !p.is_deleted())
             .map(|p| p.partition)
             .collect();
         let mut changed = Vec::new();
@@ -741,7 +806,12 @@ impl Controller {
         // A partition may be offline with an eligible broker alive that
         // never changed state since (this controller restarted with the
         // partition leaderless): try again every tick.
-        if self.st.partitions.values().any(|p| p.leader.is_none()) {
+        if self
+            .st
+            .partitions
+            .values()
+            .any(|p| p.leader.is_none() && !p.is_deleted())
+        {
             self.elect_offline(out);
         }
     }

@@ -251,6 +251,11 @@ pub struct GroupCoordinator {
     cfg: GroupConfig,
     groups: BTreeMap<String, Group>,
     next_member: u64,
+    /// Part of every member id this coordinator issues: unique to the
+    /// coordinator's start, so ids never collide with those an earlier
+    /// coordinator of the group issued (after a failover, a member may
+    /// still send its old id while a new member is being named).
+    instance: u64,
     rebalances: u64,
 }
 
@@ -278,10 +283,17 @@ fn sync_error(error: i16) -> Reply {
 impl GroupCoordinator {
     /// A coordinator with these limits.
     pub fn new(cfg: GroupConfig) -> GroupCoordinator {
+        Self::with_instance(cfg, 0)
+    }
+
+    /// A coordinator whose member ids carry `instance` (say, the node id
+    /// and its start time): distinct instances never issue the same id.
+    pub fn with_instance(cfg: GroupConfig, instance: u64) -> GroupCoordinator {
         GroupCoordinator {
             cfg,
             groups: BTreeMap::new(),
             next_member: 0,
+            instance,
             rebalances: 0,
         }
     }
@@ -450,7 +462,10 @@ impl GroupCoordinator {
         let mut member_id = j.member_id.clone();
         if member_id.is_empty() {
             self.next_member += 1;
-            member_id = format!("{}-{:016x}", j.client_id, self.next_member);
+            member_id = format!(
+                "{}-{:016x}-{:08x}",
+                j.client_id, self.instance, self.next_member
+            );
             if j.require_known_member_id {
                 g.pending.insert(member_id.clone(), now);
                 out.push((token, join_error(code::MEMBER_ID_REQUIRED, &member_id)));

@@ -118,11 +118,75 @@ def poll_into(c, seen, secs, limit=None):
         if msg is None:
             continue
         if msg.error():
-            check(msg.error().code() == KafkaError._PARTITION_EOF, f"consumer error: {msg.error()}")
+            # librdkafka reports retriable group errors of a failover
+            # (REBALANCE_IN_PROGRESS on a superseded JoinGroup, a lost
+            # coordinator) as events and goes on; only a fatal one ends
+            # the consumer.
+            err = msg.error()
+            check(not err.fatal(), f"fatal consumer error: {err}")
+            if err.code() != KafkaError._PARTITION_EOF:
+                print(f"consumer event: {err}", flush=True)
             continue
         seen.append((msg.partition(), msg.offset(), msg.value()))
         got += 1
     return got
+
+
+def ready(client, topic, partitions, secs=30):
+    """Waits until `client`'s metadata has every partition with a leader
+    (nodes learn a new topic a moment apart)."""
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        md = client.list_topics(topic, timeout=10).topics.get(topic)
+        if md and md.error is None and len(md.partitions) == partitions and \
+                all(pm.leader >= 0 for pm in md.partitions.values()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{topic}: {partitions} partitions with leaders not seen in {secs} s")
+
+
+def admin_calls(c, alive):
+    """DeleteRecords, DeleteTopics and a topic created again under the
+    same name, through the surviving nodes: the new topic holds none of
+    the old one's records on any replica."""
+    boot = ",".join(c.addr(n) for n in alive)
+    admin = AdminClient({"bootstrap.servers": boot})
+    admin.create_topics([NewTopic("scratch", num_partitions=2, replication_factor=2)])["scratch"].result(30)
+    p = Producer({"bootstrap.servers": boot, "acks": "all"})
+    ready(p, "scratch", 2)
+    for i in range(200):
+        p.produce("scratch", value=f"old-{i}".encode(), partition=i % 2)
+    check(p.flush(30) == 0, "scratch produce")
+    low = list(admin.delete_records([TopicPartition("scratch", 0, 40)]).values())[0].result(30).low_watermark
+    check(low == 40, f"delete_records low watermark {low}")
+    admin.delete_topics(["scratch"])["scratch"].result(30)
+    deadline = time.time() + 10
+    while "scratch" in admin.list_topics(timeout=10).topics and time.time() < deadline:
+        time.sleep(0.2)
+    check("scratch" not in admin.list_topics(timeout=10).topics, "scratch still listed after DeleteTopics")
+    try:
+        admin.delete_topics(["scratch"])["scratch"].result(30)
+        check(False, "deleting a deleted topic succeeded")
+    except Exception as e:  # KafkaException UNKNOWN_TOPIC_OR_PART
+        check("UNKNOWN_TOPIC" in str(e).upper(), f"second delete: {e}")
+    admin.create_topics([NewTopic("scratch", num_partitions=2, replication_factor=2)])["scratch"].result(30)
+    # The same producer: it learns of the new topic (a new topic id).
+    ready(p, "scratch", 2)
+    for i in range(10):
+        p.produce("scratch", value=f"new-{i}".encode(), partition=i % 2)
+    check(p.flush(30) == 0, "scratch produce again")
+    r = Consumer({"bootstrap.servers": boot, "group.id": "scratch-reader", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    r.subscribe(["scratch"])
+    got = []
+    poll_into(r, got, 10, limit=10)
+    extra = []
+    poll_into(r, extra, 2)
+    r.close()
+    vals = sorted(v.decode() for _, _, v in got + extra)
+    check(vals == sorted(f"new-{i}" for i in range(10)), f"the topic created again reads {vals[:5]}...")
+    print("admin: DeleteRecords, DeleteTopics, and a topic created again under the same name "
+          "with none of the old records", flush=True)
 
 
 def main():
@@ -256,6 +320,7 @@ def main():
         check(got == want, f"committed offsets read back {got}, expected {want}")
         print(f"the committed offsets read back from the new coordinator: {dict(sorted(got.items()))}",
               flush=True)
+        admin_calls(c, [n for n in (1, 2, 3) if n != coord])
     except BaseException:
         c.dump_logs()
         raise

@@ -103,12 +103,27 @@ impl Driver {
         if let Some(lag) = lag {
             v.follower_lag = lag;
         }
+        // By a flag, not the count: a deletion and a creation in one
+        // step leave the count as it was (the view kept the deleted logs
+        // and never listed the new ones).
+        if std::mem::take(&mut self.logs_changed) || v.local.len() != self.logs.len() {
+            v.local = self.logs.iter().map(|(&k, p)| (k, p.clone())).collect();
+        }
         if sig == self.published {
             return;
         }
         self.published = sig;
         for (&id, s) in self.broker.view() {
-            v.by_name.insert((s.topic.clone(), s.index), id);
+            let name = (s.topic.clone(), s.index);
+            if s.is_deleted() {
+                // A deleted topic's tombstone: the name is free again
+                // (a topic created again under it has other ids).
+                if v.by_name.get(&name) == Some(&id) {
+                    v.by_name.remove(&name);
+                }
+            } else if v.by_name.get(&name).is_none_or(|&old| old <= id) {
+                v.by_name.insert(name, id);
+            }
             if let Some(old) = v.states.get(&id) {
                 // Counted by the leader that keeps its leadership.
                 if s.leader == Some(self.c.me)
@@ -128,9 +143,6 @@ impl Driver {
             {
                 v.states.insert(id, s.clone());
             }
-        }
-        if v.local.len() != self.logs.len() {
-            v.local = self.logs.iter().map(|(&k, p)| (k, p.clone())).collect();
         }
     }
 }
