@@ -108,16 +108,7 @@ fn connect(addr: &str) -> Result<TcpStream> {
 fn partitions(addr: &str, topic: &str) -> Result<Vec<(i32, String)>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut c = connect(addr)?;
-        let mut req = MetadataRequest::default();
-        let mut t = metadata_request::MetadataRequestTopic::default();
-        t.name = Some(TopicName(s(topic)));
-        req.topics = Some(vec![t]);
-        req.allow_auto_topic_creation = true;
-        c.write_all(&frame(ApiKey::Metadata, 8, 1, &req)?)
-            .map_err(io_err("sending Metadata"))?;
-        let mut body = read_response(&mut c, false)?;
-        let r = MetadataResponse::decode(&mut body, 8).map_err(proto)?;
+        let r = metadata(addr, topic, true)?;
         let t = r
             .topics
             .first()
@@ -160,18 +151,24 @@ fn partitions(addr: &str, topic: &str) -> Result<Vec<(i32, String)>> {
     }
 }
 
+/// One Metadata request (v8) for `topic` to the node at `addr`.
+fn metadata(addr: &str, topic: &str, auto_create: bool) -> Result<MetadataResponse> {
+    let mut c = connect(addr)?;
+    let mut req = MetadataRequest::default();
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(s(topic)));
+    req.topics = Some(vec![t]);
+    req.allow_auto_topic_creation = auto_create;
+    c.write_all(&frame(ApiKey::Metadata, 8, 1, &req)?)
+        .map_err(io_err("sending Metadata"))?;
+    let mut body = read_response(&mut c, false)?;
+    MetadataResponse::decode(&mut body, 8).map_err(proto)
+}
+
 /// Whether the node at `addr` says it leads `partition` of `topic`.
 fn leader_agrees(addr: &str, topic: &str, partition: i32) -> bool {
     let ask = || -> Result<bool> {
-        let mut c = connect(addr)?;
-        let mut req = MetadataRequest::default();
-        let mut t = metadata_request::MetadataRequestTopic::default();
-        t.name = Some(TopicName(s(topic)));
-        req.topics = Some(vec![t]);
-        c.write_all(&frame(ApiKey::Metadata, 8, 1, &req)?)
-            .map_err(io_err("sending Metadata"))?;
-        let mut body = read_response(&mut c, false)?;
-        let r = MetadataResponse::decode(&mut body, 8).map_err(proto)?;
+        let r = metadata(addr, topic, false)?;
         let me = r
             .brokers
             .iter()

@@ -27,6 +27,8 @@ import threading
 import time
 import urllib.request
 
+from common import ports_free
+
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 TOPIC = "faults"
@@ -39,16 +41,6 @@ PARTITIONS = 3
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
-
-
-def ports_free(base, n):
-    for p in list(range(base, base + n)) + list(range(base + 100, base + 100 + n)):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
 
 
 class Cluster:
@@ -695,7 +687,14 @@ def run(c, seconds, rng, faults):
         check("strata_controller_raft_term" in text, f"node {n}: no controller metrics")
         fsyncs = [l for l in text.splitlines() if l.startswith("strata_fsync_seconds_count")]
         check(fsyncs and int(fsyncs[0].split()[-1]) > 0, f"node {n}: no replica fsync timed: {fsyncs}")
-    check(led == PARTITIONS, f"the nodes' metrics say they lead {led} partitions, not {PARTITIONS}")
+    # The consumer's group made __consumer_offsets: its partitions are led too.
+    internal = max(
+        (sum(1 for line in (c.status(n) or "").splitlines() if "topic=__consumer_offsets " in line)
+         for n in c.ids),
+        default=0)
+    check(internal in (0, 50), f"__consumer_offsets has {internal} partitions, not 50")
+    check(led == PARTITIONS + internal,
+          f"the nodes' metrics say they lead {led} partitions, not {PARTITIONS} + {internal} internal")
     print(f"checked: {len(acked)} acknowledged writes all present once at their offsets; "
           f"{sum(len(r) for r in log.values())} stored; live consumer read "
           f"{sum(len(r) for r in seen.values())} in order")

@@ -20,7 +20,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import check, check_resumed, contiguous, free_port
+from common import check, check_resumed, contiguous, free_port, ports_free
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 6000
 TOPIC = "orders"
@@ -33,17 +33,6 @@ def java_hash(s):
     for unit in s.encode("utf-16-be").hex(" ", 2).split():
         h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
     return h - (1 << 32) if h >= 1 << 31 else h
-
-
-def ports_free(base, n):
-    import socket
-    for p in list(range(base, base + n)) + list(range(base + 100, base + 100 + n)):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                return False
-    return True
 
 
 class Cluster:

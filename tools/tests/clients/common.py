@@ -74,6 +74,18 @@ class Broker:
             pass
 
 
+def ports_free(base, n):
+    """Whether a cluster's Kafka ports base..base+n and its metrics ports
+    (base+100..) are all free on 127.0.0.1."""
+    for p in list(range(base, base + n)) + list(range(base + 100, base + 100 + n)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
