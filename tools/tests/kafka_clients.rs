@@ -1,6 +1,8 @@
 //! Real Kafka clients that no one here wrote, each against a freshly
 //! started `strata serve` (the scripts in tests/clients/ start, SIGKILL
-//! and restart it): confluent-kafka (librdkafka), kafka-python and kcat.
+//! and restart it): confluent-kafka (librdkafka), kafka-python and kcat;
+//! and confluent-kafka's consumer groups and admin calls on a 3-node
+//! `strata cluster` whose group coordinator is SIGKILLed.
 //! `.ci/run` installs them; elsewhere a missing client skips its test
 //! with a message, unless CI is set, where it fails.
 
