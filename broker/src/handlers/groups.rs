@@ -423,17 +423,22 @@ pub(crate) fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeG
             out.groups.push(d);
             continue;
         }
-        let described = b.groups.lock().describe(g.as_str());
+        let described = b.groups.lock().describe_full(g.as_str());
         match described {
             None => d.group_state = s("Dead"),
-            Some((state, _, members)) => {
-                d.group_state = s(state.name());
-                d.protocol_type = s("consumer");
-                d.members = members
+            Some(gd) => {
+                d.group_state = s(gd.state.name());
+                d.protocol_type = s(&gd.protocol_type);
+                d.protocol_data = s(&gd.protocol);
+                d.members = gd
+                    .members
                     .into_iter()
                     .map(|m| {
                         let mut dm = describe_groups_response::DescribedGroupMember::default();
-                        dm.member_id = s(&m);
+                        dm.member_id = s(&m.member_id);
+                        dm.client_id = s(&m.client_id);
+                        dm.member_metadata = m.metadata;
+                        dm.member_assignment = m.assignment;
                         dm
                     })
                     .collect();

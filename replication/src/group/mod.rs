@@ -245,6 +245,34 @@ impl Group {
     }
 }
 
+/// A group as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct Described {
+    /// Its state.
+    pub state: State,
+    /// Its generation.
+    pub generation: i32,
+    /// The members' protocol type (`consumer`).
+    pub protocol_type: String,
+    /// The chosen protocol (the assignor), when stable.
+    pub protocol: String,
+    /// Its members.
+    pub members: Vec<DescribedMember>,
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct DescribedMember {
+    /// Its id.
+    pub member_id: String,
+    /// The client id it joined with.
+    pub client_id: String,
+    /// Its metadata for the chosen protocol (stable groups).
+    pub metadata: Bytes,
+    /// Its assignment (stable groups).
+    pub assignment: Bytes,
+}
+
 /// The coordinator of every group on this broker.
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
@@ -303,6 +331,48 @@ impl GroupCoordinator {
         self.groups
             .get(group)
             .map(|g| (g.state, g.generation, g.members.keys().cloned().collect()))
+    }
+
+    /// DescribeGroups: the group's state, generation, protocol type and
+    /// chosen protocol, and each member with its client id; with the
+    /// member's metadata for the chosen protocol and its assignment when
+    /// the group is stable (as Kafka describes them). `None`: unknown.
+    pub fn describe_full(&self, group: &str) -> Option<Described> {
+        let g = self.groups.get(group)?;
+        let stable = g.state == State::Stable;
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| DescribedMember {
+                member_id: id.clone(),
+                client_id: m.client_id.clone(),
+                metadata: if stable {
+                    m.protocols
+                        .iter()
+                        .find(|(name, _)| *name == g.protocol)
+                        .map(|(_, meta)| meta.clone())
+                        .unwrap_or_default()
+                } else {
+                    Bytes::new()
+                },
+                assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect();
+        Some(Described {
+            state: g.state,
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol: if stable {
+                g.protocol.clone()
+            } else {
+                String::new()
+            },
+            members,
+        })
     }
 
     /// Rebalances completed with a new generation, since the start.

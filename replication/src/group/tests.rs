@@ -207,3 +207,54 @@ fn bad_joins_get_errors() {
     let r = c.handle(0, 6, join("g", &b, &["sticky"]));
     assert_eq!(joined(&r, 6).error, code::INCONSISTENT_GROUP_PROTOCOL);
 }
+
+/// DescribeGroups' view: a stable group shows each member's metadata for
+/// the chosen protocol and its assignment; a group mid-rebalance shows
+/// its members without them; and two coordinators (a failover) never
+/// name two members alike.
+#[test]
+fn a_stable_group_describes_its_members_metadata_and_assignments() {
+    let mut c = GroupCoordinator::with_instance(
+        GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        },
+        7,
+    );
+    let a = joined(&c.handle(0, 1, join("g", "", &["roundrobin", "range"])), 1);
+    let first = joined(
+        &c.handle(1, 2, join("g", &a.member_id, &["roundrobin", "range"])),
+        2,
+    );
+    assert_eq!(first.error, code::NONE);
+    let mid = c.describe_full("g").expect("known");
+    assert_eq!(mid.state, State::CompletingRebalance);
+    assert!(mid.protocol.is_empty() && mid.members[0].assignment.is_empty());
+    c.handle(
+        2,
+        3,
+        Request::Sync {
+            group: "g".into(),
+            generation: 1,
+            member_id: a.member_id.clone(),
+            assignments: vec![(a.member_id.clone(), Bytes::from_static(b"p0,p1"))],
+        },
+    );
+    let d = c.describe_full("g").expect("known");
+    assert_eq!((d.state, d.generation), (State::Stable, 1));
+    assert_eq!(d.protocol, "roundrobin");
+    assert_eq!(d.protocol_type, "consumer");
+    assert_eq!(d.members.len(), 1);
+    let m = &d.members[0];
+    assert_eq!(
+        (m.member_id.as_str(), m.client_id.as_str()),
+        (a.member_id.as_str(), "c")
+    );
+    assert_eq!(&m.metadata[..], b"roundrobin");
+    assert_eq!(&m.assignment[..], b"p0,p1");
+    assert!(c.describe_full("other").is_none());
+    // Another coordinator's first member id differs from this one's.
+    let mut other = GroupCoordinator::with_instance(GroupConfig::default(), 8);
+    let b = joined(&other.handle(0, 1, join("g", "", &["range"])), 1);
+    assert_ne!(a.member_id, b.member_id);
+}

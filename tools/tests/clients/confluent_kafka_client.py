@@ -152,6 +152,23 @@ def main():
                 break
         check(pa and pb and not pa & pb and pa | pb == {0, 1, 2}, f"split: {pa} and {pb}")
         print(f"two consumers split the partitions: {sorted(pa)} and {sorted(pb)}", flush=True)
+        # DescribeGroups: both members with their assignments (the bytes
+        # the client parses are the ones the members synced).
+        desc = None
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            a.poll(0.2)
+            b.poll(0.2)
+            desc = admin.describe_consumer_groups(["g2"])["g2"].result(30)
+            if str(desc.state).endswith("STABLE") and len(desc.members) == 2:
+                break
+        check(desc is not None and str(desc.state).endswith("STABLE"), f"g2 state {desc and desc.state}")
+        got = sorted(tp.partition for m in desc.members for tp in m.assignment.topic_partitions)
+        check(got == [0, 1, 2], f"described assignments {got}")
+        check(desc.partition_assignor in ("range", "roundrobin", "cooperative-sticky"),
+              f"assignor {desc.partition_assignor!r}")
+        print(f"DescribeGroups: {len(desc.members)} members, assignor {desc.partition_assignor}, "
+              f"assignments {got}", flush=True)
         b.close()
         deadline = time.time() + 60
         while time.time() < deadline:
