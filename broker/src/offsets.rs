@@ -224,13 +224,9 @@ pub(crate) fn coordinator_of(b: &Broker, group: &str) -> Result<(i32, String, i3
             }
         }
     }
-    let v = c.view();
     let index = partition_for(group, partitions(b));
-    let leader = v
-        .by_name
-        .get(&(TOPIC.to_string(), index))
-        .and_then(|id| v.states.get(id))
-        .and_then(|s| s.leader)
+    let leader = c
+        .leader_of(TOPIC, index)
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
     let node = c
         .brokers()
@@ -260,9 +256,7 @@ fn here(b: &Broker, c: &Cluster, group: &str) -> Result<Here, i16> {
             _ => code::COORDINATOR_NOT_AVAILABLE,
         })?;
     let epoch = c
-        .view()
-        .states
-        .get(&id)
+        .partition_state(id)
         .map(|s| s.leader_epoch)
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
     let mut parts = b.offsets.parts.lock();

@@ -396,6 +396,18 @@ impl Cluster {
         Some(format!("out {:?} in {:?}\n", b.0, b.1))
     }
 
+    /// The newest state heard of partition `id` (no copy of the whole view).
+    pub fn partition_state(&self, id: u32) -> Option<PartitionState> {
+        self.view.lock().states.get(&id).cloned()
+    }
+
+    /// The leader of partition `index` of `topic`, as last heard.
+    pub fn leader_of(&self, topic: &str, index: u32) -> Option<NodeId> {
+        let v = self.view.lock();
+        let id = v.by_name.get(&(topic.to_string(), index))?;
+        v.states.get(id)?.leader
+    }
+
     /// The cluster-wide id of the topic's partition 0 (`None`: no topic).
     pub fn first_partition_id(&self, topic: &str) -> Option<u32> {
         let v = self.view.lock();
